@@ -1,0 +1,111 @@
+"""Command line: ``python -m core run | chat | plugins | check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from core.bot import Bot
+from core.errors import ConfigError
+from core.logs import setup_logging
+from core.settings import Settings, load_settings
+
+log = logging.getLogger("core.cli")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    secrets = [settings.env.discord_token.get_secret_value()] if settings.env.discord_token else []
+    setup_logging(args.log_level or settings.env.log_level, secrets)
+    return settings
+
+
+async def _serve(settings: Settings, transport: str | None) -> int:
+    bot = Bot(settings)
+    await bot.start()
+    try:
+        for problem in bot.plugins.problems + bot.commands.problems:
+            log.warning("%s", problem)
+        if transport is None:
+            transport = "discord" if settings.env.discord_token and "discord" in bot.transports else "console"
+            if settings.env.discord_token and "discord" not in bot.transports:
+                log.warning("DISCORD_TOKEN is set but the discord plugin is not enabled; using the terminal")
+        run = bot.transports.get(transport)
+        if run is None:
+            print(f"transport {transport!r} is not available (enabled: {', '.join(bot.transports) or 'none'})", file=sys.stderr)
+            return 2
+        await run(bot)
+        return 0
+    finally:
+        await bot.stop()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(_settings(args), None))
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(_settings(args), "console"))
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    bot = Bot(_settings(args))
+    print(f"{'plugin':<12} {'state':<9} {'source':<28} note")
+    for info in bot.plugins.listing():
+        print(f"{info.name:<12} {info.state:<9} {info.source:<28} {info.reason}")
+    for problem in bot.plugins.problems:
+        print(f"problem: {problem}")
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    bot = Bot(settings)
+    await bot.start()
+    try:
+        reports = await bot.health()
+    finally:
+        await bot.stop()
+    failed = False
+    print("config: OK" + (f" ({settings.config_file})" if settings.config_file else " (defaults)"))
+    for problem in bot.plugins.problems + bot.commands.problems:
+        print(f"config: WARNING {problem}")
+    for info in bot.plugins.listing():
+        if info.state == "failed":
+            failed = True
+            print(f"plugin {info.name}: FAILED {info.reason}")
+    for report in reports:
+        failed |= not report.ok
+        print(f"{report.component}: {'OK' if report.ok else 'FAIL'} {report.detail}")
+    print("verdict: " + ("FAIL" if failed else "OK"))
+    return 1 if failed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return asyncio.run(_check(_settings(args)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description="A Discord bot that never forgets.")
+    parser.add_argument("--config", help="TOML config file (default: $BOT_CONFIG or ./bot.toml)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
+    sub = parser.add_subparsers(dest="command")
+    commands: dict[str, Any] = {
+        "run": (cmd_run, "run the bot: Discord when DISCORD_TOKEN is set, else terminal chat"),
+        "chat": (cmd_chat, "chat with the bot in this terminal"),
+        "plugins": (cmd_plugins, "list plugins and their state"),
+        "check": (cmd_check, "validate config and reach every configured backend"),
+    }
+    for name, (_, help_text) in commands.items():
+        sub.add_parser(name, help=help_text)
+    args = parser.parse_args(argv)
+    command = args.command or "run"
+    try:
+        return commands[command][0](args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

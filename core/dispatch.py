@@ -1,0 +1,112 @@
+"""Calling hooks the way the core needs: awaited, isolated, in order.
+
+pluggy neither awaits coroutines nor survives an exception in one
+implementation (pluggy #320, #419), so the core walks the implementations
+itself, in pluggy's call order (``tryfirst`` first, ``trylast`` last, later
+registrations before earlier ones).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from core.errors import Refused
+
+log = logging.getLogger("core.hooks")
+
+
+@dataclass(slots=True)
+class HookFailure:
+    plugin: str
+    hook: str
+    error: str
+
+
+class Hooks:
+    """Dispatches a hook to every registered implementation.
+
+    ``failures`` keeps the last failures (newest last) so a transport or a
+    command can say which plugin misbehaved.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, context: dict[str, Any] | None = None) -> None:
+        self.pm = pm
+        # Arguments every hook may take (``bot``), merged into each call.
+        self.context = context or {}
+        self.failures: list[HookFailure] = []
+
+    def implementations(self, name: str) -> list[Any]:
+        caller = getattr(self.pm.hook, name)
+        return list(reversed(caller.get_hookimpls()))
+
+    async def _call(self, name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        args = {arg: kwargs[arg] for arg in impl.argnames}
+        try:
+            result = impl.function(**args)
+            if inspect.isawaitable(result):
+                result = await result
+        except Refused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - isolation is the point
+            self._failed(name, impl.plugin_name, exc)
+            return False, None
+        return True, result
+
+    def _failed(self, hook: str, plugin: str, exc: BaseException) -> None:
+        log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
+        self.failures.append(HookFailure(plugin, hook, f"{type(exc).__name__}: {exc}"))
+        del self.failures[:-50]
+
+    def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**self.context, **kwargs}
+
+    async def broadcast(self, name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Run every implementation; return ``(plugin, result)`` for those
+        that did not raise."""
+        kwargs = self._kwargs(kwargs)
+        results = []
+        for impl in self.implementations(name):
+            ok, result = await self._call(name, impl, kwargs)
+            if ok:
+                results.append((impl.plugin_name, result))
+        return results
+
+    async def first(self, name: str, **kwargs: Any) -> Any:
+        """Return the first non-``None`` result, or ``None``."""
+        kwargs = self._kwargs(kwargs)
+        for impl in self.implementations(name):
+            ok, result = await self._call(name, impl, kwargs)
+            if ok and result is not None:
+                return result
+        return None
+
+    async def collect(self, name: str, **kwargs: Any) -> list[Any]:
+        """Return every non-``None`` result, lists flattened."""
+        gathered: list[Any] = []
+        for _plugin, result in await self.broadcast(name, **kwargs):
+            if isinstance(result, list):
+                gathered.extend(result)
+            elif result is not None:
+                gathered.append(result)
+        return gathered
+
+    def call_registry(self, name: str, make_register: Any) -> None:
+        """Call a ``register_*`` hook synchronously, isolating each plugin.
+
+        ``make_register(plugin_name)`` returns the ``register`` callable that
+        plugin receives, so each contribution is known by its plugin.
+        """
+        for impl in self.implementations(name):
+            kwargs = self._kwargs({"register": make_register(impl.plugin_name)})
+            try:
+                result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+                if inspect.isawaitable(result):
+                    result.close()
+                    raise TypeError(f"{name} must be a plain def, not async")
+            except Exception as exc:  # noqa: BLE001
+                self._failed(name, impl.plugin_name, exc)

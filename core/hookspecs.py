@@ -1,0 +1,260 @@
+"""The hook contract between the core and its plugins: every hook, in one place.
+
+Each hook says what it receives, what it returns and how the core calls it:
+
+- **broadcast**: every implementation runs; results are ignored.
+- **first answer**: implementations run in turn (``tryfirst`` ones first,
+  ``trylast`` ones last) and the first that returns something other than
+  ``None`` wins.
+- **collect**: every implementation runs; the non-``None`` results are
+  gathered (a list returned by one implementation is flattened).
+- **registry**: the hook receives a ``register`` callable and calls it once
+  per contribution; the core validates each one.
+
+Any implementation may be ``async def`` or plain ``def``: the core awaits what
+needs awaiting (pluggy itself does not). An implementation that raises is
+logged with its plugin's name and skipped; the others still run and the user
+still gets a reply. Raising :class:`core.errors.Refused` is the one deliberate
+way to stop a message: its text becomes the reply.
+
+An implementation declares only the arguments it needs, by name. Every hook
+may also take ``bot``: the running :class:`core.bot.Bot` (settings, clock,
+instance id, and ``bot.hooks`` to call other hooks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from core.models import (
+    Context,
+    HealthReport,
+    IncomingMessage,
+    MessageRecord,
+    Reply,
+    Session,
+)
+
+PROJECT_NAME = "discord_bot"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# --- Lifecycle ---------------------------------------------------------------
+
+
+@hookspec
+def startup(bot: Any) -> None:
+    """Open connections and start background work.
+
+    Called once when the bot starts, before any message. **Broadcast.** An
+    implementation that raises marks its plugin as failed and unregisters it,
+    so no half-started plugin sees messages.
+    """
+
+
+@hookspec
+def shutdown(bot: Any) -> None:
+    """Flush what is buffered and close connections.
+
+    Called once when the bot stops. **Broadcast.**
+    """
+
+
+@hookspec
+def health(bot: Any) -> HealthReport | list[HealthReport] | None:
+    """Report the health of what the plugin owns (backends, queues).
+
+    Used by the ``session`` command and ``python -m core check``.
+    **Collect**: return one :class:`~core.models.HealthReport`, a list of them,
+    or ``None``.
+    """
+
+
+# --- Registries --------------------------------------------------------------
+
+
+@hookspec
+def register_transports(register: Any) -> None:
+    """Contribute transports: ``register(name, run)``.
+
+    ``run`` is ``async def run(bot) -> None`` and serves until cancelled. The
+    CLI runs ``discord`` when a Discord token is set, else ``console``.
+    **Registry.**
+    """
+
+
+@hookspec
+def register_commands(register: Any) -> None:
+    """Contribute commands: ``register(Command(...))``.
+
+    Names are unique; a second command with a taken name is refused and
+    reported. Transports expose them (``/name`` in the terminal, slash
+    commands in Discord). **Registry.**
+    """
+
+
+@hookspec
+def register_image_providers(register: Any) -> None:
+    """Contribute image generators: ``register(name, provider)``.
+
+    ``provider`` is an object with ``async def generate(prompt, *, size,
+    seed, style) -> bytes`` returning PNG bytes. The images plugin picks one
+    by config. **Registry.**
+    """
+
+
+# --- The message pipeline, in the order the core calls it ---------------------
+
+
+@hookspec
+def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
+    """Decide whether this bot instance handles ``message``.
+
+    Return ``True`` to handle it, ``False`` when it was or is being handled
+    elsewhere (another instance, or an earlier delivery of the same id): the
+    core then drops it silently. May wait (e.g. for another instance's claim
+    to expire). ``None`` means no opinion. **First answer**; with no answer
+    the message is handled.
+    """
+
+
+@hookspec
+def session_scope(message: IncomingMessage, bot: Any) -> str | None:
+    """Return the scope key of ``message``: the name of who shares context
+    (e.g. ``g:1:c:2:u:3`` for one user in one channel). Leases and sessions
+    are keyed by it. **First answer**; with no answer the core uses
+    ``<guild or dm>:<channel>:<user>``.
+    """
+
+
+@hookspec
+def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
+    """Return the session ``message`` belongs to, opening one if needed.
+
+    Applies scope (who shares context) and idle timeouts. **First answer**;
+    with no answer the core uses a session per channel and user that never
+    times out.
+    """
+
+
+@hookspec
+def session_lease(message: IncomingMessage, bot: Any) -> Any:
+    """Return an async context manager that the core holds while it handles
+    ``message`` (from resolving its session to storing the reply), so one
+    session's messages are handled one at a time, across instances too; or
+    ``None``. **First answer.**
+    """
+
+
+@hookspec
+def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
+    """Inspect or transform an incoming message before it is stored.
+
+    E.g. decode, check and strip attachments, filling in their ``sha256``,
+    size and description. Raise :class:`~core.errors.Refused` to refuse it.
+    **Broadcast.**
+    """
+
+
+@hookspec
+def store_message(record: MessageRecord, session: Session, bot: Any) -> bool | None:
+    """Store one message of the conversation (the user's, then the reply).
+
+    Must be idempotent on ``record.id``. Return ``True`` when the message is
+    durably accepted, ``False`` when it was accepted only in degraded form
+    (the core tells the user memory is degraded). Raise
+    :class:`~core.errors.Refused` to refuse it (nothing half-stored).
+    **Broadcast.**
+    """
+
+
+@hookspec
+def load_messages(session: Session, limit: int, bot: Any) -> list[MessageRecord] | None:
+    """Return the last ``limit`` messages of ``session`` in conversation
+    order (oldest first). **First answer.**
+    """
+
+
+@hookspec
+def load_session(scope_key: str, bot: Any) -> Session | None:
+    """Return the latest session stored for ``scope_key``, open or closed,
+    or ``None``. **First answer.**
+    """
+
+
+@hookspec
+def save_session(session: Session, bot: Any) -> None:
+    """Persist ``session`` (opened, touched, closed, state changed).
+    **Broadcast.**
+    """
+
+
+@hookspec
+def list_sessions(user_id: str, limit: int, bot: Any) -> list[Session] | None:
+    """Return up to ``limit`` of ``user_id``'s sessions, newest first.
+    **First answer.**
+    """
+
+
+@hookspec
+def build_context(session: Session, message: IncomingMessage, bot: Any) -> Context | None:
+    """Build the context window a reply is generated from.
+
+    The messages end with the current one. **First answer**; with no answer
+    the core builds a context holding the current message only.
+    """
+
+
+@hookspec
+def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
+    """Generate the reply to ``message`` from ``context``.
+
+    **First answer**: the first reply plugin that answers wins; a built-in
+    ``trylast`` fallback answers when no reply plugin is enabled.
+    """
+
+
+@hookspec
+def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
+    """Called after a reply was sent and stored (``record`` is the stored
+    reply). **Broadcast.**
+    """
+
+
+# --- People's data -----------------------------------------------------------
+
+
+@hookspec
+def export_user(user_id: str, bot: Any) -> dict[str, Any] | None:
+    """Return everything the plugin holds about ``user_id`` as JSON-able
+    data, keyed by what it is (``{"messages": [...]}``). **Collect**; the
+    core merges the dicts.
+    """
+
+
+@hookspec
+def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
+    """Delete everything the plugin holds about ``user_id`` everywhere it
+    keeps it (cache, database, queues, media). Return counts of what was
+    deleted. **Collect.**
+    """
+
+
+# --- Bot-wide state ------------------------------------------------------------
+
+
+@hookspec
+def load_bot_state(key: str, bot: Any) -> Any:
+    """Return the durable bot-wide value stored under ``key`` (JSON-able),
+    shared by all instances, or ``None``. **First answer.**
+    """
+
+
+@hookspec
+def save_bot_state(key: str, value: Any, bot: Any) -> None:
+    """Durably store a bot-wide value (e.g. plugins switched off at run time
+    by an admin). **Broadcast.**
+    """

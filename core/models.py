@@ -1,0 +1,276 @@
+"""Transport-neutral models passed to hooks.
+
+Plain dataclasses: every plugin can be tested without Discord, and building
+one costs a few microseconds on the hot path. Times are UTC epoch seconds as
+``float``; ids are strings (Discord snowflakes fit, so do console ids).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(str, enum.Enum):
+    USER = "user"
+    BOT = "bot"
+    SYSTEM = "system"
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A file attached to a message: sent by a user or produced by the bot.
+
+    ``data`` holds the bytes while they travel through the pipeline; stored
+    records keep ``sha256`` (the media store's key) and drop the bytes.
+    """
+
+    filename: str
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    url: str | None = None
+    data: bytes | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    description: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "url": self.url,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Attachment:
+        return cls(**{k: raw.get(k) for k in _ATTACHMENT_FIELDS if k in raw})
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+
+_ATTACHMENT_FIELDS = (
+    "filename",
+    "content_type",
+    "size",
+    "url",
+    "sha256",
+    "width",
+    "height",
+    "description",
+)
+
+
+@dataclass(slots=True)
+class IncomingMessage:
+    """A message as a transport received it.
+
+    ``id`` is the platform's message id and the idempotency key (G3): the same
+    message delivered twice carries the same id. ``guild_id`` is ``None`` in
+    direct messages. ``permissions`` holds the author's relevant permissions in
+    this channel (``"manage_messages"``, ``"administrator"``) as the transport
+    knows them; ``is_owner`` marks a configured bot owner.
+    """
+
+    id: str
+    author_id: str
+    channel_id: str
+    content: str
+    timestamp: float
+    transport: str = "test"
+    author_name: str = ""
+    guild_id: str | None = None
+    thread_id: str | None = None
+    is_dm: bool = False
+    author_is_bot: bool = False
+    mentions_bot: bool = False
+    reply_to_id: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+    permissions: frozenset[str] = frozenset()
+    is_owner: bool = False
+
+
+@dataclass(slots=True)
+class Session:
+    """One conversation: a scope (who shares context) plus its open period.
+
+    ``scope_key`` names who shares the context (e.g. one user in one channel);
+    ``id`` names this particular period of it, until an idle timeout or a
+    reset opens the next one. ``state`` is free-form plugin state that is
+    persisted with the session (e.g. a rolling summary).
+    """
+
+    id: str
+    scope_key: str
+    opened_at: float
+    last_active_at: float
+    guild_id: str | None = None
+    channel_id: str | None = None
+    user_id: str | None = None
+    closed_at: float | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    """A message of the conversation record, as memory stores it.
+
+    ``id`` is the platform message id (the idempotency key); a bot reply that
+    the platform gave no id yet is ``reply:<id of the message it answers>``.
+    Order is ``(timestamp, id)``: platform time first, the id breaking ties.
+    """
+
+    id: str
+    session_id: str
+    scope_key: str
+    role: Role
+    author_id: str
+    content: str
+    timestamp: float
+    author_name: str = ""
+    guild_id: str | None = None
+    channel_id: str | None = None
+    reply_to_id: str | None = None
+    attachments: list[Attachment] = field(default_factory=list)
+
+    @property
+    def sort_key(self) -> tuple[float, int, str]:
+        return (self.timestamp, len(self.id), self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "scope_key": self.scope_key,
+            "role": self.role.value,
+            "author_id": self.author_id,
+            "author_name": self.author_name,
+            "content": self.content,
+            "timestamp": self.timestamp,
+            "guild_id": self.guild_id,
+            "channel_id": self.channel_id,
+            "reply_to_id": self.reply_to_id,
+            "attachments": [a.to_dict() for a in self.attachments],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MessageRecord:
+        return cls(
+            id=raw["id"],
+            session_id=raw["session_id"],
+            scope_key=raw["scope_key"],
+            role=Role(raw["role"]),
+            author_id=raw["author_id"],
+            author_name=raw.get("author_name") or "",
+            content=raw["content"],
+            timestamp=float(raw["timestamp"]),
+            guild_id=raw.get("guild_id"),
+            channel_id=raw.get("channel_id"),
+            reply_to_id=raw.get("reply_to_id"),
+            attachments=[Attachment.from_dict(a) for a in raw.get("attachments") or []],
+        )
+
+
+@dataclass(slots=True)
+class Context:
+    """What a reply plugin sees: the system prompt and the context window.
+
+    ``messages`` are in conversation order and end with the current message.
+    ``notes`` carry facts a reply may want to mention (e.g. memory degraded).
+    """
+
+    session: Session
+    system_prompt: str
+    messages: list[MessageRecord]
+    token_budget: int | None = None
+    tokens_used: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the bot sends back. Mentions are never pinged unless a plugin
+    explicitly sets ``allow_mentions`` (model output must not @everyone)."""
+
+    content: str
+    attachments: list[Attachment] = field(default_factory=list)
+    ephemeral: bool = False
+    allow_mentions: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """The content with notes appended, as a plain-text transport shows it."""
+        if not self.notes:
+            return self.content
+        return "\n".join([self.content, *(f"({note})" for note in self.notes)])
+
+
+@dataclass(slots=True)
+class Sent:
+    """What a transport reports after sending a reply."""
+
+    id: str | None = None
+    timestamp: float | None = None
+
+
+SendReply = Callable[[Reply], Awaitable["Sent | None"]]
+
+
+@dataclass(slots=True)
+class HealthReport:
+    """One component's health, collected by the ``health`` hook."""
+
+    component: str
+    ok: bool
+    detail: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+PERMISSION_LEVELS = ("everyone", "manage_messages", "admin", "owner")
+
+
+@dataclass(slots=True)
+class Invocation:
+    """A command call: who asked, where, with what arguments."""
+
+    bot: Any
+    message: IncomingMessage
+    name: str
+    args: str
+
+
+CommandHandler = Callable[[Invocation], "Awaitable[Reply] | Reply"]
+
+
+@dataclass(slots=True)
+class Command:
+    """A transport-neutral command, registered through ``register_commands``.
+
+    ``permission`` is the least a caller needs: ``everyone``,
+    ``manage_messages`` (moderators of the channel), ``admin`` (server
+    administrators or owners) or ``owner`` (configured bot owners).
+    ``options`` maps option names to help texts; transports that have typed
+    commands (Discord slash commands) expose them as string options.
+    """
+
+    name: str
+    description: str
+    handler: CommandHandler
+    permission: str = "everyone"
+    options: dict[str, str] = field(default_factory=dict)
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.permission not in PERMISSION_LEVELS:
+            raise ValueError(
+                f"command {self.name!r}: permission {self.permission!r} is not one of {PERMISSION_LEVELS}"
+            )

@@ -1,0 +1,226 @@
+"""Configuration: environment variables, a ``.env`` file and a TOML file.
+
+The TOML file (``BOT_CONFIG``, default ``./bot.toml`` when it exists) holds
+the plugin lists and per-plugin sections::
+
+    [bot]
+    owner_ids = ["1234"]
+
+    [plugins]
+    disabled = ["images"]
+
+    [sessions]
+    idle_timeout = 1800
+
+Secrets (tokens, API keys, passwords inside URLs) come from the environment
+only: the file is refused when it holds one, and every secret is a
+``SecretStr`` that prints as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "bot.toml"
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
+
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey)", re.IGNORECASE)
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
+
+
+class BotSection(BaseModel):
+    """The ``[bot]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "bot"
+    command_prefix: str = "/"
+    owner_ids: list[str] = Field(default_factory=list)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_message_chars: int = Field(4000, gt=0)
+
+
+class PluginsSection(BaseModel):
+    """The ``[plugins]`` table: ``enabled`` is an allow-list (all installed
+    plugins when absent), ``disabled`` a block-list applied after it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: list[str] | None = None
+    disabled: list[str] = Field(default_factory=list)
+
+
+class EnvSettings(BaseSettings):
+    """What only the environment (or ``.env``) sets."""
+
+    model_config = SettingsConfigDict(env_prefix="BOT_", env_file=".env", extra="ignore")
+
+    config: Path | None = None
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+
+
+class Settings(BaseModel):
+    """Everything the core knows of the configuration."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    env: EnvSettings
+    bot: BotSection = Field(default_factory=BotSection)
+    plugins: PluginsSection = Field(default_factory=PluginsSection)
+    sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    config_file: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.env.data_dir
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dict(self.sections.get(name, {}))
+
+    def for_plugin(self, name: str, model: type[_P]) -> _P:
+        """Validate plugin ``name``'s settings: its TOML section, overridden
+        by environment variables (``model``'s prefix). Errors name the key."""
+        return load_plugin_settings(model, self.section(name), where=self._where(name))
+
+    def _where(self, table: str) -> str:
+        return f"{self.config_file or 'config'} [{table}]"
+
+    def redacted(self) -> dict[str, Any]:
+        """A dump safe to print or log: every secret is masked."""
+        return _redact(self.model_dump(mode="python"))
+
+
+class PluginSettings(BaseSettings):
+    """Base for a plugin's settings: environment beats the TOML section.
+
+    A subclass sets ``model_config = SettingsConfigDict(env_prefix="NAME_")``;
+    a field may also name a documented variable with
+    ``validation_alias=AliasChoices("field", "ENV_NAME")``.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML section arrives as init kwargs; the environment wins over it.
+        return (env_settings, dotenv_settings, init_settings)
+
+
+_P = TypeVar("_P", bound=BaseModel)
+
+
+def load_plugin_settings(model: type[_P], section: dict[str, Any], where: str = "config") -> _P:
+    known = set(model.model_fields)
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known)) or 'none'})")
+    try:
+        return model(**section)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, where)) from None
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(value)"
+        parts.append(f"{key}: {err['msg']}")
+    return f"{where}: " + "; ".join(parts)
+
+
+def _check_no_secrets(data: dict[str, Any], where: str, path: str = "") -> None:
+    for key, value in data.items():
+        name = f"{path}{key}"
+        if isinstance(value, dict):
+            _check_no_secrets(value, where, f"{name}.")
+            continue
+        if _SECRET_KEY.search(str(key)) and value not in (None, ""):
+            raise ConfigError(
+                f"{where}: {name!r} looks like a secret; secrets come from environment variables only "
+                "(see .env.example), never from the config file"
+            )
+        if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
+            raise ConfigError(
+                f"{where}: {name!r} holds a URL with a password; put it in an environment variable instead"
+            )
+
+
+def load_settings(config_file: str | Path | None = None, *, env_file: str | Path | None = ".env") -> Settings:
+    """Read environment, ``.env`` and the TOML file into :class:`Settings`.
+
+    Raises :class:`~core.errors.ConfigError` with a message that names the
+    file and key at fault.
+    """
+    try:
+        env = EnvSettings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, "environment")) from None
+
+    path = Path(config_file) if config_file else env.config
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    where = str(path or "config")
+    _check_no_secrets(raw, where)
+
+    sections = {k: v for k, v in raw.items() if k not in ("bot", "plugins")}
+    for name, value in sections.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: top-level key {name!r} must be a [table] of plugin settings")
+    try:
+        bot = BotSection(**raw.get("bot", {}))
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(_explain(exc, f"{where} [bot]") if isinstance(exc, ValidationError) else f"{where} [bot]: {exc}") from None
+    try:
+        plugins = PluginsSection(**raw.get("plugins", {}))
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(_explain(exc, f"{where} [plugins]") if isinstance(exc, ValidationError) else f"{where} [plugins]: {exc}") from None
+    return Settings(env=env, bot=bot, plugins=plugins, sections=sections, config_file=path)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if isinstance(value, BaseModel):
+        return _redact(value.model_dump(mode="python"))
+    if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
+        return redact_url(value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:pw@host`` → ``redis://user:***@host``."""
+    return re.sub(r"(://[^/@\s:]*:)[^/@\s]+@", r"\1***@", url)
