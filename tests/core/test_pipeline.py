@@ -1,0 +1,134 @@
+"""The message pipeline: order of hooks, bad input, isolation."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+from core.errors import Refused
+from core.models import Reply
+from core.plugins import hookimpl
+
+from tests.core.helpers import make_bot, say
+
+
+def _module(**hooks: object) -> types.ModuleType:
+    module = types.ModuleType("m")
+    for name, func in hooks.items():
+        setattr(module, name, hookimpl(func))
+    return module
+
+
+def test_hooks_run_in_pipeline_order(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def resolve_session(message):  # noqa: ANN001, ANN202
+        calls.append("resolve_session")
+
+    def prepare_message(message, session):  # noqa: ANN001, ANN202
+        calls.append("prepare_message")
+
+    def store_message(record):  # noqa: ANN001, ANN202
+        calls.append(f"store:{record.role.value}")
+        return True
+
+    def build_context(session, message):  # noqa: ANN001, ANN202
+        calls.append("build_context")
+
+    def generate_reply(context):  # noqa: ANN001, ANN202
+        calls.append("generate_reply")
+        return Reply(f"{len(context.messages)} in context")
+
+    def reply_sent(record):  # noqa: ANN001, ANN202
+        calls.append(f"reply_sent:{record.id.split(':')[0]}")
+
+    module = _module(
+        resolve_session=resolve_session,
+        prepare_message=prepare_message,
+        store_message=store_message,
+        build_context=build_context,
+        generate_reply=generate_reply,
+        reply_sent=reply_sent,
+    )
+    bot = make_bot(tmp_path, {"recorder": module})
+    assert [r.content for r in say(bot, "hi")] == ["1 in context"]
+    assert calls == [
+        "resolve_session",
+        "prepare_message",
+        "store:user",
+        "build_context",
+        "generate_reply",
+        "store:bot",
+        "reply_sent:reply",
+    ]
+
+
+def test_empty_message_gets_a_clear_reply(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, {})
+    assert "empty message" in say(bot, "   ")[0].content
+
+
+def test_oversized_message_is_refused_and_not_stored(tmp_path: Path) -> None:
+    stored = []
+    bot = make_bot(tmp_path, {"m": _module(store_message=lambda record: stored.append(record))})
+    reply = say(bot, "x" * 5000)[0].content
+    assert "5,000 characters" in reply and "Nothing was stored" in reply
+    assert stored == []
+
+
+def test_a_refusing_plugin_stops_the_message_with_its_text(tmp_path: Path) -> None:
+    stored = []
+
+    def prepare_message(message):  # noqa: ANN001, ANN202
+        raise Refused("that image is too large")
+
+    bot = make_bot(tmp_path, {"m": _module(prepare_message=prepare_message, store_message=lambda record: stored.append(record))})
+    assert say(bot, "look")[0].content == "that image is too large"
+    assert stored == []
+
+
+def test_a_broken_reply_plugin_falls_back(tmp_path: Path) -> None:
+    def generate_reply():  # noqa: ANN202
+        raise RuntimeError("model exploded")
+
+    bot = make_bot(tmp_path, {"m": _module(generate_reply=generate_reply)})
+    replies = say(bot, "hi")
+    assert "No reply plugin" in replies[0].content
+    assert bot.hooks.failures[-1].plugin == "m"
+
+
+def test_failed_storage_tells_the_user_memory_is_degraded(tmp_path: Path) -> None:
+    def store_message():  # noqa: ANN202
+        raise ConnectionError("database gone")
+
+    bot = make_bot(tmp_path, {"m": _module(store_message=store_message)})
+    assert "memory is degraded" in say(bot, "hi")[0].text()
+
+
+def test_claimed_elsewhere_means_no_reply(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, {"m": _module(claim_message=lambda message: False)})
+    assert say(bot, "hi") == []
+
+
+def test_bot_authors_are_ignored(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, {})
+    assert say(bot, "hi", author_is_bot=True) == []
+
+
+def test_unknown_command_and_permission(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, {})
+    assert "Unknown command /frob" in say(bot, "/frob now")[0].content
+    assert say(bot, "/help")[0].content.startswith("Commands:")
+
+
+def test_a_broken_command_is_isolated(tmp_path: Path) -> None:
+    from core.models import Command
+
+    def boom(inv):  # noqa: ANN001, ANN202
+        raise RuntimeError("kaput")
+
+    def register_commands(register):  # noqa: ANN001, ANN202
+        register(Command("boom", "breaks", boom))
+
+    bot = make_bot(tmp_path, {"m": _module(register_commands=register_commands)})
+    assert "failed inside plugin 'm'" in say(bot, "/boom")[0].content
