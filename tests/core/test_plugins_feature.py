@@ -1,0 +1,141 @@
+"""Steps for features/plugins.feature: a bot assembled from the config file
+the scenario writes, with plugins given as entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from core.bot import Bot
+from core.models import Reply
+from core.plugins import hookimpl
+from core.settings import load_settings
+
+from tests.core.helpers import FakeEntryPoint, message
+
+scenarios("plugins.feature")
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.modules: dict[str, Any] = {}
+        self.disabled: list[str] = []
+        self.bot: Bot | None = None
+        self.replies: list[Reply] = []
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BOT_CONFIG", raising=False)
+    return World(tmp_path)
+
+
+# --- Given -----------------------------------------------------------------
+
+
+@given(parsers.parse('a reply plugin "{name}" that answers "{text}"'))
+def reply_plugin(world: World, name: str, text: str) -> None:
+    """A plugin whose generate_reply always answers ``text``."""
+    module = types.ModuleType(name)
+    module.generate_reply = hookimpl(lambda: Reply(text))  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse('a plugin "{name}" that raises in every hook'))
+def raising_plugin(world: World, name: str) -> None:
+    """A plugin that raises from startup, resolve_session, store_message and
+    generate_reply."""
+
+    def boom() -> None:
+        raise RuntimeError(f"{name} is broken")
+
+    module = types.ModuleType(name)
+    for hook in ("startup", "resolve_session", "store_message", "build_context"):
+        setattr(module, hook, hookimpl(boom))
+    module.generate_reply = hookimpl(tryfirst=True)(boom)  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse('a plugin "{name}" that fails to import'))
+def unimportable_plugin(world: World, name: str) -> None:
+    """An entry point whose module raises ImportError when loaded."""
+    world.modules[name] = ImportError(f"No module named '{name}_dependency'")
+
+
+@given(parsers.parse('the config file disables "{name}"'))
+def config_disables(world: World, name: str) -> None:
+    """Writes ``[plugins] disabled = [name]`` to bot.toml."""
+    world.disabled.append(name)
+    listed = ", ".join(f'"{n}"' for n in world.disabled)
+    (world.tmp_path / "bot.toml").write_text(f"[plugins]\ndisabled = [{listed}]\n")
+
+
+# --- When --------------------------------------------------------------------
+
+
+@when("the bot starts")
+def bot_starts(world: World) -> None:
+    """Loads bot.toml and starts a bot whose installed plugins are the
+    scenario's plugins."""
+    settings = load_settings(env_file=None)
+    eps = [FakeEntryPoint(name, module) for name, module in world.modules.items()]
+    world.bot = Bot(settings, entry_points=eps)
+    asyncio.run(world.bot.start())
+
+
+@when(parsers.parse('alice says "{text}"'))
+@then(parsers.parse('alice says "{text}"'))
+def alice_says(world: World, text: str) -> None:
+    """Sends a message from alice through the whole pipeline."""
+    assert world.bot is not None
+
+    async def send(reply: Reply) -> None:
+        world.replies.append(reply)
+
+    asyncio.run(world.bot.handle(message(text), send))
+
+
+# --- Then --------------------------------------------------------------------
+
+
+@then(parsers.parse('the bot answers "{text}"'))
+def answers(world: World, text: str) -> None:
+    assert [r.content for r in world.replies] == [text]
+
+
+@then("the bot answers")
+def answers_something(world: World) -> None:
+    assert len(world.replies) == 1 and world.replies[0].content
+
+
+@then(parsers.parse('the bot does not answer "{text}"'))
+def does_not_answer(world: World, text: str) -> None:
+    assert len(world.replies) == 1
+    assert world.replies[0].content != text
+
+
+@then(parsers.parse('the plugin list shows "{name}" as {state}'))
+def plugin_state(world: World, name: str, state: str) -> None:
+    assert world.bot is not None
+    assert world.bot.plugins.info[name].state == state
+
+
+@then(parsers.parse('the log names the plugin "{name}"'))
+def log_names(world: World, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    assert world.bot is not None
+    assert name in {f.plugin for f in world.bot.hooks.failures}
+    assert any(name in r.getMessage() and r.levelno >= logging.ERROR for r in caplog.records)
+
+
+@then(parsers.parse('the bot reports the unknown plugin "{name}"'))
+def reports_unknown(world: World, name: str) -> None:
+    assert world.bot is not None
+    assert any(f"unknown plugin {name!r}" in p for p in world.bot.plugins.problems)

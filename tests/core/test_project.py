@@ -1,0 +1,100 @@
+"""Project-level checks: docs in step with code, lock in step with
+pyproject, the core free of plugin dependencies, the CLI."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # noqa: ANN003
+    return subprocess.run(args, cwd=kwargs.pop("cwd", ROOT), capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_hook_docs_page_matches_hookspecs() -> None:
+    generated = _run(sys.executable, "scripts/hook_docs.py").stdout
+    committed = (ROOT / "docs" / "HOOKS.md").read_text()
+    assert generated == committed, "docs/HOOKS.md is stale: run python scripts/hook_docs.py > docs/HOOKS.md"
+
+
+def test_every_hookspec_is_documented_with_its_calling_mode() -> None:
+    from core import hookspecs
+
+    modes = ("**Broadcast", "**First answer", "**Collect", "**Registry")
+    for name, func in vars(hookspecs).items():
+        if hasattr(func, "discord_bot_spec"):
+            assert any(mode in (func.__doc__ or "") for mode in modes), f"hook {name} does not say how it is called"
+
+
+def test_lock_is_in_step_with_pyproject() -> None:
+    digest = _run(sys.executable, "scripts/lock_digest.py").stdout.strip()
+    first_line = (ROOT / "discord_bot.lock").read_text().splitlines()[0]
+    assert first_line == f"# pyproject-dependencies-sha256: {digest}", (
+        "discord_bot.lock is stale against pyproject.toml: run scripts/lock.sh"
+    )
+
+
+def test_lock_pins_every_package_with_hashes() -> None:
+    text = (ROOT / "discord_bot.lock").read_text()
+    pins = [line for line in text.splitlines() if "==" in line and not line.startswith((" ", "#"))]
+    assert pins and all(line.rstrip().endswith("\\") for line in pins), "every pin must be followed by hashes"
+
+
+def test_core_imports_only_pluggy_pydantic_and_stdlib() -> None:
+    allowed_third_party = {"pluggy", "pydantic", "pydantic_settings"}
+    for path in (ROOT / "core").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "core" or top in allowed_third_party or top in sys.stdlib_module_names, (
+                    f"{path.name} imports {name}"
+                )
+
+
+def test_cli_plugins_lists_builtins(tmp_path: Path) -> None:
+    result = _run(sys.executable, "-m", "core", "plugins", cwd=tmp_path, env=_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for name in ("core", "console", "memory", "sessions", "llm", "images", "discord"):
+        assert f"\n{name} " in "\n" + result.stdout
+
+
+def test_cli_disabled_plugin_in_config_file(tmp_path: Path) -> None:
+    (tmp_path / "bot.toml").write_text('[plugins]\ndisabled = ["console"]\n')
+    result = _run(sys.executable, "-m", "core", "plugins", cwd=tmp_path, env=_env(tmp_path))
+    line = next(l for l in result.stdout.splitlines() if l.startswith("console "))
+    assert "disabled" in line
+
+
+def test_cli_malformed_config_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "bot.toml").write_text("[plugins\n")
+    result = _run(sys.executable, "-m", "core", "check", cwd=tmp_path, env=_env(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("config error: bot.toml: not valid TOML")
+    assert "Traceback" not in result.stderr
+
+
+def test_terminal_chat_answers(tmp_path: Path) -> None:
+    result = _run(
+        sys.executable, "-m", "core", "chat", cwd=tmp_path, env=_env(tmp_path), input="hello there\n/help\n"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [l for l in result.stdout.splitlines() if l.startswith("bot> ")]
+    assert len(lines) >= 2 and "/help" in result.stdout
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DISCORD_", "REDIS_", "DATABASE_", "LLM_"))}
+    env["BOT_DATA_DIR"] = str(tmp_path / "data")
+    return env
