@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from core import commands as command_parsing
@@ -180,13 +180,38 @@ class Bot:
         if await self.hooks.first("claim_message", message=message) is False:
             return None
         lease = await self.hooks.first("session_lease", message=message)
-        async with lease if lease is not None else contextlib.nullcontext():
+        async with self._held(lease):
             try:
                 return await self._converse(message, send)
             except Refused as refused:
                 reply = Reply(refused.reply)
                 await send(reply)
                 return reply
+
+    @contextlib.asynccontextmanager
+    async def _held(self, lease: Any) -> AsyncIterator[None]:
+        """Hold a session lease; when taking it fails, answer anyway.
+
+        Availability wins over strict one-at-a-time handling: a lease that
+        cannot be taken (both backends down) must not cost the user a reply.
+        Failures inside the block propagate unchanged.
+        """
+        if lease is None:
+            yield
+            return
+        try:
+            await lease.__aenter__()
+        except Exception as exc:  # noqa: BLE001
+            log.error("session lease could not be taken, handling without it: %s", exc)
+            yield
+            return
+        try:
+            yield
+        except BaseException as exc:
+            if not await lease.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await lease.__aexit__(None, None, None)
 
     def _check_input(self, message: IncomingMessage) -> str | None:
         if not message.content.strip() and not message.attachments:

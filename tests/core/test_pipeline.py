@@ -132,3 +132,33 @@ def test_a_broken_command_is_isolated(tmp_path: Path) -> None:
 
     bot = make_bot(tmp_path, {"m": _module(register_commands=register_commands)})
     assert "failed inside plugin 'm'" in say(bot, "/boom")[0].content
+
+
+def test_a_lease_that_cannot_be_taken_does_not_cost_the_reply(tmp_path: Path) -> None:
+    class Unavailable:
+        async def __aenter__(self) -> None:
+            raise ConnectionError("redis and database down")
+
+        async def __aexit__(self, *exc: object) -> None:
+            raise AssertionError("never entered, never exited")
+
+    bot = make_bot(tmp_path, {"m": _module(session_lease=lambda message: Unavailable())})
+    assert "No reply plugin" in say(bot, "hi")[0].content
+
+
+def test_a_lease_is_held_around_the_whole_conversation(tmp_path: Path) -> None:
+    events: list[str] = []
+
+    class Lease:
+        async def __aenter__(self) -> None:
+            events.append("enter")
+
+        async def __aexit__(self, *exc: object) -> None:
+            events.append("exit")
+
+    def store_message(record):  # noqa: ANN001, ANN202
+        events.append(f"store:{record.role.value}")
+
+    bot = make_bot(tmp_path, {"m": _module(session_lease=lambda message: Lease(), store_message=store_message)})
+    say(bot, "hi")
+    assert events == ["enter", "store:user", "store:bot", "exit"]
