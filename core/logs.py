@@ -1,22 +1,115 @@
-"""Logging set-up with a filter that keeps secrets out of every log line."""
+"""Logging set-up with a filter that keeps secrets out of every log line.
+
+Two layers, because neither alone is enough:
+
+- **known values**: every secret the bot loads (the Discord token, API keys,
+  passwords inside backend URLs) is registered with :func:`secret_filter`
+  and masked wherever it appears, whatever the shape;
+- **shapes**: URL passwords, ``password=...``-style pairs, ``Authorization``
+  headers, private key blocks and token-shaped strings (Discord bot tokens,
+  ``sk-...`` API keys, AWS and GitHub keys) are masked even when nobody
+  registered them, e.g. a password built at run time into a failed
+  connection string.
+
+The filter rewrites the fully formatted message, the traceback text and the
+stack text of each record, so a secret hidden in a log argument or an
+exception message is masked too.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections.abc import Iterable
+from typing import IO, Any
 
-_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^/@\s]+@")
-# Discord bot tokens and OpenAI-style keys, in case one is pasted somewhere.
-_TOKEN_SHAPES = re.compile(r"[MNO][A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,}|sk-[A-Za-z0-9_-]{20,}")
+MASK = "**********"
+
+# ``scheme://user:password@host``. The password runs to the last ``@`` before
+# the path, so a password holding an unescaped ``@`` is masked whole.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/@\s:]*:)[^/\s]*@")
+# ``password=...``, ``"api_key": "..."``, ``?token=...`` (libpq DSNs, query
+# strings, dict reprs). The key must end with the secret word, so
+# ``token_budget=3000`` or ``max_tokens=100`` stay readable; a value that is
+# already masked (``SecretStr('**********')``) is left alone.
+_KEY_VALUE = re.compile(
+    r"""(?ix)
+    (\b[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key)
+     ['"]?\s*[=:]\s*['"]?)
+    (?!SecretStr\(|\*{3})
+    ([^\s'",;&)}\]]+)
+    """
+)
+_AUTH_HEADER = re.compile(r"(?i)\b(authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|bot|basic|token)\s+)[^\s'\",]+")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/-]{16,}=*")
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)")
+_TOKEN_SHAPES = re.compile(
+    r"""(?x)
+    [A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}   # Discord bot token
+    | \bsk-[A-Za-z0-9_-]{20,}                                     # OpenAI-style API key
+    | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                               # AWS access key id
+    | \bgh[pousr]_[A-Za-z0-9]{30,}                                # GitHub token
+    | \bxox[abprs]-[A-Za-z0-9-]{10,}                              # Slack token
+    | \beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}  # JWT
+    """
+)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "**********")
+    """Mask known ``secrets`` and anything shaped like a secret in ``text``."""
+    # Longest first, so a secret that contains another is masked whole.
+    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _PRIVATE_KEY.sub("-----PRIVATE KEY " + MASK + "-----", text)
     text = _URL_PASSWORD.sub(r"\1***@", text)
-    return _TOKEN_SHAPES.sub("**********", text)
+    text = _AUTH_HEADER.sub(r"\1" + MASK, text)
+    text = _BEARER.sub(r"\1" + MASK, text)
+    text = _TOKEN_SHAPES.sub(MASK, text)
+    return _KEY_VALUE.sub(r"\1" + MASK, text)
+
+
+def secret_values(obj: Any) -> list[str]:
+    """Every secret value inside ``obj``: ``SecretStr`` fields (nested
+    models, dicts and lists included) and passwords inside URL strings.
+
+    Lets a plugin register what it loaded in one call:
+    ``secret_filter().add_all(secret_values(settings))``. Duck-typed so the
+    module needs nothing but the standard library.
+    """
+    found: list[str] = []
+
+    def walk(value: Any, depth: int) -> None:
+        if depth > 20:
+            return
+        getter = getattr(value, "get_secret_value", None)
+        if callable(getter):
+            secret = getter()
+            if isinstance(secret, str) and secret:
+                found.append(secret)
+                found.extend(_url_passwords(secret))
+            return
+        if isinstance(value, str):
+            found.extend(_url_passwords(value))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item, depth + 1)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            for item in value:
+                walk(item, depth + 1)
+        elif not isinstance(value, type) and hasattr(type(value), "model_fields"):
+            for name in type(value).model_fields:
+                walk(getattr(value, name, None), depth + 1)
+
+    walk(obj, 0)
+    return found
+
+
+def _url_passwords(text: str) -> list[str]:
+    passwords = []
+    for match in re.finditer(r"://[^/@\s:]*:([^/\s]*)@", text):
+        if match.group(1):
+            passwords.append(match.group(1))
+    return passwords
 
 
 class RedactingFilter(logging.Filter):
@@ -28,17 +121,28 @@ class RedactingFilter(logging.Filter):
         self.secrets = [s for s in secrets if s]
 
     def add(self, secret: str | None) -> None:
+        """Mask ``secret`` from now on (values shorter than 4 characters are
+        ignored: masking them would garble ordinary words)."""
         if secret and secret not in self.secrets:
             self.secrets.append(secret)
 
+    def add_all(self, secrets: Iterable[str]) -> None:
+        for secret in secrets:
+            self.add(secret)
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not hide the record
+            message = f"{record.msg!r} % {record.args!r}"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         record.msg = redact(message, self.secrets)
         record.args = None
         if record.exc_text:
             record.exc_text = redact(record.exc_text, self.secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self.secrets)
         return True
 
 
@@ -50,10 +154,15 @@ def secret_filter() -> RedactingFilter:
     return _FILTER
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
+def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), stream: IO[str] | None = None) -> None:
+    """Log to ``stream`` (stderr by default) through the redacting filter.
+
+    The filter sits on the handler, not on a logger, so records from every
+    logger (discord.py, redis, aiohttp...) pass through it.
+    """
     for secret in secrets:
         _FILTER.add(secret)
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_FILTER)
     root = logging.getLogger()
