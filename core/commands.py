@@ -65,6 +65,9 @@ class CommandRegistry:
         if not is_allowed(command, message, bot.settings.bot.owner_ids):
             return Reply(f"You do not have permission to use {prefix}{name} (it needs: {command.permission}).")
         try:
+            hooks = getattr(bot, "hooks", None)
+            if hooks is not None:
+                await hooks.broadcast("before_command", command=command, message=message, args=args)
             result = command.handler(Invocation(bot, message, name, args))
             if inspect.isawaitable(result):
                 result = await result

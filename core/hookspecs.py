@@ -106,6 +106,19 @@ def register_image_providers(register: Any) -> None:
     """
 
 
+# --- Commands ------------------------------------------------------------------
+
+
+@hookspec
+def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) -> None:
+    """Inspect a command call after its permission check, before it runs
+    (``command`` is the :class:`~core.models.Command`, ``args`` the text
+    after its name). E.g. rate limits. Raise :class:`~core.errors.Refused`
+    to refuse it: its text becomes the reply and the command does not run.
+    **Broadcast.**
+    """
+
+
 # --- The message pipeline, in the order the core calls it ---------------------
 
 
