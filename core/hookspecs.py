@@ -237,6 +237,19 @@ def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: I
     """
 
 
+# --- Media ---------------------------------------------------------------------
+
+
+@hookspec
+def load_media(sha256: str, bot: Any) -> bytes | None:
+    """Return the stored bytes of a media file (an image a user sent or the
+    bot generated) by its ``sha256``, as recorded in
+    :attr:`~core.models.Attachment.sha256` of stored messages; ``None`` when
+    the plugin does not have it. Reply plugins use it to pass images of the
+    context to vision models. **First answer.**
+    """
+
+
 # --- People's data -----------------------------------------------------------
 
 
