@@ -97,12 +97,13 @@ def register_commands(register: Any) -> None:
 
 
 @hookspec
-def register_image_providers(register: Any) -> None:
+def register_image_providers(register: Any, bot: Any) -> None:
     """Contribute image generators: ``register(name, provider)``.
 
     ``provider`` is an object with ``async def generate(prompt, *, size,
-    seed, style) -> bytes`` returning PNG bytes. The images plugin picks one
-    by config. **Registry.**
+    seed, style) -> bytes`` returning PNG bytes (``size`` is a ``(width,
+    height)`` tuple). The images plugin picks one by config. ``bot`` gives
+    a provider its settings (``bot.settings.for_plugin``). **Registry.**
     """
 
 
