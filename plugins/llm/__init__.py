@@ -1,0 +1,72 @@
+"""Reply generation: an OpenAI-compatible chat-completions provider, or an
+offline stand-in when no ``LLM_BASE_URL`` is set.
+
+Settings live in ``[llm]`` / ``LLM_*`` (see :mod:`plugins.llm.settings`).
+Transports that want to show a reply as it is written use
+:func:`subscribe_tokens` (see :mod:`plugins.llm.streaming`).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from core.logs import redact
+from core.models import Context, HealthReport, IncomingMessage, Reply
+from core.plugins import hookimpl
+from plugins.llm.prompt import FAILURE_MARK
+from plugins.llm.reply import LlmRuntime
+from plugins.llm.streaming import TokenStream
+
+log = logging.getLogger("plugins.llm")
+
+# One runtime per bot: several bots (tests, instances) share this module.
+_runtimes: weakref.WeakKeyDictionary[Any, LlmRuntime] = weakref.WeakKeyDictionary()
+
+
+def runtime_for(bot: Any) -> LlmRuntime | None:
+    """The plugin's state for ``bot`` (``None`` before startup)."""
+    return _runtimes.get(bot)
+
+
+def subscribe_tokens(bot: Any, message_id: str) -> TokenStream | None:
+    """Subscribe to the reply to ``message_id`` as it is generated; ``None``
+    when the plugin is not running for ``bot``. See :mod:`plugins.llm.streaming`."""
+    runtime = _runtimes.get(bot)
+    return runtime.tokens.subscribe(message_id) if runtime is not None else None
+
+
+@hookimpl
+async def startup(bot: Any) -> None:
+    old = _runtimes.pop(bot, None)
+    if old is not None:
+        await old.stop()
+    runtime = LlmRuntime.from_bot(bot)
+    await runtime.start()
+    _runtimes[bot] = runtime
+
+
+@hookimpl
+async def shutdown(bot: Any) -> None:
+    runtime = _runtimes.pop(bot, None)
+    if runtime is not None:
+        await runtime.stop()
+
+
+@hookimpl
+async def health(bot: Any) -> HealthReport | None:
+    runtime = _runtimes.get(bot)
+    return await runtime.health() if runtime is not None else None
+
+
+@hookimpl
+async def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
+    runtime = _runtimes.get(bot)
+    if runtime is None:
+        return None
+    try:
+        return await runtime.reply(context, message, bot)
+    except Exception as exc:  # noqa: BLE001 - the user gets a reply, and no secret reaches the log
+        log.error("llm reply failed unexpectedly: %s", redact(f"{type(exc).__name__}: {exc}", runtime.secrets))
+        return Reply(f"{FAILURE_MARK} I could not generate a reply ({type(exc).__name__}). Your message is saved; please try again.")

@@ -1,0 +1,177 @@
+"""The reply plugin's per-bot runtime: settings, HTTP session, provider client.
+
+One :class:`LlmRuntime` per bot: it owns that bot's ``aiohttp.ClientSession``
+(opened in ``startup``, closed in ``shutdown``), so bots in one process never
+share connections and a slow provider only holds up the conversation that
+waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+
+from core.logs import redact, secret_filter
+from core.models import Attachment, Context, HealthReport, IncomingMessage, Reply
+from plugins.llm.client import ChatClient, ProviderError, models_url
+from plugins.llm.offline import offline_reply
+from plugins.llm.prompt import FAILURE_MARK, build_messages
+from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
+from plugins.llm.streaming import TokenHub
+
+log = logging.getLogger("plugins.llm")
+
+CUT_SHORT = "the model's reply was cut short by its max_tokens limit"
+
+
+def failure_text(error: ProviderError, degraded: bool) -> str:
+    """What the user reads when the provider gave no usable reply."""
+    saved = (
+        " I could not confirm your message was saved (memory is degraded)."
+        if degraded
+        else " Your message is saved, so nothing is lost."
+    )
+    if error.kind == "unavailable":
+        return f"{FAILURE_MARK} The model provider is unavailable right now ({error}).{saved} Please try again in a moment."
+    if error.kind == "refused":
+        return f"{FAILURE_MARK} The model provider refused the request ({error}).{saved} The bot's operator needs to check its model settings."
+    return f"{FAILURE_MARK} The model sent a reply I could not use ({error}).{saved} Please try again."
+
+
+class LlmRuntime:
+    """Everything the plugin holds for one bot."""
+
+    def __init__(self, settings: LlmSettings) -> None:
+        self.settings = settings
+        self.http: aiohttp.ClientSession | None = None
+        self.client: ChatClient | None = None
+        self.tokens = TokenHub()
+        self.last_outcome: str = "no reply generated yet"
+
+    @classmethod
+    def from_bot(cls, bot: Any) -> LlmRuntime:
+        return cls(load_llm_settings(bot.settings))
+
+    @property
+    def secrets(self) -> list[str]:
+        key = self.settings.api_key_value()
+        return [key] if key else []
+
+    def describe(self) -> str:
+        if self.settings.offline:
+            return "offline stand-in (LLM_BASE_URL is not set)"
+        url = check_base_url(self.settings.base_url or "")
+        where = f"{url.scheme}://{url.host}{f':{url.port}' if url.explicit_port else ''}"
+        return f"model {self.settings.model} at {where}{' (streaming)' if self.settings.stream else ''}"
+
+    async def start(self) -> None:
+        secret_filter().add(self.settings.api_key_value())
+        if not self.settings.offline:
+            # Limits per bot: many conversations at once, none waiting on another's socket.
+            self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+            self.client = ChatClient(self.settings, self.http)
+        log.info("llm: %s", self.describe())
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        self.http = None
+        self.client = None
+
+    # --- replying -----------------------------------------------------------
+
+    async def reply(self, context: Context, message: IncomingMessage, bot: Any = None) -> Reply:
+        """Answer ``message`` from ``context``; never raises for provider
+        trouble (the user gets a clear reply instead)."""
+        try:
+            if self.settings.offline or self.client is None:
+                text = offline_reply(context, message.author_id, message.id, message.author_name)
+                self.tokens.publish(message.id, text)
+                return Reply(text)
+            return await self._model_reply(context, message, bot)
+        finally:
+            self.tokens.finish(message.id)
+
+    async def _model_reply(self, context: Context, message: IncomingMessage, bot: Any) -> Reply:
+        assert self.client is not None
+        guild_id = context.session.guild_id or message.guild_id
+        system = self.settings.persona(guild_id, context.system_prompt)
+        messages = await build_messages(
+            context,
+            system,
+            vision=self.settings.vision,
+            max_image_bytes=self.settings.max_image_bytes,
+            load_media=_media_loader(bot) if self.settings.vision else None,
+        )
+        degraded = any("degraded" in note for note in context.notes)
+        notes: list[str] = []
+        try:
+            if self.settings.stream:
+                text, finish_reason, broken = await self._streamed(messages, message.id)
+                if broken is not None:
+                    notes.append(f"the model's reply broke off ({broken}); this is what arrived")
+            else:
+                completion = await self.client.complete(messages)
+                text, finish_reason = completion.text, completion.finish_reason
+        except ProviderError as error:
+            self.last_outcome = f"failed: {error}"
+            log.warning("llm reply failed (%s): %s", error.kind, redact(str(error), self.secrets))
+            return Reply(failure_text(error, degraded))
+        self.last_outcome = "ok"
+        if finish_reason == "length":
+            notes.append(CUT_SHORT)
+        text = text.strip()
+        limit = self.settings.max_reply_chars
+        if len(text) > limit:
+            notes.append(f"the model's reply was {len(text):,} characters; I kept the first {limit:,}")
+            text = text[:limit].rstrip() + "…"
+        return Reply(text, notes=notes)
+
+    async def _streamed(self, messages: list[dict[str, Any]], message_id: str) -> tuple[str, str | None, str | None]:
+        assert self.client is not None
+        stream = self.client.stream(messages)
+        try:
+            async for piece in stream:
+                self.tokens.publish(message_id, piece)
+        except ProviderError as error:
+            if not stream.text.strip():
+                raise
+            return stream.text, stream.finish_reason, str(error)
+        return stream.text, stream.finish_reason, None
+
+    # --- health ----------------------------------------------------------------
+
+    async def health(self) -> HealthReport:
+        if self.settings.offline or self.http is None:
+            return HealthReport("llm", True, self.describe())
+        timeout = aiohttp.ClientTimeout(total=min(5.0, self.settings.connect_timeout + 2), connect=min(3.0, self.settings.connect_timeout))
+        assert self.client is not None
+        try:
+            async with self.http.get(models_url(self.settings), headers=self.client.headers(), timeout=timeout) as response:
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return HealthReport("llm", False, f"{self.describe()}: unreachable ({type(exc).__name__}); last reply {self.last_outcome}")
+        if status in (401, 403):
+            return HealthReport("llm", False, f"{self.describe()}: the API key was refused (HTTP {status}); check LLM_API_KEY")
+        if status >= 500:
+            return HealthReport("llm", False, f"{self.describe()}: provider error (HTTP {status}); last reply {self.last_outcome}")
+        return HealthReport("llm", True, f"{self.describe()}: reachable; last reply {self.last_outcome}")
+
+
+def _media_loader(bot: Any) -> Any:
+    """Reads image bytes through an optional ``load_media`` hook (the images
+    plugin's media store), when some plugin declares and implements it."""
+    if bot is None or not hasattr(bot.plugins.pm.hook, "load_media"):
+        return None
+
+    async def load(attachment: Attachment) -> bytes | None:
+        try:
+            data = await bot.hooks.first("load_media", sha256=attachment.sha256, attachment=attachment)
+        except Exception as exc:  # noqa: BLE001 - an image we cannot read is described instead
+            log.warning("llm: could not load image %s: %s", attachment.filename, type(exc).__name__)
+            return None
+        return data if isinstance(data, bytes) else None
+
+    return load
