@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -209,6 +211,54 @@ class Run:
                      status="(floor only)"))
         self.add(Row("floor_pg_insert_thread", "  floor: same INSERT via asyncio.to_thread",
                      floor=res["pg_insert_thread"], status="(floor only)"))
+
+    async def sqlite(self) -> None:
+        """Durable write and cold read with SQLite as the database (the
+        embedded default), beside the same floors on SQLite."""
+        f = self.floors
+        assert f is not None
+        tmp = Path(tempfile.mkdtemp(prefix="bench-sqlite-"))
+        floor = floors_mod.SqliteFloors(str(tmp / "floor.db"), f)
+        floor.fill(self.cfg.small_rows)
+        ops = {"floor_write": Op(floor.write_through), "floor_cold": Op(floor.cold_select)}
+        ours = None
+        status = self.ours_status or ""
+        try:
+            if self.ours:
+                ours = ours_mod.Ours(self.redis_server.url, f"sqlite:///{tmp / 'memory.db'}", self.prefix + "lite:",
+                                     plugins=["memory"], instance_id="bench-sqlite")
+                await ours.start()
+                cold = data.session("lite:cold")
+                await ours.fill_session(cold, floors_mod.WINDOW, prefix="c")
+                write = data.session("lite:write")
+                tag = uuid.uuid4().hex[:6]
+                bot = ours
+
+                async def ours_write(i: int) -> Any:
+                    return await bot.store(data.record(write.id, i, prefix=f"w{tag}"), write)
+
+                async def ours_cold(_i: int) -> Any:
+                    return await bot.load(cold, ours_mod.HOT)
+
+                ops["ours_write"] = Op(ours_write)
+                ops["ours_cold"] = Op(ours_cold, before=self._flush)
+            write_res = await self._measure({k: v for k, v in ops.items() if k.endswith("write")})
+            cold_res = await self._measure({k: v for k, v in ops.items() if k.endswith("cold")},
+                                           self.cfg.cold_iterations)
+        finally:
+            if ours:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ours.stop(), 30)
+            floor.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+        res = {**write_res, **cold_res}
+        for key, figure, goal, limit in (("write", "durable write, SQLite", "<=1.5x floor", 1.5),
+                                         ("cold", "cold read after flush, SQLite", "<=2x floor", 2.0)):
+            o, fl = res.get(f"ours_{key}"), res[f"floor_{key}"]
+            row = self.add(Row(f"sqlite_{key}", figure, ours=o, floor=fl, goal=goal, floor_ratio=ratio(o, fl),
+                               status=status))
+            if o:
+                row.met = row.floor_ratio is not None and row.floor_ratio <= limit
 
     async def _flush(self, _i: int) -> None:
         await self.redis.flushall()
@@ -460,7 +510,7 @@ def rss_bytes() -> int:
     return 0
 
 
-FIGURES = ("hot_read", "durable_write", "cold_reads", "pipeline", "throughput", "outage", "memory")
+FIGURES = ("hot_read", "durable_write", "cold_reads", "sqlite", "pipeline", "throughput", "outage", "memory")
 
 
 async def run(cfg: Config, only: list[str]) -> tuple[list[Row], dict[str, Any]]:

@@ -67,7 +67,8 @@ class Floors:
     def pg_insert_sync(self, i: int) -> None:
         with self.pg.cursor() as cur:
             cur.execute(
-                f"INSERT INTO floor_messages ({data.FILL_COLUMNS}) VALUES ({', '.join(['%s'] * 13)})",
+                f"INSERT INTO floor_messages ({data.FILL_COLUMNS}) VALUES ({', '.join(['%s'] * 13)}) "
+                "ON CONFLICT (message_id) DO NOTHING",
                 data.row(data.record("floor:write", i, prefix=f"w{id(self)}")),
             )
 
@@ -108,3 +109,49 @@ class Floors:
             self.pg.commit()
         finally:
             self.pg.autocommit = True
+
+
+class SqliteFloors:
+    """The same floors on SQLite (stdlib sqlite3, WAL, synchronous=NORMAL,
+    autocommit), beside the Redis append."""
+
+    def __init__(self, path: str, redis_floor: Floors) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=wal")
+        self.conn.execute("PRAGMA synchronous=normal")
+        self.redis_floor = redis_floor
+        ddl = data.FLOOR_TABLE_DDL.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT")
+        ddl = ddl.replace("DOUBLE PRECISION", "REAL")
+        self.conn.executescript(ddl)
+        self.insert_sql = (f"INSERT OR IGNORE INTO floor_messages ({data.FILL_COLUMNS}) "
+                           f"VALUES ({', '.join(['?'] * 13)})")
+        for i in range(WINDOW):
+            self.conn.execute(self.insert_sql, data.row(data.record("floor:cold", i)))
+
+    def fill(self, upto: int) -> None:
+        have = self.conn.execute("SELECT count(*) FROM floor_messages").fetchone()[0]
+        if have < upto:
+            self.conn.execute(
+                f"""INSERT INTO floor_messages ({data.FILL_COLUMNS})
+                WITH RECURSIVE g(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM g WHERE n < ?)
+                SELECT 'fill:' || n, 'fill:' || (n / {data.PER_FILL_SESSION}), 'fill:' || (n / {data.PER_FILL_SESSION}),
+                       'user', 'u', 'someone', ?, {data.BASE_TS} + n, 'g1', 'c1', NULL, '[]', {data.BASE_TS}
+                FROM g""",
+                (have, upto - 1, data.CONTENT),
+            )
+            self.conn.execute("ANALYZE")
+
+    async def write_through(self, i: int) -> None:
+        await self.redis_floor.redis_append(i)
+        self.conn.execute(self.insert_sql, data.row(data.record("floor:write", i, prefix="sqlite")))
+
+    async def cold_select(self, _i: int) -> list[dict[str, Any]]:
+        cur = self.conn.execute(
+            COLD_SQL.format(cols=data.FILL_COLUMNS, table="floor_messages").replace("%s", "?"), ("floor:cold",))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in reversed(cur.fetchall())]
+
+    def close(self) -> None:
+        self.conn.close()
