@@ -1,0 +1,461 @@
+"""The Discord client: gateway events in, the core's replies out.
+
+:func:`build_client` makes a ``commands.Bot`` (or ``commands.AutoShardedBot``
+when sharding is configured) bound to a core :class:`core.bot.Bot`:
+
+- messages: DMs, mentions, replies to the bot and messages in configured
+  channels go through ``bot.handle``; its own and other bots' messages are
+  ignored, as is a message delivered twice (gateway resume replays);
+- replies: split at 2,000 characters on sensible boundaries, sent as a reply
+  to the user's message with mentions disabled (model output cannot ping
+  @everyone), files attached, retried on 429 / 5xx / network errors with a
+  Discord nonce so a retried send is not posted twice;
+- slash commands: one per core command (options as optional string options),
+  synced on start, resynced when the command set changes (an admin switched
+  a plugin); permission checks stay in the core (``core.commands``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import inspect
+import io
+import logging
+import re
+import signal
+from collections.abc import Callable
+from typing import Any, Optional
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from core.errors import ConfigError
+from core.models import Command, Reply, Sent
+from plugins.discord.convert import interaction_to_incoming, read_attachments, to_incoming, trigger
+from plugins.discord.endpoints import use_endpoints
+from plugins.discord.settings import DiscordSettings
+from plugins.discord.split import split_message
+
+log = logging.getLogger("plugins.discord")
+
+# Discord's rule for command and option names (lower case, 1-32 chars).
+APP_NAME = re.compile(r"^[-_\w]{1,32}$")
+FILES_PER_MESSAGE = 10
+# Discord wants an interaction answered within 3 s: a command still running
+# after this long is deferred ("bot is thinking") and answered by follow-up.
+DEFER_AFTER = 2.0
+SEEN_MESSAGES = 5000
+TYPING_EVERY = 8.0
+PRIVILEGED_INTENT_HELP = (
+    "Discord refused the Message Content intent (close code 4014). Enable it for this application in the "
+    "Discord developer portal (Bot > Privileged Gateway Intents > Message Content Intent), or set "
+    "DISCORD_MESSAGE_CONTENT_INTENT=false ([discord] message_content_intent = false) to answer only "
+    "mentions, replies and DMs."
+)
+
+
+def _nonce(message_id: Any, index: int) -> int:
+    """The same reply part to the same message always gets the same nonce:
+    Discord (``enforce_nonce``) then returns the first message instead of
+    posting a second one when a send is retried."""
+    digest = hashlib.sha256(f"{message_id}:{index}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+Part = tuple[Optional[str], list[Any]]  # (text, attachments with data)
+
+
+def reply_parts(reply: Reply) -> list[Part]:
+    """The messages a reply becomes: text split at 2,000 characters, files
+    (at most 10 a message) on the last text part and after it."""
+    text = reply.text()
+    links = [a.url for a in reply.attachments if a.data is None and a.url]
+    if links:
+        text = "\n".join([text, *links]) if text else "\n".join(links)
+    chunks: list[str | None] = list(split_message(text))
+    files = [a for a in reply.attachments if a.data is not None]
+    groups = [files[i:i + FILES_PER_MESSAGE] for i in range(0, len(files), FILES_PER_MESSAGE)]
+    if not chunks and not groups:
+        chunks = ["(empty reply)"]
+    if not chunks:
+        chunks = [None]
+    parts: list[Part] = [(chunk, []) for chunk in chunks]
+    if groups:
+        parts[-1] = (parts[-1][0], groups[0])
+        parts.extend((None, group) for group in groups[1:])
+    return parts
+
+
+def allowed_mentions(reply: Reply) -> discord.AllowedMentions:
+    if reply.allow_mentions:
+        # Even a plugin that wants to ping people never pings @everyone or roles.
+        return discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+    return discord.AllowedMentions.none()
+
+
+def to_files(attachments: list[Any]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(a.data), filename=a.filename, description=a.description) for a in attachments]
+
+
+class SlashTree(app_commands.CommandTree):
+    """Answers slash commands Discord still shows but the bot no longer has
+    (e.g. of a plugin switched off) and command errors, instead of leaving
+    the user with "The application did not respond"."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        client: Any = self.client
+        if isinstance(error, app_commands.CommandNotFound):
+            prefix = client.core.settings.bot.command_prefix
+            text = f"Unknown command {prefix}{error.name}: it may belong to a plugin that is switched off. Try {prefix}help."
+            client.schedule_resync()
+        else:
+            log.error("slash command failed: %s", error, exc_info=error)
+            text = "That command failed; the error was logged."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not answer interaction %s: %s", interaction.id, exc)
+
+
+class TransportMixin:
+    """The transport's behaviour; mixed into ``commands.Bot`` or
+    ``commands.AutoShardedBot`` by :func:`build_client`."""
+
+    core: Any
+    config: DiscordSettings
+    user: Any
+    tree: app_commands.CommandTree
+
+    def __init__(self, core_bot: Any, config: DiscordSettings, **options: Any) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = config.message_content_intent
+        kwargs: dict[str, Any] = {
+            "command_prefix": commands.when_mentioned,
+            "help_command": None,
+            "intents": intents,
+            "allowed_mentions": discord.AllowedMentions.none(),
+            "tree_cls": SlashTree,
+            "guild_ready_timeout": config.guild_ready_timeout,
+        }
+        if config.shard_count is not None:
+            kwargs["shard_count"] = config.shard_count
+        if config.shard_ids is not None:
+            kwargs["shard_ids"] = config.shard_ids
+        kwargs.update(options)
+        super().__init__(**kwargs)  # type: ignore[call-arg]
+        self.core = core_bot
+        self.config = config
+        self.owners: set[str] = set(core_bot.settings.bot.owner_ids)
+        self.installed: frozenset[str] = frozenset()
+        self.synced = asyncio.Event()
+        self._seen: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- start-up ------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        app = getattr(self, "application", None)
+        if app is not None:
+            # The application's owner (or its team) owns the bot, as in discord.py's is_owner.
+            self.owners.add(str(app.owner.id))
+            if app.team is not None:
+                self.owners.update(str(m.id) for m in app.team.members)
+        self.install_commands()
+        if self.config.sync_commands:
+            await self.sync_commands()
+        self.synced.set()
+
+    async def on_ready(self) -> None:
+        guilds = getattr(self, "guilds", [])
+        log.info("connected to Discord as %s (%s guilds)", self.user, len(guilds))
+
+    # --- messages ------------------------------------------------------------------
+
+    def first_delivery(self, message_id: int) -> bool:
+        """``False`` for a message id this process already took (a gateway
+        resume may replay events; memory's claim covers other instances)."""
+        if message_id in self._seen:
+            return False
+        self._seen[message_id] = None
+        while len(self._seen) > SEEN_MESSAGES:
+            self._seen.popitem(last=False)
+        return True
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self.user is None:
+            return
+        why = trigger(message, self.user.id, self.config.channels)
+        if why is None:
+            return
+        if not self.first_delivery(message.id):
+            log.info("message %s delivered again: ignored", message.id)
+            return
+        if why == "channel" and not (message.content or message.attachments or message.stickers):
+            # Without the Message Content intent Discord blanks other people's
+            # messages: answering each with "empty message" would spam the channel.
+            log.debug("blank message %s in a configured channel ignored (is the Message Content intent on?)", message.id)
+            return
+        await self.answer(message)
+
+    async def answer(self, message: discord.Message) -> None:
+        attachments = await read_attachments(message, self.config.max_attachment_bytes)
+        incoming = to_incoming(
+            message,
+            bot_user_id=self.user.id,
+            bot_name=self.user.display_name,
+            owner_ids=self.owners,
+            attachments=attachments,
+        )
+        typing = asyncio.create_task(self._keep_typing(message.channel))
+
+        async def send(reply: Reply) -> Sent:
+            typing.cancel()
+            return await self.send_reply(message, reply)
+
+        try:
+            await self.core.handle(incoming, send)
+        except Exception:  # noqa: BLE001 - one message must not take the transport down
+            # The user's message was stored before the reply was sent (the
+            # pipeline's order), so a failed send loses no history.
+            log.exception("message %s could not be answered", message.id)
+        finally:
+            typing.cancel()
+
+    async def _keep_typing(self, channel: Any) -> None:
+        """Show "bot is typing" until the reply is sent (Discord shows it for
+        about 10 s per request)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                try:
+                    await channel.typing()
+                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                    log.debug("typing indicator failed: %s", exc)
+                    return
+                await asyncio.sleep(TYPING_EVERY)
+
+    async def send_reply(self, message: discord.Message, reply: Reply) -> Sent:
+        """Send ``reply`` as an answer to ``message``; returns the first
+        message's id and time. Raises when Discord keeps refusing it."""
+        mentions = allowed_mentions(reply)
+        first: discord.Message | None = None
+        for index, (text, files) in enumerate(reply_parts(reply)):
+
+            def make(index: int = index, text: str | None = text, files: list[Any] = files) -> dict[str, Any]:
+                kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "nonce": _nonce(message.id, index)}
+                if files:
+                    kwargs["files"] = to_files(files)
+                if index == 0:
+                    kwargs["reference"] = message.to_reference(fail_if_not_exists=False)
+                    kwargs["mention_author"] = False
+                return kwargs
+
+            sent = await self.send_with_retry(message.channel, make)
+            first = first or sent
+        assert first is not None
+        return Sent(id=str(first.id), timestamp=first.created_at.timestamp())
+
+    async def send_with_retry(self, channel: Any, make: Callable[[], dict[str, Any]]) -> discord.Message:
+        """``channel.send`` with retries beyond discord.py's own for 429,
+        5xx and network errors; a 4xx other than 429 is final."""
+        attempts = self.config.send_retries + 1
+        for attempt in range(attempts):
+            delay = self.config.send_retry_delay * (2**attempt)
+            try:
+                return await channel.send(**make())
+            except discord.RateLimited as exc:
+                delay = max(delay, exc.retry_after)
+                problem: Exception = exc
+            except discord.HTTPException as exc:
+                if exc.status != 429 and exc.status < 500:
+                    raise
+                problem = exc
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                problem = exc
+            if attempt == attempts - 1:
+                raise problem
+            log.warning("sending to channel %s failed (%s); retry %s/%s in %.1fs",
+                        getattr(channel, "id", "?"), problem, attempt + 1, attempts - 1, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- slash commands ----------------------------------------------------------------
+
+    def install_commands(self) -> None:
+        """(Re)build the tree from the core's commands."""
+        guilds = [discord.Object(id=g) for g in self.config.guild_ids]
+        self.tree.clear_commands(guild=None)
+        for guild in guilds:
+            self.tree.clear_commands(guild=guild)
+        names = []
+        for command in sorted(self.core.commands.commands.values(), key=lambda c: c.name):
+            app_command = self.app_command(command)
+            if app_command is None:
+                continue
+            if guilds:
+                self.tree.add_command(app_command, guilds=guilds)
+            else:
+                self.tree.add_command(app_command)
+            names.append(command.name)
+        self.installed = frozenset(self.core.commands.commands)
+
+    async def sync_commands(self) -> None:
+        """Publish the tree to Discord: to the configured guilds (instant)
+        or globally. A failure is logged; chatting still works."""
+        try:
+            if self.config.guild_ids:
+                for gid in self.config.guild_ids:
+                    await self.tree.sync(guild=discord.Object(id=gid))
+            else:
+                await self.tree.sync()
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.error("could not sync slash commands with Discord: %s", exc)
+        else:
+            log.info("slash commands synced: %s", ", ".join(sorted(self.installed)) or "none")
+
+    def schedule_resync(self) -> None:
+        if self._resync_task is None or self._resync_task.done():
+            self._resync_task = asyncio.create_task(self._resync())
+
+    async def _resync(self) -> None:
+        self.install_commands()
+        if self.config.sync_commands:
+            await self.sync_commands()
+
+    def app_command(self, command: Command) -> app_commands.Command[Any, Any, Any] | None:
+        """A slash command that runs core command ``command``; its options
+        are optional strings, joined in order into the command's arguments."""
+        if not APP_NAME.fullmatch(command.name) or command.name != command.name.lower():
+            log.warning("command %r cannot be a slash command (Discord names are 1-32 lower-case characters)",
+                        command.name)
+            return None
+        options = [o for o in command.options if APP_NAME.fullmatch(o) and o == o.lower()]
+        for skipped in set(command.options) - set(options):
+            log.warning("option %r of command %r cannot be a slash command option", skipped, command.name)
+        name = command.name
+
+        async def callback(interaction: discord.Interaction, **values: Any) -> None:
+            args = " ".join(v.strip() for o in options if isinstance(v := values.get(o), str) and v.strip())
+            await self.run_slash(interaction, name, args)
+
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("interaction", kind, annotation=discord.Interaction)]
+            + [inspect.Parameter(o, kind, annotation=Optional[str], default=None) for o in options]
+        )
+        callback.__discord_app_commands_param_description__ = {  # type: ignore[attr-defined]
+            o: (command.options[o] or o)[:100] for o in options
+        }
+        app_command: app_commands.Command[Any, Any, Any] = app_commands.Command(
+            name=name, description=(command.description or name)[:100], callback=callback
+        )
+        # Discord hides admin commands from others by default; the core still
+        # checks every call (a server can override these defaults).
+        if command.permission == "admin":
+            app_command.default_permissions = discord.Permissions(administrator=True)
+        elif command.permission == "manage_messages":
+            app_command.default_permissions = discord.Permissions(manage_messages=True)
+        return app_command
+
+    async def run_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
+        prefix = self.core.settings.bot.command_prefix
+        incoming = interaction_to_incoming(
+            interaction, content=f"{prefix}{name}" + (f" {args}" if args else ""), owner_ids=self.owners
+        )
+        task = asyncio.ensure_future(self.core.commands.run(self.core, incoming, name, args))
+        deferred = False
+        done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER)
+        if not done:
+            await interaction.response.defer(thinking=True)
+            deferred = True
+        reply = await task
+        mentions = allowed_mentions(reply)
+        for index, (text, files) in enumerate(reply_parts(reply)):
+            kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "ephemeral": reply.ephemeral}
+            if files:
+                kwargs["files"] = to_files(files)
+            if index == 0 and not deferred:
+                await interaction.response.send_message(**kwargs)
+            else:
+                await interaction.followup.send(**kwargs)
+        if frozenset(self.core.commands.commands) != self.installed:
+            # e.g. /plugins disable images: /imagine must go from Discord too.
+            self.schedule_resync()
+
+
+class DiscordBot(TransportMixin, commands.Bot):
+    """The transport on one gateway connection."""
+
+
+class ShardedDiscordBot(TransportMixin, commands.AutoShardedBot):
+    """The transport on several shards (``shard_count`` / ``shard_ids``)."""
+
+
+def build_client(core_bot: Any, config: DiscordSettings, **options: Any) -> DiscordBot | ShardedDiscordBot:
+    """The client for ``core_bot``; ``options`` go to discord.py."""
+    sharded = config.shard_count is not None or config.shard_ids is not None
+    cls = ShardedDiscordBot if sharded else DiscordBot
+    return cls(core_bot, config, **options)
+
+
+def load_settings(core_bot: Any) -> DiscordSettings:
+    return core_bot.settings.for_plugin("discord", DiscordSettings)
+
+
+async def serve(core_bot: Any) -> None:
+    """Log in with ``DISCORD_TOKEN`` and serve until cancelled (or SIGTERM)."""
+    config = load_settings(core_bot)
+    secret = core_bot.settings.env.discord_token
+    token = secret.get_secret_value().strip() if secret is not None else ""
+    if not token:
+        raise ConfigError("DISCORD_TOKEN is not set: the Discord transport needs the bot token in the environment")
+    with use_endpoints(config.api_base, config.gateway_url, config.cdn_base), _stop_on_sigterm() as terminated:
+        client = build_client(core_bot, config)
+        try:
+            async with client:
+                await client.start(token)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not terminated.is_set() or task is None:
+                raise
+            task.uncancel()
+            log.info("SIGTERM: disconnected from Discord")
+        except discord.PrivilegedIntentsRequired:
+            raise ConfigError(PRIVILEGED_INTENT_HELP) from None
+        except discord.LoginFailure:
+            raise ConfigError("Discord refused DISCORD_TOKEN (401 Unauthorized): check the token") from None
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (docker stop, systemd) cancels the serving task like Ctrl-C,
+    so the core's shutdown hooks flush memory before the process exits."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated = asyncio.Event()
+    installed = False
+
+    def stop() -> None:
+        terminated.set()
+        if task is not None:
+            task.cancel()
+
+    if task is not None:
+        try:
+            loop.add_signal_handler(signal.SIGTERM, stop)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread, or no signals on this platform
+    try:
+        yield terminated
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGTERM)
