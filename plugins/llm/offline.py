@@ -17,7 +17,7 @@ from plugins.llm.prompt import describe_attachment, is_failure_reply
 
 TAG = "[offline stand-in]"
 INTRO = (
-    "I'm the offline stand-in: no language model is configured (set LLM_BASE_URL to use one), "
+    "No language model is configured (set LLM_BASE_URL to use one), "
     "so I answer from what I remember of this conversation."
 )
 
@@ -144,11 +144,11 @@ def _answer_question(memory: Memory, text: str, lowered: str, name: str | None) 
 
     about = _ABOUT.search(text)
     if about:
-        topic = about.group(1).strip(" ?.!\"'“”").lower()
-        hits = [m for m in mine if topic and topic in m.content.lower()]
+        topic = about.group(1).strip(" ?.!\"'“”")
+        hits = [m for m in mine if topic and topic.lower() in m.content.lower()]
         if not hits:
-            return f"I don't remember you mentioning {topic!r} in this session."
-        return f"About {topic!r}, you said " + "; and ".join(_said(m) for m in hits[-3:]) + "."
+            return f"I don't remember you mentioning “{topic}” in this session."
+        return f"About “{topic}”, you said " + "; and ".join(_said(m) for m in hits[-3:]) + "."
 
     ask = _ASK_FACT.search(text)
     if ask and ask.group(1).lower().strip() != "name":
@@ -188,13 +188,15 @@ def _acknowledge(memory: Memory, text: str, name: str | None, author_name: str) 
         elif current is not None and current.attachments and not text:
             parts.append(f"You sent {_said(current)}. I can't look at it offline, but it is part of our record now.")
         elif text:
-            parts.append(f"You said {_quote(text)}.")
+            opener = ("Noted: {}.", "Got it: {}.", "I've stored {}.")[len(memory.mine) % 3]
+            parts.append(opener.format(_quote(text)))
     if current is not None and current.attachments and text:
         parts.append("Your attachment is stored: " + ", ".join(describe_attachment(a) for a in current.attachments) + ".")
 
-    if memory.mine:
-        previous = memory.mine[-1]
-        parts.append(f"You told me earlier: {_said(previous)}.")
+    if len(memory.mine) >= 3 and len(memory.mine) % 2:
+        parts.append(f"Your first message in this session was {_said(memory.mine[0])}.")
+    elif memory.mine:
+        parts.append(f"You told me earlier: {_said(memory.mine[-1])}.")
     others = [m for m in memory.earlier if m.role is Role.USER and m not in memory.mine]
     if others:
         last = others[-1]

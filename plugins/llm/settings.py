@@ -7,7 +7,8 @@ it comes from the environment (``LLM_API_KEY``) only, never from a file.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -92,7 +93,7 @@ def check_base_url(raw: str) -> URL:
     try:
         url = URL(raw.strip())
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"LLM_BASE_URL is not a valid URL ({type(exc).__name__})") from None
+        raise ConfigError(f"LLM_BASE_URL is not a valid URL ({_safe_reason(exc, raw)})") from None
     if url.scheme not in ("http", "https"):
         shown = f"{url.scheme!r}" if url.scheme and len(url.scheme) < 12 else "none"
         raise ConfigError(
@@ -110,6 +111,15 @@ def check_base_url(raw: str) -> URL:
     if url.fragment:
         raise ConfigError("LLM_BASE_URL must not contain a #fragment")
     return url
+
+
+def _safe_reason(exc: Exception, raw: str) -> str:
+    """The parser's reason, unless it quotes any part of the URL."""
+    reason = str(exc)
+    pieces = [p for p in re.split(r"[:/@?#&=\[\]]+", raw) if len(p) >= 4]
+    if not reason or len(reason) > 80 or any(p in reason for p in pieces):
+        return type(exc).__name__
+    return reason.lower()
 
 
 def load_llm_settings(bot_settings: Any) -> LlmSettings:
