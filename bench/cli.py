@@ -548,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small-rows", type=int, dest="small_rows")
     parser.add_argument("--large-rows", type=int, dest="large_rows")
     parser.add_argument("--sessions", type=int, help="sessions for the memory figure")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the run with pyinstrument (pip-installed in .venv-bench); "
+                             "writes a text and an HTML report next to the JSON")
     parser.add_argument("--out", type=Path, help="JSON file to write (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -557,14 +560,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown figure(s) {unknown}; known: {', '.join(FIGURES)}")
     started = time.perf_counter()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS_DIR / f"{stamp}{'-quick' if cfg.quick else ''}.json"
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0002, async_mode="disabled")
+        profiler.start()
     rows, meta = asyncio.run(run(cfg, only))
+    if profiler is not None:
+        profiler.stop()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".profile.txt").write_text(profiler.output_text(unicode=True, show_all=False))
+        out.with_suffix(".profile.html").write_text(profiler.output_html())
+        print(f"profile: {out.with_suffix('.profile.txt')}", file=sys.stderr)
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     print(table(rows))
     m, v = meta.get("machine", {}), meta.get("versions", {})
     print(f"\nmachine: {m.get('nproc')} CPUs, {m.get('cpu')}, {m.get('ram_gib')} GiB; "
           + ", ".join(f"{k} {val}" for k, val in v.items()))
     print(f"peers: {meta['peers']}; ours: {meta['ours']}; elapsed {meta['elapsed_s']} s")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = args.out or RESULTS_DIR / f"{stamp}{'-quick' if cfg.quick else ''}.json"
     print(f"wrote {write_json(out, rows, meta)}")
     return 0
