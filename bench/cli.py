@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import data, floors as floors_mod, ours as ours_mod, peers as peers_mod
-from bench.report import Row, machine, ratio, table, versions, write_json
+from bench.report import Row, machine, markdown, ratio, table, versions, write_json
 from bench.servers import Blackhole, PostgresDatabase, RedisServer, free_port
 from bench.stats import Op, Result, measure, summarise
 
@@ -582,4 +582,5 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k} {val}" for k, val in v.items()))
     print(f"peers: {meta['peers']}; ours: {meta['ours']}; elapsed {meta['elapsed_s']} s")
     print(f"wrote {write_json(out, rows, meta)}")
+    out.with_suffix(".md").write_text(markdown(rows, meta), encoding="utf-8")
     return 0

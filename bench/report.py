@@ -151,3 +151,28 @@ def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> Path:
            "figures": [r.to_dict() for r in rows]}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def markdown(rows: list[Row], meta: dict[str, Any]) -> str:
+    """The table as Markdown, for docs/PERFORMANCE.md."""
+    out = [
+        "| figure | ours p50 / p99 | floor p50 | ours ÷ floor | peer p50 | peer ÷ ours | goal | met? |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        met = "—" if row.met is None else ("yes" if row.met else "**no**")
+        ours = fmt(row.ours) if row.ours else (row.status or "—")
+        peer = fmt(row.peer, both=False) if row.peer else (row.extra.get("peer_status") or "—")
+        out.append(
+            f"| {row.figure.strip()} | {ours} | {fmt(row.floor, both=False)} | "
+            f"{f'{row.floor_ratio:.2f}' if row.floor_ratio is not None else '—'} | {peer} | "
+            f"{f'{row.peer_ratio:.2f}' if row.peer_ratio is not None else '—'} | {row.goal or '—'} | {met} |"
+        )
+    m, v = meta.get("machine", {}), meta.get("versions", {})
+    out.append("")
+    out.append(f"Machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('ram_gib')} GiB RAM, "
+               f"Linux {m.get('kernel')}. Run took {meta.get('elapsed_s')} s "
+               f"({'--quick' if meta.get('quick') else 'full'}).")
+    out.append("")
+    out.append("Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".")
+    return "\n".join(out) + "\n"
