@@ -97,7 +97,8 @@ class LlmRuntime:
     async def _model_reply(self, context: Context, message: IncomingMessage, bot: Any) -> Reply:
         assert self.client is not None
         guild_id = context.session.guild_id or message.guild_id
-        system = self.settings.persona(guild_id, context.system_prompt)
+        bot_default = bot.settings.bot.system_prompt if bot is not None else None
+        system = self.settings.persona(guild_id, context.system_prompt, bot_default)
         messages = await build_messages(
             context,
             system,

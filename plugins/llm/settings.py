@@ -76,12 +76,19 @@ class LlmSettings(PluginSettings):
     def offline(self) -> bool:
         return self.base_url is None
 
-    def persona(self, guild_id: str | None, default: str) -> str:
-        """The system prompt for a conversation in ``guild_id``: the guild's
-        own persona, else this bot's, else ``default`` (the core's)."""
+    def persona(self, guild_id: str | None, context_prompt: str, bot_default: str | None = None) -> str:
+        """The system prompt for a conversation in ``guild_id``.
+
+        In order: this plugin's persona for the guild (``guild_prompts``);
+        the context's prompt when something upstream (the sessions plugin's
+        per-guild or per-channel overrides) made it differ from the bot's
+        default; this plugin's bot-wide ``system_prompt``; the context's.
+        """
         if guild_id is not None and guild_id in self.guild_prompts:
             return self.guild_prompts[guild_id]
-        return self.system_prompt or default
+        if bot_default is not None and context_prompt != bot_default:
+            return context_prompt
+        return self.system_prompt or context_prompt
 
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None

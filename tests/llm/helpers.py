@@ -121,3 +121,31 @@ class Chat:
         assert len(got) == 1, got
         self.replies.append(got[0])
         return got[0]
+
+
+class TinyMemory:
+    """An in-process store of messages and sessions, enough for the real
+    sessions plugin to build context windows on top of."""
+
+    def __init__(self) -> None:
+        self.stored: list[MessageRecord] = []
+        self.sessions: dict[str, Session] = {}
+
+    @hookimpl
+    def store_message(self, record: MessageRecord) -> bool:
+        if all(r.id != record.id for r in self.stored):
+            self.stored.append(record)
+        return True
+
+    @hookimpl
+    def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        mine = sorted((r for r in self.stored if r.session_id == session.id), key=lambda r: r.sort_key)
+        return mine[-limit:] if limit > 0 else []
+
+    @hookimpl
+    def load_session(self, scope_key: str) -> Session | None:
+        return self.sessions.get(scope_key)
+
+    @hookimpl
+    def save_session(self, session: Session) -> None:
+        self.sessions[session.scope_key] = session

@@ -176,3 +176,12 @@ def test_stored_images_come_from_the_media_loader_and_oversized_ones_are_describ
 
 def test_no_stray_llm_environment_in_tests() -> None:
     assert not [k for k in os.environ if k.startswith("LLM_")]
+
+
+def test_persona_precedence() -> None:
+    settings = LlmSettings(system_prompt="Bot persona.", guild_prompts={"g1": "Guild persona."})
+    assert settings.persona("g1", "Default.", "Default.") == "Guild persona."
+    assert settings.persona("g2", "Default.", "Default.") == "Bot persona."
+    # A prompt the sessions plugin chose for this channel beats the bot-wide persona.
+    assert settings.persona("g2", "Channel prompt.", "Default.") == "Channel prompt."
+    assert LlmSettings().persona(None, "Default.", "Default.") == "Default."

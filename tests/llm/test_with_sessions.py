@@ -1,0 +1,67 @@
+"""The request body holds exactly the context window the real sessions
+plugin builds (count limit, system prompt first, order kept)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.models import Context, Role
+from core.plugins import hookimpl
+from tests.llm.helpers import SYSTEM_PROMPT, Chat, TinyMemory, make_bot, run
+from tests.llm.provider import FakeProvider, serving
+
+sessions_plugin = pytest.importorskip("plugins.sessions")
+
+
+class ContextSpy:
+    """Sees each context the reply plugins get, and answers nothing."""
+
+    def __init__(self) -> None:
+        self.contexts: list[Context] = []
+
+    @hookimpl(tryfirst=True)
+    def generate_reply(self, context: Context) -> None:
+        self.contexts.append(context)
+
+
+def test_request_holds_the_window_the_sessions_plugin_builds(tmp_path: Path) -> None:
+    memory = TinyMemory()
+    spy = ContextSpy()
+
+    async def scenario() -> FakeProvider:
+        async with serving() as provider:
+            bot = make_bot(
+                tmp_path, {"base_url": provider.base_url}, extra={"tinymemory": memory, "sessions": sessions_plugin, "spy": spy}
+            )
+            bot.settings.sections["sessions"] = {"window_messages": 4}
+            await bot.start()
+            assert bot.plugins.info["sessions"].state == "enabled", bot.plugins.info["sessions"].reason
+            try:
+                chat = Chat(bot)
+                for text in ("one", "two", "three", "four"):
+                    assert (await chat.say(text)).content == f"echo: {text}"
+                # Another user in the same channel has their own window (default scope).
+                await Chat(bot, author="bob").say("bob's line")
+            finally:
+                await bot.stop()
+            return provider
+
+    provider = run(scenario())
+    assert len(spy.contexts) == len(provider.bodies) == 5
+    for context, body in zip(spy.contexts, provider.bodies):
+        roles = {Role.USER: "user", Role.BOT: "assistant"}
+        assert body["messages"] == [{"role": "system", "content": context.system_prompt}] + [
+            {"role": roles[m.role], "content": m.content} for m in context.messages
+        ]
+    fourth = provider.bodies[3]["messages"]
+    assert fourth[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert 3 <= len(fourth) <= 5 and fourth[-1] == {"role": "user", "content": "four"}
+    assert [m["content"] for m in fourth[1:]] == [
+        m for m in ["one", "echo: one", "two", "echo: two", "three", "echo: three", "four"] if m in {x["content"] for x in fourth}
+    ], "order kept"
+    assert provider.bodies[4]["messages"] == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "bob's line"},
+    ]
