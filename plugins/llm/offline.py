@@ -101,8 +101,16 @@ def _count_line(memory: Memory) -> str:
     return f"I remember {_plural(memory.remembered, 'earlier message')} of this session ({', '.join(split)})."
 
 
-def offline_reply(context: Context, author_id: str, current_id: str | None = None, author_name: str = "") -> str:
-    """The stand-in's answer to the last message of ``context``."""
+NO_MEMORY = "No memory plugin is enabled, so I cannot recall earlier messages."
+
+
+def offline_reply(
+    context: Context, author_id: str, current_id: str | None = None, author_name: str = "", has_memory: bool = True
+) -> str:
+    """The stand-in's answer to the last message of ``context``.
+
+    ``has_memory=False`` (no plugin loads messages) makes it say why it
+    remembers nothing, instead of greeting every message as the first."""
     memory = _memory(context, author_id, current_id)
     text = memory.current.content.strip() if memory.current else ""
     lowered = text.lower()
@@ -112,6 +120,8 @@ def offline_reply(context: Context, author_id: str, current_id: str | None = Non
     answer = _answer_question(memory, text, lowered, name)
     if answer is None:
         answer = _acknowledge(memory, text, name, author_name)
+    if not has_memory:
+        return f"{TAG} {INTRO} {NO_MEMORY}\n{answer}"
     prefix = f"{TAG} {INTRO}\n" if first_turn else f"{TAG} "
     return prefix + answer
 

@@ -87,7 +87,8 @@ class LlmRuntime:
         trouble (the user gets a clear reply instead)."""
         try:
             if self.settings.offline or self.client is None:
-                text = offline_reply(context, message.author_id, message.id, message.author_name)
+                has_memory = bot is None or any(bot.hooks.implementations(h) for h in ("load_messages", "build_context"))
+                text = offline_reply(context, message.author_id, message.id, message.author_name, has_memory)
                 self.tokens.publish(message.id, text)
                 return Reply(text)
             return await self._model_reply(context, message, bot)

@@ -41,6 +41,7 @@ def test_offline_default_recalls_earlier_context(tmp_path: Path) -> None:
     )
     assert all(r.startswith(TAG) for r in replies)
     assert "no language model is configured" in replies[0].lower()
+    assert all("configured" not in r and "No memory plugin" not in r for r in replies[1:])
     assert "This is the start of our conversation" in replies[0]
     assert "Nice to meet you, Ana" in replies[1]
     assert "You told me earlier: “hello there”" in replies[1]
@@ -73,6 +74,7 @@ def test_offline_default_without_memory_says_it_has_nothing_earlier(tmp_path: Pa
             await bot.stop()
 
     replies = run(scenario())
+    assert all("No memory plugin is enabled" in r for r in replies)
     assert "Nice to meet you, Bo" in replies[0]
     assert "haven't told me your name" in replies[1]
 
