@@ -273,7 +273,11 @@ def data_has_metadata(data: bytes) -> bool:
 
 
 def encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
-    """Encode pixels only: Pillow writes no EXIF, ICC or text unless asked."""
+    """Encode the pixels only. Pillow's encoders copy ``image.info`` (JPEG
+    comment, ICC profile, ...) into the file by default, so the info is
+    emptied first."""
+    image = image.copy()
+    image.info = {}
     out = io.BytesIO()
     if fmt == "JPEG":
         image.convert("RGB").save(out, "JPEG", quality=quality, optimize=True)
