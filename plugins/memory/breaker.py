@@ -1,0 +1,56 @@
+"""A circuit breaker per backend, closed again only by a health probe.
+
+While a backend is down every call fails at once (no connect timeout per
+message); a background task probes it every ``probe_interval`` and, once it
+answers, runs the recovery work (cache invalidation, outbox replay) before
+letting traffic through again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("plugins.memory.breaker")
+
+
+class BackendDown(Exception):
+    """A backend is unreachable, too slow, or its breaker is open."""
+
+    def __init__(self, backend: str, reason: str = "") -> None:
+        super().__init__(f"{backend} unavailable{': ' + reason if reason else ''}")
+        self.backend = backend
+        self.reason = reason
+
+
+class Breaker:
+    """``ok`` is ``True`` while calls may go to the backend."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ok = True
+        self.reason = ""
+        self.since = time.monotonic()
+        self.failures = 0
+        self.recoveries = 0
+
+    def check(self) -> None:
+        """Raise :class:`BackendDown` at once when the breaker is open."""
+        if not self.ok:
+            raise BackendDown(self.name, self.reason or "circuit open")
+
+    def trip(self, reason: str) -> None:
+        if self.ok:
+            log.warning("memory: %s is down (%s); routing around it", self.name, reason)
+            self.since = time.monotonic()
+        self.ok = False
+        self.reason = reason
+        self.failures += 1
+
+    def reset(self) -> None:
+        if not self.ok:
+            log.warning("memory: %s is back after %.1fs", self.name, time.monotonic() - self.since)
+            self.since = time.monotonic()
+            self.recoveries += 1
+        self.ok = True
+        self.reason = ""

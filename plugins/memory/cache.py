@@ -1,0 +1,301 @@
+"""The Redis side: hot windows, cached sessions, the cache epoch.
+
+Keys (all under ``key_prefix``):
+
+- ``epoch``: the cache generation. Windows and sessions live under keys that
+  embed it (``w:<epoch>:<session>``, ``s:<epoch>:<scope>``), so bumping it
+  invalidates every cached window at once, for every instance, without
+  scanning. It is bumped after an outage during which writes reached only
+  the database.
+- ``w:<epoch>:<session>``: the last ``window_size`` messages, oldest first,
+  one orjson entry each. Appends use ``RPUSHX``: a flushed, expired or
+  evicted key is never recreated by an append (G5); only a rebuild from the
+  database creates it, in one transaction.
+- ``c:<session>``: a write counter bumped by every append. A rebuild reads it
+  before its database query and creates the window only if it is unchanged
+  (``WATCH``), so a message written between the query and the creation is
+  never left out.
+- ``s:<epoch>:<scope>``: the latest session of a scope (JSON).
+
+``fakeredis://NAME`` URLs give an in-process server shared by every client in
+this process that names the same NAME (tests, the terminal chat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+
+from core.models import MessageRecord, Session
+from plugins.memory import records
+from plugins.memory.breaker import BackendDown
+
+log = logging.getLogger("plugins.memory.cache")
+
+_FAKE_SERVERS: dict[str, Any] = {}
+
+
+class RedisURLError(ValueError):
+    """REDIS_URL is malformed; the message never holds the password."""
+
+
+def fake_server(name: str) -> Any:
+    """The process-wide fakeredis server called ``name`` (created on first use)."""
+    import fakeredis
+
+    server = _FAKE_SERVERS.get(name)
+    if server is None:
+        server = _FAKE_SERVERS[name] = fakeredis.FakeServer()
+    return server
+
+
+def make_client(url: str, timeout: float) -> aioredis.Redis:
+    """A redis.asyncio client for ``url`` with fast timeouts and no retries
+    (the breaker and the probe decide what happens on failure)."""
+    try:
+        parsed = urlparse(url)
+        scheme = parsed.scheme
+    except ValueError as exc:
+        raise RedisURLError(f"not a URL ({exc})") from None
+    if scheme == "fakeredis":
+        import fakeredis
+
+        name = (parsed.netloc + parsed.path).strip("/") or "default"
+        return fakeredis.FakeAsyncRedis(server=fake_server(name))
+    if scheme not in ("redis", "rediss", "unix"):
+        raise RedisURLError(f"unsupported scheme {scheme!r} (use redis://, rediss://, unix:// or fakeredis://NAME)")
+    try:
+        return aioredis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+            max_connections=64,
+        )
+    except (ValueError, TypeError) as exc:
+        raise RedisURLError(str(exc).replace(url, describe_redis_url(url))) from None
+
+
+def describe_redis_url(url: str) -> str:
+    try:
+        p = urlparse(url)
+        if p.scheme == "unix":
+            return f"unix://{p.path}"
+        port = f":{p.port}" if p.port else ""
+        return f"{p.scheme}://{p.hostname or ''}{port}{p.path}"
+    except ValueError:
+        return "(unparseable URL)"
+
+
+def _decode(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Cache:
+    """Window and session operations. Every method raises
+    :class:`BackendDown` when Redis fails or is too slow."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str, window_size: int, ttl: int, timeout: float) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.window_size = window_size
+        self.ttl = ttl
+        self.timeout = timeout
+        self.epoch = "0"
+        self.epoch_key = f"{prefix}epoch"
+        # fakeredis has no INFO; a real server's run id tells a restart apart.
+        self.has_info = not type(client).__module__.startswith("fakeredis")
+
+    # --- keys ---------------------------------------------------------------
+
+    def window_key(self, session_id: str, epoch: str | None = None) -> str:
+        return f"{self.prefix}w:{epoch or self.epoch}:{session_id}"
+
+    def counter_key(self, session_id: str) -> str:
+        return f"{self.prefix}c:{session_id}"
+
+    def session_key(self, scope_key: str, epoch: str | None = None) -> str:
+        return f"{self.prefix}s:{epoch or self.epoch}:{scope_key}"
+
+    async def call(self, coro: Any) -> Any:
+        """Await a Redis operation under the fast timeout, mapping every
+        failure to :class:`BackendDown`."""
+        try:
+            return await asyncio.wait_for(coro, self.timeout * 2)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
+
+    def _seen_epoch(self, value: Any) -> bool:
+        """Adopt the epoch Redis reports; ``True`` if it changed."""
+        epoch = _decode(value) or "0"
+        if epoch != self.epoch:
+            self.epoch = epoch
+            return True
+        return False
+
+    # --- health ---------------------------------------------------------------
+
+    async def ping(self) -> tuple[str | None, int]:
+        """Ping Redis; return its run id (it changes when Redis restarts),
+        if known, and the outbox stream's length."""
+
+        async def go() -> tuple[str | None, int]:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(self.epoch_key)
+            pipe.xlen(f"{self.prefix}outbox")
+            if self.has_info:
+                pipe.info("server")
+            epoch, depth, *rest = await pipe.execute()
+            info = rest[0] if rest else None
+            self._seen_epoch(epoch)
+            run_id = str(info.get("run_id")) if isinstance(info, dict) and info.get("run_id") else None
+            return run_id, int(depth or 0)
+
+        return await self.call(go())
+
+    async def refresh_epoch(self) -> str:
+        self._seen_epoch(await self.call(self.r.get(self.epoch_key)))
+        return self.epoch
+
+    async def bump_epoch(self) -> str:
+        """Invalidate every cached window and session (all instances)."""
+        self.epoch = str(await self.call(self.r.incr(self.epoch_key)))
+        log.warning("memory: cache epoch is now %s (cached windows rebuilt from the database)", self.epoch)
+        return self.epoch
+
+    # --- windows --------------------------------------------------------------------
+
+    async def append(self, record: MessageRecord) -> None:
+        """Append to a session's window only if the window exists."""
+        entry = records.encode_entry(record)
+        key = self.window_key(record.session_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.rpushx(key, entry)
+        pipe.lindex(key, -2)
+        pipe.ltrim(key, -self.window_size, -1)
+        pipe.expire(key, self.ttl)
+        pipe.incr(self.counter_key(record.session_id))
+        pipe.expire(self.counter_key(record.session_id), self.ttl)
+        pipe.get(self.epoch_key)
+        length, previous, _t, _e, _c, _ce, epoch = await self.call(pipe.execute())
+        if self._seen_epoch(epoch):
+            return  # the write went to an abandoned generation; the new one is rebuilt from the database
+        if length and previous is not None:
+            key_new = (record.timestamp, len(record.id), record.id)
+            if records.entry_sort_key(previous) >= key_new:
+                # Out of order or a duplicate: appending would break order or
+                # trimming; drop the window so the next read rebuilds it.
+                await self.call(self.r.delete(key))
+
+    async def window(self, session: Session, limit: int) -> list[MessageRecord] | None:
+        """The last ``limit`` messages from the hot window, or ``None`` on a
+        miss (the caller rebuilds from the database)."""
+        for _ in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            pipe.get(self.epoch_key)
+            pipe.lrange(self.window_key(session.id), -limit, -1)
+            epoch, entries = await self.call(pipe.execute())
+            if not self._seen_epoch(epoch):
+                break
+        else:
+            return None
+        if not entries:
+            return None
+        out = records.decode_entries(entries, session)
+        if not records.is_ordered(out):
+            return None
+        return out
+
+    async def counter(self, session_id: str) -> Any:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.epoch_key)
+        pipe.get(self.counter_key(session_id))
+        epoch, value = await self.call(pipe.execute())
+        self._seen_epoch(epoch)
+        return value
+
+    async def fill(self, session_id: str, entries: list[bytes], counter_before: Any, epoch: str) -> bool:
+        """Create a window from database rows, unless it exists already, an
+        append happened since ``counter_before`` was read, or the epoch moved."""
+        if not entries:
+            return False
+        key = self.window_key(session_id, epoch)
+        ckey = self.counter_key(session_id)
+
+        async def go() -> bool:
+            async with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(ckey, key, self.epoch_key)
+                    now_counter = await pipe.get(ckey)
+                    exists = await pipe.exists(key)
+                    now_epoch = _decode(await pipe.get(self.epoch_key)) or "0"
+                    if now_counter != counter_before or exists or now_epoch != epoch:
+                        await pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.rpush(key, *entries[-self.window_size :])
+                    pipe.expire(key, self.ttl)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    return False
+
+        return await self.call(go())
+
+    async def drop_window(self, session_id: str) -> None:
+        await self.call(self.r.delete(self.window_key(session_id)))
+
+    # --- sessions ---------------------------------------------------------------------
+
+    async def put_session(self, data: dict[str, Any], only_if_missing: bool = False, epoch: str | None = None) -> None:
+        key = self.session_key(data["scope_key"], epoch)
+        await self.call(self.r.set(key, orjson.dumps(data), ex=self.ttl, nx=only_if_missing))
+
+    async def get_session(self, scope_key: str) -> dict[str, Any] | None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.epoch_key)
+        pipe.get(self.session_key(scope_key))
+        epoch, raw = await self.call(pipe.execute())
+        if self._seen_epoch(epoch):
+            return None
+        return orjson.loads(raw) if raw else None
+
+    # --- forgetting --------------------------------------------------------------------
+
+    async def delete_matching(self, patterns: list[str]) -> int:
+        """Delete every key matching the glob ``patterns`` (all epochs)."""
+
+        async def go() -> int:
+            deleted = 0
+            for pattern in patterns:
+                batch = []
+                async for key in self.r.scan_iter(match=pattern, count=500):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        deleted += await self.r.delete(*batch)
+                        batch = []
+                if batch:
+                    deleted += await self.r.delete(*batch)
+            return deleted
+
+        try:
+            return await asyncio.wait_for(go(), max(self.timeout * 40, 5.0))
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendDown("redis", type(exc).__name__) from None
+
+
+def glob_escape(text: str) -> str:
+    """Escape Redis glob metacharacters in a key fragment."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,249 @@
+"""Claims on incoming messages and leases on sessions, across instances.
+
+Both live in Redis as ``{"o": owner, "t": token, "x": expires_at}`` where
+``expires_at`` is on the bot clock (so tests advance it without sleeping);
+the Redis TTL is only a backstop that cleans up long after.
+
+- A **claim** (``claim:<message id>``) makes one instance handle a message.
+  When the reply is stored the claim becomes ``done`` (kept for a day), and
+  the reply record ``reply:<id>`` in the database means done too, so a
+  redelivery after a Redis flush still gets no second reply. A claim whose
+  holder died expires and is taken over.
+- A **lease** (``lease:<scope>``) makes one instance at a time handle a
+  session's messages. Each acquisition takes a new **fencing token** from
+  ``fence:<scope>``; session saves carry it and the database rejects a save
+  older than the stored token, so an instance that paused past its lease
+  cannot overwrite newer state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import WatchError
+
+from plugins.memory.breaker import BackendDown
+
+if TYPE_CHECKING:
+    from plugins.memory.store import MemoryStore
+
+log = logging.getLogger("plugins.memory.coordination")
+
+DONE = b"done"
+DONE_TTL = 24 * 3600
+BACKSTOP_TTL = 7 * 24 * 3600
+POLL = 0.02
+
+# (scope key, fencing token) of the lease the current task holds.
+current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("memory_fence", default=None)
+
+
+def _holder(raw: Any) -> dict[str, Any] | None:
+    if raw is None or raw == DONE:
+        return None
+    try:
+        value = orjson.loads(raw)
+        return value if isinstance(value, dict) else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+class Coordinator:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.mine: set[str] = set()  # tokens of claims/leases this instance holds
+        self.local_locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def cache(self) -> Any:
+        return self.store.cache
+
+    def claim_key(self, message_id: str) -> str:
+        return f"{self.cache.prefix}claim:{message_id}"
+
+    # --- claims ----------------------------------------------------------------
+
+    async def claim(self, message_id: str) -> bool:
+        """``True`` if this instance should handle ``message_id`` now."""
+        store = self.store
+        if not store.redis_ok:
+            return not await store.reply_exists(message_id)
+        try:
+            return await self._claim(message_id)
+        except BackendDown as exc:
+            store.redis_failed(exc)
+            return not await store.reply_exists(message_id)
+
+    async def _claim(self, message_id: str) -> bool:
+        store = self.store
+        r = self.cache.r
+        key = self.claim_key(message_id)
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + store.settings.claim_wait
+        while True:
+            now = store.clock.now()
+            value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
+            if await self.cache.call(r.set(key, value, nx=True, ex=BACKSTOP_TTL)):
+                return await self._claimed(key, token, message_id)
+            raw = await self.cache.call(r.get(key))
+            if raw == DONE:
+                return False
+            holder = _holder(raw)
+            if holder is not None:
+                if holder.get("t") in self.mine:
+                    return False  # a second delivery while this instance handles the first
+                stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
+                if stale_self or float(holder.get("x", 0)) <= now:
+                    if await self._swap(key, raw, value):
+                        log.info("memory: took over the expired claim on message %s", message_id)
+                        return await self._claimed(key, token, message_id)
+            if time.monotonic() >= deadline:
+                return False  # someone else is handling it
+            await asyncio.sleep(POLL)
+
+    async def _claimed(self, key: str, token: str, message_id: str) -> bool:
+        if await self.store.reply_exists(message_id):
+            await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL))
+            return False
+        self.mine.add(token)
+        return True
+
+    async def _swap(self, key: str, expected: bytes, value: bytes) -> bool:
+        """Replace ``key``'s value only if it is still ``expected``."""
+
+        async def go() -> bool:
+            async with self.cache.r.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    if await pipe.get(key) != expected:
+                        await pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.set(key, value, ex=BACKSTOP_TTL)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    return False
+
+        return bool(await self.cache.call(go()))
+
+    async def done(self, message_id: str) -> None:
+        """Mark ``message_id`` answered (its reply is stored)."""
+        key = self.claim_key(message_id)
+        raw = await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL, get=True))
+        holder = _holder(raw)
+        if holder is not None:
+            self.mine.discard(holder.get("t"))
+
+    # --- leases ----------------------------------------------------------------
+
+    def lease(self, scope_key: str) -> Lease:
+        return Lease(self, scope_key)
+
+
+class Lease:
+    """Async context manager holding a session's lease."""
+
+    def __init__(self, coordinator: Coordinator, scope_key: str) -> None:
+        self.c = coordinator
+        self.scope_key = scope_key
+        self.token = secrets.token_hex(8)
+        self.key = ""
+        self.fence: int | None = None
+        self._reset: contextvars.Token[Any] | None = None
+        self._local: asyncio.Lock | None = None
+        self._held_remote = False
+
+    async def __aenter__(self) -> Lease:
+        locks = self.c.local_locks
+        self._local = locks.setdefault(self.scope_key, asyncio.Lock())
+        await self._local.acquire()
+        try:
+            store = self.c.store
+            if store.redis_ok:
+                try:
+                    await self._acquire()
+                except BackendDown as exc:
+                    store.redis_failed(exc)
+                    self.fence = None
+        except BaseException:
+            self._local.release()
+            raise
+        self._reset = current_fence.set((self.scope_key, self.fence) if self.fence is not None else None)
+        return self
+
+    async def _acquire(self) -> None:
+        store = self.c.store
+        cache = self.c.cache
+        r = cache.r
+        self.key = f"{cache.prefix}lease:{self.scope_key}"
+        deadline = time.monotonic() + store.settings.lease_wait
+        while True:
+            now = store.clock.now()
+            value = orjson.dumps({"o": store.instance_id, "t": self.token, "x": now + store.settings.lease_ttl})
+            if await cache.call(r.set(self.key, value, nx=True, ex=BACKSTOP_TTL)):
+                break
+            raw = await cache.call(r.get(self.key))
+            holder = _holder(raw)
+            if raw is not None and (holder is None or float(holder.get("x", 0)) <= now or time.monotonic() >= deadline):
+                if time.monotonic() >= deadline and holder is not None and float(holder.get("x", 0)) > now:
+                    log.warning("memory: lease on %s still held by %s after %.1fs; taking it over (fenced)", self.scope_key, holder.get("o"), store.settings.lease_wait)
+                if await self.c._swap(self.key, raw, value):
+                    break
+            await asyncio.sleep(POLL)
+        self._held_remote = True
+        self.c.mine.add(self.token)
+        self.fence = await self._next_fence()
+
+    async def _next_fence(self) -> int:
+        cache = self.c.cache
+        key = f"{cache.prefix}fence:{self.scope_key}"
+        fence = int(await cache.call(cache.r.incr(key)))
+        await cache.call(cache.r.expire(key, 30 * 24 * 3600))
+        if fence == 1:
+            # The counter was lost (flush, expiry): continue above what the database saw.
+            floor = await self.c.store.max_fence(self.scope_key)
+            if floor >= fence:
+                fence = int(await cache.call(cache.r.incrby(key, floor)))
+        return fence
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            if self._reset is not None:
+                current_fence.reset(self._reset)
+            if self._held_remote:
+                self.c.mine.discard(self.token)
+                try:
+                    await self._release()
+                except BackendDown as err:
+                    self.c.store.redis_failed(err)
+        finally:
+            if self._local is not None:
+                self._local.release()
+                if not self._local.locked() and not self._local._waiters:  # type: ignore[attr-defined]
+                    self.c.local_locks.pop(self.scope_key, None)
+
+    async def _release(self) -> None:
+        cache = self.c.cache
+
+        async def go() -> None:
+            async with cache.r.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(self.key)
+                    holder = _holder(await pipe.get(self.key))
+                    if holder is None or holder.get("t") != self.token:
+                        await pipe.unwatch()
+                        return
+                    pipe.multi()
+                    pipe.delete(self.key)
+                    await pipe.execute()
+                except WatchError:
+                    pass
+
+        await cache.call(go())

@@ -1,0 +1,380 @@
+"""The durable store: peewee on SQLite, PostgreSQL or MySQL/MariaDB.
+
+peewee is synchronous, so every call runs on a small thread pool owned by the
+store, never on the event loop. Each worker thread keeps its own connection
+(peewee's connection state is thread-local) and reuses it; a dropped
+connection is closed and reopened, and an idempotent call is retried once on
+the fresh connection. A call that hangs (a blackholed server) is abandoned
+after ``timeout``: the pool is replaced so later calls do not queue behind
+the stuck thread, whose socket timeouts end it eventually.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import orjson
+import peewee as pw
+from playhouse import db_url
+
+from plugins.memory import records
+from plugins.memory.breaker import BackendDown
+from plugins.memory.schema import Models, make_models, migrate
+
+log = logging.getLogger("plugins.memory.durable")
+
+T = TypeVar("T")
+
+DIRTY_PREFIX = "memory.cache_dirty."
+
+
+class DatabaseURLError(ValueError):
+    """DATABASE_URL is malformed; the message never holds the password."""
+
+
+def describe_url(url: str) -> str:
+    """``scheme://host:port/db`` without user or password, for messages."""
+    try:
+        p = urlparse(url)
+        host = p.hostname or ""
+        port = f":{p.port}" if p.port else ""
+        return f"{p.scheme}://{host}{port}{p.path}"
+    except ValueError:
+        return "(unparseable URL)"
+
+
+def open_database(url: str, timeout: float) -> pw.Database:
+    """Build (without connecting) the peewee database ``url`` names, with
+    timeouts short enough that an outage is noticed quickly."""
+    try:
+        scheme = urlparse(url).scheme
+    except ValueError as exc:
+        raise DatabaseURLError(f"not a URL ({exc})") from None
+    if scheme not in db_url.schemes:
+        raise DatabaseURLError(f"unsupported scheme {scheme!r} (use sqlite://, postgresql:// or mysql://)")
+    base = scheme.split("+")[0]
+    params: dict[str, Any] = {}
+    seconds = max(1, int(round(timeout)))
+    if base.startswith("postgres"):
+        # libpq: connect_timeout is whole seconds (min 2); tcp_user_timeout
+        # and keepalives end a query stuck on a dead peer.
+        params.update(
+            connect_timeout=max(2, seconds),
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=2,
+            tcp_user_timeout=int(max(timeout, 2) * 1000 * 2),
+        )
+    elif base in ("mysql", "mariadbconnector", "mysqlconnector"):
+        params.update(connect_timeout=seconds, read_timeout=seconds * 3, write_timeout=seconds * 3, charset="utf8mb4")
+    elif base == "sqlite":
+        params.update(timeout=max(timeout, 5.0), pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000})
+    try:
+        db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DatabaseURLError(str(exc).replace(url, describe_url(url))) from None
+    # Connections are opened explicitly per worker thread.
+    db.autoconnect = False
+    return db
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    if isinstance(exc, (pw.OperationalError, pw.InterfaceError)):
+        return True
+    return isinstance(exc, OSError)
+
+
+class DurableStore:
+    """Async facade over one peewee database."""
+
+    def __init__(self, url: str, *, timeout: float = 3.0, threads: int = 4) -> None:
+        self.url = url
+        self.where = describe_url(url)
+        self.timeout = timeout
+        self.threads = threads
+        self.db = open_database(url, timeout)
+        self.m: Models = make_models(self.db)
+        self.dialect = "postgres" if isinstance(self.db, pw.PostgresqlDatabase) else "mysql" if isinstance(self.db, pw.MySQLDatabase) else "sqlite"
+        self._executor = self._new_executor()
+        self._probe_executor = self._new_executor(1, "memory-db-probe")
+        self._prepare_sql()
+        self.closed = False
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _new_executor(self, threads: int | None = None, name: str = "memory-db") -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(threads or self.threads, thread_name_prefix=name)
+
+    def _prepare_sql(self) -> None:
+        p = self.db.param
+        cols = ", ".join(records.ROW_COLUMNS)
+        marks = ", ".join([p] * len(records.ROW_COLUMNS))
+        if self.dialect == "postgres":
+            self.sql_insert = f"INSERT INTO messages ({cols}) VALUES ({marks}) ON CONFLICT (message_id) DO NOTHING"
+            id_order = 'message_id COLLATE "C"'
+            length = "LENGTH"
+        elif self.dialect == "mysql":
+            self.sql_insert = f"INSERT IGNORE INTO messages ({cols}) VALUES ({marks})"
+            id_order = "message_id"
+            length = "CHAR_LENGTH"
+        else:
+            self.sql_insert = f"INSERT OR IGNORE INTO messages ({cols}) VALUES ({marks})"
+            id_order = "message_id"
+            length = "LENGTH"
+        self.sql_last = (
+            f"SELECT {cols} FROM messages WHERE session_id = {p} "
+            f"ORDER BY ts DESC, {length}(message_id) DESC, {id_order} DESC LIMIT {p}"
+        )
+        self.sql_exists = f"SELECT 1 FROM messages WHERE message_id = {p}"
+        self.sql_cols = cols
+
+    def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], retry: bool) -> T:
+        db = self.db
+        fresh = False
+        if db.is_closed():
+            db.connect()
+            fresh = True
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            # The connection may be broken: drop it so the next call reconnects.
+            try:
+                db.close()
+            except Exception:  # noqa: BLE001
+                pass
+            if retry and not fresh:
+                db.connect()
+                return fn(*args)
+            raise
+
+    async def run(self, fn: Callable[..., T], *args: Any, retry: bool = True) -> T:
+        """Run ``fn(*args)`` on a worker thread with a connection open.
+
+        Raises :class:`BackendDown` when the database cannot be reached or
+        does not answer within ``timeout``.
+        """
+        return await self._submit(self._executor, fn, args, retry)
+
+    async def _submit(self, executor: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., T], args: tuple[Any, ...], retry: bool) -> T:
+        if self.closed:
+            raise BackendDown("database", "store closed")
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, self._in_thread, fn, args, retry)
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except asyncio.TimeoutError:
+            self._abandon(executor)
+            raise BackendDown("database", f"no answer within {self.timeout}s") from None
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise BackendDown("database", _short(exc)) from exc
+            raise
+
+    def _abandon(self, executor: concurrent.futures.ThreadPoolExecutor) -> None:
+        """A worker hangs: route later calls to a fresh pool."""
+        executor.shutdown(wait=False, cancel_futures=True)
+        if executor is self._executor:
+            self._executor = self._new_executor()
+        elif executor is self._probe_executor:
+            self._probe_executor = self._new_executor(1, "memory-db-probe")
+
+    async def ping(self) -> None:
+        """Raise :class:`BackendDown` unless a trivial query answers."""
+        await self._submit(self._probe_executor, self._ping, (), False)
+
+    def _ping(self) -> None:
+        self.db.execute_sql("SELECT 1").fetchone()
+
+    async def close(self) -> None:
+        self.closed = True
+        for executor in (self._executor, self._probe_executor):
+            # Each worker closes its own thread-local connection.
+            futures = [executor.submit(self._close_conn) for _ in range(self.threads)]
+            executor.shutdown(wait=False, cancel_futures=False)
+            await asyncio.get_running_loop().run_in_executor(None, concurrent.futures.wait, futures, 2.0)
+
+    def _close_conn(self) -> None:
+        try:
+            if not self.db.is_closed():
+                self.db.close()
+        except Exception:  # noqa: BLE001
+            pass
+        time.sleep(0.01)  # lets each pool thread take one close job
+
+    # --- schema -------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        return await self.run(migrate, self.m, retry=False)
+
+    # --- messages -----------------------------------------------------------------
+
+    def insert_message(self, row: tuple[Any, ...]) -> bool:
+        cursor = self.db.execute_sql(self.sql_insert, row)
+        return bool(cursor.rowcount)
+
+    def insert_messages(self, rows: Iterable[tuple[Any, ...]]) -> int:
+        count = 0
+        with self.db.atomic():
+            for row in rows:
+                count += bool(self.db.execute_sql(self.sql_insert, row).rowcount)
+        return count
+
+    def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
+        rows = self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall()
+        rows.reverse()
+        return rows
+
+    def message_exists(self, message_id: str) -> bool:
+        return self.db.execute_sql(self.sql_exists, (message_id,)).fetchone() is not None
+
+    def count_messages(self, session_id: str) -> int:
+        return self.m.Message.select().where(self.m.Message.session_id == session_id).count()
+
+    # --- sessions ----------------------------------------------------------------
+
+    def upsert_session(self, data: dict[str, Any], fence: int | None) -> bool:
+        """Insert or replace a session row. With a ``fence``, a write whose
+        token is older than the stored one is rejected (returns ``False``)."""
+        S = self.m.SessionRow
+        row = {
+            "session_id": data["id"],
+            "scope_key": data["scope_key"],
+            "user_id": data.get("user_id"),
+            "guild_id": data.get("guild_id"),
+            "channel_id": data.get("channel_id"),
+            "opened_at": data["opened_at"],
+            "last_active_at": data["last_active_at"],
+            "closed_at": data.get("closed_at"),
+            "state": orjson.dumps(data.get("state") or {}).decode(),
+        }
+        with self.db.atomic():
+            current = S.select(S.fence).where(S.session_id == data["id"]).tuples().first()
+            if current is None:
+                S.insert(**row, fence=fence or 0).on_conflict_ignore().execute()
+                return True
+            stored = current[0] or 0
+            if fence is not None and fence < stored:
+                return False
+            S.update(**row, fence=max(stored, fence or 0)).where(S.session_id == data["id"]).execute()
+            return True
+
+    def _session_dict(self, row: Any) -> dict[str, Any]:
+        return {
+            "id": row.session_id,
+            "scope_key": row.scope_key,
+            "user_id": row.user_id,
+            "guild_id": row.guild_id,
+            "channel_id": row.channel_id,
+            "opened_at": row.opened_at,
+            "last_active_at": row.last_active_at,
+            "closed_at": row.closed_at,
+            "state": orjson.loads(row.state or "{}"),
+        }
+
+    def latest_session(self, scope_key: str) -> dict[str, Any] | None:
+        S = self.m.SessionRow
+        row = S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()).first()
+        return self._session_dict(row) if row else None
+
+    def user_sessions(self, user_id: str, limit: int) -> list[dict[str, Any]]:
+        S = self.m.SessionRow
+        rows = S.select().where(S.user_id == user_id).order_by(S.last_active_at.desc()).limit(limit)
+        return [self._session_dict(r) for r in rows]
+
+    def session_fence(self, session_id: str) -> int:
+        S = self.m.SessionRow
+        row = S.select(S.fence).where(S.session_id == session_id).tuples().first()
+        return int(row[0] or 0) if row else 0
+
+    # --- people's data ---------------------------------------------------------------
+
+    def _user_message_query(self, user_id: str) -> Any:
+        M = self.m.Message
+        own = M.select(M.message_id).where(M.author_id == user_id)
+        return M.select().where((M.author_id == user_id) | ((M.role == "bot") & M.reply_to_id.in_(own)))
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        M = self.m.Message
+        messages = []
+        for m in self._user_message_query(user_id).order_by(M.ts, M.message_id):
+            messages.append(
+                {
+                    "id": m.message_id,
+                    "session_id": m.session_id,
+                    "scope_key": m.scope_key,
+                    "role": m.role,
+                    "author_id": m.author_id,
+                    "author_name": m.author_name,
+                    "content": m.content,
+                    "timestamp": m.ts,
+                    "guild_id": m.guild_id,
+                    "channel_id": m.channel_id,
+                    "reply_to_id": m.reply_to_id,
+                    "attachments": orjson.loads(m.attachments or "[]"),
+                }
+            )
+        sessions = self.user_sessions(user_id, 1_000_000)
+        return {"messages": messages, "sessions": sessions}
+
+    def forget_user(self, user_id: str) -> dict[str, Any]:
+        """Delete the user's messages (and the bot's replies to them) and
+        sessions; return counts and the touched session ids."""
+        M, S = self.m.Message, self.m.SessionRow
+        with self.db.atomic():
+            rows = list(self._user_message_query(user_id).select(M.id, M.session_id).tuples())
+            ids = [r[0] for r in rows]
+            touched = {r[1] for r in rows}
+            deleted = 0
+            for start in range(0, len(ids), 500):
+                deleted += M.delete().where(M.id.in_(ids[start : start + 500])).execute()
+            own = list(S.select(S.session_id, S.scope_key).where(S.user_id == user_id).tuples())
+            touched |= {r[0] for r in own}
+            sessions = S.delete().where(S.user_id == user_id).execute()
+        return {"messages": deleted, "sessions": sessions, "touched": sorted(touched), "scopes": sorted({r[1] for r in own})}
+
+    # --- bot state -------------------------------------------------------------------
+
+    def get_state(self, key: str) -> Any:
+        B = self.m.BotState
+        row = B.select(B.value).where(B.key == key).tuples().first()
+        return orjson.loads(row[0]) if row else None
+
+    def set_state(self, key: str, value: Any) -> None:
+        B = self.m.BotState
+        encoded = orjson.dumps(value).decode()
+        with self.db.atomic():
+            if B.update(value=encoded).where(B.key == key).execute() == 0:
+                B.insert(key=key, value=encoded).on_conflict_ignore().execute()
+                B.update(value=encoded).where(B.key == key).execute()
+
+    def delete_state(self, key: str) -> int:
+        B = self.m.BotState
+        return B.delete().where(B.key == key).execute()
+
+    def dirty_flags(self) -> list[tuple[str, str]]:
+        B = self.m.BotState
+        return [(r[0], r[1]) for r in B.select(B.key, B.value).where(B.key.startswith(DIRTY_PREFIX)).tuples()]
+
+    def delete_state_if(self, key: str, raw_value: str) -> int:
+        """Delete ``key`` only if it still holds ``raw_value`` (as stored)."""
+        B = self.m.BotState
+        return B.delete().where((B.key == key) & (B.value == raw_value)).execute()
+
+    def counts(self) -> dict[str, int]:
+        return {"messages": self.m.Message.select().count(), "sessions": self.m.SessionRow.select().count()}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+

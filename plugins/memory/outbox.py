@@ -1,0 +1,233 @@
+"""The durable outbox: writes the database could not take, kept until it can.
+
+Each entry is ``{"k": kind, "d": data, "at": seconds, "n": sequence}`` with
+kind ``msg`` (a message row), ``session`` (a session save, with its fence)
+or ``state`` (a bot-state value). Entries go to a Redis stream shared by all
+instances (so any instance can replay them) and, when Redis is down too, to a
+local append-only spool file under ``spool_dir`` (one file per instance,
+JSON lines). Replay applies entries oldest first; message inserts are
+idempotent (G3), so an entry replayed twice, or written to both places, is
+stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from plugins.memory.breaker import BackendDown
+from plugins.memory.cache import Cache
+
+log = logging.getLogger("plugins.memory.outbox")
+
+Apply = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class Spool:
+    """Append-only JSON-lines files, one per instance, locked with flock so
+    a replaying instance and a writing one never interleave."""
+
+    def __init__(self, folder: Path, instance_id: str) -> None:
+        self.folder = folder
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in instance_id) or "instance"
+        self.path = folder / f"{safe}.jsonl"
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        line = orjson.dumps(entry) + b"\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(self.folder.glob("*.jsonl"))
+
+    def depth(self) -> int:
+        total = 0
+        for path in self.files():
+            try:
+                with open(path, "rb") as fh:
+                    total += sum(1 for line in fh if line.strip())
+            except OSError:
+                pass
+        return total
+
+    def take(self, path: Path, handle: Callable[[list[dict[str, Any]]], bool]) -> int:
+        """Lock ``path``, pass its entries to ``handle`` and truncate the file
+        if ``handle`` returns ``True``. Returns the number of entries."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+            entries = []
+            for line in data.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    # A line cut by a crash mid-write: the rest is still good.
+                    log.error("memory: skipping a damaged line in spool %s", path.name)
+            if not entries:
+                os.ftruncate(fd, 0)
+                return 0
+            if handle(entries):
+                os.ftruncate(fd, 0)
+            return len(entries)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, keep: Callable[[dict[str, Any]], bool]) -> int:
+        """Drop the entries ``keep`` rejects from every spool file; return
+        how many were dropped."""
+        dropped = 0
+        for path in self.files():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    lines = [line for line in fh.read().splitlines() if line.strip()]
+                kept = []
+                for line in lines:
+                    try:
+                        ok = keep(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        ok = True
+                    if ok:
+                        kept.append(line)
+                dropped += len(lines) - len(kept)
+                if len(kept) != len(lines):
+                    os.ftruncate(fd, 0)
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.write(fd, b"".join(line + b"\n" for line in kept))
+            finally:
+                os.close(fd)
+        return dropped
+
+
+class Outbox:
+    """The stream plus the spool, with replay."""
+
+    def __init__(self, cache: Cache | None, spool: Spool) -> None:
+        self.cache = cache
+        self.spool = spool
+        self.stream_key = f"{cache.prefix}outbox" if cache else ""
+        self.lock_key = f"{cache.prefix}outbox:lock" if cache else ""
+        self._seq = itertools.count()
+        self._replaying = asyncio.Lock()
+
+    def entry(self, kind: str, data: Any) -> dict[str, Any]:
+        return {"k": kind, "d": data, "at": time.time(), "n": next(self._seq)}
+
+    async def to_stream(self, entry: dict[str, Any], redis_ok: bool) -> None:
+        """Add ``entry`` to the Redis stream (raises :class:`BackendDown`)."""
+        if self.cache is None or not redis_ok:
+            raise BackendDown("redis", "circuit open")
+        await self.cache.call(self.cache.r.xadd(self.stream_key, {"e": orjson.dumps(entry)}))
+
+    def to_spool(self, entry: dict[str, Any]) -> None:
+        self.spool.append(entry)
+
+    async def stream_depth(self) -> int:
+        if self.cache is None:
+            return 0
+        return int(await self.cache.call(self.cache.r.xlen(self.stream_key)))
+
+    async def replay(self, apply: Apply, redis_ok: bool, batch: int = 200) -> int:
+        """Apply every stream and spool entry, oldest first; remove each only
+        after ``apply`` succeeded. Raises :class:`BackendDown` if the
+        database fails midway (what is left stays queued)."""
+        async with self._replaying:
+            done = 0
+            loop = asyncio.get_running_loop()
+            for path in self.spool.files():
+                outcome: dict[str, Any] = {}
+
+                def handle(entries: list[dict[str, Any]]) -> bool:
+                    future = asyncio.run_coroutine_threadsafe(apply(sorted(entries, key=_order)), loop)
+                    try:
+                        future.result(timeout=120)
+                    except Exception as exc:  # noqa: BLE001
+                        outcome["error"] = exc
+                        return False
+                    return True
+
+                count = await loop.run_in_executor(None, self.spool.take, path, handle)
+                if "error" in outcome:
+                    raise outcome["error"]
+                done += count
+            if redis_ok and self.cache is not None:
+                done += await self._replay_stream(apply, batch)
+            return done
+
+    async def _replay_stream(self, apply: Apply, batch: int) -> int:
+        assert self.cache is not None
+        r = self.cache.r
+        done = 0
+        token = f"{os.getpid()}:{time.time()}"
+        # One replayer at a time across instances keeps session saves in order.
+        if not await self.cache.call(r.set(self.lock_key, token, nx=True, px=30_000)):
+            return 0
+        try:
+            while True:
+                items = await self.cache.call(r.xrange(self.stream_key, count=batch))
+                if not items:
+                    break
+                entries = [orjson.loads(fields[b"e"]) for _id, fields in items]
+                await apply(entries)
+                await self.cache.call(r.xdel(self.stream_key, *[i for i, _ in items]))
+                done += len(items)
+        finally:
+            try:
+                if _text(await self.cache.call(r.get(self.lock_key))) == token:
+                    await self.cache.call(r.delete(self.lock_key))
+            except BackendDown:
+                pass
+        return done
+
+    async def forget(self, predicate: Callable[[dict[str, Any]], bool], redis_ok: bool) -> int:
+        """Remove every queued entry ``predicate`` matches (stream and spool)."""
+        removed = await asyncio.get_running_loop().run_in_executor(None, self.spool.rewrite, lambda e: not predicate(e))
+        if redis_ok and self.cache is not None:
+            r = self.cache.r
+            last = "-"
+            while True:
+                items = await self.cache.call(r.xrange(self.stream_key, min=last, count=500))
+                if last != "-":
+                    items = items[1:]
+                if not items:
+                    break
+                doomed = [i for i, f in items if predicate(orjson.loads(f[b"e"]))]
+                if doomed:
+                    removed += await self.cache.call(r.xdel(self.stream_key, *doomed))
+                last = items[-1][0]
+        return removed
+
+
+def _order(entry: dict[str, Any]) -> tuple[float, int]:
+    return (entry.get("at", 0.0), entry.get("n", 0))
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

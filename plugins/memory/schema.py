@@ -1,0 +1,241 @@
+"""Database schema (peewee models) and versioned migrations.
+
+Models are built per database by :func:`make_models`, because several bots
+(each with its own database) may run in one process. ``migrate`` brings any
+database, empty or populated, to :data:`SCHEMA_VERSION`; each step runs in
+a transaction where the backend allows DDL in one (SQLite, PostgreSQL) and
+is written to be re-runnable where it does not (MySQL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator, migrate as run_migrations
+
+log = logging.getLogger("plugins.memory.schema")
+
+SCHEMA_VERSION = 2
+
+
+@dataclass
+class Models:
+    """The model classes bound to one database."""
+
+    db: pw.Database
+    Message: Any
+    SessionRow: Any
+    BotState: Any
+    SchemaVersion: Any
+
+    @property
+    def all(self) -> list[Any]:
+        return [self.Message, self.SessionRow, self.BotState, self.SchemaVersion]
+
+
+def make_models(db: pw.Database) -> Models:
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class Message(Base):
+        id = pw.AutoField()
+        message_id = pw.CharField(max_length=128, unique=True)
+        session_id = pw.CharField(max_length=191)
+        scope_key = pw.CharField(max_length=191)
+        role = pw.CharField(max_length=16)
+        author_id = pw.CharField(max_length=64)
+        author_name = pw.CharField(max_length=255, default="")
+        content = pw.TextField()
+        ts = pw.DoubleField()
+        guild_id = pw.CharField(max_length=64, null=True)
+        channel_id = pw.CharField(max_length=64, null=True)
+        reply_to_id = pw.CharField(max_length=128, null=True)
+        attachments = pw.TextField(default="[]")
+        created_at = pw.DoubleField()
+
+        class Meta:
+            table_name = "messages"
+            indexes = ((("session_id", "ts"), False), (("author_id",), False))
+
+    class SessionRow(Base):
+        session_id = pw.CharField(max_length=191, primary_key=True)
+        scope_key = pw.CharField(max_length=191, index=True)
+        user_id = pw.CharField(max_length=64, null=True, index=True)
+        guild_id = pw.CharField(max_length=64, null=True)
+        channel_id = pw.CharField(max_length=64, null=True)
+        opened_at = pw.DoubleField()
+        last_active_at = pw.DoubleField()
+        closed_at = pw.DoubleField(null=True)
+        state = pw.TextField(default="{}")
+        fence = pw.BigIntegerField(default=0)
+
+        class Meta:
+            table_name = "sessions"
+
+    class BotState(Base):
+        key = pw.CharField(max_length=191, primary_key=True)
+        value = pw.TextField()
+
+        class Meta:
+            table_name = "bot_state"
+
+    class SchemaVersion(Base):
+        version = pw.IntegerField()
+
+        class Meta:
+            table_name = "schema_version"
+            primary_key = False
+
+    return Models(db, Message, SessionRow, BotState, SchemaVersion)
+
+
+# --- migrations -----------------------------------------------------------------
+
+
+def _v1(m: Models) -> None:
+    """The first released schema: messages (no author index), sessions
+    (no fence, no user index), bot_state."""
+    db = m.db
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS messages ("
+            " id {autopk},"
+            " message_id VARCHAR(128) NOT NULL,"
+            " session_id VARCHAR(191) NOT NULL,"
+            " scope_key VARCHAR(191) NOT NULL,"
+            " role VARCHAR(16) NOT NULL,"
+            " author_id VARCHAR(64) NOT NULL,"
+            " author_name VARCHAR(255) NOT NULL DEFAULT '',"
+            " content {text} NOT NULL,"
+            " ts {double} NOT NULL,"
+            " guild_id VARCHAR(64),"
+            " channel_id VARCHAR(64),"
+            " reply_to_id VARCHAR(128),"
+            " attachments {text} NOT NULL,"
+            " created_at {double} NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "messages", "messages_message_id", "message_id", unique=True)
+    _create_index(db, "messages", "messages_session_id_ts", "session_id, ts")
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS sessions ("
+            " session_id VARCHAR(191) NOT NULL PRIMARY KEY,"
+            " scope_key VARCHAR(191) NOT NULL,"
+            " user_id VARCHAR(64),"
+            " guild_id VARCHAR(64),"
+            " channel_id VARCHAR(64),"
+            " opened_at {double} NOT NULL,"
+            " last_active_at {double} NOT NULL,"
+            " closed_at {double},"
+            " state {text} NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "sessions", "sessions_scope_key", "scope_key")
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS bot_state ("
+            " {key} VARCHAR(191) NOT NULL PRIMARY KEY,"
+            " value {text} NOT NULL"
+            "){table_opts}",
+        )
+    )
+
+
+def _v2(m: Models) -> None:
+    """Fencing tokens on sessions; indexes for per-user export/forget."""
+    migrator = SchemaMigrator.from_database(m.db)
+    columns = {c.name for c in m.db.get_columns("sessions")}
+    if "fence" not in columns:
+        run_migrations(migrator.add_column("sessions", "fence", pw.BigIntegerField(default=0)))
+    _create_index(m.db, "messages", "messages_author_id", "author_id")
+    _create_index(m.db, "sessions", "sessions_user_id", "user_id")
+
+
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2)]
+
+
+def _ddl(db: pw.Database, template: str) -> str:
+    if isinstance(db, pw.PostgresqlDatabase):
+        kinds = {"autopk": "SERIAL PRIMARY KEY", "text": "TEXT", "double": "DOUBLE PRECISION", "table_opts": "", "key": "key"}
+    elif isinstance(db, pw.MySQLDatabase):
+        kinds = {
+            "autopk": "BIGINT AUTO_INCREMENT PRIMARY KEY",
+            "text": "LONGTEXT",
+            "double": "DOUBLE",
+            "table_opts": " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            "key": "`key`",
+        }
+    else:
+        kinds = {"autopk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "double": "REAL", "table_opts": "", "key": '"key"'}
+    return template.format(**kinds)
+
+
+def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: bool = False) -> None:
+    existing = {i.name for i in db.get_indexes(table)}
+    if name in existing:
+        return
+    db.execute_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {table} ({columns})")
+
+
+def current_version(m: Models) -> int:
+    if not m.db.table_exists("schema_version"):
+        return 0
+    row = m.db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def migrate(m: Models, target: int = SCHEMA_VERSION) -> list[int]:
+    """Apply the pending migrations up to ``target``; return the versions
+    applied. Safe to call on every start."""
+    db = m.db
+    with _migration_lock(db):
+        return _migrate_locked(m, target)
+
+
+@contextlib.contextmanager
+def _migration_lock(db: pw.Database) -> Iterator[None]:
+    """Two instances starting at once on a fresh database must not both
+    migrate it (SQLite serialises writers by itself)."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_lock(727274)")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(727274)")
+    elif isinstance(db, pw.MySQLDatabase):
+        db.execute_sql("SELECT GET_LOCK('discord_bot_memory_migrate', 60)")
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT RELEASE_LOCK('discord_bot_memory_migrate')")
+    else:
+        yield
+
+
+def _migrate_locked(m: Models, target: int) -> list[int]:
+    db = m.db
+    if not db.table_exists("schema_version"):
+        db.execute_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    applied = []
+    version = current_version(m)
+    for number, step in MIGRATIONS:
+        if number <= version or number > target:
+            continue
+        log.info("memory: migrating database schema to version %d", number)
+        with db.atomic():
+            step(m)
+            db.execute_sql(f"INSERT INTO schema_version (version) VALUES ({int(number)})")
+        applied.append(number)
+    return applied

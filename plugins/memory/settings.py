@@ -1,0 +1,45 @@
+"""The ``[memory]`` section, overridable by environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from core.settings import PluginSettings
+
+DEFAULT_REDIS_URL = "fakeredis://default"
+
+
+class MemorySettings(PluginSettings):
+    """Memory plugin settings.
+
+    ``database_url`` and ``redis_url`` are secrets (they may hold passwords):
+    they come from ``DATABASE_URL`` / ``REDIS_URL`` (or ``MEMORY_*``) and are
+    never printed whole.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("database_url", "MEMORY_DATABASE_URL", "DATABASE_URL")
+    )
+    redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("redis_url", "MEMORY_REDIS_URL", "REDIS_URL"))
+    key_prefix: str = "bot:"
+    # Hot window kept per session in Redis.
+    window_size: int = Field(200, gt=0, le=100_000)
+    # Idle sessions' cache keys expire after this many seconds.
+    cache_ttl: int = Field(7 * 24 * 3600, gt=0)
+    redis_timeout: float = Field(0.25, gt=0)
+    db_timeout: float = Field(3.0, gt=0)
+    probe_interval: float = Field(0.5, gt=0)
+    spool_dir: Path | None = None
+    max_content_bytes: int = Field(64 * 1024, gt=0)
+    # Claims on incoming messages and leases on sessions expire (bot clock).
+    claim_ttl: float = Field(60.0, gt=0)
+    lease_ttl: float = Field(60.0, gt=0)
+    # How long (real seconds) an instance waits for another's claim or lease.
+    claim_wait: float = Field(10.0, ge=0)
+    lease_wait: float = Field(10.0, ge=0)
+    db_threads: int = Field(4, gt=0, le=64)

@@ -1,0 +1,588 @@
+"""MemoryStore: the write path, the read path and the degraded modes.
+
+Write (``store_message``): database first (that is what makes a message
+accepted, G1), then an append to the hot window if the window exists (G5).
+Database down: the row goes to the outbox (Redis stream; a local spool file
+when Redis is down too). Redis down: database only, and the cache is marked
+dirty so it is invalidated before it is trusted again.
+
+Read (``load_messages``): the hot window; on a miss, one database query that
+also rebuilds the window. Redis down: the database. Database down: the
+window, or the outbox entries of that session.
+
+A background probe checks both backends every ``probe_interval``; it alone
+closes a tripped breaker, after the recovery work (epoch bump for Redis,
+outbox replay for the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.clock import Clock
+from core.models import HealthReport, MessageRecord, Role, Session
+from plugins.memory import records
+from plugins.memory.breaker import BackendDown, Breaker
+from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
+from plugins.memory.coordination import Coordinator, current_fence
+from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
+from plugins.memory.outbox import Outbox, Spool
+from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
+
+log = logging.getLogger("plugins.memory")
+
+
+class MemoryStore:
+    """One bot instance's memory. Create, ``await start()``, use, ``await stop()``."""
+
+    def __init__(self, settings: MemorySettings, *, data_dir: Path, instance_id: str, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.data_dir = Path(data_dir)
+        self.instance_id = instance_id
+        self.clock = clock or Clock()
+        self.db: DurableStore | None = None
+        self.cache: Cache | None = None
+        self.db_breaker = Breaker("database")
+        self.redis_breaker = Breaker("redis")
+        self.problems: list[str] = []
+        spool_dir = settings.spool_dir or self.data_dir / "spool"
+        self.spool = Spool(Path(spool_dir), instance_id)
+        self.outbox: Outbox = Outbox(None, self.spool)
+        self.coordinator = Coordinator(self)
+        self.cache_dirty = False
+        self.migrated = False
+        self.run_id: str | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._recovering = asyncio.Lock()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        db_url = s.database_url.get_secret_value() if s.database_url else f"sqlite:///{self.data_dir / 'memory.db'}"
+        redis_url = s.redis_url.get_secret_value() if s.redis_url else DEFAULT_REDIS_URL
+        if db_url.startswith("sqlite:///"):
+            Path(db_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = DurableStore(db_url, timeout=s.db_timeout, threads=s.db_threads)
+        except DatabaseURLError as exc:
+            self._problem(self.db_breaker, f"DATABASE_URL is malformed: {exc}")
+        try:
+            client = make_client(redis_url, s.redis_timeout)
+            self.cache = Cache(client, prefix=s.key_prefix, window_size=s.window_size, ttl=s.cache_ttl, timeout=s.redis_timeout)
+            self.outbox = Outbox(self.cache, self.spool)
+        except RedisURLError as exc:
+            self._problem(self.redis_breaker, f"REDIS_URL is malformed: {exc}")
+        if self.db is None and self.cache is None:
+            raise RuntimeError("; ".join(self.problems) + " (memory cannot start without either backend)")
+
+        if self.cache is not None:
+            try:
+                self.run_id, _depth = await self.cache.ping()
+            except BackendDown as exc:
+                self._problem(self.redis_breaker, f"REDIS_URL {describe_redis_url(redis_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
+        if self.db is not None:
+            try:
+                await self.db.migrate()
+                self.migrated = True
+            except BackendDown as exc:
+                self._problem(self.db_breaker, f"DATABASE_URL {describe_url(db_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
+            except Exception as exc:  # noqa: BLE001 - e.g. authentication failures, missing database
+                self._problem(self.db_breaker, f"DATABASE_URL {describe_url(db_url)} cannot be used ({_first_line(exc)}); starting degraded", fatal=False)
+        if self.db_ok and self.redis_ok:
+            await self._check_dirty_flags()
+            with contextlib.suppress(BackendDown):
+                await self._replay_outbox()
+        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
+
+    def _problem(self, breaker: Breaker, text: str, fatal: bool = True) -> None:
+        log.error("memory: %s", text)
+        self.problems.append(text)
+        breaker.trip(text)
+
+    async def stop(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe_task
+            self._probe_task = None
+        if self.db_ok and self.outbox is not None:
+            with contextlib.suppress(Exception):
+                await self._replay_outbox()
+        if self.cache is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.cache.r.aclose(), 1.0)
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                await self.db.close()
+
+    # --- backend state -------------------------------------------------------------
+
+    @property
+    def db_ok(self) -> bool:
+        return self.db is not None and self.db_breaker.ok
+
+    @property
+    def redis_ok(self) -> bool:
+        return self.cache is not None and self.redis_breaker.ok
+
+    def redis_failed(self, exc: BackendDown) -> None:
+        self.redis_breaker.trip(exc.reason)
+
+    def db_failed(self, exc: BackendDown) -> None:
+        self.db_breaker.trip(exc.reason)
+
+    async def _mark_dirty(self) -> None:
+        """The database got a write the cache did not: the cache must be
+        invalidated before anyone trusts it again, even if this instance dies."""
+        self.cache_dirty = True
+        if self.db_ok:
+            assert self.db is not None
+            with contextlib.suppress(BackendDown):
+                await self.db.run(self.db.set_state, DIRTY_PREFIX + self.instance_id, self.clock.now())
+
+    async def _check_dirty_flags(self) -> None:
+        """Bump the epoch if any instance left the cache dirty."""
+        assert self.db is not None and self.cache is not None
+        flags = await self.db.run(self.db.dirty_flags)
+        if not flags and not self.cache_dirty:
+            return
+        await self.cache.bump_epoch()
+        self.cache_dirty = False
+        for key, value in flags:
+            await self.db.run(self.db.delete_state_if, key, value)
+
+    # --- probe --------------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            try:
+                await self.probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the probe must outlive anything
+                log.exception("memory: health probe failed")
+
+    async def probe(self) -> None:
+        """Check both backends once; run recovery work for any that came back."""
+        async with self._recovering:
+            redis_back = False
+            stream_depth = 0
+            if self.cache is not None:
+                try:
+                    run_id, stream_depth = await self.cache.ping()
+                    restarted = bool(run_id and self.run_id and run_id != self.run_id)
+                    self.run_id = run_id or self.run_id
+                    if not self.redis_breaker.ok or restarted:
+                        redis_back = True
+                        if restarted:
+                            # A restarted Redis may hold an old snapshot that lacks later appends.
+                            self.cache_dirty = True
+                except BackendDown as exc:
+                    self.redis_breaker.trip(exc.reason)
+            db_back = False
+            if self.db is not None:
+                try:
+                    await self.db.ping()
+                    if not self.migrated:
+                        await self.db.migrate()
+                        self.migrated = True
+                    db_back = not self.db_breaker.ok
+                except BackendDown as exc:
+                    self.db_breaker.trip(exc.reason)
+                except Exception as exc:  # noqa: BLE001
+                    self.db_breaker.trip(_first_line(exc))
+            if redis_back:
+                await self._redis_recovered()
+            if db_back or (self.db_breaker.ok and (stream_depth or self.spool.files())):
+                await self._db_recovered()
+            elif self.db_ok and self.redis_ok:
+                with contextlib.suppress(BackendDown):
+                    await self._check_dirty_flags()
+
+    async def _redis_recovered(self) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.refresh_epoch()
+            if self.cache_dirty:
+                await self.cache.bump_epoch()
+                self.cache_dirty = False
+            if self.db_ok:
+                await self._check_dirty_flags()
+        except BackendDown as exc:
+            self.redis_breaker.trip(exc.reason)
+            return
+        self.redis_breaker.reset()
+
+    async def _db_recovered(self) -> None:
+        try:
+            await self._replay_outbox()
+        except BackendDown as exc:
+            self.db_breaker.trip(exc.reason)
+            return
+        self.db_breaker.reset()
+        # Writes queued while the last batch replayed.
+        with contextlib.suppress(BackendDown):
+            await self._replay_outbox()
+
+    async def _replay_outbox(self) -> int:
+        count = await self.outbox.replay(self._apply, self.redis_ok)
+        if count:
+            log.warning("memory: replayed %d outbox entries into the database", count)
+        return count
+
+    async def _apply(self, entries: list[dict[str, Any]]) -> None:
+        """Write outbox entries to the database, in order, idempotently."""
+        assert self.db is not None
+        db = self.db
+
+        def apply_all() -> None:
+            with db.db.atomic():
+                for entry in entries:
+                    kind, data = entry.get("k"), entry.get("d")
+                    if kind == "msg":
+                        db.insert_message(tuple(data))
+                    elif kind == "session":
+                        db.upsert_session(data["s"], data.get("f"))
+                    elif kind == "state":
+                        db.set_state(data["key"], data["value"])
+
+        try:
+            await db.run(apply_all)
+        except BackendDown as exc:
+            self.db_breaker.trip(exc.reason)
+            raise
+
+    # --- messages ---------------------------------------------------------------------
+
+    async def store_message(self, record: MessageRecord) -> bool:
+        """Store ``record``; ``True`` when durably accepted (database or the
+        shared outbox), ``False`` when only the local spool took it."""
+        records.check_record(record, self.settings.max_content_bytes)
+        row = records.to_row(record, self.clock.now())
+        in_db = False
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                await self.db.run(self.db.insert_message, row)
+                in_db = True
+            except BackendDown as exc:
+                self.db_failed(exc)
+        accepted = in_db
+        degraded = False
+        if not in_db:
+            entry = self.outbox.entry("msg", list(row))
+            try:
+                await self.outbox.to_stream(entry, self.redis_ok)
+                accepted = True
+            except BackendDown as exc:
+                if self.cache is not None and self.redis_breaker.ok:
+                    self.redis_failed(exc)
+                await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
+                accepted = degraded = True
+        if self.redis_ok:
+            assert self.cache is not None
+            try:
+                await self.cache.append(record)
+                if record.role is Role.BOT and record.id.startswith("reply:"):
+                    await self.coordinator.done(record.id[len("reply:") :])
+            except BackendDown as exc:
+                self.redis_failed(exc)
+                if in_db:
+                    await self._mark_dirty()
+        elif in_db and self.cache is not None:
+            await self._mark_dirty()
+        return accepted and not degraded
+
+    async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        if limit <= 0:
+            return []
+        if self.redis_ok and limit <= self.settings.window_size:
+            assert self.cache is not None
+            try:
+                hot = await self.cache.window(session, limit)
+                if hot is not None:
+                    return hot
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                return await self._rebuild(session, limit)
+            except BackendDown as exc:
+                self.db_failed(exc)
+        return await self._from_outbox(session, limit)
+
+    async def _rebuild(self, session: Session, limit: int) -> list[MessageRecord]:
+        assert self.db is not None
+        counter = epoch = None
+        if self.redis_ok:
+            assert self.cache is not None
+            try:
+                counter = await self.cache.counter(session.id)
+                epoch = self.cache.epoch
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        rows = await self.db.run(self.db.last_messages, session.id, max(limit, self.settings.window_size))
+        found = [records.from_row(r) for r in rows]
+        found.sort(key=_sort_key)
+        if epoch is not None and found and self.redis_ok:
+            assert self.cache is not None
+            try:
+                await self.cache.fill(session.id, [records.encode_entry(r) for r in found], counter, epoch)
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        return found[-limit:]
+
+    async def _from_outbox(self, session: Session, limit: int) -> list[MessageRecord]:
+        """Both the window and the database are out of reach: what the
+        outbox holds for this session is the best context there is."""
+        entries = await self.pending_entries()
+        found: dict[str, MessageRecord] = {}
+        for entry in entries:
+            if entry.get("k") == "msg" and entry["d"][1] == session.id:
+                record = records.from_row(tuple(entry["d"]))
+                found[record.id] = record
+        return sorted(found.values(), key=_sort_key)[-limit:]
+
+    async def pending_entries(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for path in self.spool.files():
+            with contextlib.suppress(OSError):
+                for line in path.read_bytes().splitlines():
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        if line.strip():
+                            out.append(orjson.loads(line))
+        if self.redis_ok:
+            assert self.cache is not None
+            try:
+                items = await self.cache.call(self.cache.r.xrange(self.outbox.stream_key))
+                out.extend(orjson.loads(f[b"e"]) for _i, f in items)
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        return out
+
+    async def reply_exists(self, message_id: str) -> bool:
+        if not self.db_ok:
+            return False
+        assert self.db is not None
+        try:
+            return await self.db.run(self.db.message_exists, f"reply:{message_id}")
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return False
+
+    # --- sessions ---------------------------------------------------------------
+
+    async def save_session(self, session: Session) -> bool:
+        """Persist ``session``; ``False`` if a newer lease holder fenced it out."""
+        data = records.session_to_dict(session)
+        held = current_fence.get()
+        fence = held[1] if held and held[0] == session.scope_key else None
+        in_db = False
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                if not await self.db.run(self.db.upsert_session, data, fence):
+                    log.warning("memory: session %s not saved: a newer lease holder wrote it (fence %s)", session.id, fence)
+                    return False
+                in_db = True
+            except BackendDown as exc:
+                self.db_failed(exc)
+        if not in_db:
+            entry = self.outbox.entry("session", {"s": data, "f": fence})
+            try:
+                await self.outbox.to_stream(entry, self.redis_ok)
+            except BackendDown as exc:
+                if self.cache is not None and self.redis_breaker.ok:
+                    self.redis_failed(exc)
+                await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
+        if self.redis_ok:
+            assert self.cache is not None
+            try:
+                await self.cache.put_session(data)
+            except BackendDown as exc:
+                self.redis_failed(exc)
+                if in_db:
+                    await self._mark_dirty()
+        elif in_db and self.cache is not None:
+            await self._mark_dirty()
+        return True
+
+    async def load_session(self, scope_key: str) -> Session | None:
+        if self.redis_ok:
+            assert self.cache is not None
+            try:
+                data = await self.cache.get_session(scope_key)
+                if data is not None:
+                    return records.session_from_dict(data)
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        if self.db_ok:
+            assert self.db is not None
+            epoch = self.cache.epoch if self.cache is not None else None
+            try:
+                data = await self.db.run(self.db.latest_session, scope_key)
+            except BackendDown as exc:
+                self.db_failed(exc)
+            else:
+                if data is not None and self.redis_ok:
+                    assert self.cache is not None
+                    with contextlib.suppress(BackendDown):
+                        await self.cache.put_session(data, only_if_missing=True, epoch=epoch)
+                return records.session_from_dict(data) if data else None
+        # Degraded: the newest save still queued in the outbox.
+        latest = None
+        for entry in await self.pending_entries():
+            if entry.get("k") == "session" and entry["d"]["s"]["scope_key"] == scope_key:
+                latest = entry["d"]["s"]
+        return records.session_from_dict(latest) if latest else None
+
+    async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
+        assert self.db is not None
+        self.db_breaker.check()
+        try:
+            rows = await self.db.run(self.db.user_sessions, user_id, limit)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            raise
+        return [records.session_from_dict(r) for r in rows]
+
+    async def max_fence(self, scope_key: str) -> int:
+        if not self.db_ok:
+            return 0
+        assert self.db is not None
+        S = self.db.m.SessionRow
+
+        def query() -> int:
+            from peewee import fn
+
+            value = S.select(fn.MAX(S.fence)).where(S.scope_key == scope_key).scalar()
+            return int(value or 0)
+
+        try:
+            return await self.db.run(query)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return 0
+
+    # --- bot state ---------------------------------------------------------------
+
+    async def load_bot_state(self, key: str) -> Any:
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                return await self.db.run(self.db.get_state, key)
+            except BackendDown as exc:
+                self.db_failed(exc)
+        latest = None
+        for entry in await self.pending_entries():
+            if entry.get("k") == "state" and entry["d"]["key"] == key:
+                latest = entry["d"]["value"]
+        return latest
+
+    async def save_bot_state(self, key: str, value: Any) -> None:
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                await self.db.run(self.db.set_state, key, value)
+                return
+            except BackendDown as exc:
+                self.db_failed(exc)
+        entry = self.outbox.entry("state", {"key": key, "value": value})
+        try:
+            await self.outbox.to_stream(entry, self.redis_ok)
+        except BackendDown:
+            await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
+
+    # --- people's data --------------------------------------------------------------
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        if not self.db_ok:
+            raise BackendDown("database", "cannot export while the database is unreachable; try again later")
+        assert self.db is not None
+        data = await self.db.run(self.db.export_user, user_id)
+        known = {m["id"] for m in data["messages"]}
+        for entry in await self.pending_entries():
+            if entry.get("k") == "msg" and entry["d"][4] == user_id:
+                record = records.from_row(tuple(entry["d"]))
+                if record.id not in known:
+                    data["messages"].append(record.to_dict())
+                    known.add(record.id)
+        return data
+
+    async def forget_user(self, user_id: str) -> dict[str, int]:
+        if not self.db_ok:
+            raise BackendDown("database", "cannot forget while the database is unreachable; nothing was deleted, try again later")
+        assert self.db is not None
+
+        def mine(entry: dict[str, Any]) -> bool:
+            d = entry.get("d")
+            if entry.get("k") == "msg":
+                return d[4] == user_id
+            if entry.get("k") == "session":
+                return d["s"].get("user_id") == user_id
+            return False
+
+        # The queue first, so a replay cannot bring anything back afterwards.
+        queued = await self.outbox.forget(mine, self.redis_ok)
+        result = await self.db.run(self.db.forget_user, user_id)
+        cached = 0
+        if self.cache is not None:
+            from plugins.memory.cache import glob_escape
+
+            p = glob_escape(self.cache.prefix)
+            patterns = [f"{p}w:*:{glob_escape(sid)}" for sid in result["touched"]]
+            patterns += [f"{p}s:*:{glob_escape(scope)}" for scope in result["scopes"]]
+            try:
+                cached = await self.cache.delete_matching(patterns)
+            except BackendDown as exc:
+                self.redis_failed(exc)
+                await self._mark_dirty()
+        return {"messages": result["messages"], "sessions": result["sessions"], "outbox": queued, "cache_keys": cached}
+
+    # --- health ------------------------------------------------------------------
+
+    async def health(self) -> list[HealthReport]:
+        reports = []
+        reports.append(HealthReport("redis", self.redis_ok, self._detail(self.redis_breaker, self.cache is not None), {"epoch": self.cache.epoch if self.cache else None}))
+        reports.append(HealthReport("database", self.db_ok, self._detail(self.db_breaker, self.db is not None), {"dialect": self.db.dialect if self.db else None}))
+        spool = await asyncio.get_running_loop().run_in_executor(None, self.spool.depth)
+        stream = 0
+        if self.redis_ok:
+            assert self.outbox is not None
+            try:
+                stream = await self.outbox.stream_depth()
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        depth = stream + spool
+        reports.append(
+            HealthReport(
+                "outbox",
+                depth == 0,
+                f"{depth} write{'s' if depth != 1 else ''} waiting for the database" if depth else "empty",
+                {"depth": depth, "stream": stream, "spool": spool},
+            )
+        )
+        return reports
+
+    def _detail(self, breaker: Breaker, configured: bool) -> str:
+        if not configured:
+            return next((p for p in self.problems if p.startswith("DATABASE_URL" if breaker is self.db_breaker else "REDIS_URL")), "not configured")
+        return "ok" if breaker.ok else f"down: {breaker.reason}"
+
+
+def _sort_key(r: MessageRecord) -> tuple[float, int, str]:
+    return (r.timestamp, len(r.id), r.id)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
