@@ -182,24 +182,33 @@ class ChatClient:
 
     async def _with_retries(self, attempt_once: Callable[[int], Awaitable[Any]]) -> Any:
         attempts = self.settings.retries + 1
+        total = self.settings.total_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + total
         last: _Retry | None = None
+        done = 0
         for attempt in range(attempts):
+            done = attempt + 1
             try:
-                return await attempt_once(attempt + 1)
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    return await attempt_once(done)
             except _Retry as retry:
                 last = retry
-                if attempt + 1 >= attempts:
-                    break
-                if retry.wait is not None and retry.wait > self.settings.max_retry_wait:
-                    log.warning("llm provider asks to wait %.0fs (over max_retry_wait); not retrying", retry.wait)
-                    break
-                delay = self._delay(attempt, retry.wait)
-                log.warning(
-                    "llm provider attempt %d/%d failed (%s); retrying in %.2fs", attempt + 1, attempts, retry.reason, delay
-                )
-                await self.sleep(delay)
+            except TimeoutError:
+                last = _Retry(f"no reply within {total:g}s")
+                break
+            if done >= attempts:
+                break
+            if last.wait is not None and last.wait > self.settings.max_retry_wait:
+                log.warning("llm provider asks to wait %.0fs (over max_retry_wait); not retrying", last.wait)
+                break
+            delay = self._delay(attempt, last.wait)
+            if loop.time() + delay >= deadline:
+                log.warning("llm provider: no time left for another attempt within total_timeout")
+                break
+            log.warning("llm provider attempt %d/%d failed (%s); retrying in %.2fs", done, attempts, last.reason, delay)
+            await self.sleep(delay)
         assert last is not None
-        done = attempt + 1
         raise ProviderError(
             "unavailable", f"{last.reason} after {done} attempt{'s' if done != 1 else ''}", last.status, done
         )

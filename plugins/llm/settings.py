@@ -49,6 +49,7 @@ class LlmSettings(PluginSettings):
     max_tokens: int | None = Field(800, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(60.0, gt=0, description="longest silence while waiting for the provider")
+    total_timeout: float = Field(120.0, gt=0, description="longest wait for a reply, all attempts included")
     retries: int = Field(2, ge=0, le=10, description="extra attempts after the first on 429/5xx/connection errors")
     backoff: float = Field(0.5, ge=0, description="first retry delay in seconds; doubles each attempt, with jitter")
     max_retry_wait: float = Field(30.0, ge=0, description="a Retry-After longer than this is not waited for")

@@ -458,3 +458,20 @@ def test_the_api_key_never_reaches_logs_replies_or_health(
     assert caplog.records, "the failures were logged"
     assert fake_key not in caplog.text
     assert all(fake_key not in r.getMessage() for r in caplog.records)
+
+
+def test_total_timeout_bounds_every_attempt_together(tmp_path: Path) -> None:
+    async def scenario() -> tuple[FakeProvider, str]:
+        async with serving() as provider:
+            provider.hold["are you there?"] = asyncio.Event()  # never set before stop
+            bot = make_bot(tmp_path, {"base_url": provider.base_url, "total_timeout": 0.3, "read_timeout": 30, "retries": 5})
+            await bot.start()
+            _record_sleeps(bot)
+            try:
+                return provider, (await Chat(bot).say("are you there?")).content
+            finally:
+                await bot.stop()
+
+    provider, content = run(scenario())
+    assert "unavailable right now (no reply within 0.3s after 1 attempt)" in content
+    assert len(provider.seen) == 1
