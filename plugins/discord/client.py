@@ -102,6 +102,41 @@ def to_files(attachments: list[Any]) -> list[discord.File]:
     return [discord.File(io.BytesIO(a.data), filename=a.filename, description=a.description) for a in attachments]
 
 
+class TypingIndicator:
+    """Shows "bot is typing" from now until :meth:`stop` (Discord shows it
+    for about 10 s per request, so it is renewed). :meth:`stop` waits for a
+    request in flight: a typing request landing after the reply would show
+    the bot typing for 10 s after it answered."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.stopped = False
+        self.sleeping = False
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:  # the first request goes out even if the reply was instant
+            try:
+                await self.channel.typing()
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                log.debug("typing indicator failed: %s", exc)
+                return
+            if self.stopped:
+                return
+            self.sleeping = True
+            try:
+                await asyncio.sleep(TYPING_EVERY)
+            finally:
+                self.sleeping = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+        if self.sleeping:
+            self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.task), 10)
+
+
 class SlashTree(app_commands.CommandTree):
     """Answers slash commands Discord still shows but the bot no longer has
     (e.g. of a plugin switched off) and command errors, instead of leaving
@@ -215,10 +250,10 @@ class TransportMixin:
             owner_ids=self.owners,
             attachments=attachments,
         )
-        typing = asyncio.create_task(self._keep_typing(message.channel))
+        typing = TypingIndicator(message.channel)
 
         async def send(reply: Reply) -> Sent:
-            typing.cancel()
+            await typing.stop()
             return await self.send_reply(message, reply)
 
         try:
@@ -228,19 +263,7 @@ class TransportMixin:
             # pipeline's order), so a failed send loses no history.
             log.exception("message %s could not be answered", message.id)
         finally:
-            typing.cancel()
-
-    async def _keep_typing(self, channel: Any) -> None:
-        """Show "bot is typing" until the reply is sent (Discord shows it for
-        about 10 s per request)."""
-        with contextlib.suppress(asyncio.CancelledError):
-            while True:
-                try:
-                    await channel.typing()
-                except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-                    log.debug("typing indicator failed: %s", exc)
-                    return
-                await asyncio.sleep(TYPING_EVERY)
+            await typing.stop()
 
     async def send_reply(self, message: discord.Message, reply: Reply) -> Sent:
         """Send ``reply`` as an answer to ``message``; returns the first

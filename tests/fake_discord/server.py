@@ -89,6 +89,9 @@ class InjectedFailure:
     count: int = 1
     retry_after: float = 0.05
     via: bool = True
+    # Fail after doing the work (the message is created, the answer is lost):
+    # a retry must not post it twice.
+    after_effect: bool = False
     hits: int = 0
 
 
@@ -130,6 +133,7 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41_250,
         resume_overlap: int = 0,
         split_zlib_frames: bool = False,
+        frames: str = "auto",
     ) -> None:
         # Obviously fake, built at run time: never a real token.
         self.token = token or "fake-" + "x" * 20
@@ -139,6 +143,13 @@ class FakeDiscord:
         # delivery is at-least-once, so the bot must tolerate duplicates.
         self.resume_overlap = resume_overlap
         self.split_zlib_frames = split_zlib_frames
+        # "auto": zlib-stream binary frames when the client asks (as Discord
+        # does), else text; "text": plain text frames whatever it asks.
+        if frames not in ("auto", "text"):
+            raise ValueError("frames must be 'auto' or 'text'")
+        self.frames = frames
+        self.frame_modes: list[str] = []  # "zlib-stream" or "text", per gateway connection
+        self.nonces: dict[tuple[str, str], dict[str, Any]] = {}
         self.bot_user = self.make_user("fakebot", bot=True)
         self.application_id = snowflake()
         self.owner_user = self.make_user("appowner")
@@ -484,7 +495,9 @@ class FakeDiscord:
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         self._sockets.add(ws)
-        compress = zlib.compressobj() if request.query.get("compress") == "zlib-stream" else None
+        wants_zlib = request.query.get("compress") == "zlib-stream" and self.frames == "auto"
+        compress = zlib.compressobj() if wants_zlib else None
+        self.frame_modes.append("zlib-stream" if wants_zlib else "text")
         session: GatewaySession | None = None
 
         async def send_raw(frame: dict[str, Any]) -> None:
@@ -600,23 +613,29 @@ class FakeDiscord:
         return None
 
     def fail(self, method: str, path: str, status: int, *, count: int = 1, retry_after: float = 0.05,
-             via: bool = True) -> InjectedFailure:
+             via: bool = True, after_effect: bool = False) -> InjectedFailure:
         """Answer the next ``count`` ``method`` requests whose path (after
-        /api/v10) fully matches the regex ``path`` with ``status``."""
-        failure = InjectedFailure(method, path, status, count, retry_after, via)
+        /api/v10) fully matches the regex ``path`` with ``status`` (after
+        doing the work when ``after_effect``)."""
+        failure = InjectedFailure(method, path, status, count, retry_after, via, after_effect)
         self.failures.append(failure)
         return failure
 
     async def _route(self, request: web.Request, path: str) -> web.Response:
         method = request.method
         failure = self._failure_for(method, path)
+        if failure is not None and failure.after_effect:
+            await self._route_ok(request, path)
         if failure is not None:
             if failure.status == 429:
                 headers = {"Via": "1.1 google", "X-RateLimit-Scope": "user"} if failure.via else {}
                 return json_response({"message": "You are being rate limited.", "retry_after": failure.retry_after,
                                       "global": False}, 429, headers)
             return error(failure.status, f"{failure.status}: injected failure")
+        return await self._route_ok(request, path)
 
+    async def _route_ok(self, request: web.Request, path: str) -> web.Response:
+        method = request.method
         m = re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", path)
         if m and method == "POST":
             return await self._interaction_callback(request, m.group(1), m.group(2))
@@ -727,6 +746,10 @@ class FakeDiscord:
         problem = self._validate_outgoing(payload, files)
         if problem is not None:
             return problem
+        nonce = payload.get("nonce")
+        if nonce is not None and payload.get("enforce_nonce") and (channel_id, str(nonce)) in self.nonces:
+            # Discord returns the message already created with this nonce.
+            return json_response(self.nonces[(channel_id, str(nonce))])
         reference = (payload.get("message_reference") or {}).get("message_id")
         if reference is not None and str(reference) not in self.messages:
             if (payload.get("message_reference") or {}).get("fail_if_not_exists", True):
@@ -739,6 +762,10 @@ class FakeDiscord:
                                 embeds=payload.get("embeds") or [],
                                 ping_reply=bool((payload.get("allowed_mentions") or {}).get("replied_user", True)))
         # What the bot asked for, for assertions (not part of Discord's answer).
+        if nonce is not None:
+            message["nonce"] = str(nonce)
+            if payload.get("enforce_nonce"):
+                self.nonces[(channel_id, str(nonce))] = message
         record = dict(message, allowed_mentions=payload.get("allowed_mentions"), files=stored_files)
         self.bot_messages.append(record)
         await self.dispatch_message(message)  # real Discord echoes the bot's own messages
