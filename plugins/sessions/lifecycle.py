@@ -1,0 +1,152 @@
+"""Opening, expiring, touching and closing sessions.
+
+All decisions read times stored in the session (``opened_at``,
+``last_active_at``, ``closed_at``) against the bot's clock, never in-process
+timers: a timeout therefore holds across restarts and across instances.
+
+A stored session is no longer used, and the next message opens a new one,
+when it is
+
+- closed (``closed_at`` set: a reset, or an earlier timeout),
+- idle: ``now - last_active_at >= idle_timeout`` (``idle_timeout = 0``
+  disables this), or
+- too old: ``now - opened_at >= max_age`` (when ``max_age`` is set).
+
+An expired session that is still open is closed first: ``closed_at`` is the
+moment it actually expired (``last_active_at + idle_timeout`` or
+``opened_at + max_age``, never later than now) and ``state["closed_reason"]``
+says why (``idle``, ``max_age``, ``reset``). Both sessions are saved; the old
+one stays in storage for ``history`` and ``export``.
+
+Session ids are ``<scope key>@<opened ms in base 36>-<8 random hex>``: unique
+across instances and restarts without coordination, and readable in logs.
+In a shared scope (channel, thread) ``user_id`` is left empty: the session
+belongs to no single user, so forgetting one user never deletes the others'
+conversation record with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from core.models import IncomingMessage, Session
+
+from plugins.sessions.scope import is_shared
+
+LoadSession = Callable[[str], Awaitable[Session | None]]
+SaveSession = Callable[[Session], Awaitable[Any]]
+
+# Session ids go into varchar(191) columns and Redis keys.
+MAX_ID_SCOPE = 150
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+def new_session_id(scope_key: str, now: float) -> str:
+    prefix = scope_key
+    if len(prefix) > MAX_ID_SCOPE:
+        prefix = "h:" + hashlib.sha256(scope_key.encode()).hexdigest()[:32]
+    return f"{prefix}@{_base36(max(0, int(now * 1000)))}-{secrets.token_hex(4)}"
+
+
+def open_session(message: IncomingMessage, scope_key: str, now: float) -> Session:
+    """A new, open session for ``message``'s scope, active now."""
+    return Session(
+        id=new_session_id(scope_key, now),
+        scope_key=scope_key,
+        opened_at=now,
+        last_active_at=now,
+        guild_id=message.guild_id,
+        channel_id=message.thread_id or message.channel_id,
+        user_id=None if is_shared(scope_key) else message.author_id,
+    )
+
+
+def expiry(session: Session, idle_timeout: float, max_age: float | None) -> tuple[float, str] | None:
+    """When ``session`` expires and why (``idle`` or ``max_age``), or
+    ``None`` when it never does."""
+    candidates: list[tuple[float, str]] = []
+    if idle_timeout > 0:
+        candidates.append((session.last_active_at + idle_timeout, "idle"))
+    if max_age:
+        candidates.append((session.opened_at + max_age, "max_age"))
+    return min(candidates) if candidates else None
+
+
+def usable(session: Session, now: float, idle_timeout: float, max_age: float | None) -> bool:
+    """Whether a message arriving ``now`` continues ``session``."""
+    if session.closed_at is not None:
+        return False
+    ends = expiry(session, idle_timeout, max_age)
+    return ends is None or now < ends[0]
+
+
+def close(session: Session, now: float, reason: str, at: float | None = None) -> Session:
+    session.closed_at = min(now, at) if at is not None else now
+    session.state = {**session.state, "closed_reason": reason}
+    return session
+
+
+def _after(fresh: Session, previous: Session | None) -> None:
+    # Strictly after the previous one, so "latest session of the scope" is
+    # never ambiguous even when instances' clocks disagree a little.
+    if previous is not None and fresh.opened_at <= previous.opened_at:
+        fresh.opened_at = fresh.last_active_at = previous.opened_at + 0.001
+
+
+async def resolve(
+    message: IncomingMessage,
+    scope_key: str,
+    now: float,
+    idle_timeout: float,
+    max_age: float | None,
+    load: LoadSession,
+    save: SaveSession,
+) -> Session:
+    """The session ``message`` belongs to: the stored one if still usable
+    (touched), else a new one (the stored one closed if it was open)."""
+    current = await load(scope_key)
+    if current is not None and usable(current, now, idle_timeout, max_age):
+        # Another instance's clock may run a little ahead; never move back.
+        current.last_active_at = max(current.last_active_at, now)
+        await save(current)
+        return current
+    if current is not None and current.closed_at is None:
+        ends = expiry(current, idle_timeout, max_age)
+        assert ends is not None  # an open session is unusable only once expired
+        await save(close(current, now, ends[1], at=ends[0]))
+    fresh = open_session(message, scope_key, now)
+    _after(fresh, current)
+    await save(fresh)
+    return fresh
+
+
+async def reset(
+    message: IncomingMessage,
+    scope_key: str,
+    now: float,
+    load: LoadSession,
+    save: SaveSession,
+) -> tuple[Session | None, Session]:
+    """Close the scope's open session (if any) and open a new one now.
+    Returns ``(closed or None, opened)``."""
+    current = await load(scope_key)
+    closed = None
+    if current is not None and current.closed_at is None:
+        closed = close(current, now, "reset")
+        await save(closed)
+    fresh = open_session(message, scope_key, now)
+    _after(fresh, current)
+    await save(fresh)
+    return closed, fresh

@@ -1,0 +1,131 @@
+"""The sessions plugin's work against a running bot: the glue between the
+pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the other
+plugins' hooks (``load_session``, ``save_session``, ``load_messages``).
+
+Settings are validated once per bot (at start-up) and kept per bot instance,
+not per process: tests and rolling deploys run several bots in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+from core.models import IncomingMessage, MessageRecord, Role, Session
+
+from plugins.sessions import lifecycle
+from plugins.sessions.config import Effective, SessionsSettings, effective, load
+from plugins.sessions.scope import scope_key
+from plugins.sessions.tokens import resolve_counter
+from plugins.sessions.window import Window, fit
+
+log = logging.getLogger("plugins.sessions")
+
+_settings: weakref.WeakKeyDictionary[Any, SessionsSettings] = weakref.WeakKeyDictionary()
+
+
+def settings_of(bot: Any) -> SessionsSettings:
+    """This bot's validated ``[sessions]`` settings."""
+    found = _settings.get(bot)
+    if found is None:
+        found = _settings[bot] = load(bot.settings)
+    return found
+
+
+def configure(bot: Any) -> SessionsSettings:
+    """(Re)validate the settings; raises :class:`core.errors.ConfigError`."""
+    _settings[bot] = load(bot.settings)
+    return _settings[bot]
+
+
+def settings_for(bot: Any, message: IncomingMessage) -> Effective:
+    return effective(settings_of(bot), message)
+
+
+def own_scope(bot: Any, message: IncomingMessage) -> str:
+    return scope_key(message, settings_for(bot, message).scope)
+
+
+async def current_scope(bot: Any, message: IncomingMessage) -> str:
+    """The scope key every plugin agrees on: the ``session_scope`` hook's
+    first answer (ours unless a plugin overrides it), else our own."""
+    key = await bot.hooks.first("session_scope", message=message)
+    return key if isinstance(key, str) and key else own_scope(bot, message)
+
+
+def has_storage(bot: Any) -> bool:
+    return bool(bot.hooks.implementations("load_session"))
+
+
+async def load_session(bot: Any, key: str) -> Session | None:
+    found = await bot.hooks.first("load_session", scope_key=key)
+    return found if isinstance(found, Session) else None
+
+
+async def save_session(bot: Any, session: Session) -> None:
+    await bot.hooks.broadcast("save_session", session=session)
+
+
+async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
+    """The session of ``message`` (see :mod:`.lifecycle`); ``None`` when no
+    plugin stores sessions, so the core's default applies."""
+    if not has_storage(bot):
+        return None
+    cfg = settings_for(bot, message)
+    key = await current_scope(bot, message)
+    return await lifecycle.resolve(
+        message,
+        key,
+        bot.clock.now(),
+        cfg.idle_timeout,
+        cfg.max_age,
+        lambda k: load_session(bot, k),
+        lambda s: save_session(bot, s),
+    )
+
+
+def current_record(message: IncomingMessage, session: Session) -> MessageRecord:
+    return MessageRecord(
+        id=message.id,
+        session_id=session.id,
+        scope_key=session.scope_key,
+        role=Role.USER,
+        author_id=message.author_id,
+        author_name=message.author_name,
+        content=message.content,
+        timestamp=message.timestamp,
+        guild_id=message.guild_id,
+        channel_id=message.channel_id,
+        reply_to_id=message.reply_to_id,
+        attachments=list(message.attachments),
+    )
+
+
+def system_prompt_for(bot: Any, cfg: Effective) -> str:
+    return cfg.system_prompt or bot.settings.bot.system_prompt
+
+
+async def session_messages(bot: Any, session: Session, limit: int) -> list[MessageRecord]:
+    """The last ``limit`` messages of ``session``, in conversation order.
+
+    Records of any other session are left out even if a storage plugin
+    returned them: context never crosses scopes (G8).
+    """
+    loaded = await bot.hooks.first("load_messages", session=session, limit=limit) or []
+    mine = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
+    if len(mine) != len(loaded):
+        log.warning("load_messages returned %d records of other sessions for %s; left out", len(loaded) - len(mine), session.id)
+    return sorted(mine, key=lambda r: r.sort_key)
+
+
+async def window(bot: Any, session: Session, message: IncomingMessage | None, cfg: Effective) -> Window:
+    """The context window of ``session`` for ``message`` (or between messages)."""
+    counter = resolve_counter(settings_of(bot).token_counter)
+    # One more than the window: room for the current message when memory
+    # could not store it (degraded), without ever showing fewer than asked.
+    loaded = await session_messages(bot, session, cfg.window_messages + 1)
+    current = None
+    if message is not None:
+        current = next((r for r in loaded if r.id == message.id), None) or current_record(message, session)
+    return fit(loaded, current, system_prompt_for(bot, cfg), cfg.window_messages, cfg.token_budget, counter)
