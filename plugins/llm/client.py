@@ -243,7 +243,7 @@ class ChatClient:
                     self.url, json=self.body(messages, False), headers=self.headers(), timeout=self.timeout
                 ) as response:
                     await self._error_for_status(response)
-                    raw = await response.content.read(self.settings.max_response_bytes + 1)
+                    raw = await _read_limited(response, self.settings.max_response_bytes + 1)
             except asyncio.TimeoutError:
                 raise _Retry("timed out") from None
             except aiohttp.ClientPayloadError:
@@ -307,7 +307,7 @@ class ChatClient:
             if "text/event-stream" not in content_type:
                 # A server that ignores "stream": true sends one JSON body.
                 try:
-                    raw = await response.content.read(self.settings.max_response_bytes + 1)
+                    raw = await _read_limited(response, self.settings.max_response_bytes + 1)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     raise _Retry("connection dropped mid-reply") from None
                 finally:
@@ -363,6 +363,9 @@ class ChatStream:
                         yield piece
                     if choice.get("finish_reason"):
                         self.finish_reason = choice["finish_reason"]
+        except ValueError:
+            # aiohttp refuses a line longer than its buffer (about 128 KB).
+            raise ProviderError("bad_reply", "the provider sent a stream line that is too long") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else "broke off"
             raise ProviderError("bad_reply", f"the stream {what} {'mid-reply' if self.text else 'before any text'}") from None
@@ -372,6 +375,20 @@ class ChatStream:
             raise ProviderError("bad_reply", "the model returned an empty reply")
         if not finished and self.finish_reason is None:
             raise ProviderError("bad_reply", "the stream ended mid-reply")
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, or its first ``limit`` bytes when it is longer (a single
+    ``read(n)`` returns whatever has arrived, not ``n`` bytes)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = await response.content.read(min(65536, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 class _OneShot:

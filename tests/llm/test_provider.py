@@ -475,3 +475,63 @@ def test_total_timeout_bounds_every_attempt_together(tmp_path: Path) -> None:
     provider, content = run(scenario())
     assert "unavailable right now (no reply within 0.3s after 1 attempt)" in content
     assert len(provider.seen) == 1
+
+
+def test_large_bodies_are_read_whole_and_oversized_ones_refused(tmp_path: Path) -> None:
+    import json as _json
+
+    from aiohttp import web
+
+    from tests.llm.provider import completion
+
+    big = _json.dumps(completion("y" * 1_500_000)).encode()
+
+    async def chunked(request, body):  # noqa: ANN001, ANN202
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(big), 50_000):
+            await response.write(big[i : i + 50_000])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    async def scenario() -> tuple[str, str]:
+        async with serving() as provider:
+            provider.script.extend([chunked, chunked])
+            whole = make_bot(tmp_path, {"base_url": provider.base_url, "max_reply_chars": 100})
+            await whole.start()
+            try:
+                cut = (await Chat(whole).say("big")).text()
+            finally:
+                await whole.stop()
+            refusing = make_bot(tmp_path, {"base_url": provider.base_url, "max_response_bytes": 1_000_000})
+            await refusing.start()
+            try:
+                refused = (await Chat(refusing).say("big")).text()
+            finally:
+                await refusing.stop()
+            return cut, refused
+
+    cut, refused = run(scenario())
+    assert cut.startswith("y" * 100 + "…") and "1,500,000 characters; I kept the first 100" in cut
+    assert "larger than 1,000,000 bytes" in refused and "Your message is saved" in refused
+
+
+def test_a_giant_stream_chunk_is_cut_with_a_note(tmp_path: Path) -> None:
+    from tests.llm.provider import sse
+
+    async def giant(request, body):  # noqa: ANN001, ANN202
+        return await sse(request, ["z" * 400_000])
+
+    async def scenario() -> str:
+        async with serving() as provider:
+            provider.script.append(giant)
+            bot = make_bot(tmp_path, {"base_url": provider.base_url, "stream": True})
+            await bot.start()
+            try:
+                return (await Chat(bot).say("go")).text()
+            finally:
+                await bot.stop()
+
+    text = run(scenario())
+    assert text.startswith("z" * 12_000 + "…") and "400,000 characters; I kept the first 12,000" in text
