@@ -10,6 +10,10 @@ from plugins.images.settings import parse_size
 OPTIONS = ("size", "seed", "style")
 # "--size 512x512", "--size=512x512", "size:512x512" or "size=512x512".
 _OPTION = re.compile(r"(?:^|\s)(?:--(size|seed|style)(?:=|\s+)|(size|seed|style)[:=])(\S+)", re.IGNORECASE)
+# Discord's slash command joins its option values in order (prompt, size,
+# seed, style) without their names: "a cat 640x480 7 pixel". A trailing
+# size, optionally followed by a seed and a style, is read as those.
+_POSITIONAL_TAIL = re.compile(r"\s(\d{1,5}[x×]\d{1,5})(?:\s+(-?\d{1,19}))?(?:\s+([A-Za-z][\w-]{0,31}))?\s*$")
 MAX_PROMPT = 1000
 
 
@@ -32,7 +36,15 @@ def parse_imagine(args: str, default_size: str, max_side: int) -> ImagineRequest
         found[name] = match.group(3)
         return " "
 
-    prompt = " ".join(_OPTION.sub(take, args).split())
+    rest = _OPTION.sub(take, args)
+    if not found:
+        tail = _POSITIONAL_TAIL.search(rest)
+        if tail:
+            rest = rest[: tail.start()]
+            for name, value in zip(OPTIONS, tail.groups()):
+                if value is not None:
+                    found[name] = value
+    prompt = " ".join(rest.split())
     if not prompt:
         raise ValueError("tell me what to draw, e.g. imagine a lighthouse at dusk --size 512x512")
     if len(prompt) > MAX_PROMPT:

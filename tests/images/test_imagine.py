@@ -180,6 +180,11 @@ def test_terminal_chat_saves_the_png_and_prints_its_path(tmp_path: Path) -> None
         ("--seed=3 a cat --size=100x200", "a cat", (100, 200), 3, None),
         ("a cat size:300x300 seed:-4 style:abstract", "a cat", (300, 300), -4, "abstract"),
         ("a   cat,  sized: like a dog", "a cat, sized: like a dog", (512, 512), None, None),
+        # As Discord's slash command joins option values: prompt size seed style.
+        ("a cat 640x480 7 pixel", "a cat", (640, 480), 7, "pixel"),
+        ("a cat 640x480", "a cat", (640, 480), None, None),
+        ("a cat 640x480 abstract", "a cat", (640, 480), None, "abstract"),
+        ("room 101 in 1984", "room 101 in 1984", (512, 512), None, None),
     ],
 )
 def test_parse_imagine(args: str, prompt: str, size: tuple[int, int], seed: int | None, style: str | None) -> None:
