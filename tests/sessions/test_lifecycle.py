@@ -1,0 +1,131 @@
+"""Opening, expiring, touching and closing sessions, without pluggy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.models import IncomingMessage, Session
+
+from plugins.sessions import lifecycle
+
+T0 = 1_700_000_000.0
+KEY = "g:g1:c:c1:u:u1"
+
+
+class Sessions:
+    def __init__(self) -> None:
+        self.by_id: dict[str, Session] = {}
+
+    async def load(self, key: str) -> Session | None:
+        found = [s for s in self.by_id.values() if s.scope_key == key]
+        return max(found, key=lambda s: s.opened_at) if found else None
+
+    async def save(self, session: Session) -> None:
+        self.by_id[session.id] = Session(**{f: getattr(session, f) for f in Session.__dataclass_fields__})
+
+
+def msg(user: str = "u1") -> IncomingMessage:
+    return IncomingMessage(id="1", author_id=user, channel_id="c1", guild_id="g1", content="hi", timestamp=T0)
+
+
+def resolve(store: Sessions, now: float, idle: float = 1800, max_age: float | None = None, key: str = KEY) -> Session:
+    return asyncio.run(lifecycle.resolve(msg(), key, now, idle, max_age, store.load, store.save))
+
+
+def test_opens_then_continues_and_touches() -> None:
+    store = Sessions()
+    first = resolve(store, T0)
+    assert (first.opened_at, first.last_active_at, first.closed_at, first.user_id) == (T0, T0, None, "u1")
+    again = resolve(store, T0 + 1799)
+    assert again.id == first.id
+    assert store.by_id[first.id].last_active_at == T0 + 1799
+    # Idle time counts from the last message, not from the opening.
+    assert resolve(store, T0 + 1799 + 1799).id == first.id
+
+
+def test_idle_timeout_closes_and_opens_a_new_session() -> None:
+    store = Sessions()
+    first = resolve(store, T0)
+    second = resolve(store, T0 + 5000)
+    assert second.id != first.id
+    old = store.by_id[first.id]
+    assert old.closed_at == T0 + 1800  # when it really timed out, not when noticed
+    assert old.state["closed_reason"] == "idle"
+    assert second.closed_at is None and second.opened_at == T0 + 5000
+    assert len(store.by_id) == 2
+
+
+def test_the_boundary_is_the_limit() -> None:
+    store = Sessions()
+    first = resolve(store, T0)
+    assert resolve(store, T0 + 1800).id != first.id
+
+
+def test_max_age_ends_even_a_busy_session() -> None:
+    store = Sessions()
+    first = resolve(store, T0, max_age=3600)
+    for minute in range(1, 60):
+        assert resolve(store, T0 + 60 * minute, max_age=3600).id == first.id
+    later = resolve(store, T0 + 3600, max_age=3600)
+    assert later.id != first.id
+    assert store.by_id[first.id].state["closed_reason"] == "max_age"
+    assert store.by_id[first.id].closed_at == T0 + 3600
+
+
+def test_zero_idle_timeout_never_expires() -> None:
+    store = Sessions()
+    first = resolve(store, T0, idle=0)
+    assert resolve(store, T0 + 10 * 365 * 86400, idle=0).id == first.id
+
+
+def test_a_closed_session_is_not_reopened() -> None:
+    store = Sessions()
+    first = resolve(store, T0)
+    store.by_id[first.id].closed_at = T0 + 5
+    second = resolve(store, T0 + 10)
+    assert second.id != first.id
+    assert store.by_id[first.id].closed_at == T0 + 5  # not rewritten
+
+
+def test_reset_closes_now_and_opens() -> None:
+    store = Sessions()
+    first = resolve(store, T0)
+    closed, opened = asyncio.run(lifecycle.reset(msg(), KEY, T0 + 10, store.load, store.save))
+    assert closed is not None and closed.id == first.id
+    assert store.by_id[first.id].closed_at == T0 + 10
+    assert store.by_id[first.id].state["closed_reason"] == "reset"
+    assert asyncio.run(store.load(KEY)).id == opened.id
+    assert resolve(store, T0 + 11).id == opened.id
+
+
+def test_a_clock_behind_still_opens_a_later_session() -> None:
+    """Another instance with a slower clock must not open a session that
+    sorts before the one it replaces."""
+    store = Sessions()
+    first = resolve(store, T0 + 100)
+    asyncio.run(lifecycle.reset(msg(), KEY, T0, store.load, store.save))
+    latest = asyncio.run(store.load(KEY))
+    assert latest.id != first.id and latest.opened_at > first.opened_at
+
+
+def test_ids_are_unique_and_name_their_scope() -> None:
+    ids = {lifecycle.new_session_id(KEY, T0) for _ in range(5000)}
+    assert len(ids) == 5000
+    assert all(i.startswith(KEY + "@") for i in ids)
+    long_key = "g:" + "9" * 300
+    long_id = lifecycle.new_session_id(long_key, T0)
+    assert len(long_id) < 191 and long_id.startswith("h:")
+
+
+def test_shared_sessions_belong_to_no_single_user() -> None:
+    store = Sessions()
+    shared = resolve(store, T0, key="g:g1:c:c1")
+    assert shared.user_id is None
+
+
+def test_expiry() -> None:
+    s: Any = Session("x", KEY, opened_at=T0, last_active_at=T0 + 100)
+    assert lifecycle.expiry(s, 1800, None) == (T0 + 1900, "idle")
+    assert lifecycle.expiry(s, 1800, 1000) == (T0 + 1000, "max_age")
+    assert lifecycle.expiry(s, 0, None) is None
