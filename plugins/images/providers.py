@@ -22,6 +22,16 @@ class ProviderError(Exception):
     """The provider could not make the image; the message is for the user."""
 
 
+class ProviderDown(ProviderError):
+    """The provider is unreachable, too slow or failing (HTTP 5xx): worth
+    not asking again for a while, unlike a refused request. ``reason`` is
+    the short why ("HTTP 503")."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 async def read_limited(response: aiohttp.ClientResponse, max_bytes: int, what: str) -> bytes:
     """Read a response body, refusing more than ``max_bytes``."""
     declared = response.content_length
@@ -93,20 +103,23 @@ class HTTPProvider:
                         )
                     if response.status in (400, 422):
                         raise ProviderError(f"the image provider {self.name!r} refused the request: {detail}")
-                    raise ProviderError(
+                    raise ProviderDown(
                         f"the image provider {self.name!r} is not working right now (HTTP {response.status}); "
-                        "try again later"
+                        "try again later",
+                        reason=f"HTTP {response.status}",
                     )
                 body = await read_limited(response, self.max_bytes * 2, "the provider's answer")
         except ProviderError:
             raise
         except asyncio.TimeoutError:
-            raise ProviderError(
-                f"the image provider {self.name!r} did not answer within {self.timeout:g} s; try again later"
+            raise ProviderDown(
+                f"the image provider {self.name!r} did not answer within {self.timeout:g} s; try again later",
+                reason=f"no answer within {self.timeout:g} s",
             ) from None
         except aiohttp.ClientError as exc:
-            raise ProviderError(
-                f"the image provider {self.name!r} cannot be reached ({type(exc).__name__}); try again later"
+            raise ProviderDown(
+                f"the image provider {self.name!r} cannot be reached ({type(exc).__name__}); try again later",
+                reason="unreachable",
             ) from None
         try:
             return json.loads(body)

@@ -29,7 +29,13 @@ from core.errors import Refused
 from core.models import Attachment, IncomingMessage, Invocation, MessageRecord, Reply, Role, Session
 from plugins.images.imagine import parse_imagine
 from plugins.images.media import MediaStore
-from plugins.images.providers import Automatic1111Provider, OpenAIImagesProvider, ProviderError, read_limited
+from plugins.images.providers import (
+    Automatic1111Provider,
+    OpenAIImagesProvider,
+    ProviderDown,
+    ProviderError,
+    read_limited,
+)
 from plugins.images.ratelimit import RateLimiter
 from plugins.images.render import PillowProvider
 from plugins.images.sanitize import CleanImage, ImageRejected, Limits, sanitize, sniff_format
@@ -40,6 +46,8 @@ log = logging.getLogger("plugins.images")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".gif", ".webp", ".bmp", ".tif", ".tiff",
                     ".heic", ".heif", ".avif", ".svg", ".ico", ".jfif")
 USAGE = "imagine <what to draw> [--size WxH] [--seed N] [--style S]"
+# Discord refuses file descriptions (alt text) longer than this.
+MAX_DESCRIPTION = 1000
 
 
 def _safe_filename(name: str, extension: str) -> str:
@@ -72,6 +80,8 @@ class ImagesService:
         self._decode_slots = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
         self._http: aiohttp.ClientSession | None = None
         self.providers = self._build_providers()
+        # provider name -> (clock time it may be tried again, why it is down)
+        self._outages: dict[str, tuple[float, str]] = {}
 
     @classmethod
     async def create(cls, bot: Any, settings: ImagesSettings) -> ImagesService:
@@ -117,6 +127,7 @@ class ImagesService:
     async def prepare(self, message: IncomingMessage) -> None:
         """Check, clean and store each image of ``message``; raise
         :class:`Refused` with the reason when one cannot be taken."""
+        checked: list[tuple[Attachment, CleanImage]] = []
         for attachment in message.attachments:
             if not self.looks_like_image(attachment):
                 continue
@@ -126,6 +137,9 @@ class ImagesService:
                     clean = await asyncio.to_thread(sanitize, data, self.limits)
             except ImageRejected as rejected:
                 raise Refused(self._refusal(attachment, str(rejected))) from None
+            checked.append((attachment, clean))
+        # Stored only once every image passed, so a refused message leaves nothing behind.
+        for attachment, clean in checked:
             await self._store(clean, owner=message.author_id, kind="upload")
             self._fill(attachment, clean, _safe_filename(attachment.filename, clean.extension))
 
@@ -158,7 +172,7 @@ class ImagesService:
         attachment.sha256 = clean.sha256
         attachment.width = clean.width
         attachment.height = clean.height
-        attachment.description = description or clean.describe()
+        attachment.description = (description or clean.describe())[:MAX_DESCRIPTION]
         # The original may carry GPS and other metadata: neither its bytes
         # nor its URL are kept; the cleaned copy is in the media store.
         attachment.data = None
@@ -207,6 +221,15 @@ class ImagesService:
         if provider is None:
             available = ", ".join(sorted(self.bot.image_providers)) or "none"
             return Reply(f"The image provider {s.provider!r} is not installed (available: {available}).")
+        outage = self._outages.get(s.provider)
+        if outage is not None:
+            until, why = outage
+            if self.bot.clock.now() < until:
+                return Reply(
+                    f"The image provider {s.provider!r} is down ({why}); I will try it again in "
+                    f"{math.ceil(until - self.bot.clock.now())} s."
+                )
+            del self._outages[s.provider]
         user = inv.message.author_id
         wait = self.rate.try_acquire(user)
         if wait:
@@ -227,9 +250,12 @@ class ImagesService:
                 clean = await asyncio.to_thread(sanitize, bytes(raw), self.limits, force_png=True)
         except asyncio.TimeoutError:
             self.rate.refund(user)
+            self._mark_down(f"no answer within {s.timeout:g} s")
             return Reply(f"The image provider {s.provider!r} is taking too long (over {s.timeout:g} s). Please try again later.")
         except ProviderError as exc:
             self.rate.refund(user)
+            if isinstance(exc, ProviderDown):
+                self._mark_down(exc.reason)
             return Reply(f"Sorry, I could not make that image: {exc}.")
         except ImageRejected as exc:
             self.rate.refund(user)
@@ -251,6 +277,13 @@ class ImagesService:
         if s.record_in_conversation:
             await self._record(inv.message, reply)
         return reply
+
+    def _mark_down(self, why: str) -> None:
+        """Leave a failing provider alone for a while, so users get an
+        answer at once instead of each waiting for the same timeout."""
+        if self.settings.outage_cooldown > 0:
+            self._outages[self.settings.provider] = (self.bot.clock.now() + self.settings.outage_cooldown, why)
+            log.warning("image provider %r is down (%s)", self.settings.provider, why)
 
     async def _record(self, message: IncomingMessage, reply: Reply) -> None:
         """Put the request and the picture into the conversation record, so
@@ -296,8 +329,11 @@ class ImagesService:
     async def health(self) -> tuple[bool, str, dict[str, Any]]:
         stats = await asyncio.to_thread(self.media.stats)
         present = self.settings.provider in self.bot.image_providers
+        outage = self._outages.get(self.settings.provider)
+        down = outage is not None and self.bot.clock.now() < outage[0]
+        state = "not installed" if not present else f"down: {outage[1]}" if down and outage else "ready"
         detail = (
-            f"provider {self.settings.provider} ({'ready' if present else 'not installed'}); "
+            f"provider {self.settings.provider} ({state}); "
             f"media store {stats['files']} files, {stats['bytes'] / (1024 * 1024):.1f} MiB"
         )
-        return present, detail, stats
+        return present and not down, detail, stats

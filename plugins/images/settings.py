@@ -42,6 +42,7 @@ class ImagesSettings(PluginSettings):
     default_size: str = "512x512"
     max_size: int = Field(2048, ge=16, description="largest side of a generated image")
     timeout: float = Field(60.0, gt=0, description="seconds a provider may take")
+    outage_cooldown: float = Field(30.0, ge=0, description="seconds a failing provider is left alone; 0: always retry")
     steps: int = Field(20, ge=1, le=200, description="sampling steps (automatic1111)")
     response_format: str | None = "b64_json"
 

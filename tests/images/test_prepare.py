@@ -206,3 +206,17 @@ def test_bad_settings_fail_the_plugin_by_name_not_the_bot(tmp_path: Path) -> Non
         await bot.stop()
 
     asyncio.run(main())
+
+
+def test_one_bad_image_refuses_the_message_and_stores_none_of_it(tmp_path: Path) -> None:
+    bot, recorder = make_bot(tmp_path)
+
+    async def main() -> None:
+        good = Attachment("good.png", "image/png", data=corpus.plain_png())
+        bad = Attachment("bad.png", "image/png", data=corpus.truncated_png())
+        reply = await send_one(bot, user_message("two pictures", attachments=[good, bad]))
+        assert "I could not take the image 'bad.png'" in reply.content
+        assert recorder.records == [] and media_files(tmp_path) == []
+        await bot.stop()
+
+    asyncio.run(main())

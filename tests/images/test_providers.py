@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from core.clock import ManualClock
+
 from tests.images import corpus
 from tests.images.helpers import make_bot, send_one, serve, user_message
 
@@ -119,8 +121,9 @@ def test_automatic1111_txt2img(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("provider", "path"), [("openai", "/images/generations"), ("automatic1111", "/sdapi/v1/txt2img")]
 )
-def test_server_error_gives_a_clear_message_and_does_not_count(tmp_path: Path, provider: str, path: str) -> None:
+def test_server_error_gives_a_clear_message_then_a_cooldown(tmp_path: Path, provider: str, path: str) -> None:
     calls = 0
+    clock = ManualClock()
 
     async def broken(request: web.Request) -> web.Response:
         nonlocal calls
@@ -129,16 +132,26 @@ def test_server_error_gives_a_clear_message_and_does_not_count(tmp_path: Path, p
 
     async def main() -> list[Any]:
         async with serve([web.post(path, broken)]) as base:
-            bot, recorder = make_bot(tmp_path, {"provider": provider, "base_url": base, "rate_limit": 1})
-            replies = [await send_one(bot, user_message("/imagine a cat")) for _ in range(2)]
+            settings = {"provider": provider, "base_url": base, "rate_limit": 1, "outage_cooldown": 30}
+            bot, recorder = make_bot(tmp_path, settings, clock=clock)
+            replies = [await send_one(bot, user_message("/imagine a cat"))]
+            clock.advance(10)
+            # While it is down, people are told at once instead of each waiting.
+            replies.append(await send_one(bot, user_message("/imagine a cat")))
+            [health] = [h for h in await bot.health() if h.component == "images"]
+            assert not health.ok and "down: HTTP 500" in health.detail
+            clock.advance(20)
+            # Tried again after the cooldown; the failure did not use up the rate limit of 1.
+            replies.append(await send_one(bot, user_message("/imagine a cat")))
             await bot.stop()
             return replies
 
-    replies = asyncio.run(main())
-    for reply in replies:
-        assert reply.attachments == []
+    first, during, after = asyncio.run(main())
+    for reply in (first, after):
         assert f"the image provider {provider!r} is not working right now (HTTP 500)" in reply.content
-    assert calls == 2  # a failure is not held against the user's rate limit
+    assert during.content == f"The image provider {provider!r} is down (HTTP 500); I will try it again in 20 s."
+    assert all(r.attachments == [] for r in (first, during, after))
+    assert calls == 2
 
 
 def test_slow_provider_times_out_with_a_clear_message(tmp_path: Path) -> None:
