@@ -14,12 +14,13 @@ from typing import Any
 import aiohttp
 
 from core.logs import redact, secret_filter
-from core.models import Attachment, Context, HealthReport, IncomingMessage, Reply
+from core.models import Attachment, Context, HealthReport, IncomingMessage, MessageRecord, Reply
 from plugins.llm.client import ChatClient, ProviderError, models_url
 from plugins.llm.offline import offline_reply
 from plugins.llm.prompt import FAILURE_MARK, build_messages
 from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
 from plugins.llm.streaming import TokenHub
+from plugins.llm.summary import STATE_KEY, RollingSummary, fallen_out, summary_request, with_summary
 
 log = logging.getLogger("plugins.llm")
 
@@ -100,6 +101,8 @@ class LlmRuntime:
         guild_id = context.session.guild_id or message.guild_id
         bot_default = bot.settings.bot.system_prompt if bot is not None else None
         system = self.settings.persona(guild_id, context.system_prompt, bot_default)
+        if self.settings.summaries and bot is not None:
+            system = with_summary(system, await self._summary(context, bot))
         messages = await build_messages(
             context,
             system,
@@ -142,6 +145,30 @@ class LlmRuntime:
                 raise
             return stream.text, stream.finish_reason, str(error)
         return stream.text, stream.finish_reason, None
+
+    async def _summary(self, context: Context, bot: Any) -> RollingSummary:
+        """The session's rolling summary, first folding in what left the
+        window once ``summary_every`` messages have. A failed update keeps
+        the old summary; those messages are folded in next time."""
+        assert self.client is not None
+        session = context.session
+        summary = RollingSummary.from_state(session.state)
+        limit = len(context.messages) + self.settings.summary_lookback
+        loaded = await bot.hooks.first("load_messages", session=session, limit=limit) or []
+        history = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
+        fallen = fallen_out(history, context.messages, summary.upto)
+        if len(fallen) < self.settings.summary_every:
+            return summary
+        try:
+            completion = await self.client.complete(summary_request(summary.text, fallen, self.settings.summary_words))
+        except ProviderError as error:
+            log.warning("llm: summary not updated (%s); replying from the window alone", redact(str(error), self.secrets))
+            return summary
+        text = completion.text.strip()[: self.settings.summary_words * 12]
+        updated = RollingSummary(text=text, upto=fallen[-1].sort_key, count=summary.count + len(fallen))
+        session.state[STATE_KEY] = updated.to_state()
+        await bot.hooks.broadcast("save_session", session=session)
+        return updated
 
     # --- health ----------------------------------------------------------------
 

@@ -56,6 +56,10 @@ class LlmSettings(PluginSettings):
     stream: bool = False
     vision: bool = Field(False, description="the model accepts image_url parts")
     max_image_bytes: int = Field(4_000_000, gt=0, description="larger images are described, not inlined")
+    summaries: bool = Field(False, description="fold messages that left the window into a rolling summary")
+    summary_every: int = Field(10, gt=0, description="summarise once this many messages have left the window")
+    summary_words: int = Field(200, gt=0)
+    summary_lookback: int = Field(200, gt=0, description="how far back past the window to look for unsummarised messages")
     max_reply_chars: int = Field(DEFAULT_MAX_REPLY_CHARS, gt=0)
     max_response_bytes: int = Field(8_000_000, gt=0, description="a provider body larger than this is refused")
 

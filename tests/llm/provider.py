@@ -111,6 +111,7 @@ class FakeProvider:
     seen: list[Seen] = field(default_factory=list)
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
+    default: Responder = echo
     runner: web.AppRunner | None = None
     base_url: str = ""
 
@@ -123,7 +124,7 @@ class FakeProvider:
             self.arrived[user_text].set()
         if user_text in self.hold:
             await self.hold[user_text].wait()
-        responder = self.script.popleft() if self.script else echo
+        responder = self.script.popleft() if self.script else self.default
         return await responder(request, body)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
