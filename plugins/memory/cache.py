@@ -195,9 +195,25 @@ class Cache:
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
             if records.entry_sort_key(previous) >= key_new:
-                # Out of order or a duplicate: appending would break order or
-                # trimming; drop the window so the next read rebuilds it.
-                await self.call(self.r.delete(key))
+                # Out of order or a duplicate (rare): put the window back in
+                # order, or drop it so the next read rebuilds it.
+                await self.call(self._reorder(key))
+
+    async def _reorder(self, key: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(key)
+                entries = await pipe.lrange(key, 0, -1)
+                unique = {records.entry_sort_key(e): e for e in entries}
+                ordered = [unique[k] for k in sorted(unique)]
+                pipe.multi()
+                pipe.delete(key)
+                if ordered:
+                    pipe.rpush(key, *ordered[-self.window_size :])
+                    pipe.expire(key, self.ttl)
+                await pipe.execute()
+            except WatchError:
+                await self.r.delete(key)
 
     async def window(self, session: Session, limit: int) -> list[MessageRecord] | None:
         """The last ``limit`` messages from the hot window, or ``None`` on a

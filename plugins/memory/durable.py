@@ -75,7 +75,10 @@ def open_database(url: str, timeout: float) -> pw.Database:
     elif base in ("mysql", "mariadbconnector", "mysqlconnector"):
         params.update(connect_timeout=seconds, read_timeout=seconds * 3, write_timeout=seconds * 3, charset="utf8mb4")
     elif base == "sqlite":
-        params.update(timeout=max(timeout, 5.0), pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": 5000})
+        # A lock held elsewhere must fail a write before the call's own
+        # timeout does, so the breaker trips on a clean error.
+        busy = max(0.05, timeout * 0.8)
+        params.update(timeout=busy, pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": int(busy * 1000)})
     try:
         db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -94,10 +97,11 @@ def _is_connection_error(exc: BaseException) -> bool:
 class DurableStore:
     """Async facade over one peewee database."""
 
-    def __init__(self, url: str, *, timeout: float = 3.0, threads: int = 4) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.5, slow_timeout: float = 60.0, threads: int = 4) -> None:
         self.url = url
         self.where = describe_url(url)
         self.timeout = timeout
+        self.slow_timeout = slow_timeout
         self.threads = threads
         self.db = open_database(url, timeout)
         self.m: Models = make_models(self.db)
@@ -151,29 +155,32 @@ class DurableStore:
                 db.close()
             except Exception:  # noqa: BLE001
                 pass
-            if retry and not fresh:
+            if retry and not fresh and self.dialect != "sqlite":
                 db.connect()
                 return fn(*args)
             raise
 
-    async def run(self, fn: Callable[..., T], *args: Any, retry: bool = True) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, retry: bool = True, slow: bool = False) -> T:
         """Run ``fn(*args)`` on a worker thread with a connection open.
 
         Raises :class:`BackendDown` when the database cannot be reached or
-        does not answer within ``timeout``.
+        does not answer within ``timeout`` (``slow_timeout`` for bulk work:
+        migrations, export, forget, outbox replay).
         """
-        return await self._submit(self._executor, fn, args, retry)
+        return await self._submit(self._executor, fn, args, retry, self.slow_timeout if slow else self.timeout)
 
-    async def _submit(self, executor: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., T], args: tuple[Any, ...], retry: bool) -> T:
+    async def _submit(
+        self, executor: concurrent.futures.ThreadPoolExecutor, fn: Callable[..., T], args: tuple[Any, ...], retry: bool, timeout: float
+    ) -> T:
         if self.closed:
             raise BackendDown("database", "store closed")
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(executor, self._in_thread, fn, args, retry)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             self._abandon(executor)
-            raise BackendDown("database", f"no answer within {self.timeout}s") from None
+            raise BackendDown("database", f"no answer within {timeout}s") from None
         except Exception as exc:
             if _is_connection_error(exc):
                 raise BackendDown("database", _short(exc)) from exc
@@ -189,10 +196,16 @@ class DurableStore:
 
     async def ping(self) -> None:
         """Raise :class:`BackendDown` unless a trivial query answers."""
-        await self._submit(self._probe_executor, self._ping, (), False)
+        await self._submit(self._probe_executor, self._ping, (), False, self.timeout)
 
     def _ping(self) -> None:
-        self.db.execute_sql("SELECT 1").fetchone()
+        if self.dialect == "sqlite":
+            # SQLite readers pass a held write lock (WAL): probe writability.
+            conn = self.db.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        else:
+            self.db.execute_sql("SELECT 1").fetchone()
 
     async def close(self) -> None:
         self.closed = True
@@ -213,7 +226,7 @@ class DurableStore:
     # --- schema -------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        return await self.run(migrate, self.m, retry=False)
+        return await self.run(migrate, self.m, retry=False, slow=True)
 
     # --- messages -----------------------------------------------------------------
 

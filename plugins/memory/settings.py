@@ -32,7 +32,9 @@ class MemorySettings(PluginSettings):
     # Idle sessions' cache keys expire after this many seconds.
     cache_ttl: int = Field(7 * 24 * 3600, gt=0)
     redis_timeout: float = Field(0.25, gt=0)
-    db_timeout: float = Field(3.0, gt=0)
+    # Per database call on the message path; bulk work gets db_slow_timeout.
+    db_timeout: float = Field(0.5, gt=0)
+    db_slow_timeout: float = Field(60.0, gt=0)
     probe_interval: float = Field(0.5, gt=0)
     spool_dir: Path | None = None
     max_content_bytes: int = Field(64 * 1024, gt=0)

@@ -70,7 +70,7 @@ class MemoryStore:
         if db_url.startswith("sqlite:///"):
             Path(db_url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = DurableStore(db_url, timeout=s.db_timeout, threads=s.db_threads)
+            self.db = DurableStore(db_url, timeout=s.db_timeout, slow_timeout=s.db_slow_timeout, threads=s.db_threads)
         except DatabaseURLError as exc:
             self._problem(self.db_breaker, f"DATABASE_URL is malformed: {exc}")
         try:
@@ -89,6 +89,7 @@ class MemoryStore:
                 self._problem(self.redis_breaker, f"REDIS_URL {describe_redis_url(redis_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
         if self.db is not None:
             try:
+                await self.db.ping()
                 await self.db.migrate()
                 self.migrated = True
             except BackendDown as exc:
@@ -255,7 +256,7 @@ class MemoryStore:
                         db.set_state(data["key"], data["value"])
 
         try:
-            await db.run(apply_all)
+            await db.run(apply_all, slow=True)
         except BackendDown as exc:
             self.db_breaker.trip(exc.reason)
             raise
@@ -505,10 +506,9 @@ class MemoryStore:
     # --- people's data --------------------------------------------------------------
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
-        if not self.db_ok:
-            raise BackendDown("database", "cannot export while the database is unreachable; try again later")
+        await self._reach_db("cannot export while the database is unreachable; try again later")
         assert self.db is not None
-        data = await self.db.run(self.db.export_user, user_id)
+        data = await self.db.run(self.db.export_user, user_id, slow=True)
         known = {m["id"] for m in data["messages"]}
         for entry in await self.pending_entries():
             if entry.get("k") == "msg" and entry["d"][4] == user_id:
@@ -519,8 +519,7 @@ class MemoryStore:
         return data
 
     async def forget_user(self, user_id: str) -> dict[str, int]:
-        if not self.db_ok:
-            raise BackendDown("database", "cannot forget while the database is unreachable; nothing was deleted, try again later")
+        await self._reach_db("cannot forget while the database is unreachable; nothing was deleted, try again later")
         assert self.db is not None
 
         def mine(entry: dict[str, Any]) -> bool:
@@ -533,7 +532,7 @@ class MemoryStore:
 
         # The queue first, so a replay cannot bring anything back afterwards.
         queued = await self.outbox.forget(mine, self.redis_ok)
-        result = await self.db.run(self.db.forget_user, user_id)
+        result = await self.db.run(self.db.forget_user, user_id, slow=True)
         cached = 0
         if self.cache is not None:
             from plugins.memory.cache import glob_escape
@@ -547,6 +546,17 @@ class MemoryStore:
                 self.redis_failed(exc)
                 await self._mark_dirty()
         return {"messages": result["messages"], "sessions": result["sessions"], "outbox": queued, "cache_keys": cached}
+
+    async def _reach_db(self, why: str) -> None:
+        """For rare explicit operations: try the database even while its
+        breaker is open (the probe may not have run yet)."""
+        if self.db is None:
+            raise BackendDown("database", why)
+        if not self.db_breaker.ok:
+            try:
+                await self.db.ping()
+            except BackendDown:
+                raise BackendDown("database", why) from None
 
     # --- health ------------------------------------------------------------------
 

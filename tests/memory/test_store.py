@@ -1,0 +1,347 @@
+"""The store against real backends: SQLite + fakeredis, PostgreSQL + a
+private redis-server. Each test names the guarantee it proves."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.models import Role, Session
+from plugins.memory.store import MemoryStore
+from tests.memory.conftest import Backend, run, started
+from tests.memory.helpers import SESSION, db_history, ids, rec, with_attachment
+
+
+def test_write_then_read_round_trips_every_field(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            original = with_attachment(rec(1, content="héllo\twörld ✓", reply_to_id="999"))
+            assert await store.store_message(original) is True
+            cold = await store.load_messages(SESSION, 10)  # rebuilt from the database
+            hot = await store.load_messages(SESSION, 10)  # served from the window
+            for got in (cold, hot):
+                assert [r.to_dict() for r in got] == [original.to_dict()]
+
+    run(go())
+
+
+def test_g1_accepted_message_is_in_the_database_not_only_redis(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await store.load_messages(SESSION, 10)
+            await store.store_message(rec(2))
+        assert db_history(backend) == ["1001", "1002"]
+        backend.flush()
+        async with started(backend.store()) as store:
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_g3_duplicate_writes_are_stored_once(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.store_message(rec(1))
+            await a.load_messages(SESSION, 10)  # window exists
+            await b.store_message(rec(1))
+            await a.store_message(rec(2))
+            await b.store_message(rec(2))
+            assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+        assert backend.sql("SELECT COUNT(*) FROM messages")[0][0] == 2
+
+    run(go())
+
+
+def test_g4_order_is_platform_time_whatever_the_write_order(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(5))
+            await store.load_messages(SESSION, 10)
+            await store.store_message(rec(3))  # arrives late
+            await store.store_message(rec(9))
+            await store.store_message(rec(4, ts=1005.0, id="99"))  # same time as 1005, shorter id first
+            assert ids(await store.load_messages(SESSION, 10)) == ["1003", "99", "1005", "1009"]
+            assert ids(await store.load_messages(SESSION, 2)) == ["1005", "1009"]
+
+    run(go())
+
+
+def test_g5_append_after_flush_does_not_create_a_one_message_history(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            for n in range(1, 4):
+                await store.store_message(rec(n))
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+            backend.flush()
+            await store.store_message(rec(4))
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003", "1004"]
+            # and the rebuilt window is what later reads are served from
+            await store.store_message(rec(5))
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003", "1004", "1005"]
+
+    run(go())
+
+
+def test_g5_rebuild_does_not_miss_a_write_racing_it(backend: Backend) -> None:
+    """A write landing between a rebuild's database query and its cache fill
+    makes the fill give up, instead of caching a window without it."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.store_message(rec(1))
+            assert a.cache is not None and a.db is not None
+            counter = await a.cache.counter(SESSION.id)
+            epoch = a.cache.epoch
+            rows = await a.db.run(a.db.last_messages, SESSION.id, 200)
+            await b.store_message(rec(2))  # lands after the query
+            from plugins.memory import records
+
+            entries = [records.encode_entry(records.from_row(r)) for r in rows]
+            assert await a.cache.fill(SESSION.id, entries, counter, epoch) is False
+            assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_window_is_bounded_and_longer_reads_go_to_the_database(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store(window_size=5)) as store:
+            for n in range(1, 13):
+                await store.store_message(rec(n))
+                await store.load_messages(SESSION, 3)
+            assert store.cache is not None
+            assert await store.cache.r.llen(store.cache.window_key(SESSION.id)) == 5
+            assert ids(await store.load_messages(SESSION, 4)) == [str(1000 + n) for n in range(9, 13)]
+            assert ids(await store.load_messages(SESSION, 8)) == [str(1000 + n) for n in range(5, 13)]
+            ttl = await store.cache.r.ttl(store.cache.window_key(SESSION.id))
+            assert 0 < ttl <= store.settings.cache_ttl
+
+    run(go())
+
+
+def test_g8_sessions_never_share_a_window(backend: Backend) -> None:
+    other = Session(id="sess-2", scope_key="g:1:c:2:u:4", opened_at=1.0, last_active_at=1.0)
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await store.store_message(rec(2, session=other, author="u4"))
+            await store.load_messages(SESSION, 10)
+            await store.store_message(rec(3))
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1003"]
+            assert ids(await store.load_messages(other, 10)) == ["1002"]
+
+    run(go())
+
+
+def test_g6_redis_down_reads_and_writes_use_the_database_and_the_cache_is_invalidated(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.store_message(rec(1))
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001"]  # window cached
+            backend.redis_down()
+            assert await a.store_message(rec(2)) is True
+            assert not a.redis_ok
+            assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+            backend.redis_up()
+            # B never saw the outage; A's recovery bumps the epoch for everyone.
+            await a.probe()
+            assert a.redis_ok
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("B")) as b:
+            await b.store_message(rec(1))
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001"]
+        a = backend.store("A")
+        await a.start()
+        backend.redis_down()
+        await a.store_message(rec(2))  # database only; A "dies" before Redis returns
+        a._probe_task.cancel()  # type: ignore[union-attr]
+        backend.redis_up()
+        async with started(backend.store("C")) as c:
+            assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]
+        await a.stop()
+
+    run(go())
+
+
+def test_g6_database_down_writes_go_to_the_outbox_and_are_replayed_in_order(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await store.load_messages(SESSION, 10)
+            with database_cut(backend, store):
+                assert await store.store_message(rec(3)) is True  # durable in the stream
+                assert await store.store_message(rec(2)) is True
+                assert not store.db_ok
+                assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+                depth = {r.component: r for r in await store.health()}["outbox"].metrics["depth"]
+                assert depth == 2
+                await store.store_message(rec(2))  # a redelivery while down
+            await store.probe()
+            assert store.db_ok
+            assert db_history(backend) == ["1001", "1002", "1003"]
+            assert {r.component: r for r in await store.health()}["outbox"].metrics["depth"] == 0
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_g6_both_down_the_spool_keeps_writes_and_nothing_is_lost(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            with database_cut(backend, store):
+                backend.redis_down()
+                assert await store.store_message(rec(2)) is False  # accepted, degraded
+                assert await store.store_message(rec(3)) is False
+                assert store.spool.depth() == 2
+                assert ids(await store.load_messages(SESSION, 10)) == ["1002", "1003"]  # what is known
+                backend.redis_up()
+            await store.probe()
+            await store.probe()
+            assert store.db_ok and store.redis_ok
+            assert store.spool.depth() == 0
+            assert db_history(backend) == ["1001", "1002", "1003"]
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_g2_spool_left_by_a_dead_instance_is_replayed_by_the_next(backend: Backend) -> None:
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        with database_cut(backend, a):
+            backend.redis_down()
+            assert await a.store_message(rec(1)) is False
+            backend.redis_up()
+        await a.stop_without_replay() if hasattr(a, "stop_without_replay") else None
+        a._probe_task.cancel()  # type: ignore[union-attr]
+        async with started(backend.store("B")) as b:
+            assert db_history(backend) == ["1001"]
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001"]
+
+    run(go())
+
+
+def test_sessions_round_trip_and_survive_a_flush(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            s = Session("s-9", "dm:42", 10.0, 20.0, user_id="42", channel_id="c", state={"summary": "hi", "n": [1, 2]})
+            await store.save_session(s)
+            assert await store.load_session("dm:42") == s
+            backend.flush()
+            assert await store.load_session("dm:42") == s
+            s.closed_at = 30.0
+            await store.save_session(s)
+            assert (await store.load_session("dm:42")).closed_at == 30.0  # type: ignore[union-attr]
+            newer = Session("s-10", "dm:42", 40.0, 40.0, user_id="42")
+            await store.save_session(newer)
+            assert (await store.load_session("dm:42")).id == "s-10"  # type: ignore[union-attr]
+            backend.flush()
+            assert (await store.load_session("dm:42")).id == "s-10"  # type: ignore[union-attr]
+            assert [x.id for x in await store.list_sessions("42", 10)] == ["s-10", "s-9"]
+            assert await store.load_session("dm:nobody") is None
+
+    run(go())
+
+
+def test_bot_state_is_shared_and_durable(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.save_bot_state("plugins.runtime", {"disabled": ["images"]})
+            assert await b.load_bot_state("plugins.runtime") == {"disabled": ["images"]}
+            await b.save_bot_state("plugins.runtime", {"disabled": []})
+            assert await a.load_bot_state("plugins.runtime") == {"disabled": []}
+            assert await a.load_bot_state("missing") is None
+
+    run(go())
+
+
+def test_export_and_forget_cover_database_cache_and_outbox(backend: Backend) -> None:
+    other = Session(id="sess-2", scope_key="g:1:c:2:u:4", opened_at=1.0, last_active_at=1.0, user_id="u4")
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(SESSION)
+            await store.save_session(other)
+            await store.store_message(rec(1))
+            await store.store_message(rec(2, role=Role.BOT, author="bot", id="reply:1001", reply_to_id="1001"))
+            await store.store_message(rec(3, session=other, author="u4", content="not yours"))
+            await store.load_messages(SESSION, 10)
+            await store.load_session(SESSION.scope_key)
+            with database_cut(backend, store):
+                await store.store_message(rec(4))  # queued in the outbox
+            exported = await store.export_user("u3")
+            assert sorted(m["id"] for m in exported["messages"]) == ["1001", "1004", "reply:1001"]
+            assert [s["id"] for s in exported["sessions"]] == ["sess-1"]
+            assert "not yours" not in str(exported)
+
+            counts = await store.forget_user("u3")
+            assert counts["messages"] == 2 and counts["outbox"] == 1 and counts["sessions"] == 1
+            await store.probe()
+            assert db_history(backend) == []
+            assert backend.sql("SELECT COUNT(*) FROM messages WHERE author_id = 'u4'")[0][0] == 1
+            assert store.cache is not None
+            keys = [k.decode() for k in await store.cache.r.keys(f"{backend.prefix}*")]
+            for key in keys:
+                value = await store.cache.r.type(key)
+                if value == b"list":
+                    assert not any(b"u3" in e for e in await store.cache.r.lrange(key, 0, -1))
+                elif value == b"string":
+                    assert b'"u3"' not in (await store.cache.r.get(key) or b"")
+            assert await store.load_messages(SESSION, 10) == []
+            assert await store.load_session(SESSION.scope_key) is None
+
+    run(go())
+
+
+class database_cut:
+    """Make the database unreachable for ``store`` (really: hold SQLite's
+    write lock; point PostgreSQL calls at a closed port)."""
+
+    def __init__(self, backend: Backend, store: MemoryStore) -> None:
+        self.backend = backend
+        self.store = store
+        self.conn = None
+        self.saved = None
+
+    def __enter__(self) -> database_cut:
+        if self.backend.kind == "sqlite":
+            import sqlite3
+
+            self.conn = sqlite3.connect(self.backend.database_url[len("sqlite:///") :], timeout=5, isolation_level=None, check_same_thread=False)
+            self.conn.execute("BEGIN EXCLUSIVE")
+        else:
+            from tests.memory.conftest import free_port
+
+            db = self.store.db
+            assert db is not None
+            self.saved = dict(db.db.connect_params)
+            db.db.connect_params["port"] = free_port()  # nothing listens there
+            # drop the pooled connections so the next calls reconnect (and fail)
+            db._executor.shutdown(wait=True)
+            db._probe_executor.shutdown(wait=True)
+            db._executor = db._new_executor()
+            db._probe_executor = db._new_executor(1, "memory-db-probe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.execute("ROLLBACK")
+            self.conn.close()
+        if self.saved is not None:
+            assert self.store.db is not None
+            self.store.db.db.connect_params.clear()
+            self.store.db.db.connect_params.update(self.saved)
+
+
+pytestmark = pytest.mark.timeout(120)
