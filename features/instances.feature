@@ -1,0 +1,43 @@
+Feature: Several bot instances on the same backends
+  During a rolling deploy, or active-active, every instance receives every
+  message. Each message still gets exactly one reply, and a conversation has
+  one history (G3, G4).
+
+  Scenario: Two instances on the same backends: one reply per message, one history
+    Given two bot instances "A" and "B" are running on the same backends
+    When alice says "one" in #general
+    And alice says "two" in #general
+    And bob says "hi" in #general
+    And alice says "three" in #general
+    Then every message got exactly one reply
+    And the bot's context for alice in #general holds these messages in this order:
+      | author | content  |
+      | alice  | one      |
+      | bot    | ok one   |
+      | alice  | two      |
+      | bot    | ok two   |
+      | alice  | three    |
+      | bot    | ok three |
+    And every message is stored exactly once
+    And no message is stored twice
+
+  Scenario: A second instance joining mid-conversation continues it
+    Given the bot is running
+    And alice says "one" in #general
+    When a second instance "B" starts on the same backends
+    And instance "A" stops
+    And alice says "two" in #general
+    Then the reply to "two" was generated from 3 messages
+    And every message got exactly one reply
+
+  @multiprocess
+  Scenario: Two instances in separate processes: one reply per message, one history
+    Given two bot instances "A" and "B" are running on the same backends, "B" in a separate process
+    When alice says "one" in #general
+    And alice says "two" in #general
+    And alice says "three" in #general
+    And bob says "hi" in #general
+    Then every message got exactly one reply
+    And the bot's context for alice in #general holds 6 messages
+    And every message is stored exactly once
+    And no message is stored twice

@@ -1,0 +1,30 @@
+Feature: Context survives a bot restart
+  A new bot process on the same backends picks up every conversation where
+  the old one left it (G2); nothing lived only in the old process.
+
+  Scenario: Context survives a bot restart
+    Given the bot is running
+    And alice says "remember the number 42" in #general
+    And bob says "hello from bob" in #general
+    When the bot restarts
+    And alice says "what was the number?" in #general
+    Then the reply to "what was the number?" was generated from these messages in this order:
+      | author | content                   |
+      | alice  | remember the number 42    |
+      | bot    | ok remember the number 42 |
+      | alice  | what was the number?      |
+    And the bot's context for bob in #general holds these messages in this order:
+      | author | content           |
+      | bob    | hello from bob    |
+      | bot    | ok hello from bob |
+    And every message is stored exactly once
+
+  @fault
+  Scenario: Context survives a restart together with a Redis flush
+    Given the bot is running
+    And alice says "a secret: pineapple" in a DM
+    When the bot restarts
+    And Redis is flushed
+    And alice says "what was the secret?" in a DM
+    Then the reply to "what was the secret?" was generated from 3 messages
+    And the bot's context for alice in a DM holds 4 messages

@@ -1,0 +1,533 @@
+"""The two backend matrices a scenario runs on, and their fault controls.
+
+- ``fast``: fakeredis inside this process (``fakeredis://<unique name>``) and
+  a SQLite file in the scenario's temp dir. Scenarios with bot instances in
+  other OS processes get a fakeredis TCP server behind a proxy instead (an
+  in-process fakeredis cannot be shared across processes).
+- ``real``: a private ``redis-server`` on a free port (never the machine's
+  shared 6379) and a fresh PostgreSQL database on 127.0.0.1:5432, each behind
+  a :class:`~tests.harness.proxy.TcpProxy`; the bot talks to the proxies, the
+  harness's own checks talk to the servers directly.
+
+Every fault control here is exercised by ``tests/harness/test_faults.py``,
+which proves that the fault really happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+PG_HOST = os.environ.get("HARNESS_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("HARNESS_PG_PORT", "5432"))
+PG_USER = os.environ.get("HARNESS_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("HARNESS_PG_DB", "test")
+REDIS_SERVER = os.environ.get("HARNESS_REDIS_SERVER", "redis-server")
+
+HOW_TO_START = (
+    "The real matrix needs PostgreSQL on {pg} and the redis-server program.\n"
+    "Start them with:\n"
+    "  pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+    '  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no\n'
+    "(the harness starts its own redis-server per scenario; it only needs the program on PATH)\n"
+    "or run the fast matrix only: ./test.sh --backend fast"
+)
+
+
+class BackendUnavailable(Exception):
+    """The real matrix cannot run here; the message says how to fix it."""
+
+
+class FaultError(Exception):
+    """A fault control was used where it cannot be honest (e.g. blackhole on
+    an in-process fakeredis); the message says what to do instead."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_real_services(pg_port: int = PG_PORT, redis_server: str = REDIS_SERVER) -> None:
+    """Raise :class:`BackendUnavailable` with instructions when PostgreSQL
+    cannot be reached or redis-server cannot be found."""
+    problems = []
+    if shutil.which(redis_server) is None:
+        problems.append(f"redis-server program {redis_server!r} not found on PATH")
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host=PG_HOST, port=pg_port, user=PG_USER, dbname=PG_ADMIN_DB, connect_timeout=3)
+        conn.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        problems.append(f"PostgreSQL at {PG_HOST}:{pg_port} not reachable: {str(exc).strip().splitlines()[0]}")
+    if problems:
+        raise BackendUnavailable("; ".join(problems) + "\n" + HOW_TO_START.format(pg=f"{PG_HOST}:{pg_port}"))
+
+
+# --- Redis ---------------------------------------------------------------
+
+
+class RedisServer:
+    """A private redis-server process on a fixed port, killable and
+    restartable on the same port."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "redis.log"
+
+    def start(self, keep_data: bool = False) -> None:
+        dump = self.directory / "dump.rdb"
+        if not keep_data and dump.exists():
+            dump.unlink()
+        args = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.directory),
+            "--dbfilename", "dump.rdb",
+            "--logfile", str(self.log_path),
+            "--protected-mode", "no",
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited: see {self.log_path}")
+            if self._ping():
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer PING within 10 s")
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def save(self) -> None:
+        with contextlib.closing(self.client()) as client:
+            client.save()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        self.kill()
+
+
+class FakeRedisTcp:
+    """fakeredis served over TCP (for scenarios with bot processes)."""
+
+    def __init__(self) -> None:
+        from fakeredis import TcpFakeServer
+
+        self.port = free_port()
+        self.server = TcpFakeServer(("127.0.0.1", self.port))
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fakeredis-tcp", daemon=True)
+        self.thread.start()
+
+    @property
+    def fake_server(self) -> Any:
+        return self.server.fake_server
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def find_fake_server(name: str) -> Any:
+    """The in-process fakeredis server that ``fakeredis://<name>`` names.
+
+    The memory plugin may keep its own registry (``plugins.memory`` exposing
+    ``fake_server(name)`` or ``FAKE_SERVERS``); otherwise fakeredis's own
+    server map is searched for a key naming ``name``.
+    """
+    with contextlib.suppress(ImportError):
+        import importlib
+
+        for module_name in ("plugins.memory.cache", "plugins.memory.redis_cache", "plugins.memory.fake", "plugins.memory"):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            getter = getattr(module, "fake_server", None)
+            if callable(getter):
+                with contextlib.suppress(Exception):
+                    server = getter(name)
+                    if server is not None:
+                        return server
+            registry = getattr(module, "FAKE_SERVERS", None)
+            if isinstance(registry, dict) and name in registry:
+                return registry[name]
+    from fakeredis import FakeServer
+
+    for key, server in FakeServer._servers_map.items():
+        if key == name or key.startswith(f"{name}:") or f":{name}:" in key or key.split(":")[0] == name:
+            return server
+    raise FaultError(
+        f"cannot find the in-process fakeredis server for fakeredis://{name}: the memory plugin must create it "
+        "with fakeredis.FakeServer.get_server(...) keyed by the name, or expose fake_server(name)"
+    )
+
+
+# --- SQLite --------------------------------------------------------------
+
+
+class SqliteCut:
+    """Cut a SQLite database honestly: hold its write lock.
+
+    Another connection takes ``BEGIN EXCLUSIVE`` and keeps it: every write by
+    anyone else fails with ``database is locked`` once its busy timeout runs
+    out (as when a backup or a migration holds the lock). In rollback-journal
+    mode reads fail too; in WAL mode reads still succeed (SQLite lets WAL
+    readers through any writer). The harness's own assertions read through
+    the locking connection while the cut lasts.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.conn is not None
+
+    def cut(self, timeout: float = 10.0) -> None:
+        if self.conn is not None:
+            return
+        conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN EXCLUSIVE")
+        self.conn = conn
+
+    def restore(self) -> None:
+        if self.conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("ROLLBACK")
+        self.conn.close()
+        self.conn = None
+
+    def journal_mode(self) -> str:
+        conn = self.conn or sqlite3.connect(str(self.path), timeout=5)
+        try:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        finally:
+            if conn is not self.conn:
+                conn.close()
+
+
+# --- PostgreSQL ------------------------------------------------------------
+
+
+class PostgresDatabase:
+    """A fresh database on the shared server, dropped afterwards."""
+
+    def __init__(self) -> None:
+        self.name = f"bot_it_{uuid.uuid4().hex[:12]}"
+        self._admin("CREATE DATABASE {}")
+
+    def _admin(self, sql: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_ADMIN_DB, connect_timeout=5)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.format(f'"{self.name}"'))
+        finally:
+            conn.close()
+
+    def connect(self, port: int | None = None, connect_timeout: int = 5) -> Any:
+        import psycopg2
+
+        return psycopg2.connect(
+            host=PG_HOST, port=port or PG_PORT, user=PG_USER, dbname=self.name, connect_timeout=connect_timeout
+        )
+
+    def drop(self) -> None:
+        self._admin("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+
+
+# --- the two matrices ---------------------------------------------------------
+
+
+class Backends:
+    """Common interface; see :class:`FastBackends` and :class:`RealBackends`."""
+
+    name = "?"
+    redis_url: str
+    database_url: str
+    paramstyle = "?"
+
+    def memory_section(self) -> dict[str, Any]:
+        return {"redis_url": self.redis_url, "database_url": self.database_url}
+
+    # Redis
+    def flush_redis(self) -> None: ...
+    def kill_redis(self, keep_data: bool = False) -> None: ...
+    def start_redis(self) -> None: ...
+    def redis_unreachable(self, mode: str = "drop") -> None: ...
+    def redis_reachable(self) -> None: ...
+    def redis_drop_connections(self) -> int: ...
+    def redis_keys(self) -> list[str]: ...
+
+    # database
+    def cut_database(self, mode: str = "drop") -> None: ...
+    def restore_database(self) -> None: ...
+    def database_drop_connections(self) -> int: ...
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+
+    def restore_all(self) -> None: ...
+    def close(self) -> None: ...
+
+    def sql(self, sql: str) -> str:
+        """Write queries with ``?``; this turns them into the driver's style."""
+        return sql if self.paramstyle == "?" else sql.replace("?", "%s")
+
+
+class FastBackends(Backends):
+    """fakeredis + SQLite."""
+
+    name = "fast"
+
+    def __init__(self, tmp_path: Path, tcp_redis: bool = False) -> None:
+        self.tmp_path = tmp_path
+        self.db_path = tmp_path / "memory.db"
+        self.database_url = f"sqlite:///{self.db_path}"
+        self.sqlite = SqliteCut(self.db_path)
+        self.fake_name = f"harness-{uuid.uuid4().hex[:12]}"
+        self.tcp: FakeRedisTcp | None = None
+        self.proxy: Any = None
+        self._killed_keep: dict[int, Any] | None = None
+        if tcp_redis:
+            from tests.harness.proxy import TcpProxy
+
+            self.tcp = FakeRedisTcp()
+            self.proxy = TcpProxy("127.0.0.1", self.tcp.port, name="redis-proxy")
+            self.redis_url = f"redis://127.0.0.1:{self.proxy.port}/0"
+        else:
+            self.redis_url = f"fakeredis://{self.fake_name}"
+
+    def fake_server(self) -> Any:
+        if self.tcp is not None:
+            return self.tcp.fake_server
+        return find_fake_server(self.fake_name)
+
+    def _client(self) -> Any:
+        import fakeredis
+
+        # Sync fakeredis clients ignore ``connected``: the harness can still
+        # look inside while the bot sees Redis as down.
+        return fakeredis.FakeRedis(server=self.fake_server())
+
+    def flush_redis(self) -> None:
+        self._client().flushall()
+
+    def redis_keys(self) -> list[str]:
+        return sorted(k.decode() if isinstance(k, bytes) else k for k in self._client().keys("*"))
+
+    def kill_redis(self, keep_data: bool = False) -> None:
+        if not keep_data:
+            self.flush_redis()
+        if self.proxy is not None:
+            self.proxy.set_mode("drop")
+        else:
+            self.fake_server().connected = False
+
+    def start_redis(self) -> None:
+        if self.proxy is not None:
+            self.proxy.set_mode("pass")
+        else:
+            self.fake_server().connected = True
+
+    def redis_unreachable(self, mode: str = "drop") -> None:
+        if self.proxy is not None:
+            self.proxy.set_mode(mode)
+            return
+        if mode != "drop":
+            raise FaultError(
+                f"Redis mode {mode!r} needs a TCP connection: an in-process fakeredis can only be disconnected. "
+                "Tag the scenario @real."
+            )
+        self.fake_server().connected = False
+
+    def redis_reachable(self) -> None:
+        self.start_redis()
+
+    def redis_drop_connections(self) -> int:
+        if self.proxy is None:
+            raise FaultError("an in-process fakeredis has no connections to drop; tag the scenario @real")
+        return self.proxy.reset_connections()
+
+    def cut_database(self, mode: str = "drop") -> None:
+        # SQLite has no connection to cut: both modes hold the write lock
+        # (callers wait out their busy timeout, then fail: like a blackhole).
+        self.sqlite.cut()
+
+    def restore_database(self) -> None:
+        self.sqlite.restore()
+
+    def database_drop_connections(self) -> int:
+        raise FaultError("SQLite has no network connections to drop; tag the scenario @real")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.sqlite.conn is not None:
+            return list(self.sqlite.conn.execute(sql, params).fetchall())
+        if not self.db_path.exists():
+            raise AssertionError(f"the SQLite database {self.db_path} does not exist (did the memory plugin start?)")
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        finally:
+            conn.close()
+
+    def restore_all(self) -> None:
+        self.sqlite.restore()
+        with contextlib.suppress(Exception):
+            self.start_redis()
+
+    def close(self) -> None:
+        self.restore_all()
+        if self.proxy is not None:
+            self.proxy.close()
+        if self.tcp is not None:
+            self.tcp.stop()
+        else:
+            with contextlib.suppress(Exception):
+                from fakeredis import FakeServer
+
+                for key in [k for k in FakeServer._servers_map if self.fake_name in k]:
+                    del FakeServer._servers_map[key]
+
+
+class RealBackends(Backends):
+    """A private redis-server and a fresh PostgreSQL database, each behind a
+    proxy."""
+
+    name = "real"
+    paramstyle = "%s"
+
+    def __init__(self, tmp_path: Path) -> None:
+        from tests.harness.proxy import TcpProxy
+
+        check_real_services()
+        self.redis = RedisServer(tmp_path / "redis")
+        self.redis.start()
+        self.redis_proxy = TcpProxy("127.0.0.1", self.redis.port, name="redis-proxy")
+        self.database = PostgresDatabase()
+        self.pg_proxy = TcpProxy(PG_HOST, PG_PORT, name="pg-proxy")
+        self.redis_url = f"redis://127.0.0.1:{self.redis_proxy.port}/0"
+        self.database_url = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_proxy.port}/{self.database.name}"
+        self._conn: Any = None
+        self._keep_data = False
+
+    def flush_redis(self) -> None:
+        with contextlib.closing(self.redis.client()) as client:
+            client.flushall()
+
+    def redis_keys(self) -> list[str]:
+        with contextlib.closing(self.redis.client()) as client:
+            return sorted(k.decode() for k in client.keys("*"))
+
+    def kill_redis(self, keep_data: bool = False) -> None:
+        if keep_data:
+            self.redis.save()
+        self._keep_data = keep_data
+        self.redis.kill()
+
+    def start_redis(self) -> None:
+        self.redis.start(keep_data=self._keep_data)
+
+    def redis_unreachable(self, mode: str = "drop") -> None:
+        self.redis_proxy.set_mode(mode)
+
+    def redis_reachable(self) -> None:
+        self.redis_proxy.set_mode("pass")
+
+    def redis_drop_connections(self) -> int:
+        return self.redis_proxy.reset_connections()
+
+    def cut_database(self, mode: str = "drop") -> None:
+        self.pg_proxy.set_mode(mode)
+
+    def restore_database(self) -> None:
+        self.pg_proxy.set_mode("pass")
+
+    def database_drop_connections(self) -> int:
+        return self.pg_proxy.reset_connections()
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg2
+
+        if self._conn is None or self._conn.closed:
+            self._conn = self.database.connect()
+            self._conn.autocommit = True
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(self.sql(sql), params)
+                return list(cur.fetchall())
+        except psycopg2.errors.UndefinedTable as exc:
+            raise AssertionError(f"PostgreSQL database {self.database.name}: {exc}".strip()) from None
+
+    def restore_all(self) -> None:
+        self.redis_proxy.set_mode("pass")
+        self.pg_proxy.set_mode("pass")
+        if not self.redis.alive:
+            with contextlib.suppress(Exception):
+                self.redis.start(keep_data=self._keep_data)
+
+    def close(self) -> None:
+        self.redis_proxy.close()
+        self.pg_proxy.close()
+        self.redis.stop()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self.database.drop()
+
+
+def make_backends(name: str, tmp_path: Path, processes: bool = False) -> Backends:
+    """``processes``: some bot instance will run in another OS process."""
+    if name == "fast":
+        return FastBackends(tmp_path, tcp_redis=processes)
+    if name == "real":
+        return RealBackends(tmp_path)
+    raise ValueError(f"unknown backend {name!r} (fast or real)")

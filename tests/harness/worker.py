@@ -1,0 +1,145 @@
+"""A bot instance in its own OS process, driven by the harness.
+
+Run as ``python -m tests.harness.worker`` (repo root on ``PYTHONPATH``).
+Requests and answers are JSON, one per line, on stdin/stdout; each request
+carries an ``id`` that its answer repeats, and requests are served
+concurrently (a rolling deploy delivers the next message before the last
+one is answered). Anything the bot prints or logs goes to stderr.
+
+Commands:
+
+- ``start`` {instance_id, data_dir, sections, plugins, now}
+- ``deliver`` {message, now} → {sent: [...], contexts: [...]}
+- ``scope`` {message, now} → {scope}
+- ``context`` {message, limit, now} → {scope, session_id, messages}
+- ``clock`` {set?: t, advance?: s} → {now}
+- ``ping`` → {pid}
+- ``stop``: shut the bot down (hooks run), then exit.
+
+Killing the process (SIGKILL) is the harness's crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _protocol_stream() -> Any:
+    # Keep the real stdout for answers; everything else printed goes to stderr.
+    out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return out
+
+
+class Worker:
+    def __init__(self, out: Any) -> None:
+        from core.clock import ManualClock
+
+        self.out = out
+        self.clock = ManualClock()
+        self.bot: Any = None
+        self.replier: Any = None
+        self.instance = "?"
+        self.stopping = asyncio.Event()
+
+    def answer(self, payload: dict[str, Any]) -> None:
+        self.out.write(json.dumps(payload) + "\n")
+        self.out.flush()
+
+    def _now(self, request: dict[str, Any]) -> None:
+        # The harness's clock is the world's clock; every request brings it.
+        if request.get("now") is not None:
+            self.clock.set(max(self.clock.now(), float(request["now"])))
+
+    async def serve(self, request: dict[str, Any]) -> None:
+        rid = request.get("id")
+        try:
+            result = await self.run(request)
+            self.answer({"id": rid, "ok": True, **result})
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            traceback.print_exc()
+            self.answer({"id": rid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
+
+    async def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        from tests.harness.assembly import context_view, deliver, make_bot, scope_of
+        from tests.harness.world import message_from_dict
+
+        cmd = request.get("cmd")
+        self._now(request)
+        if cmd == "ping":
+            return {"pid": os.getpid()}
+        if cmd == "start":
+            self.instance = request["instance_id"]
+            self.bot, self.replier = make_bot(
+                self.instance, Path(request["data_dir"]), request["sections"], self.clock, request.get("plugins")
+            )
+            await self.bot.start()
+            failed = [f"{i.name}: {i.reason}" for i in self.bot.plugins.listing() if i.state in ("failed", "unknown")]
+            if failed:
+                raise RuntimeError("plugins did not start: " + "; ".join(failed))
+            return {"pid": os.getpid()}
+        if cmd == "clock":
+            if request.get("set") is not None:
+                self.clock.set(float(request["set"]))
+            if request.get("advance") is not None:
+                self.clock.advance(float(request["advance"]))
+            return {"now": self.clock.now()}
+        if self.bot is None and cmd != "stop":
+            raise RuntimeError(f"{cmd}: the bot is not started")
+        if cmd == "deliver":
+            before = len(self.replier.contexts)
+            message = message_from_dict(request["message"])
+            sent = await deliver(self.bot, self.instance, message)
+            contexts = [c.to_dict() for c in self.replier.contexts[before:] if c.message_id == message.id]
+            return {"sent": [s.to_dict() for s in sent], "contexts": contexts}
+        if cmd == "scope":
+            return {"scope": await scope_of(self.bot, message_from_dict(request["message"]))}
+        if cmd == "context":
+            scope, session_id, lines = await context_view(
+                self.bot, message_from_dict(request["message"]), int(request["limit"])
+            )
+            return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines]}
+        if cmd == "stop":
+            if self.bot is not None:
+                await self.bot.stop()
+            self.stopping.set()
+            return {}
+        raise ValueError(f"unknown command {cmd!r}")
+
+
+async def main() -> None:
+    out = _protocol_stream()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    worker = Worker(out)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 * 1024 * 1024)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    tasks: set[asyncio.Task[None]] = set()
+    while not worker.stopping.is_set():
+        line = await reader.readline()
+        if not line:
+            break
+        try:
+            request = json.loads(line)
+        except ValueError:
+            worker.answer({"id": None, "ok": False, "error": f"not JSON: {line[:80]!r}"})
+            continue
+        task = loop.create_task(worker.serve(request))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if request.get("cmd") == "stop":
+            await task
+    if worker.bot is not None and worker.bot.started:
+        await worker.bot.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
