@@ -19,8 +19,6 @@ import hashlib
 import io
 import random
 import textwrap
-from typing import Any
-
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("landscape", "abstract", "pixel")
@@ -273,6 +271,3 @@ class PillowProvider:
     def __repr__(self) -> str:
         return f"PillowProvider(max_side={self.max_side})"
 
-
-def describe_provider(provider: Any) -> str:
-    return getattr(provider, "name", type(provider).__name__)

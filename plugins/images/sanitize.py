@@ -211,9 +211,11 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, str, list[str]]:
         if _orientation(image) in range(2, 9):
             notes.append("EXIF orientation applied")
         image = ImageOps.exif_transpose(image)
-        image = _to_safe_mode(image)
         if icc:
+            # Before any mode change: the profile describes the original
+            # colour space (RGB, CMYK, ...).
             image = _to_srgb(image, icc, notes)
+        image = _to_safe_mode(image)
     except ImageRejected:
         raise
     except Image.DecompressionBombError as exc:
@@ -254,7 +256,10 @@ def _to_srgb(image: Image.Image, icc: bytes, notes: list[str]) -> Image.Image:
         description = (ImageCms.getProfileDescription(source) or "").strip()
         if "srgb" in description.lower():
             return image
-        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=image.mode)
+        alpha = image.mode in ("RGBA", "LA", "PA")
+        if image.mode not in ("RGB", "RGBA", "CMYK", "L"):
+            raise ValueError(f"no colour management for mode {image.mode}")
+        converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode="RGBA" if alpha else "RGB")
     except Exception:  # noqa: BLE001 - an unreadable profile is dropped, colours as they are
         notes.append("unreadable colour profile dropped")
         return image

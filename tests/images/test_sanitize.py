@@ -138,7 +138,6 @@ def test_header_dimensions_match_pillow(data: bytes, fmt: str, size: tuple[int, 
     assert header_dimensions(data, fmt) == size == Image.open(io.BytesIO(data)).size
 
 
-_VALID = corpus.plain_png(40, 30) + b""
 _SAMPLES = [corpus.plain_png(40, 30), corpus.encode(Image.new("RGB", (40, 30), "red"), "JPEG"), corpus.animated_gif(),
             corpus.webp(20, 20)]
 
@@ -160,3 +159,12 @@ def test_mangled_files_are_refused_or_cleaned_never_crash(sample: bytes, flips: 
         assert str(rejected)
     else:
         assert reopen(clean.data).size == (clean.width, clean.height)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    cmyk = corpus.encode(Image.new("CMYK", (16, 8), (0, 255, 255, 0)), "JPEG")
+    clean = sanitize(cmyk, LIMITS)
+    stored = reopen(clean.data)
+    assert stored.mode == "RGB" and stored.size == (16, 8)
+    red, green, blue = stored.getpixel((8, 4))
+    assert red > 200 and green < 60 and blue < 60
