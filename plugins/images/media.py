@@ -190,7 +190,7 @@ class MediaStore:
                 ).fetchone():
                     db.execute("DELETE FROM media WHERE sha256 = ?", (thumb,))
                     deleted_files += self._unlink(thumb)
-        return {"media_owned": len(shas), "media_files_deleted": deleted_files}
+        return {"images": len(shas), "image_files": deleted_files}
 
     def _unlink(self, sha256: str) -> int:
         try:

@@ -126,9 +126,13 @@ class ImagesService:
 
     async def prepare(self, message: IncomingMessage) -> None:
         """Check, clean and store each image of ``message``; raise
-        :class:`Refused` with the reason when one cannot be taken."""
-        checked: list[tuple[Attachment, CleanImage]] = []
-        for attachment in message.attachments:
+        :class:`Refused` with the reason when one cannot be taken.
+
+        ``message.attachments`` is replaced by a new list of new objects:
+        the transport's own attachments are left as they came (another
+        instance may be handed the same message)."""
+        checked: list[tuple[int, Attachment, CleanImage]] = []
+        for index, attachment in enumerate(message.attachments):
             if not self.looks_like_image(attachment):
                 continue
             try:
@@ -137,11 +141,17 @@ class ImagesService:
                     clean = await asyncio.to_thread(sanitize, data, self.limits)
             except ImageRejected as rejected:
                 raise Refused(self._refusal(attachment, str(rejected))) from None
-            checked.append((attachment, clean))
+            checked.append((index, attachment, clean))
+        if not checked:
+            return
         # Stored only once every image passed, so a refused message leaves nothing behind.
-        for attachment, clean in checked:
+        attachments = list(message.attachments)
+        for index, original, clean in checked:
             await self._store(clean, owner=message.author_id, kind="upload")
-            self._fill(attachment, clean, _safe_filename(attachment.filename, clean.extension))
+            attachment = dataclasses.replace(original)
+            self._fill(attachment, clean, _safe_filename(original.filename, clean.extension))
+            attachments[index] = attachment
+        message.attachments = attachments
 
     def _refusal(self, attachment: Attachment, reason: str) -> str:
         formats = ", ".join(f.title() if f != "JPEG" else f for f in self.limits.allowed_formats)

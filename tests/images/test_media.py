@@ -30,12 +30,12 @@ def test_forget_keeps_files_someone_else_still_owns(tmp_path: Path) -> None:
 
     result = store.forget("alice")
 
-    assert result == {"media_owned": 2, "media_files_deleted": 2}  # her file and its thumbnail
+    assert result == {"images": 2, "image_files": 2}  # her file and its thumbnail
     assert store.get(own) is None and store.thumbnail(own) is None
     assert store.get(shared) == b"shared" and store.thumbnail(shared) == b"thumb-shared"
     assert store.owned_by("alice") == []
     assert [item.sha256 for item in store.owned_by("bob")] == [shared]
-    assert store.forget("bob") == {"media_owned": 1, "media_files_deleted": 2}
+    assert store.forget("bob") == {"images": 1, "image_files": 2}
     assert store.stats() == {"files": 0, "bytes": 0, "owners": 0}
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("index.sqlite3")]
     assert leftovers == []

@@ -63,7 +63,9 @@ def test_jpeg_with_gps_is_stored_clean_and_recorded_by_hash(tmp_path: Path) -> N
         await send_one(bot, user_message("holiday", attachments=[attachment]))
         [record] = [r for r in recorder.records if r.role is Role.USER]
         [stored] = record.attachments
-        assert stored is attachment and stored.data is None and stored.url is None
+        assert stored.data is None and stored.url is None
+        # The transport's own object is left as it came.
+        assert attachment.data == original and attachment.sha256 is None
         assert (stored.filename, stored.content_type, stored.width, stored.height) == ("IMG_0001.jpg", "image/jpeg", 20, 40)
         assert stored.description and "EXIF orientation applied" in stored.description
         path = tmp_path / "media" / stored.sha256[:2] / stored.sha256[2:]
@@ -86,7 +88,9 @@ def test_animated_gif_first_frame_and_non_images_left_alone(tmp_path: Path) -> N
     async def main() -> None:
         gif = Attachment("dance.gif", "image/gif", data=corpus.animated_gif())
         notes = Attachment("notes.txt", "text/plain", 5, data=b"hello")
-        await send_one(bot, user_message("two files", attachments=[gif, notes]))
+        message = user_message("two files", attachments=[gif, notes])
+        await send_one(bot, message)
+        gif, notes = message.attachments
         assert gif.content_type == "image/png" and gif.filename == "dance.png"
         assert "first of 3 frames" in (gif.description or "")
         assert notes.data == b"hello" and notes.sha256 is None  # not an image: not ours
@@ -119,7 +123,9 @@ def test_decoding_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.Mo
         await bot.start()
         big = Attachment("big.png", "image/png", data=corpus.noise_png(1200, 1200))
         setter = asyncio.create_task(set_event_from_the_loop())
-        await send_one(bot, user_message("a big one", attachments=[big]))
+        message = user_message("a big one", attachments=[big])
+        await send_one(bot, message)
+        [big] = message.attachments
         await asyncio.wait_for(setter, WAIT)
         assert seen["event_set"] is True
         assert seen["thread"] != threading.get_ident()
@@ -151,7 +157,9 @@ def test_fetches_url_only_attachments_under_the_byte_limit(tmp_path: Path) -> No
         async with serve(routes) as base:
             bot, recorder = make_bot(tmp_path, {"fetch_hosts": ["127.0.0.1"], "max_bytes": 100_000})
             ok = Attachment("ok.png", "image/png", url=f"{base}/ok.png")
-            await send_one(bot, user_message("by url", attachments=[ok]))
+            message = user_message("by url", attachments=[ok])
+            await send_one(bot, message)
+            [ok] = message.attachments
             assert ok.sha256 and (ok.width, ok.height) == (20, 10) and ok.url is None
 
             endless_one = Attachment("endless.png", "image/png", url=f"{base}/endless.png")
@@ -177,14 +185,18 @@ def test_forget_deletes_my_media_and_export_lists_it(tmp_path: Path) -> None:
         mine = Attachment("mine.png", "image/png", data=corpus.plain_png(10, 10, "red"))
         shared_alice = Attachment("a.png", "image/png", data=corpus.plain_png(12, 12, "blue"))
         shared_bob = Attachment("b.png", "image/png", data=corpus.plain_png(12, 12, "blue"))
-        await send_one(bot, user_message("mine", attachments=[mine, shared_alice]))
-        await send_one(bot, user_message("bob's", author="bob", attachments=[shared_bob]))
+        alices = user_message("mine", attachments=[mine, shared_alice])
+        bobs = user_message("bob's", author="bob", attachments=[shared_bob])
+        await send_one(bot, alices)
+        await send_one(bot, bobs)
+        mine, shared_alice = alices.attachments
+        [shared_bob] = bobs.attachments
         [export] = await bot.hooks.collect("export_user", user_id="alice")
         assert sorted(m["sha256"] for m in export["media"]) == sorted([mine.sha256, shared_alice.sha256])
         assert all(Path(m["path"]).is_file() for m in export["media"])
 
         [counts] = await bot.hooks.collect("forget_user", user_id="alice")
-        assert counts["media_owned"] == 2
+        assert counts["images"] == 2
         assert await bot.hooks.first("load_media", sha256=mine.sha256) is None
         # Bob sent the same picture: his copy stays.
         assert await bot.hooks.first("load_media", sha256=shared_bob.sha256) is not None
