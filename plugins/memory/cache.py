@@ -157,8 +157,14 @@ class Cache:
             pipe.xlen(f"{self.prefix}outbox")
             if self.has_info:
                 pipe.info("server")
-            epoch, depth, *rest = await pipe.execute()
+            epoch, depth, *rest = await pipe.execute(raise_on_error=False)
+            for value in (epoch, depth):
+                if isinstance(value, Exception):
+                    raise value
             info = rest[0] if rest else None
+            if isinstance(info, Exception):
+                self.has_info = False  # a Redis look-alike without INFO (fakeredis over TCP)
+                info = None
             self._seen_epoch(epoch)
             run_id = str(info.get("run_id")) if isinstance(info, dict) and info.get("run_id") else None
             return run_id, int(depth or 0)
