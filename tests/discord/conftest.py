@@ -72,6 +72,13 @@ class Recorder:
         register(Command("adminonly", "an admins' command", lambda inv: Reply("admin ok"), permission="admin"))
         register(Command("say", "repeat text", lambda inv: Reply(f"said: {inv.args}"),
                          options={"text": "what to say", "more": "more"}))
+        register(Command("slow", "takes a while", self._slow))
+        register(Command("lorem", "a long answer", lambda inv: Reply("\n".join(f"line {i} " + "x" * 80 for i in range(50)))))
+        register(Command("secret", "an ephemeral answer", lambda inv: Reply("only you", ephemeral=True)))
+
+    async def _slow(self, inv: Any) -> Reply:
+        await asyncio.sleep(0.3)
+        return Reply("done slowly")
 
     def _whoami(self, inv: Any) -> Reply:
         m = inv.message

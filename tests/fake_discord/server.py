@@ -415,11 +415,15 @@ class FakeDiscord:
         interaction: dict[str, Any] = {
             "id": snowflake(), "application_id": self.application_id, "type": 2, "token": "itoken-" + snowflake(),
             "version": 1, "locale": "en-US", "app_permissions": str(EVERYONE_PERMISSIONS),
+            "attachment_size_limit": 10 * 1024 * 1024,
             "channel_id": channel_id, "channel": dict(channel), "entitlements": [],
             "authorizing_integration_owners": {}, "context": 1 if guild is None else 0,
             "data": {"id": synced[0]["id"] if synced else snowflake(), "name": name, "type": 1,
                      "options": [{"name": k, "type": 3, "value": v} for k, v in (options or {}).items()]},
         }
+        if synced and synced[0].get("guild_id"):
+            interaction["data"]["guild_id"] = synced[0]["guild_id"]
+        interaction["_user"] = user  # not sent: stripped before dispatch
         if guild is not None:
             member = dict(guild.members[user["id"]])
             member["permissions"] = str(self.permissions(guild, user["id"]))
@@ -428,7 +432,8 @@ class FakeDiscord:
             interaction["user"] = user
         self.interactions[interaction["id"]] = interaction
         self.interaction_responses[interaction["id"]] = []
-        await self.dispatch("INTERACTION_CREATE", interaction, guild_id=guild.id if guild else None)
+        await self.dispatch("INTERACTION_CREATE", {k: v for k, v in interaction.items() if k != "_user"},
+                            guild_id=guild.id if guild else None)
         return interaction
 
     def permissions(self, guild: Guild, user_id: str) -> int:
@@ -696,6 +701,9 @@ class FakeDiscord:
         existing = {c["name"]: c["id"] for c in self.commands.get(guild_id, [])}
         stored = []
         for command in body:
+            if command.get("default_member_permissions") is not None:
+                # Discord answers permission bit sets as strings.
+                command = dict(command, default_member_permissions=str(command["default_member_permissions"]))
             stored.append(dict(command, id=existing.get(command["name"]) or snowflake(),
                                application_id=self.application_id, version=snowflake(), type=command.get("type", 1),
                                **({"guild_id": guild_id} if guild_id else {})))
@@ -789,13 +797,17 @@ class FakeDiscord:
                                     "response_message_ephemeral": bool(record["flags"] & 64)}}
         if payload.get("type") == 4:
             message = self._message(interaction["channel_id"], self.bot_user, record["content"])
-            message.update(interaction_metadata={"id": interaction_id, "type": 2}, webhook_id=self.application_id,
+            message.update(interaction_metadata=self._metadata(interaction), webhook_id=self.application_id,
                            flags=record["flags"])
             callback["interaction"]["response_message_id"] = message["id"]
             callback["resource"] = {"type": 4, "message": message}
         else:
             callback["resource"] = {"type": payload.get("type")}
         return json_response(callback)
+
+    @staticmethod
+    def _metadata(interaction: dict[str, Any]) -> dict[str, Any]:
+        return {"id": interaction["id"], "type": 2, "user": interaction["_user"], "authorizing_integration_owners": {}}
 
     async def _webhook(self, request: web.Request, token: str, message_ref: str | None) -> web.Response:
         interaction = next((i for i in self.interactions.values() if i["token"] == token), None)
@@ -814,6 +826,7 @@ class FakeDiscord:
         message = self._message(interaction["channel_id"], self.bot_user, record["content"],
                                 attachments=[{k: v for k, v in f.items() if k != "data"} for f in record["files"]],
                                 webhook_id=self.application_id)
+        message.update(interaction_metadata=self._metadata(interaction), flags=record["flags"])
         return json_response(message)
 
     # --- awaiting what the bot did ---------------------------------------------------------
