@@ -54,10 +54,10 @@ GPS = {
 }
 
 
-def jpeg_with_gps(orientation: int = 6) -> bytes:
+def jpeg_with_gps(orientation: int = 6, colour: str = "blue") -> bytes:
     """A 40×20 JPEG, left half red, with GPS coordinates, a camera make, a
     comment and an EXIF orientation (6: display rotated 90° clockwise)."""
-    image = Image.new("RGB", (40, 20), "blue")
+    image = Image.new("RGB", (40, 20), colour)
     image.paste((255, 0, 0), (0, 0, 20, 20))
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = orientation
