@@ -10,7 +10,7 @@
     user_commands = "10/1m"
     channel_commands = "30/1m"
     max_attachments = 4
-    max_attachment_bytes = 8388608
+    max_attachment_bytes = 10485760
     when_redis_down = "local"    # local | open | closed
 
 A rate is ``"COUNT/PERIOD"`` with the period in seconds or with a unit
@@ -108,7 +108,8 @@ class LimitsSettings(PluginSettings):
     # Commands that cost what an image costs (they also count against *_images).
     image_commands: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["imagine"])
     max_attachments: int = Field(4, ge=0)
-    max_attachment_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    # Discord's upload limit for bots without boosts; the images plugin checks pixels and formats.
+    max_attachment_bytes: int = Field(10 * 1024 * 1024, gt=0)
     # Configured bot owners are never rate limited (they need to fix things).
     exempt_owners: bool = True
 
