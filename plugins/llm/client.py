@@ -152,10 +152,10 @@ class ChatClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         key = self.settings.api_key_value()
         if key:
-            if self.settings.api_key_header.lower() == "authorization":
+            if self.settings.auth_header.lower() == "authorization":
                 headers["Authorization"] = f"Bearer {key}"
             else:
-                headers[self.settings.api_key_header] = key
+                headers[self.settings.auth_header] = key
         return headers
 
     def body(self, messages: list[dict[str, Any]], stream: bool) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class LlmSettings(PluginSettings):
     )
     model: str = "gpt-4o-mini"
     api_key: SecretStr | None = Field(None, description="environment only (LLM_API_KEY)")
-    api_key_header: str = Field(
+    auth_header: str = Field(
         "Authorization",
         description="'Authorization' sends 'Bearer <key>'; any other name (Azure: 'api-key') sends the key as is",
     )

@@ -403,7 +403,7 @@ def test_azure_style_base_url_and_key_header(tmp_path: Path, monkeypatch: pytest
             monkeypatch.setenv("LLM_API_KEY", fake_key)
             bot = make_bot(
                 tmp_path,
-                {"base_url": provider.base_url + "?api-version=2024-06-01", "api_key_header": "api-key"},
+                {"base_url": provider.base_url + "?api-version=2024-06-01", "auth_header": "api-key"},
             )
             await bot.start()
             try:

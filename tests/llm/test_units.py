@@ -185,3 +185,27 @@ def test_persona_precedence() -> None:
     # A prompt the sessions plugin chose for this channel beats the bot-wide persona.
     assert settings.persona("g2", "Channel prompt.", "Default.") == "Channel prompt."
     assert LlmSettings().persona(None, "Default.", "Default.") == "Default."
+
+
+def test_a_config_file_llm_section_loads(tmp_path: Path) -> None:
+    from core.settings import load_settings
+
+    config = tmp_path / "bot.toml"
+    config.write_text(
+        '[llm]\nbase_url = "http://127.0.0.1:11434/v1"\nmodel = "llama3.2"\ntemperature = 0.3\n'
+        'auth_header = "api-key"\nstream = true\nvision = true\n'
+        '[llm.guild_prompts]\n"123456789" = "You are the help desk of the Example server."\n',
+        encoding="utf-8",
+    )
+    settings = load_llm_settings(load_settings(config, env_file=None))
+    assert settings.model == "llama3.2" and settings.stream and settings.vision and settings.temperature == 0.3
+    assert settings.persona("123456789", "d", "d") == "You are the help desk of the Example server."
+
+
+@pytest.mark.xfail(reason="core/settings.py refuses any key containing 'token' as a secret (see tests/security xfail)")
+def test_max_tokens_in_the_config_file(tmp_path: Path) -> None:
+    from core.settings import load_settings
+
+    config = tmp_path / "bot.toml"
+    config.write_text("[llm]\nmax_tokens = 300\n", encoding="utf-8")
+    assert load_llm_settings(load_settings(config, env_file=None)).max_tokens == 300
