@@ -354,15 +354,27 @@ class FastBackends(Backends):
     def _client(self) -> Any:
         import fakeredis
 
-        # Sync fakeredis clients ignore ``connected``: the harness can still
-        # look inside while the bot sees Redis as down.
         return fakeredis.FakeRedis(server=self.fake_server())
 
     def flush_redis(self) -> None:
+        server = self.fake_server()
+        if self.tcp is None and not server.connected:
+            # A disconnected fakeredis refuses clients; the harness empties
+            # it the way FLUSHALL does.
+            with server.lock:
+                for db in server.dbs.values():
+                    db.clear()
+            return
         self._client().flushall()
 
     def redis_keys(self) -> list[str]:
-        return sorted(k.decode() if isinstance(k, bytes) else k for k in self._client().keys("*"))
+        server = self.fake_server()
+        if self.tcp is None and not server.connected:
+            with server.lock:
+                keys = [k for db in server.dbs.values() for k in list(db.keys())]
+        else:
+            keys = self._client().keys("*")
+        return sorted(k.decode() if isinstance(k, bytes) else k for k in keys)
 
     def kill_redis(self, keep_data: bool = False) -> None:
         if not keep_data:
@@ -431,11 +443,16 @@ class FastBackends(Backends):
         if self.tcp is not None:
             self.tcp.stop()
         else:
+            # Forget the scenario's server wherever it was registered.
             with contextlib.suppress(Exception):
                 from fakeredis import FakeServer
 
                 for key in [k for k in FakeServer._servers_map if self.fake_name in k]:
                     del FakeServer._servers_map[key]
+            with contextlib.suppress(Exception):
+                from plugins.memory import cache
+
+                cache._FAKE_SERVERS.pop(self.fake_name, None)
 
 
 class RealBackends(Backends):
@@ -451,9 +468,13 @@ class RealBackends(Backends):
         check_real_services()
         self.redis = RedisServer(tmp_path / "redis")
         self.redis.start()
-        self.redis_proxy = TcpProxy("127.0.0.1", self.redis.port, name="redis-proxy")
-        self.database = PostgresDatabase()
-        self.pg_proxy = TcpProxy(PG_HOST, PG_PORT, name="pg-proxy")
+        try:
+            self.redis_proxy = TcpProxy("127.0.0.1", self.redis.port, name="redis-proxy")
+            self.database = PostgresDatabase()
+            self.pg_proxy = TcpProxy(PG_HOST, PG_PORT, name="pg-proxy")
+        except BaseException:
+            self.redis.stop()
+            raise
         self.redis_url = f"redis://127.0.0.1:{self.redis_proxy.port}/0"
         self.database_url = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_proxy.port}/{self.database.name}"
         self._conn: Any = None

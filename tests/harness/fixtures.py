@@ -44,6 +44,9 @@ def selected_backends(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
+        for mark in metafunc.definition.iter_markers("parametrize"):
+            if "backend" in (mark.args[0] if isinstance(mark.args[0], (list, tuple)) else mark.args[0].split(",")):
+                return  # the test chose its backend itself
         names = selected_backends(metafunc.config)
         metafunc.parametrize("backend", names, ids=names, indirect=True)
 

@@ -108,6 +108,9 @@ class Harness:
         self.world = World()
         self.sections: dict[str, dict[str, Any]] = {"memory": backends.memory_section(), "sessions": {}}
         self.plugins = list(DEFAULT_PLUGINS)
+        # Factories of extra plugin objects registered on every in-process
+        # instance (e.g. a deliberately broken plugin in a self-test).
+        self.extra_plugins: list[Callable[[], Any]] = []
         self.instances: dict[str, Instance] = {}
         self.generation: dict[str, int] = {}
         self.deliveries: dict[str, Delivery] = {}
@@ -152,8 +155,13 @@ class Harness:
         if name in self.instances:
             raise HarnessError(f"instance {name} is already running")
         data_dir = self.tmp_path / "instances" / name
-        cls = WorkerInstance if process else InProcessInstance
-        instance = cls(name, data_dir, self.sections, self.clock, self.plugins)
+        instance: Instance
+        if process:
+            if self.extra_plugins:
+                raise HarnessError("extra plugins can only be added to instances in this process")
+            instance = WorkerInstance(name, data_dir, self.sections, self.clock, self.plugins)
+        else:
+            instance = InProcessInstance(name, data_dir, self.sections, self.clock, self.plugins, self.extra_plugins)
         self.run(instance.start(), timeout=60, what=f"starting instance {name}")
         self.instances[name] = instance
         self.generation[name] = self.generation.get(name, 0) + 1

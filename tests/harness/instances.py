@@ -43,9 +43,19 @@ class InProcessInstance(Instance):
 
     in_process = True
 
-    def __init__(self, name: str, data_dir: Path, sections: dict[str, Any], clock: ManualClock, plugins: list[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        sections: dict[str, Any],
+        clock: ManualClock,
+        plugins: list[str],
+        extra_plugins: list[Any] | None = None,
+    ) -> None:
         self.name = name
         self.bot, self.replier = make_bot(name, data_dir, sections, clock, plugins)
+        for i, make in enumerate(extra_plugins or []):
+            self.bot.plugins.pm.register(make(), name=f"harness_extra_{i}")
         self.contexts = self.replier.contexts
 
     async def start(self) -> None:
