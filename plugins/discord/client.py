@@ -209,6 +209,15 @@ class TransportMixin:
             await self.sync_commands()
         self.synced.set()
 
+    async def close(self) -> None:
+        # discord.py dispatches "ready" from a delayed task (guild_ready_timeout
+        # after the last GUILD_CREATE); closing before it fires would make it
+        # dispatch on a closed client and log a spurious traceback.
+        ready_task = getattr(getattr(self, "_connection", None), "_ready_task", None)
+        if ready_task is not None:
+            ready_task.cancel()
+        await super().close()  # type: ignore[misc]
+
     async def on_ready(self) -> None:
         guilds = getattr(self, "guilds", [])
         log.info("connected to Discord as %s (%s guilds)", self.user, len(guilds))
