@@ -93,6 +93,16 @@ class Floors:
     async def cold_select(self, _i: int) -> list[dict[str, Any]]:
         return self.cold_select_sync()
 
+    async def cold_select_window(self, _i: int) -> list[dict[str, Any]]:
+        """The whole hot window (200) rather than 50: what a rebuild that
+        refills the window reads."""
+        with self.pg.cursor() as cur:
+            cur.execute(COLD_SQL.format(cols=data.FILL_COLUMNS, table="floor_messages").replace("LIMIT 50", f"LIMIT {WINDOW}"),
+                        (self.cold_session,))
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        return [dict(zip(names, r)) for r in reversed(rows)]
+
     def pg_batch_insert(self, batch: int, start: int) -> None:
         """``batch`` rows in one transaction: what committing across
         sessions would cost per message."""
