@@ -101,7 +101,7 @@ def recorder() -> Recorder:
 @pytest.fixture
 def make_bot(tmp_path: Path, recorder: Recorder) -> Callable[..., Bot]:
     def make(**bot_section: Any) -> Bot:
-        settings = Settings(env=EnvSettings(data_dir=tmp_path, instance_id="A"), bot=BotSection(**bot_section))
+        settings = Settings(env=EnvSettings(_env_file=None, data_dir=tmp_path, instance_id="A"), bot=BotSection(**bot_section))
         return Bot(settings, entry_points=[_EntryPoint("recorder", recorder)])
 
     return make

@@ -345,3 +345,14 @@ def test_gateway_disconnect_resumes_without_double_processing(run, make_bot, rec
         assert [m.content for m in recorder.seen] == ["before", "during", "after"]
 
     run(scenario())
+
+
+def test_heartbeats_are_acked_and_keep_the_connection(run, make_bot):
+    async def scenario():
+        async with discord_world(make_bot, fake_options={"heartbeat_interval_ms": 30}) as w:
+            await w.fake.wait_until(lambda: w.fake.heartbeats >= 5, what="five heartbeats")
+            assert len(w.fake.connected_sessions()) == 1 and w.fake.resumes == []
+            sent = await w.fake.send_user_message(w.dm["id"], w.alice, "still here")
+            await w.fake.wait_for_reply_to(sent["id"])
+
+    run(scenario())

@@ -25,7 +25,7 @@ async def connected(core_bot: Any, fake: FakeDiscord, *, timeout: float = 10.0,
     synced; close it on exit. ``settings`` are ``[discord]`` keys."""
     settings.setdefault("guild_ready_timeout", 0.05)
     settings.setdefault("send_retry_delay", 0.05)
-    config = DiscordSettings(**settings)
+    config = DiscordSettings(_env_file=None, **settings)  # type: ignore[call-arg]
     with use_endpoints(fake.api_base, fake.gateway_url, fake.base_url):
         client = build_client(core_bot, config)
         task = asyncio.create_task(client.start(fake.token))
