@@ -18,8 +18,11 @@ moment it actually expired (``last_active_at + idle_timeout`` or
 says why (``idle``, ``max_age``, ``reset``). Both sessions are saved; the old
 one stays in storage for ``history`` and ``export``.
 
-Session ids are ``<scope key>@<opened ms in base 36>-<8 random hex>``: unique
-across instances and restarts without coordination, and readable in logs.
+Session ids are ``s-<opened ms in base 36>-<16 random hex>``: unique across
+instances and restarts without coordination, sortable by opening time, and
+opaque: they do not contain the scope key, so no cache key, log line or
+export named after a session reveals whose conversation it is (the scope
+key holds user ids).
 In a shared scope (channel, thread) ``user_id`` is left empty: the session
 belongs to no single user, so forgetting one user never deletes the others'
 conversation record with it.
@@ -27,7 +30,6 @@ conversation record with it.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,10 +41,6 @@ from plugins.sessions.scope import is_shared
 LoadSession = Callable[[str], Awaitable[Session | None]]
 SaveSession = Callable[[Session], Awaitable[Any]]
 
-# Session ids go into varchar(191) columns and Redis keys.
-MAX_ID_SCOPE = 150
-
-
 def _base36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     out = ""
@@ -53,17 +51,14 @@ def _base36(number: int) -> str:
             return out
 
 
-def new_session_id(scope_key: str, now: float) -> str:
-    prefix = scope_key
-    if len(prefix) > MAX_ID_SCOPE:
-        prefix = "h:" + hashlib.sha256(scope_key.encode()).hexdigest()[:32]
-    return f"{prefix}@{_base36(max(0, int(now * 1000)))}-{secrets.token_hex(4)}"
+def new_session_id(now: float) -> str:
+    return f"s-{_base36(max(0, int(now * 1000)))}-{secrets.token_hex(8)}"
 
 
 def open_session(message: IncomingMessage, scope_key: str, now: float) -> Session:
     """A new, open session for ``message``'s scope, active now."""
     return Session(
-        id=new_session_id(scope_key, now),
+        id=new_session_id(now),
         scope_key=scope_key,
         opened_at=now,
         last_active_at=now,
