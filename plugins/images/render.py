@@ -19,7 +19,7 @@ import hashlib
 import io
 import random
 import textwrap
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("landscape", "abstract", "pixel")
 
@@ -140,11 +140,14 @@ def _mountains(canvas: Image.Image, scene: _Scene, rng: random.Random, horizon: 
         draw = ImageDraw.Draw(layer_image)
         draw.polygon(polygon, fill=colour)
         if scene.snow and depth < 0.7:
-            peak = min(r for r in ridge)
-            for i in range(1, len(points) - 1):
-                x, y = points[i]
-                if y < (peak + 0.05) * height:
-                    draw.polygon([points[i - 1], (x, y), points[i + 1], (x, y + height * 0.03)], fill=(245, 245, 250, 230))
+            # Snow is the part of the mountain above a wavy snow line.
+            mountain = Image.new("L", canvas.size, 0)
+            ImageDraw.Draw(mountain).polygon(polygon, fill=255)
+            snowline = (min(ridge) + 0.06 + 0.03 * depth) * height
+            wave = [(i * width / 32, snowline + rng.uniform(-0.015, 0.015) * height) for i in range(33)]
+            above = Image.new("L", canvas.size, 0)
+            ImageDraw.Draw(above).polygon([(0, 0), (width, 0), *reversed(wave)], fill=235)
+            layer_image.paste((246, 246, 252, 255), (0, 0), ImageChops.multiply(mountain, above))
         if scene.trees and depth > 0.6:
             for _ in range(int(width / 9)):
                 i = rng.randrange(len(points))
