@@ -42,3 +42,107 @@ def test_entry_point_chats_and_context_survives_a_restart(tmp_path):
         contents = [row[0] for row in conn.execute("SELECT content FROM messages ORDER BY ts")]
     assert "Hello! My name is Zed." in contents and "What is my name?" in contents
     assert discord.fake.token not in log, "the token leaked into the log"
+
+
+def _redis_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_two_processes_split_the_guilds_by_shard(tmp_path):
+    with FakeDiscordThread() as discord:
+        from tests.discord.test_sharding import guilds_on_each_shard
+
+        def build():
+            guilds = guilds_on_each_shard(discord.fake, 2)
+            alice = discord.fake.make_user("alice")
+            channels = {}
+            for shard, guild in guilds.items():
+                discord.fake.add_member(guild, alice)
+                channels[shard] = discord.fake.add_channel(guild, "general")
+            return alice, channels
+
+        alice, channels = discord.do(build)
+        with BotProcess(discord, tmp_path / "a", name="a",
+                        env={"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "[0]"}) as a, \
+                BotProcess(discord, tmp_path / "b", name="b",
+                           env={"DISCORD_SHARD_COUNT": "2", "DISCORD_SHARD_IDS": "[1]"}) as b:
+            a.start()
+            b.start()
+            assert sorted(tuple(i["shard"]) for i in discord.fake.identifies) == [(0, 2), (1, 2)]
+            for shard, channel in channels.items():
+                assert discord.chat(channel["id"], alice, f"my name is Shard{shard}", mention=True)
+            posts = discord.do(lambda: [p for m, p, s in discord.fake.requests if m == "POST" and p.endswith("/messages")])
+            assert len(posts) == 2
+            assert a.stop() == 0 and b.stop() == 0
+    # Each process stored only its own shard's conversation.
+    for name, shard in (("a", 0), ("b", 1)):
+        with sqlite3.connect(tmp_path / name / "memory.db") as conn:
+            contents = {row[0] for row in conn.execute("SELECT content FROM messages WHERE role = 'user'")}
+        assert contents == {f"my name is Shard{shard}"}
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not _redis_up(), reason="needs Redis on 127.0.0.1:6379")
+def test_two_instances_on_one_shard_answer_each_message_once(tmp_path):
+    """Active-active: both processes receive every message (same shard); the
+    memory's claim lets one answer, and the other stays silent."""
+    import uuid
+
+    shared = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        # A prefix of our own on the shared Redis: nothing else is touched.
+        "MEMORY_KEY_PREFIX": f"test-discord-{uuid.uuid4().hex[:8]}:",
+        "LIMITS_KEY_PREFIX": f"test-discord-limits-{uuid.uuid4().hex[:8]}:",
+    }
+    try:
+        posts, replies, a, b = _active_active(tmp_path, shared)
+    finally:
+        _delete_keys(shared["MEMORY_KEY_PREFIX"], shared["LIMITS_KEY_PREFIX"])
+    # One POST per message: the second instance did not even try (the fake's
+    # nonce check would have hidden a duplicate from users, not from this count).
+    assert len(posts) == 4, f"{posts}\n--- a ---\n{a.log_tail()}\n--- b ---\n{b.log_tail()}"
+    assert len(replies) == 4
+    assert "Both" in replies[1]["content"]
+
+
+def _delete_keys(*prefixes: str) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    try:
+        for prefix in prefixes:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+    finally:
+        client.close()
+
+
+def _active_active(tmp_path, shared):
+    with FakeDiscordThread() as discord:
+        guild, channel, alice = discord.world()
+        with BotProcess(discord, tmp_path / "a", name="a", env=dict(shared, BOT_INSTANCE_ID="A")) as a, \
+                BotProcess(discord, tmp_path / "b", name="b", env=dict(shared, BOT_INSTANCE_ID="B")) as b:
+            a.start()
+            b.start()
+            said = []
+            for text in ("my name is Both", "what is my name?", "third message"):
+                message = discord.say(channel["id"], alice, text, mention=True)
+                said.append(message["id"])
+                assert discord.reply_to(message["id"])
+            # The last message's reply is posted: wait for any second answer to settle by
+            # sending one more and waiting for its reply as well.
+            sentinel = discord.say(channel["id"], alice, "sentinel", mention=True)
+            discord.reply_to(sentinel["id"])
+            assert a.stop() == 0 and b.stop() == 0, a.log_tail() + b.log_tail()
+            # Counted after both stopped: a late duplicate would be counted too.
+            posts = discord.do(lambda: [s for m, p, s in discord.fake.requests if m == "POST" and p.endswith("/messages")])
+            replies = discord.do(lambda: list(discord.fake.bot_messages))
+    return posts, replies, a, b
