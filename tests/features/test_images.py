@@ -12,19 +12,15 @@ import io
 
 import pytest
 from PIL import ExifTags, Image
-from pytest_bdd import given, parsers, scenarios, then, when
+from pytest_bdd import given, scenarios, then, when
 
 from core.models import Attachment, MessageRecord
 from tests.harness.harness import Harness, HarnessError
 from tests.harness.instances import InProcessInstance
-from tests.harness.steps import TYPES
+from tests.harness.steps import p
 from tests.images import corpus
 
 scenarios("images.feature")
-
-
-def p(pattern: str):  # noqa: ANN201
-    return parsers.parse(pattern, extra_types=TYPES)
 
 
 @pytest.fixture

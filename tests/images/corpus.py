@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import struct
@@ -31,16 +32,19 @@ def plain_png(width: int = 64, height: int = 48, colour: str = "green") -> bytes
     return encode(Image.new("RGB", (width, height), colour), "PNG")
 
 
+@functools.lru_cache(maxsize=None)
 def noise_png(width: int, height: int, seed: int = 1) -> bytes:
     """Incompressible pixels: a PNG about 3 bytes per pixel."""
     return encode(Image.frombytes("RGB", (width, height), random.Random(seed).randbytes(width * height * 3)), "PNG")
 
 
+@functools.lru_cache(maxsize=None)
 def decompression_bomb(width: int = 10_000, height: int = 5_000) -> bytes:
     """A real, valid PNG of 50 million black pixels in a few kilobytes."""
     return encode(Image.new("1", (width, height), 0), "PNG", optimize=True)
 
 
+@functools.lru_cache(maxsize=None)
 def truncated_png() -> bytes:
     whole = noise_png(120, 120)
     return whole[: len(whole) // 2]

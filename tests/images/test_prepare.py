@@ -121,7 +121,7 @@ def test_decoding_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.Mo
 
     async def main() -> None:
         await bot.start()
-        big = Attachment("big.png", "image/png", data=corpus.noise_png(1200, 1200))
+        big = Attachment("big.png", "image/png", data=corpus.noise_png(600, 600))
         setter = asyncio.create_task(set_event_from_the_loop())
         message = user_message("a big one", attachments=[big])
         await send_one(bot, message)
@@ -129,7 +129,7 @@ def test_decoding_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.Mo
         await asyncio.wait_for(setter, WAIT)
         assert seen["event_set"] is True
         assert seen["thread"] != threading.get_ident()
-        assert big.sha256 and big.width == 1200
+        assert big.sha256 and big.width == 600
         await bot.stop()
 
     asyncio.run(main())
