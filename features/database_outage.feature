@@ -23,8 +23,11 @@ Feature: The bot survives database outages
       | alice  | three    |
       | bot    | ok three |
       | alice  | four     |
+    And the bot reports "database" down
+    And writes are waiting in the outbox
     When the database is reachable again
-    Then eventually every message is stored exactly once
+    Then eventually the bot reports "database" healthy
+    And eventually every message is stored exactly once
     And eventually the database holds exactly 8 messages for alice in #general
     And no message is stored twice
 

@@ -26,7 +26,8 @@ Feature: The bot survives Redis outages
     When Redis is killed
     And alice says "three" in #general
     And alice says "four" in #general
-    And Redis is started again
+    Then the bot reports "redis" down
+    When Redis is started again
     And alice says "five" in #general
     Then every message got exactly one reply
     And the reply to "five" was generated from 9 messages
@@ -49,8 +50,10 @@ Feature: The bot survives Redis outages
     And alice says "three" in #general
     And alice says "four" in #general
     Then the reply to "four" was generated from 7 messages
+    And the bot reports "redis" down
     When Redis is reachable again
-    And alice says "five" in #general
+    Then eventually the bot reports "redis" healthy
+    When alice says "five" in #general
     Then every message got exactly one reply
     And the reply to "five" was generated from 9 messages
     And the bot's context for alice in #general holds 10 messages

@@ -181,3 +181,8 @@ async def context_view(bot: Bot, probe: IncomingMessage, limit: int) -> tuple[st
         return scope, None, []
     records = await bot.hooks.first("load_messages", session=session, limit=limit)
     return scope, session.id, [ContextLine.of(r) for r in records or []]
+
+
+async def health(bot: Bot) -> list[dict[str, Any]]:
+    """The bot's health reports as plain dicts (component, ok, detail, metrics)."""
+    return [dataclasses.asdict(r) for r in await bot.health()]

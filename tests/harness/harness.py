@@ -320,6 +320,11 @@ class Harness:
             self.instance(instance).context_view(probe, limit or self.window), what="reading the bot's context"
         )
 
+    def health(self, instance: str | None = None) -> dict[str, dict[str, Any]]:
+        """The instance's health reports by component name."""
+        reports = self.run(self.instance(instance).health(), what="asking the bot's health")
+        return {r["component"]: r for r in reports}
+
     @staticmethod
     def degraded(reply: SentReply) -> bool:
         return MEMORY_DEGRADED in reply.notes

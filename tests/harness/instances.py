@@ -15,7 +15,16 @@ from typing import Any
 
 from core.clock import ManualClock
 from core.models import IncomingMessage
-from tests.harness.assembly import ContextLine, RecordedContext, SentReply, context_view, deliver, make_bot, scope_of
+from tests.harness.assembly import (
+    ContextLine,
+    RecordedContext,
+    SentReply,
+    context_view,
+    deliver,
+    health,
+    make_bot,
+    scope_of,
+)
 from tests.harness.world import message_to_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +44,7 @@ class Instance:
     async def scope_of(self, probe: IncomingMessage) -> str: ...
     async def context_view(self, probe: IncomingMessage, limit: int) -> tuple[str, str | None, list[ContextLine]]: ...
     async def set_clock(self, now: float) -> None: ...
+    async def health(self) -> list[dict[str, Any]]: ...
     async def stop(self) -> None: ...
 
 
@@ -77,6 +87,9 @@ class InProcessInstance(Instance):
     async def set_clock(self, now: float) -> None:
         # Shares the harness's clock object: nothing to do.
         return None
+
+    async def health(self) -> list[dict[str, Any]]:
+        return await health(self.bot)
 
     async def stop(self) -> None:
         await self.bot.stop()
@@ -195,6 +208,9 @@ class WorkerInstance(Instance):
 
     async def set_clock(self, now: float) -> None:
         await self.request("clock", set=now)
+
+    async def health(self) -> list[dict[str, Any]]:
+        return list((await self.request("health"))["reports"])
 
     async def worker_now(self) -> float:
         return float((await self.request("clock"))["now"])

@@ -457,6 +457,43 @@ def then_same_session(harness: Harness, text: str, other: str) -> None:
     assert a.session_id == b.session_id, f"{a.session_id} != {b.session_id}"
 
 
+def _component(harness: Harness, component: str) -> dict[str, Any]:
+    reports = harness.health()
+    if component not in reports:
+        raise AssertionError(f"the bot reports no {component!r} health (it reports: {', '.join(reports)})")
+    return reports[component]
+
+
+@then(p('the bot reports "{component}" down'))
+def then_health_down(harness: Harness, component: str) -> None:
+    """The first running instance's ``health`` hook reports ``component``
+    (e.g. ``redis``, ``database``) as not ok: the bot noticed the fault."""
+    report = _component(harness, component)
+    assert not report["ok"], f"{component} reported ok: {report['detail']}"
+
+
+@then(p('the bot reports "{component}" healthy'))
+def then_health_ok(harness: Harness, component: str) -> None:
+    """The first running instance reports ``component`` ok."""
+    report = _component(harness, component)
+    assert report["ok"], f"{component} reported down: {report['detail']}"
+
+
+@then(p('eventually the bot reports "{component}" healthy'))
+def then_health_ok_eventually(harness: Harness, component: str) -> None:
+    """As above, waiting (bounded) for the bot's own probe to notice."""
+    harness.wait_until(lambda: then_health_ok(harness, component), f"{component} healthy")
+
+
+@then("writes are waiting in the outbox")
+def then_outbox_waiting(harness: Harness) -> None:
+    """The ``outbox`` health report shows a depth above zero: writes were
+    buffered for the database."""
+    report = _component(harness, "outbox")
+    depth = report["metrics"].get("depth", 0)
+    assert depth and depth > 0, f"outbox: {report['detail']}"
+
+
 def _count_for(harness: Harness, user: str, place: str) -> int:
     scope = harness.scope(user, place)
     return int(harness.db("SELECT count(*) FROM messages WHERE scope_key = ?", (scope,))[0][0])

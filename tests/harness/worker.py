@@ -13,6 +13,7 @@ Commands:
 - ``scope`` {message, now} → {scope}
 - ``context`` {message, limit, now} → {scope, session_id, messages}
 - ``clock`` {set?: t, advance?: s} → {now}
+- ``health`` → {reports: [{component, ok, detail, metrics}]}
 - ``ping`` → {pid}
 - ``stop``: shut the bot down (hooks run), then exit.
 
@@ -69,7 +70,7 @@ class Worker:
             self.answer({"id": rid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        from tests.harness.assembly import context_view, deliver, make_bot, scope_of
+        from tests.harness.assembly import context_view, deliver, health, make_bot, scope_of
         from tests.harness.world import message_from_dict
 
         cmd = request.get("cmd")
@@ -107,6 +108,8 @@ class Worker:
                 self.bot, message_from_dict(request["message"]), int(request["limit"])
             )
             return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines]}
+        if cmd == "health":
+            return {"reports": await health(self.bot)}
         if cmd == "stop":
             if self.bot is not None:
                 await self.bot.stop()
