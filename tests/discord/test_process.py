@@ -33,6 +33,22 @@ def test_entry_point_chats_and_context_survives_a_restart(tmp_path):
             assert "Zed" in answer, f"{answer!r}\n{bot.log_tail()}"
             assert "teal" in discord.chat(dm["id"], alice, "what is my favourite colour?")
             assert discord.sessions_identified() == 2
+
+            # Slash commands of the real plugins, and an image out.
+            [picture] = [f for r in discord.interact("imagine", alice, channel["id"], {"prompt": "a red circle"})
+                         for f in r["files"]]
+            assert picture["data"].startswith(b"\x89PNG"), bot.log_tail()
+            # Runtime plugin management from Discord: refused to a member, done
+            # by the application's owner, and still in force after a restart.
+            owner = discord.fake.owner_user
+            assert "Only the bot's owners" in discord.interaction("plugins", alice, channel["id"],
+                                                                  {"action": "disable", "name": "images"})
+            owner_dm = discord.dm_channel(owner)
+            assert discord.interaction("plugins", owner, owner_dm["id"],
+                                       {"action": "disable", "name": "images"}) == "plugin 'images' disabled"
+            bot.restart()
+            assert "images: disabled" in discord.interaction("plugins", alice, channel["id"])
+            assert "imagine" not in {c["name"] for c in discord.fake.commands[None]}
             assert bot.stop() == 0, bot.log_tail()
         log = bot.log_text()
 

@@ -117,11 +117,26 @@ class FakeDiscordThread:
         """Say something and return the bot's reply."""
         return self.reply_to(self.say(channel_id, author, content, mention=mention)["id"], timeout)
 
+    def interact(self, name: str, user: dict[str, Any], channel_id: str, options: dict[str, str] | None = None,
+                 timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Run a slash command; return the bot's responses (``type`` 4 for an
+        immediate answer, 5 for "thinking" followed by ``"followup"`` ones;
+        ``content``, ``flags``, ``files`` with their ``data``)."""
+        interaction = self.call(self.fake.send_interaction(name, user, channel_id, options))
+
+        def answered() -> list[dict[str, Any]] | None:
+            responses = self.fake.interaction_responses.get(interaction["id"], [])
+            # A deferred answer is complete once a follow-up came.
+            if responses and (responses[0]["type"] != 5 or len(responses) > 1):
+                return responses
+            return None
+
+        return self.call(self.fake.wait_until(answered, timeout, f"an answer to /{name}"), timeout + 5)
+
     def interaction(self, name: str, user: dict[str, Any], channel_id: str, options: dict[str, str] | None = None,
                     timeout: float = 30.0) -> str:
         """Run a slash command; return the text of the bot's response(s)."""
-        interaction = self.call(self.fake.send_interaction(name, user, channel_id, options))
-        responses = self.call(self.fake.wait_for_interaction_response(interaction["id"], 1, timeout), timeout + 5)
+        responses = self.interact(name, user, channel_id, options, timeout)
         return "\n".join(r["content"] for r in responses if r["content"])
 
     def sessions_identified(self) -> int:
