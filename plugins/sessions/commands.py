@@ -61,21 +61,34 @@ def stamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
 
 
-def parse_args(args: str) -> tuple[str | None, bool, int | None]:
-    """``(user, confirm, count)`` from free-form arguments, in any order:
-    ``confirm``, a number up to 100 (a count), else a user (``<@id>`` or id)."""
+def parse_args(args: str, counts: bool = False) -> tuple[str | None, bool, int | None, list[str]]:
+    """``(user, confirm, count, not understood)`` from free-form arguments in
+    any order (Discord sends slash options joined by spaces): ``confirm``; a
+    user as ``<@id>``, a numeric id or a transport id with a colon
+    (``local:bob``); with ``counts``, a number up to 100 is a count."""
     user: str | None = None
     confirm = False
     count: int | None = None
+    unknown: list[str] = []
     for token in args.split():
+        mention = _MENTION.match(token)
         if token.lower() == "confirm":
             confirm = True
-        elif token.isdigit() and int(token) <= 100:
+        elif counts and token.isdigit() and int(token) <= 100:
             count = int(token)
+        elif mention:
+            user = mention.group(1)
+        elif token.isdigit() or ":" in token:
+            user = token
         else:
-            match = _MENTION.match(token)
-            user = match.group(1) if match else token
-    return user, confirm, count
+            unknown.append(token)
+    return user, confirm, count, unknown
+
+
+def not_understood(inv: Invocation, unknown: list[str], usage: str) -> Reply:
+    prefix = inv.bot.settings.bot.command_prefix
+    words = ", ".join(repr(w) for w in unknown)
+    return Reply(f"I did not understand {words}. Usage: {prefix}{inv.name} {usage}", ephemeral=True)
 
 
 def target_user(inv: Invocation, named: str | None, verb: str) -> str | Reply:
@@ -104,13 +117,14 @@ async def reset(inv: Invocation) -> Reply:
         )
     lease = await bot.hooks.first("session_lease", message=message)
     async with lease if lease is not None else contextlib.nullcontext():
-        closed, _opened = await lifecycle.reset(
+        closed, opened = await lifecycle.reset(
             message,
             key,
             bot.clock.now(),
             lambda k: service.load_session(bot, k),
             lambda s: service.save_session(bot, s),
         )
+    service.remember(bot, opened)
     whose = "this channel's" if shared else "your"
     kept = " The earlier messages are kept for history and export." if closed else ""
     return Reply(f"Started a new session: I no longer have {whose} earlier messages in context.{kept}", ephemeral=not shared)
@@ -170,7 +184,9 @@ async def session_info(inv: Invocation) -> Reply:
 
 async def history(inv: Invocation) -> Reply:
     bot, message = inv.bot, inv.message
-    named, _confirm, count = parse_args(inv.args)
+    named, _confirm, count, unknown = parse_args(inv.args, counts=True)
+    if unknown:
+        return not_understood(inv, unknown, "[count] (owners: [<@user>])")
     target = target_user(inv, named, "see the history of")
     if isinstance(target, Reply):
         return target
@@ -229,7 +245,9 @@ def _failed_plugins(bot: Any, hook: str, results: list[tuple[str, Any]]) -> list
 
 async def export(inv: Invocation) -> Reply:
     bot = inv.bot
-    named, _confirm, _count = parse_args(inv.args)
+    named, _confirm, _count, unknown = parse_args(inv.args)
+    if unknown:
+        return not_understood(inv, unknown, "(owners: [<@user>])")
     target = target_user(inv, named, "export")
     if isinstance(target, Reply):
         return target
@@ -262,7 +280,9 @@ async def export(inv: Invocation) -> Reply:
 async def forget(inv: Invocation) -> Reply:
     bot, message = inv.bot, inv.message
     prefix = bot.settings.bot.command_prefix
-    named, confirm, _count = parse_args(inv.args)
+    named, confirm, _count, unknown = parse_args(inv.args)
+    if unknown:
+        return not_understood(inv, unknown, "[confirm] (owners: [<@user>] confirm)")
     target = target_user(inv, named, "forget")
     if isinstance(target, Reply):
         return target
@@ -275,6 +295,7 @@ async def forget(inv: Invocation) -> Reply:
             f"Consider {prefix}export first. To go ahead, send: {again}",
             ephemeral=True,
         )
+    service.forget_cached(bot, target)
     results = await bot.hooks.broadcast("forget_user", user_id=target)
     failed = _failed_plugins(bot, "forget_user", results)
     totals: dict[str, int] = {}

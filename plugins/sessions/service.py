@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 from core.models import IncomingMessage, MessageRecord, Role, Session
@@ -23,6 +24,11 @@ from plugins.sessions.window import Window, fit
 log = logging.getLogger("plugins.sessions")
 
 _settings: weakref.WeakKeyDictionary[Any, SessionsSettings] = weakref.WeakKeyDictionary()
+# The session each scope last resolved to, per bot: used only when the
+# storage plugin fails outright (raises), so a broken storage call does not
+# start a new conversation on every message. Bounded.
+_last_known: weakref.WeakKeyDictionary[Any, OrderedDict[str, Session]] = weakref.WeakKeyDictionary()
+LAST_KNOWN_MAX = 10_000
 
 
 def settings_of(bot: Any) -> SessionsSettings:
@@ -63,6 +69,37 @@ async def load_session(bot: Any, key: str) -> Session | None:
     return found if isinstance(found, Session) else None
 
 
+def remember(bot: Any, session: Session) -> None:
+    known = _last_known.setdefault(bot, OrderedDict())
+    known[session.scope_key] = session
+    known.move_to_end(session.scope_key)
+    while len(known) > LAST_KNOWN_MAX:
+        known.popitem(last=False)
+
+
+def forget_cached(bot: Any, user_id: str) -> None:
+    """Drop what this instance remembers of ``user_id``'s sessions."""
+    known = _last_known.get(bot)
+    if known is not None:
+        for key in [k for k, s in known.items() if s.user_id == user_id]:
+            del known[key]
+
+
+async def load_for_message(bot: Any, key: str) -> Session | None:
+    """``load_session`` for the pipeline: when every storage plugin raised,
+    fall back on the session this instance last saw for ``key`` (a copy)."""
+    answers = await bot.hooks.broadcast("load_session", scope_key=key)
+    for _plugin, found in answers:
+        if isinstance(found, Session):
+            return found
+    if not answers and bot.hooks.implementations("load_session"):
+        known = _last_known.get(bot, {}).get(key)
+        if known is not None:
+            log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)
+            return Session(**{f: getattr(known, f) for f in Session.__dataclass_fields__})
+    return None
+
+
 async def save_session(bot: Any, session: Session) -> None:
     await bot.hooks.broadcast("save_session", session=session)
 
@@ -74,15 +111,17 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
         return None
     cfg = settings_for(bot, message)
     key = await current_scope(bot, message)
-    return await lifecycle.resolve(
+    session = await lifecycle.resolve(
         message,
         key,
         bot.clock.now(),
         cfg.idle_timeout,
         cfg.max_age,
-        lambda k: load_session(bot, k),
+        lambda k: load_for_message(bot, k),
         lambda s: save_session(bot, s),
     )
+    remember(bot, session)
+    return session
 
 
 def current_record(message: IncomingMessage, session: Session) -> MessageRecord:

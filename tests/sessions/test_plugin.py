@@ -177,7 +177,7 @@ def test_history(make_harness: Make, clock: ManualClock) -> None:
     text = h.say("/history").content
     assert text.count("\n- ") == 2
     assert "closed" in text and "(idle)" in text and "open: the current session here" in text
-    assert "only the bot's owners" in h.say("/history bob").content
+    assert "only the bot's owners" in h.say("/history <@bob>").content
 
 
 def test_export_only_my_data(make_harness: Make) -> None:
@@ -193,7 +193,7 @@ def test_export_only_my_data(make_harness: Make) -> None:
     contents = [m["content"] for m in doc["data"]["messages"]]
     assert contents == ["alice secret"]
     assert "bob" not in json.dumps(doc)
-    assert "only the bot's owners" in h.say("/export bob", user="alice").content
+    assert "only the bot's owners" in h.say("/export <@bob>", user="alice").content
     owner = h.say("/export <@bob>", user="alice", is_owner=True)
     assert [m["content"] for m in json.loads(owner.attachments[0].data or b"")["data"]["messages"]] == ["bob secret"]
 
@@ -206,7 +206,7 @@ def test_forget_asks_first_then_deletes(make_harness: Make, store: Store) -> Non
     assert "/forget confirm" in explained.content and "cannot be undone" in explained.content
     alice_ids = {m.id for m in store.messages.values() if m.author_id == "alice"}
     assert alice_ids
-    assert "only the bot's owners" in h.say("/forget bob confirm", user="alice").content
+    assert "only the bot's owners" in h.say("/forget <@bob> confirm", user="alice").content
     done = h.say("/forget confirm", user="alice")
     assert done.content.startswith("Done") and "2 messages" in done.content and "1 sessions" in done.content
     assert not any(m.author_id == "alice" or m.reply_to_id in alice_ids for m in store.messages.values())
@@ -238,3 +238,41 @@ def test_unknown_command_and_help(make_harness: Make) -> None:
     listing = h.say("/help").content
     for name in ("reset", "session", "history", "export", "forget"):
         assert f"/{name} - " in listing
+
+
+def test_arguments_in_any_order_and_clear_usage(make_harness: Make, store: Store) -> None:
+    from plugins.sessions.commands import parse_args
+
+    assert parse_args("confirm <@42>") == ("42", True, None, [])
+    assert parse_args("<@!42> confirm") == ("42", True, None, [])
+    assert parse_args("local:bob") == ("local:bob", False, None, [])
+    assert parse_args("5 12345678901234", counts=True) == ("12345678901234", False, 5, [])
+    assert parse_args("5") == ("5", False, None, [])
+    assert parse_args("yes please") == (None, False, None, ["yes", "please"])
+    h = make_harness()
+    h.say("keep me")
+    reply = h.say("/forget yes")
+    assert "I did not understand 'yes'" in reply.content and "/forget [confirm]" in reply.content
+    assert any(m.author_id == "alice" for m in store.messages.values())
+    assert "/history [count]" in h.say("/history lots").content
+
+
+def test_a_failing_storage_call_does_not_start_a_new_conversation(
+    make_harness: Make, store: Store, monkeypatch: Any
+) -> None:
+    h = make_harness()
+    h.say("before the failure")
+    first = h.recorder.last.session.id
+
+    def broken(scope_key: str) -> None:
+        raise RuntimeError("storage exploded")
+
+    for impl in h.bot.hooks.implementations("load_session"):
+        if impl.plugin is store:
+            monkeypatch.setattr(impl, "function", broken)
+    h.say("during the failure")
+    assert h.recorder.last.session.id == first
+    assert h.recorder.texts()[0] == "before the failure"
+    # A scope this instance never saw has nothing to fall back on.
+    h.say("someone new", user="zoe")
+    assert h.recorder.last.session.id != first
