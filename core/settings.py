@@ -34,7 +34,7 @@ from core.errors import ConfigError
 DEFAULT_CONFIG_FILE = "bot.toml"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
 
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey)", re.IGNORECASE)
+_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials"})
 _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
 
 
@@ -148,18 +148,30 @@ def _explain(exc: ValidationError, where: str) -> str:
     return f"{where}: " + "; ".join(parts)
 
 
-def _check_no_secrets(data: dict[str, Any], where: str, path: str = "") -> None:
-    for key, value in data.items():
-        name = f"{path}{key}"
-        if isinstance(value, dict):
+def _is_secret_key(key: str) -> bool:
+    words = re.split(r"[_\-.]", key.lower())
+    return bool(_SECRET_WORDS & set(words)) or key.lower().endswith(("api_key", "apikey"))
+
+
+def _check_no_secrets(data: Any, where: str, path: str = "") -> None:
+    """Refuse secret-looking string values: a key that names a secret
+    (``token``, ``api_key``, ``password`` ... as a whole word, so
+    ``max_tokens`` and ``token_budget`` stay allowed) or a URL with a
+    password, wherever it sits (tables and arrays). Never echo the value."""
+    items = data.items() if isinstance(data, dict) else enumerate(data)
+    for key, value in items:
+        name = f"{path}{key}" if isinstance(data, dict) else f"{path.rstrip('.')}[{key}]"
+        if isinstance(value, (dict, list)):
             _check_no_secrets(value, where, f"{name}.")
             continue
-        if _SECRET_KEY.search(str(key)) and value not in (None, ""):
+        if not isinstance(value, str) or not value:
+            continue
+        if isinstance(key, str) and _is_secret_key(key):
             raise ConfigError(
                 f"{where}: {name!r} looks like a secret; secrets come from environment variables only "
                 "(see .env.example), never from the config file"
             )
-        if isinstance(value, str) and _URL_WITH_PASSWORD.match(value):
+        if _URL_WITH_PASSWORD.match(value):
             raise ConfigError(
                 f"{where}: {name!r} holds a URL with a password; put it in an environment variable instead"
             )

@@ -202,7 +202,6 @@ def test_a_config_file_llm_section_loads(tmp_path: Path) -> None:
     assert settings.persona("123456789", "d", "d") == "You are the help desk of the Example server."
 
 
-@pytest.mark.xfail(reason="core/settings.py refuses any key containing 'token' as a secret (see tests/security xfail)")
 def test_max_tokens_in_the_config_file(tmp_path: Path) -> None:
     from core.settings import load_settings
 
