@@ -77,7 +77,7 @@ def health(bot: Any) -> HealthReport | list[HealthReport] | None:
 
 
 @hookspec
-def register_transports(register: Any) -> None:
+def register_transports(register: Any, bot: Any) -> None:
     """Contribute transports: ``register(name, run)``.
 
     ``run`` is ``async def run(bot) -> None`` and serves until cancelled. The
@@ -87,7 +87,7 @@ def register_transports(register: Any) -> None:
 
 
 @hookspec
-def register_commands(register: Any) -> None:
+def register_commands(register: Any, bot: Any) -> None:
     """Contribute commands: ``register(Command(...))``.
 
     Names are unique; a second command with a taken name is refused and
