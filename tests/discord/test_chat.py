@@ -356,3 +356,26 @@ def test_heartbeats_are_acked_and_keep_the_connection(run, make_bot):
             await w.fake.wait_for_reply_to(sent["id"])
 
     run(scenario())
+
+
+def test_resume_refused_means_a_fresh_identify(run, make_bot, recorder, monkeypatch):
+    """When Discord no longer knows the session (op 9 on RESUME), the client
+    identifies again and goes on answering."""
+
+    async def no_pause(self, shard_id, *, initial=False):
+        return None  # discord.py waits 5 s before a re-IDENTIFY (Discord's identify limit)
+
+    monkeypatch.setattr("plugins.discord.client.DiscordBot.before_identify_hook", no_pause)
+
+    async def scenario():
+        async with discord_world(make_bot) as w:
+            for session in w.fake.sessions.values():
+                session.invalid = True
+            await w.fake.drop_connections()
+            await w.fake.wait_until(lambda: len(w.fake.identifies) == 2 and w.fake.connected_sessions(),
+                                    what="a second IDENTIFY")
+            await w.fake.wait_until(lambda: w.client.is_ready(), what="ready again")
+            sent = await w.fake.send_user_message(w.dm["id"], w.alice, "after re-identify")
+            assert (await w.fake.wait_for_reply_to(sent["id"]))[0]["content"] == "echo: after re-identify"
+
+    run(scenario())
