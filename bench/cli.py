@@ -265,67 +265,79 @@ class Run:
     async def _flush(self, _i: int) -> None:
         await self.redis.flushall()
 
-    async def cold_read(self, rows: int, label: str) -> dict[str, Result]:
-        """Cold read (cache flushed before every call) with ``rows`` stored."""
+    async def cold_reads(self) -> None:
+        """Cold reads (cache flushed before every call) from a small and a
+        large store side by side: two databases, one with ``small_rows``
+        messages and one with ``large_rows``, measured interleaved so the
+        growth ratio does not depend on when each was measured."""
         f = self.floors
         assert f is not None
-        with self.pg.cursor() as cur:
-            floor_count = data.fill_rows(cur, "floor_messages", rows, tag="floor")
-        ops = {"floor": Op(f.cold_select)}
-        if label == "small":
-            ops["floor_window"] = Op(f.cold_select_window)
-        session = data.session("ours:cold")
-        if self.ours:
-            ours = self.ours
-            if not getattr(self, "_cold_filled", False):
-                await ours.fill_session(session, floors_mod.WINDOW, prefix="c")
-                self._cold_filled = True
+        cfg = self.cfg
+        large_db = PostgresDatabase()
+        large_db.create()
+        large_pg = large_db.connect()
+        large_ours: ours_mod.Ours | None = None
+        try:
+            floor_large = floors_mod.Floors(self.redis, large_pg, self.prefix + "L:")
+            floor_large.setup_db()
             with self.pg.cursor() as cur:
-                data.fill_rows(cur, "messages", rows, tag="ours")
+                small_count = data.fill_rows(cur, "floor_messages", cfg.small_rows, tag="floor")
+            with large_pg.cursor() as cur:
+                large_count = data.fill_rows(cur, "floor_messages", cfg.large_rows, tag="floor")
+            ops = {"floor_small": Op(f.cold_select), "floor_window": Op(f.cold_select_window),
+                   "floor_large": Op(floor_large.cold_select)}
+            session = data.session("ours:cold")
+            if self.ours:
+                large_ours = ours_mod.Ours(self.redis_server.url, large_db.url, self.prefix + "L:",
+                                           plugins=["memory"], instance_id="bench-large")
+                await large_ours.start()
+                for bot, pg, rows in ((self.ours, self.pg, cfg.small_rows), (large_ours, large_pg, cfg.large_rows)):
+                    await bot.fill_session(session, floors_mod.WINDOW, prefix="c")
+                    with pg.cursor() as cur:
+                        data.fill_rows(cur, "messages", rows, tag="ours")
 
-            async def ours_cold(_i: int) -> Any:
-                got = await ours.load(session, ours_mod.HOT)
-                if len(got) != ours_mod.HOT:
-                    raise RuntimeError(f"cold read gave {len(got)} messages, wanted {ours_mod.HOT}")
-                return got
+                def cold(bot: ours_mod.Ours) -> Op:
+                    async def run(_i: int) -> Any:
+                        got = await bot.load(session, ours_mod.HOT)
+                        if len(got) != ours_mod.HOT:
+                            raise RuntimeError(f"cold read gave {len(got)} messages, wanted {ours_mod.HOT}")
+                        return got
 
-            ops["ours"] = Op(ours_cold, before=self._flush)
-        if self.peers and label == "small":
-            self.peers.fill(self.pg, rows)
-            ops["peer"] = Op(self.peers.sql_messages)
-        res = await self._measure(ops, self.cfg.cold_iterations)
-        res["_rows"] = Result.single(floor_count, "rows")
-        return res
+                    return Op(run, before=self._flush)
 
-    async def cold_reads(self) -> None:
-        small = await self.cold_read(self.cfg.small_rows, "small")
-        self.floor_results["cold"] = small["floor"]
-        ours_r, floor_r, peer_r = small.get("ours"), small["floor"], small.get("peer")
+                ops["ours_small"] = cold(self.ours)
+                ops["ours_large"] = cold(large_ours)
+            if self.peers:
+                self.peers.fill(self.pg, cfg.small_rows)
+                ops["peer"] = Op(self.peers.sql_messages)
+            res = await self._measure(ops, cfg.cold_iterations)
+        finally:
+            if large_ours:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(large_ours.stop(), 30)
+            large_pg.close()
+            large_db.drop()
+        self.floor_results["cold"] = res["floor_small"]
+        ours_r, floor_r, peer_r = res.get("ours_small"), res["floor_small"], res.get("peer")
         row = self.add(Row(
-            "cold_read", f"cold read after flush, {self.cfg.small_rows:,} rows", ours=ours_r, floor=floor_r,
+            "cold_read", f"cold read after flush, {small_count:,} rows", ours=ours_r, floor=floor_r,
             peer=peer_r, peer_name="LangChain SQLChatMessageHistory.messages", goal="<=2x floor",
             floor_ratio=ratio(ours_r, floor_r), peer_ratio=ratio(peer_r, ours_r), status=self.ours_status or "",
         ))
         if ours_r:
             row.met = row.floor_ratio is not None and row.floor_ratio <= 2.0
         self.add(Row("floor_cold_window", f"  floor: same SELECT, LIMIT {floors_mod.WINDOW} (a whole window)",
-                     floor=small["floor_window"], status="(floor only)"))
-        started = time.perf_counter()
-        large = await self.cold_read(self.cfg.large_rows, "large")
-        fill_s = time.perf_counter() - started
-        ours_l, floor_l = large.get("ours"), large["floor"]
-        row = self.add(Row(
-            "cold_read_large", f"cold read after flush, {self.cfg.large_rows:,} rows", ours=ours_l, floor=floor_l,
-            goal="large/small <=1.3", floor_ratio=ratio(ours_l, floor_l), status=self.ours_status or "",
-            extra={"fill_and_measure_s": round(fill_s, 1)},
+                     floor=res["floor_window"], status="(floor only)"))
+        ours_l, floor_l = res.get("ours_large"), res["floor_large"]
+        self.add(Row(
+            "cold_read_large", f"cold read after flush, {large_count:,} rows", ours=ours_l, floor=floor_l,
+            floor_ratio=ratio(ours_l, floor_l), status=self.ours_status or "",
         ))
-        growth_ours = ratio(ours_l, ours_r)
-        growth_floor = ratio(floor_l, floor_r)
-        row.extra.update({"ours_large_over_small": growth_ours, "floor_large_over_small": growth_floor})
-        growth = Result.single(growth_ours, "x") if growth_ours else None
+        growth_ours, growth_floor = ratio(ours_l, ours_r), ratio(floor_l, floor_r)
         g_row = self.add(Row(
-            "cold_read_growth", f"  cold read {self.cfg.large_rows // 1000:,}k / {self.cfg.small_rows // 1000:,}k rows",
-            ours=growth, floor=Result.single(growth_floor, "x") if growth_floor else None,
+            "cold_read_growth", f"  cold read {large_count // 1000:,}k / {small_count // 1000:,}k rows",
+            ours=Result.single(growth_ours, "x") if growth_ours else None,
+            floor=Result.single(growth_floor, "x") if growth_floor else None,
             goal="<=1.3", status=self.ours_status or "",
         ))
         if growth_ours is not None:
@@ -430,8 +442,13 @@ class Run:
         proxy = Blackhole(self.redis_server.port)
         proxy.start()
         dead_port = free_port()  # nothing listens there: the database-only path
+        # The DB-only instance gets a database of its own: its writes (which
+        # reach only the database) would otherwise make the instance under
+        # test invalidate its cache, as they should in production.
+        db_only_db = PostgresDatabase()
+        db_only_db.create()
         via_proxy = ours_mod.Ours(proxy.url, self.db.url, self.prefix + "bh:", instance_id="bench-bh")
-        db_only = ours_mod.Ours(f"redis://127.0.0.1:{dead_port}/0", self.db.url, self.prefix + "db:",
+        db_only = ours_mod.Ours(f"redis://127.0.0.1:{dead_port}/0", db_only_db.url, self.prefix + "db:",
                                 instance_id="bench-db")
         tag = uuid.uuid4().hex[:6]
         try:
@@ -463,6 +480,7 @@ class Run:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(bot.stop(), 30)
             proxy.stop()
+            db_only_db.drop()
         normal_r, db_r, later_r = summarise([normal]), summarise([dbo]), summarise([later])
         first_r = Result.single(first, "ms", "one reply, right after the blackhole")
         row = self.add(Row("outage_first", "first reply after Redis blackholed", ours=first_r, floor=normal_r,

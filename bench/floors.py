@@ -43,6 +43,9 @@ class Floors:
         records = [cache_entry(data.record("floor", i)) for i in range(HOT)]
         await self.redis.delete(self.hot_key)
         await self.redis.rpush(self.hot_key, *records)
+        self.setup_db()
+
+    def setup_db(self) -> None:
         with self.pg.cursor() as cur:
             cur.execute(data.FLOOR_TABLE_DDL)
             # The cold-read session: 200 messages, of which the last 50 are read.
