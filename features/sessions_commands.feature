@@ -119,3 +119,9 @@ Feature: Session commands and people's data
       | overrides    | {"guild:1": {"scope": "room"}}   | overrides.guild:1.scope |
       | overrides    | {"room:1": {"scope": "channel"}} | 'room:1'                |
       | idle_timeout | -5                               | idle_timeout            |
+
+  Scenario: With two instances a command is answered once
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "hello" in #general
+    When alice says "/session" in #general
+    Then every message got exactly one reply

@@ -29,7 +29,7 @@ from core.models import Attachment, Command, IncomingMessage, Invocation, Reply
 from plugins.sessions import lifecycle, service
 from plugins.sessions.scope import is_shared
 
-TOTAL_CAP = 5000
+TOTAL_CAP = 1000
 _MENTION = re.compile(r"^<@!?([^>\s]+)>$")
 
 
