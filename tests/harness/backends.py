@@ -301,6 +301,11 @@ class Backends:
         return {"redis_url": self.redis_url, "database_url": self.database_url}
 
     # Redis
+    def redis_client(self) -> Any:
+        """A plain synchronous client on the scenario's Redis that bypasses
+        the fault proxy (for looking inside; close it after use)."""
+        raise NotImplementedError
+
     def flush_redis(self) -> None: ...
     def kill_redis(self, keep_data: bool = False) -> None: ...
     def start_redis(self) -> None: ...
@@ -351,10 +356,12 @@ class FastBackends(Backends):
             return self.tcp.fake_server
         return find_fake_server(self.fake_name)
 
-    def _client(self) -> Any:
+    def redis_client(self) -> Any:
         import fakeredis
 
         return fakeredis.FakeRedis(server=self.fake_server())
+
+    _client = redis_client
 
     def flush_redis(self) -> None:
         server = self.fake_server()
@@ -479,6 +486,9 @@ class RealBackends(Backends):
         self.database_url = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_proxy.port}/{self.database.name}"
         self._conn: Any = None
         self._keep_data = False
+
+    def redis_client(self) -> Any:
+        return self.redis.client()
 
     def flush_redis(self) -> None:
         with contextlib.closing(self.redis.client()) as client:

@@ -66,10 +66,7 @@ def redis_ping(harness: Harness, timeout: float = 0.5) -> str:
 
 
 def direct_redis(harness: Harness):  # type: ignore[no-untyped-def]
-    backends = harness.backends
-    if isinstance(backends, RealBackends):
-        return backends.redis.client()
-    return backends._client()  # type: ignore[attr-defined]
+    return harness.backends.redis_client()
 
 
 class EchoServer:
