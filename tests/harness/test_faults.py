@@ -499,3 +499,46 @@ def test_worker_answers_ping_directly(tmp_path: Path) -> None:
     assert '"id": 1' in lines[0] and '"pid"' in lines[0]
     assert '"now": 5.0' in lines[1]
 
+
+
+class AlwaysClaim:
+    """Every instance handles every message: what a missing claim does."""
+
+    from core.plugins import hookimpl
+
+    @hookimpl(tryfirst=True)
+    def claim_message(self):  # type: ignore[no-untyped-def]
+        return True
+
+
+@pytest.mark.parametrize("backend", ["fast"], indirect=True)
+def test_one_reply_per_message_catches_instances_that_both_answer(harness: Harness) -> None:
+    from tests.harness.steps import then_one_reply_each
+
+    harness.extra_plugins.append(AlwaysClaim)
+    harness.start_instance("A")
+    harness.start_instance("B")
+    harness.say("alice", "#general", "one")
+    with pytest.raises(AssertionError, match="'one' got 2 replies"):
+        then_one_reply_each(harness)
+
+
+@pytest.mark.parametrize("backend", ["fast"], indirect=True)
+def test_no_duplicates_catches_a_copy_under_another_id(harness: Harness) -> None:
+    from tests.harness.steps import then_each_once, then_no_duplicates
+
+    harness.start_instance("A")
+    harness.say("alice", "#general", "one")
+    then_no_duplicates(harness)
+    then_each_once(harness)
+    harness.stop_instance("A")
+    assert isinstance(harness.backends, FastBackends)
+    conn = sqlite3.connect(harness.backends.db_path)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(messages)") if row[1] not in ("id",)]
+    names = ", ".join(columns)
+    picked = ", ".join("'copy-1'" if c == "message_id" else c for c in columns)
+    conn.execute(f"INSERT INTO messages ({names}) SELECT {picked} FROM messages WHERE role = 'user'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(AssertionError, match="2 copies of user message 'one'"):
+        then_no_duplicates(harness)
