@@ -168,10 +168,14 @@ def test_one_user_never_sees_another_users_context_export_or_images(tmp_path: Pa
             assert all(item["sha256"] not in mine for item in bobs["data"]["media"])
 
             # Naming another user is refused for everyone but bot owners.
-            for command in ("/export bob", "/history bob", "/forget bob confirm", "/export <@bob>"):
+            for command in ("/export <@bob>", "/history <@bob>", "/forget <@bob> confirm", "/export <@!bob>"):
                 refused = await say(bot, msg(command, "alice", permissions=frozenset({"administrator"})))
-                assert "only" in refused.content.lower() and "own data" in refused.content, command
+                assert "own data" in refused.content, command
                 assert not refused.attachments
+            # However it is spelled, naming bob gets alice nothing of his.
+            for command in ("/export bob", "/history bob 5", "/forget bob confirm", "/session bob"):
+                reply = await say(bot, msg(command, "alice"))
+                assert "otter" not in reply.content and not reply.attachments, command
             still = export_text(await say(bot, msg("/export", "bob")))
             assert "bob-otter" in still
 
@@ -208,7 +212,7 @@ def test_an_owner_may_act_on_another_user(tmp_path: Path) -> None:
         bot = await _started(world)
         try:
             await say(bot, msg("bob-otter", "bob"))
-            exported = await say(bot, msg("/export bob", OWNER))
+            exported = await say(bot, msg("/export <@bob>", OWNER))
             assert "bob-otter" in export_text(exported)
         finally:
             await bot.stop()
@@ -216,19 +220,24 @@ def test_an_owner_may_act_on_another_user(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_channel_scope_is_shared_in_a_channel_but_never_across_guilds(tmp_path: Path) -> None:
-    # The same channel id in two guilds (another platform, or a forged event)
-    # must not join their conversations.
-    world = World(tmp_path, sessions={"scope": "channel"})
+@pytest.mark.parametrize("scope", ["channel", "thread"])
+def test_shared_scopes_are_shared_in_place_but_never_across_guilds(tmp_path: Path, scope: str) -> None:
+    # The same channel (or thread) id in two guilds (another platform, or a
+    # forged event) must not join their conversations.
+    world = World(tmp_path, sessions={"scope": scope})
+    where = {"channel": "shared", "thread_id": "t-shared" if scope == "thread" else None}
 
     async def scenario() -> None:
         bot = await _started(world)
         try:
-            await say(bot, msg("alice-heron", "alice", guild="X", channel="shared"))
-            together = (await say(bot, msg("bob-otter", "bob", guild="X", channel="shared"))).content
-            assert "alice-heron" in together  # by design: the channel shares one conversation
-            apart = (await say(bot, msg("carol-lynx", "carol", guild="Y", channel="shared"))).content
+            await say(bot, msg("alice-heron", "alice", guild="X", **where))
+            together = (await say(bot, msg("bob-otter", "bob", guild="X", **where))).content
+            assert "alice-heron" in together  # by design: the place shares one conversation
+            apart = (await say(bot, msg("carol-lynx", "carol", guild="Y", **where))).content
             assert apart == "CTX:carol-lynx"
+            if scope == "thread":
+                beside = (await say(bot, msg("dave-wren", "dave", guild="X", channel="shared"))).content
+                assert "heron" not in beside and "otter" not in beside
         finally:
             await bot.stop()
 
