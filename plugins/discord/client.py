@@ -327,7 +327,6 @@ class TransportMixin:
         self.tree.clear_commands(guild=None)
         for guild in guilds:
             self.tree.clear_commands(guild=guild)
-        names = []
         for command in sorted(self.core.commands.commands.values(), key=lambda c: c.name):
             app_command = self.app_command(command)
             if app_command is None:
@@ -336,7 +335,6 @@ class TransportMixin:
                 self.tree.add_command(app_command, guilds=guilds)
             else:
                 self.tree.add_command(app_command)
-            names.append(command.name)
         self.installed = frozenset(self.core.commands.commands)
 
     async def sync_commands(self) -> None:
@@ -398,6 +396,9 @@ class TransportMixin:
         return app_command
 
     async def run_slash(self, interaction: discord.Interaction, name: str, args: str) -> None:
+        if not self.first_delivery(interaction.id):
+            log.info("interaction %s delivered again: ignored", interaction.id)
+            return
         prefix = self.core.settings.bot.command_prefix
         incoming = interaction_to_incoming(
             interaction, content=f"{prefix}{name}" + (f" {args}" if args else ""), owner_ids=self.owners

@@ -102,6 +102,12 @@ async def read_attachments(message: discord.Message, max_bytes: int) -> list[Att
     return result
 
 
+def describe_embed(embed: discord.Embed) -> str:
+    """An embed as text, for a message that has nothing else."""
+    parts = [p for p in (embed.title, embed.description, embed.url) if p]
+    return f"[embed: {' - '.join(parts) if parts else 'no text'}]"
+
+
 def _where(channel: object) -> tuple[str, str | None]:
     """(channel id, thread id): a thread's messages carry the parent channel
     and the thread separately, so session scopes can choose."""
@@ -124,6 +130,8 @@ def to_incoming(
     content = clean_content(message.content, bot_user_id, bot_name)
     if not content and message.stickers:
         content = " ".join(f"[sticker: {s.name}]" for s in message.stickers)
+    if not content and message.embeds:
+        content = "\n".join(describe_embed(e) for e in message.embeds)
     channel_id, thread_id = _where(message.channel)
     ref = message.reference
     return IncomingMessage(

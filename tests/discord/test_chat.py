@@ -255,13 +255,16 @@ def test_attachments_in_and_out(run, make_bot, recorder):
     run(scenario())
 
 
-def test_empty_and_sticker_only_messages_get_a_clear_answer(run, make_bot, recorder):
+def test_empty_sticker_and_embed_only_messages_get_a_clear_answer(run, make_bot, recorder):
     async def scenario():
         async with discord_world(make_bot) as w:
             empty = await w.fake.send_user_message(w.dm["id"], w.alice, "")
             assert "empty message" in (await w.fake.wait_for_reply_to(empty["id"]))[0]["content"]
             sticker = await w.fake.send_user_message(w.dm["id"], w.alice, "", stickers=["wave"])
             assert (await w.fake.wait_for_reply_to(sticker["id"]))[0]["content"] == "echo: [sticker: wave]"
+            embed = await w.fake.send_user_message(w.dm["id"], w.alice, "",
+                                                   embeds=[{"type": "rich", "title": "News", "description": "big"}])
+            assert (await w.fake.wait_for_reply_to(embed["id"]))[0]["content"] == "echo: [embed: News - big]"
 
     run(scenario())
 

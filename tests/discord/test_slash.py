@@ -163,3 +163,19 @@ def test_admin_switches_a_plugin_off_and_its_commands_leave_discord(run, make_bo
                                     what="the commands to come back")
 
     run(scenario())
+
+
+def test_interaction_replayed_on_resume_is_answered_once(run, make_bot):
+    async def scenario():
+        async with discord_world(make_bot, fake_options={"resume_overlap": 5}) as w:
+            interaction = await w.fake.send_interaction("whoami", w.alice, w.channel["id"])
+            await w.fake.wait_for_interaction_response(interaction["id"])
+            await w.fake.drop_connections()
+            sent = await w.fake.send_user_message(w.dm["id"], w.alice, "after resume")
+            await w.fake.wait_for_reply_to(sent["id"], timeout=20)
+            assert w.fake.resumes, "the client did not resume"
+            assert len(w.fake.interaction_responses[interaction["id"]]) == 1
+            callbacks = [s for m, p, s in w.fake.requests if p.endswith("/callback")]
+            assert callbacks == [200]
+
+    run(scenario())

@@ -330,6 +330,7 @@ class FakeDiscord:
         reply_to: str | None = None,
         attachments: list[tuple[str, bytes, str]] = (),  # type: ignore[assignment]
         stickers: list[str] = (),  # type: ignore[assignment]
+        embeds: list[dict[str, Any]] = (),  # type: ignore[assignment]
     ) -> dict[str, Any]:
         """A user posts a message; it is dispatched to the bot's gateway
         sessions as MESSAGE_CREATE. ``mention_bot`` prefixes ``<@bot>``."""
@@ -346,7 +347,8 @@ class FakeDiscord:
                 "id": aid, "filename": filename, "size": len(data), "content_type": content_type,
                 "url": f"{self.base_url}/attachments/{path}", "proxy_url": f"{self.base_url}/attachments/{path}",
             })
-        message = self._message(channel_id, author, content, mentions=mentions, attachments=files, reply_to=reply_to)
+        message = self._message(channel_id, author, content, mentions=mentions, attachments=files, reply_to=reply_to,
+                                embeds=embeds)
         if stickers:
             message["sticker_items"] = [{"id": snowflake(), "name": name, "format_type": 1} for name in stickers]
         await self.dispatch_message(message)
