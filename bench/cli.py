@@ -77,7 +77,8 @@ class Run:
         self.redis: Any = None
         self.pg: Any = None
         self.meta: dict[str, Any] = {}
-        self.breakdown: list[tuple[str, float, int]] = []
+        self.breakdown: list[tuple[str, float, int, float]] = []
+        self.per_message: dict[str, float] = {}
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -262,6 +263,9 @@ class Run:
             if o:
                 row.met = row.floor_ratio is not None and row.floor_ratio <= limit
 
+    async def redis_commands(self) -> int:
+        return int((await self.redis.info("stats"))["total_commands_processed"])
+
     async def _flush(self, _i: int) -> None:
         await self.redis.flushall()
 
@@ -371,14 +375,24 @@ class Run:
         # Where the time goes: wall time per hook, over extra messages (not in the figure above).
         probe = Breakdown(ours.bot)
         n = max(20, self.cfg.iterations)
+        cmds0, cpu0 = await self.redis_commands(), time.process_time()
         try:
             for i in range(n):
                 await handle(10_000_000 + i)
         finally:
             probe.stop()
+        cpu = (time.process_time() - cpu0) * 1000 / n
         self.breakdown = probe.summary(n)
-        row.extra["breakdown_ms_per_message"] = {k: round(ms, 4) for k, ms, _c in self.breakdown}
-        row.extra["breakdown_calls_per_message"] = {k: c for k, _ms, c in self.breakdown}
+        # The probe's own commands (INFO) and the bench's own queries are a few per run, not per message.
+        self.per_message = {
+            "redis_commands": round((await self.redis_commands() - cmds0) / n, 1),
+            "process_cpu_ms": round(cpu, 3),
+        }
+        row.extra["per_message"] = self.per_message
+        row.extra["breakdown"] = [
+            {"hook": k, "mean_ms_per_message": round(ms, 4), "calls_per_message": c, "p50_ms_per_call": round(p50, 4)}
+            for k, ms, c, p50 in self.breakdown
+        ]
         if missing:
             row.status = f"without {', '.join(missing)}"
 
@@ -569,6 +583,7 @@ async def run(cfg: Config, only: list[str]) -> tuple[list[Row], dict[str, Any]]:
         await bench.teardown()
     meta = dict(bench.meta)
     meta["pipeline_breakdown"] = bench.breakdown
+    meta["pipeline_per_message"] = bench.per_message
     meta.update({"quick": cfg.quick, "config": vars_of(cfg), "peers": bench.peer_status or "installed",
                  "ours": bench.ours_status or "available"})
     return bench.rows, meta
@@ -617,9 +632,13 @@ def main(argv: list[str] | None = None) -> int:
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
     print(table(rows))
     if meta.get("pipeline_breakdown"):
-        print("\nwhole pipeline, wall time per hook implementation (ms per message, nested hooks included):")
-        for name, ms, calls in meta["pipeline_breakdown"]:
-            print(f"  {ms:7.3f}  x{calls}  {name}")
+        print("\nwhole pipeline, wall time per hook implementation, nested hooks included:")
+        print("  mean ms/msg  calls  p50 ms/call  hook (plugin)")
+        for name, ms, calls, p50 in meta["pipeline_breakdown"]:
+            print(f"  {ms:11.3f}  x{calls:<4}  {p50:11.3f}  {name}")
+        pm = meta.get("pipeline_per_message") or {}
+        print(f"  per message: {pm.get('redis_commands')} Redis commands (pipelined ones counted singly), "
+              f"{pm.get('process_cpu_ms')} ms of process CPU (all threads)")
     for row in rows:
         if row.key == "throughput" and "process_cpu_ms_per_message" in row.extra:
             print(f"throughput: {row.extra['process_cpu_ms_per_message']} ms of process CPU per message "
