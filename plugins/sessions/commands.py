@@ -142,7 +142,7 @@ async def session_info(inv: Invocation) -> Reply:
     session = await service.load_session(bot, key) if service.has_storage(bot) else None
     if session is None or not lifecycle.usable(session, now, cfg.idle_timeout, cfg.max_age):
         if session is None:
-            lines.append(f"No session yet in this scope ({cfg.scope}); your next message opens one.")
+            lines.append("No session here yet; your next message opens one.")
         else:
             ended = session.closed_at
             if ended is None:
@@ -157,7 +157,8 @@ async def session_info(inv: Invocation) -> Reply:
         total = len(await service.session_messages(bot, session, TOTAL_CAP))
         total_text = f"{total}+" if total >= TOTAL_CAP else str(total)
         lines.append(f"Session {session.id}")
-        lines.append(f"Scope: {cfg.scope} ({key})")
+        label = "direct messages, per user" if key.startswith("dm:") else cfg.scope
+        lines.append(f"Scope: {label} ({key})")
         lines.append(f"Age: {duration(now - session.opened_at)} (opened {stamp(session.opened_at)})")
         idle = now - session.last_active_at
         if cfg.idle_timeout > 0:

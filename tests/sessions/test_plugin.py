@@ -153,7 +153,7 @@ def test_reset_of_a_shared_session_needs_manage_messages(make_harness: Make) -> 
 
 def test_session_info(make_harness: Make, clock: ManualClock) -> None:
     h = make_harness({"idle_timeout": 600, "window_messages": 3})
-    assert "No session yet" in h.say("/session").content
+    assert "No session here yet" in h.say("/session").content
     for n in range(3):
         h.say(f"m{n}")
     clock.advance(58)
