@@ -205,7 +205,7 @@ class DurableStore:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("ROLLBACK")
         else:
-            self.db.execute_sql("SELECT 1").fetchone()
+            self.db.execute_sql("SELECT 1").fetchall()
 
     async def close(self) -> None:
         self.closed = True
@@ -247,10 +247,11 @@ class DurableStore:
         return rows
 
     def message_exists(self, message_id: str) -> bool:
-        return self.db.execute_sql(self.sql_exists, (message_id,)).fetchone() is not None
+        return bool(self.db.execute_sql(self.sql_exists, (message_id,)).fetchall())
 
     def count_messages(self, session_id: str) -> int:
-        return self.m.Message.select().where(self.m.Message.session_id == session_id).count()
+        rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
+        return int(rows[0][0])
 
     # --- sessions ----------------------------------------------------------------
 
@@ -270,7 +271,7 @@ class DurableStore:
             "state": orjson.dumps(data.get("state") or {}).decode(),
         }
         with self.db.atomic():
-            current = S.select(S.fence).where(S.session_id == data["id"]).tuples().first()
+            current = _one(S.select(S.fence).where(S.session_id == data["id"]).tuples())
             if current is None:
                 S.insert(**row, fence=fence or 0).on_conflict_ignore().execute()
                 return True
@@ -295,7 +296,7 @@ class DurableStore:
 
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:
         S = self.m.SessionRow
-        row = S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()).first()
+        row = _one(S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()))
         return self._session_dict(row) if row else None
 
     def user_sessions(self, user_id: str, limit: int) -> list[dict[str, Any]]:
@@ -305,7 +306,7 @@ class DurableStore:
 
     def session_fence(self, session_id: str) -> int:
         S = self.m.SessionRow
-        row = S.select(S.fence).where(S.session_id == session_id).tuples().first()
+        row = _one(S.select(S.fence).where(S.session_id == session_id).tuples())
         return int(row[0] or 0) if row else 0
 
     # --- people's data ---------------------------------------------------------------
@@ -358,7 +359,7 @@ class DurableStore:
 
     def get_state(self, key: str) -> Any:
         B = self.m.BotState
-        row = B.select(B.value).where(B.key == key).tuples().first()
+        row = _one(B.select(B.value).where(B.key == key).tuples())
         return orjson.loads(row[0]) if row else None
 
     def set_state(self, key: str, value: Any) -> None:
@@ -383,7 +384,17 @@ class DurableStore:
         return B.delete().where((B.key == key) & (B.value == raw_value)).execute()
 
     def counts(self) -> dict[str, int]:
-        return {"messages": self.m.Message.select().count(), "sessions": self.m.SessionRow.select().count()}
+        return {
+            table: int(self.db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchall()[0][0]) for table in ("messages", "sessions")
+        }
+
+
+def _one(query: Any) -> Any:
+    """The first row or ``None``, with the cursor read to the end: an
+    unfinished SQLite statement keeps its read snapshot open, and later reads
+    on that connection would not see newer writes (WAL)."""
+    rows = list(query.limit(1))
+    return rows[0] if rows else None
 
 
 def _short(exc: BaseException) -> str:

@@ -2,10 +2,10 @@
 
 Each entry is ``{"k": kind, "d": data, "at": seconds, "n": sequence}`` with
 kind ``msg`` (a message row), ``session`` (a session save, with its fence)
-or ``state`` (a bot-state value). Entries go to a Redis stream shared by all
-instances (so any instance can replay them) and, when Redis is down too, to a
-local append-only spool file under ``spool_dir`` (one file per instance,
-JSON lines). Replay applies entries oldest first; message inserts are
+or ``state`` (a bot-state value). Entries go both to a local append-only spool
+file under ``spool_dir`` (one file per instance, JSON lines: survives a Redis
+flush or loss) and to a Redis stream shared by all instances (so any instance
+can replay them, and a process that dies leaves them with Redis). Replay applies entries oldest first; message inserts are
 idempotent (G3), so an entry replayed twice, or written to both places, is
 stored once.
 """
@@ -129,8 +129,9 @@ class Spool:
 class Outbox:
     """The stream plus the spool, with replay."""
 
-    def __init__(self, cache: Cache | None, spool: Spool) -> None:
+    def __init__(self, cache: Cache | None, spool: Spool, instance_id: str = "") -> None:
         self.cache = cache
+        self.instance_id = instance_id
         self.spool = spool
         self.stream_key = f"{cache.prefix}outbox" if cache else ""
         self.lock_key = f"{cache.prefix}outbox:lock" if cache else ""
@@ -138,7 +139,7 @@ class Outbox:
         self._replaying = asyncio.Lock()
 
     def entry(self, kind: str, data: Any) -> dict[str, Any]:
-        return {"k": kind, "d": data, "at": time.time(), "n": next(self._seq)}
+        return {"k": kind, "d": data, "at": time.time(), "i": self.instance_id, "n": next(self._seq)}
 
     async def to_stream(self, entry: dict[str, Any], redis_ok: bool) -> None:
         """Add ``entry`` to the Redis stream (raises :class:`BackendDown`)."""
@@ -207,8 +208,17 @@ class Outbox:
         return done
 
     async def forget(self, predicate: Callable[[dict[str, Any]], bool], redis_ok: bool) -> int:
-        """Remove every queued entry ``predicate`` matches (stream and spool)."""
-        removed = await asyncio.get_running_loop().run_in_executor(None, self.spool.rewrite, lambda e: not predicate(e))
+        """Remove every queued entry ``predicate`` matches (stream and spool);
+        return how many distinct writes were removed."""
+        removed: set[tuple[Any, Any]] = set()
+
+        def doomed(entry: dict[str, Any]) -> bool:
+            if predicate(entry):
+                removed.add((entry.get("i"), entry.get("n")))
+                return True
+            return False
+
+        await asyncio.get_running_loop().run_in_executor(None, self.spool.rewrite, lambda e: not doomed(e))
         if redis_ok and self.cache is not None:
             r = self.cache.r
             last = "-"
@@ -218,11 +228,11 @@ class Outbox:
                     items = items[1:]
                 if not items:
                     break
-                doomed = [i for i, f in items if predicate(orjson.loads(f[b"e"]))]
-                if doomed:
-                    removed += await self.cache.call(r.xdel(self.stream_key, *doomed))
+                ids = [i for i, f in items if doomed(orjson.loads(f[b"e"]))]
+                if ids:
+                    await self.cache.call(r.xdel(self.stream_key, *ids))
                 last = items[-1][0]
-        return removed
+        return len(removed)
 
 
 def _order(entry: dict[str, Any]) -> tuple[float, int]:

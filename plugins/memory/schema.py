@@ -192,8 +192,8 @@ def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: 
 def current_version(m: Models) -> int:
     if not m.db.table_exists("schema_version"):
         return 0
-    row = m.db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()
-    return int(row[0] or 0) if row else 0
+    rows = m.db.execute_sql("SELECT MAX(version) FROM schema_version").fetchall()
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def migrate(m: Models, target: int = SCHEMA_VERSION) -> list[int]:

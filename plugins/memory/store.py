@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ class MemoryStore:
         self.problems: list[str] = []
         spool_dir = settings.spool_dir or self.data_dir / "spool"
         self.spool = Spool(Path(spool_dir), instance_id)
-        self.outbox: Outbox = Outbox(None, self.spool)
+        self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
         self.coordinator = Coordinator(self)
         self.cache_dirty = False
         self.migrated = False
@@ -76,7 +77,7 @@ class MemoryStore:
         try:
             client = make_client(redis_url, s.redis_timeout)
             self.cache = Cache(client, prefix=s.key_prefix, window_size=s.window_size, ttl=s.cache_ttl, timeout=s.redis_timeout)
-            self.outbox = Outbox(self.cache, self.spool)
+            self.outbox = Outbox(self.cache, self.spool, f"{self.instance_id}/{secrets.token_hex(4)}")
         except RedisURLError as exc:
             self._problem(self.redis_breaker, f"REDIS_URL is malformed: {exc}")
         if self.db is None and self.cache is None:
@@ -279,15 +280,7 @@ class MemoryStore:
         accepted = in_db
         degraded = False
         if not in_db:
-            entry = self.outbox.entry("msg", list(row))
-            try:
-                await self.outbox.to_stream(entry, self.redis_ok)
-                accepted = True
-            except BackendDown as exc:
-                if self.cache is not None and self.redis_breaker.ok:
-                    self.redis_failed(exc)
-                await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
-                accepted = degraded = True
+            accepted, degraded = True, not await self._queue(self.outbox.entry("msg", list(row)))
         if self.redis_ok:
             assert self.cache is not None
             try:
@@ -301,6 +294,19 @@ class MemoryStore:
         elif in_db and self.cache is not None:
             await self._mark_dirty()
         return accepted and not degraded
+
+    async def _queue(self, entry: dict[str, Any]) -> bool:
+        """Queue a write the database could not take: in the local spool
+        (survives a Redis flush or loss) and in the shared Redis stream (any
+        instance can replay it). ``True`` if the stream took it too."""
+        self.outbox.to_spool(entry)
+        try:
+            await self.outbox.to_stream(entry, self.redis_ok)
+            return True
+        except BackendDown as exc:
+            if self.cache is not None and self.redis_breaker.ok:
+                self.redis_failed(exc)
+            return False
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         if limit <= 0:
@@ -398,13 +404,7 @@ class MemoryStore:
             except BackendDown as exc:
                 self.db_failed(exc)
         if not in_db:
-            entry = self.outbox.entry("session", {"s": data, "f": fence})
-            try:
-                await self.outbox.to_stream(entry, self.redis_ok)
-            except BackendDown as exc:
-                if self.cache is not None and self.redis_breaker.ok:
-                    self.redis_failed(exc)
-                await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
+            await self._queue(self.outbox.entry("session", {"s": data, "f": fence}))
         if self.redis_ok:
             assert self.cache is not None
             try:
@@ -465,8 +465,8 @@ class MemoryStore:
         def query() -> int:
             from peewee import fn
 
-            value = S.select(fn.MAX(S.fence)).where(S.scope_key == scope_key).scalar()
-            return int(value or 0)
+            rows = list(S.select(fn.MAX(S.fence)).where(S.scope_key == scope_key).tuples())
+            return int(rows[0][0] or 0) if rows else 0
 
         try:
             return await self.db.run(query)
@@ -497,11 +497,7 @@ class MemoryStore:
                 return
             except BackendDown as exc:
                 self.db_failed(exc)
-        entry = self.outbox.entry("state", {"key": key, "value": value})
-        try:
-            await self.outbox.to_stream(entry, self.redis_ok)
-        except BackendDown:
-            await asyncio.get_running_loop().run_in_executor(None, self.outbox.to_spool, entry)
+        await self._queue(self.outbox.entry("state", {"key": key, "value": value}))
 
     # --- people's data --------------------------------------------------------------
 
@@ -567,12 +563,12 @@ class MemoryStore:
         spool = await asyncio.get_running_loop().run_in_executor(None, self.spool.depth)
         stream = 0
         if self.redis_ok:
-            assert self.outbox is not None
             try:
                 stream = await self.outbox.stream_depth()
             except BackendDown as exc:
                 self.redis_failed(exc)
-        depth = stream + spool
+        # An entry is usually in both places: count each write once.
+        depth = len({(e.get("i"), e.get("n")) for e in await self.pending_entries()}) if spool or stream else 0
         reports.append(
             HealthReport(
                 "outbox",

@@ -243,3 +243,41 @@ async def started(store: MemoryStore) -> AsyncIterator[MemoryStore]:
 def _no_env_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DATABASE_URL", "REDIS_URL", "MEMORY_DATABASE_URL", "MEMORY_REDIS_URL", "MEMORY_KEY_PREFIX"):
         monkeypatch.delenv(name, raising=False)
+
+
+class database_cut:
+    """Make the database unreachable for ``store`` (really: hold SQLite's
+    write lock; point PostgreSQL calls at a closed port)."""
+
+    def __init__(self, backend: Backend, store: MemoryStore) -> None:
+        self.backend = backend
+        self.store = store
+        self.conn = None
+        self.saved = None
+
+    def __enter__(self) -> database_cut:
+        if self.backend.kind == "sqlite":
+            import sqlite3
+
+            self.conn = sqlite3.connect(self.backend.database_url[len("sqlite:///") :], timeout=5, isolation_level=None, check_same_thread=False)
+            self.conn.execute("BEGIN EXCLUSIVE")
+        else:
+            db = self.store.db
+            assert db is not None
+            self.saved = dict(db.db.connect_params)
+            db.db.connect_params["port"] = free_port()  # nothing listens there
+            # drop the pooled connections so the next calls reconnect (and fail)
+            db._executor.shutdown(wait=True)
+            db._probe_executor.shutdown(wait=True)
+            db._executor = db._new_executor()
+            db._probe_executor = db._new_executor(1, "memory-db-probe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.execute("ROLLBACK")
+            self.conn.close()
+        if self.saved is not None:
+            assert self.store.db is not None
+            self.store.db.db.connect_params.clear()
+            self.store.db.db.connect_params.update(self.saved)
