@@ -44,9 +44,9 @@ class Config:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
         if args.quick:
-            base = cls(True, 3, 40, 10, 20, 10_000, 100_000, 64, 4, 10, 300)
+            base = cls(True, 3, 40, 10, 20, 10_000, 100_000, 64, 4, 30, 300)
         else:
-            base = cls(False, 5, 200, 30, 60, 10_000, 1_000_000, 64, 20, 40, 10_000)
+            base = cls(False, 5, 200, 30, 60, 10_000, 1_000_000, 64, 20, 100, 10_000)
         for name in ("rounds", "iterations", "small_rows", "large_rows", "sessions"):
             value = getattr(args, name)
             if value is not None:
@@ -79,6 +79,7 @@ class Run:
         self.meta: dict[str, Any] = {}
         self.breakdown: list[tuple[str, float, int, float]] = []
         self.per_message: dict[str, float] = {}
+        self.warnings: dict[str, dict[str, int]] = {}
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -478,15 +479,18 @@ class Run:
             for i in range(5):
                 await timed(db_only, i, "dbonly")
             n = cfg.outage_replies
-            normal, dbo = [], []
+            normal = []
             for i in range(5):
                 await timed(via_proxy, i, "bh")
             for i in range(n):
                 normal.append(await timed(via_proxy, 100 + i, "bh"))
-                dbo.append(await timed(db_only, 100 + i, "dbonly"))
             proxy.blackhole()
             first = await timed(via_proxy, 1000, "bh")
-            later = [await timed(via_proxy, 1001 + i, "bh") for i in range(n)]
+            # Interleaved with the DB-only instance, so both see the same machine.
+            later, dbo = [], []
+            for i in range(n):
+                later.append(await timed(via_proxy, 1001 + i, "bh"))
+                dbo.append(await timed(db_only, 1001 + i, "dbonly"))
             proxy.restore()
         finally:
             proxy.restore() if proxy.process else None
@@ -555,6 +559,32 @@ class Run:
         return total
 
 
+class Warnings(logging.Handler):
+    """Collects the warnings plugins log while one figure runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("plugins.", "core.")):
+            self.messages.append(f"{record.name}: {record.getMessage()}"[:200])
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for message in self.messages:
+            key = message.split("(")[0].strip()[:120]
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def __enter__(self) -> Warnings:
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger().removeHandler(self)
+
+
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -573,17 +603,26 @@ async def run(cfg: Config, only: list[str]) -> tuple[list[Row], dict[str, Any]]:
             if only and name not in only:
                 continue
             started = time.perf_counter()
-            try:
-                await getattr(bench, name)()
-            except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the others
-                log.exception("figure %s failed", name)
-                bench.add(Row(name, name, status=f"FAILED: {type(exc).__name__}: {exc}"[:120]))
+            first_row = len(bench.rows)
+            with Warnings() as seen:
+                try:
+                    await getattr(bench, name)()
+                except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the others
+                    log.exception("figure %s failed", name)
+                    bench.add(Row(name, name, status=f"FAILED: {type(exc).__name__}: {exc}"[:120]))
+            if seen.messages:
+                # A figure measured while a plugin was routing around a failure is
+                # not the figure it claims to be: say so next to it.
+                bench.warnings[name] = seen.summary()
+                for row in bench.rows[first_row:]:
+                    row.extra["plugin_warnings"] = seen.summary()
             print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
     finally:
         await bench.teardown()
     meta = dict(bench.meta)
     meta["pipeline_breakdown"] = bench.breakdown
     meta["pipeline_per_message"] = bench.per_message
+    meta["plugin_warnings"] = bench.warnings
     meta.update({"quick": cfg.quick, "config": vars_of(cfg), "peers": bench.peer_status or "installed",
                  "ours": bench.ours_status or "available"})
     return bench.rows, meta
@@ -639,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
         pm = meta.get("pipeline_per_message") or {}
         print(f"  per message: {pm.get('redis_commands')} Redis commands (pipelined ones counted singly), "
               f"{pm.get('process_cpu_ms')} ms of process CPU (all threads)")
+    for figure, counts in (meta.get("plugin_warnings") or {}).items():
+        print(f"plugin warnings during {figure}:")
+        for message, count in sorted(counts.items(), key=lambda kv: -kv[1])[:6]:
+            print(f"  {count:5d} x {message}")
     for row in rows:
         if row.key == "throughput" and "process_cpu_ms_per_message" in row.extra:
             print(f"throughput: {row.extra['process_cpu_ms_per_message']} ms of process CPU per message "
