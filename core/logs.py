@@ -46,6 +46,7 @@ _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----EN
 _TOKEN_SHAPES = re.compile(
     r"""(?x)
     [A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}   # Discord bot token
+    | (?<=/webhooks/)\d+/[A-Za-z0-9_-]{30,}                       # Discord webhook id/token
     | \bsk-[A-Za-z0-9_-]{20,}                                     # OpenAI-style API key
     | \b(?:AKIA|ASIA)[0-9A-Z]{16}\b                               # AWS access key id
     | \bgh[pousr]_[A-Za-z0-9]{30,}                                # GitHub token

@@ -17,7 +17,6 @@ from core.errors import Refused
 from core.logs import secret_filter, secret_values
 from core.models import HealthReport, IncomingMessage, Session
 from core.plugins import hookimpl
-
 from plugins.limits.config import LimitsSettings
 from plugins.limits.limiter import Limiter, describe
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from core.settings import PluginSettings
-from pydantic_settings import NoDecode, SettingsConfigDict
 
 _UNITS = {
     "": 1.0,
@@ -62,8 +62,9 @@ def describe_period(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             n = int(seconds // size)
             return unit if n == 1 else f"{n} {unit}s"
-    n = int(seconds) if float(seconds).is_integer() else seconds
-    return "second" if n == 1 else f"{n} seconds"
+    if seconds == 1:
+        return "second"
+    return f"{int(seconds)} seconds" if float(seconds).is_integer() else f"{seconds:g} seconds"
 
 
 def parse_rate(value: Any) -> Rate | None:
@@ -74,7 +75,8 @@ def parse_rate(value: Any) -> Rate | None:
     if value is None or isinstance(value, Rate):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"a rate is a string like '20/1m', got {type(value).__name__}")
+        # pydantic turns ValueError (not TypeError) into a clear validation error.
+        raise ValueError(f"a rate is a string like '20/1m', got {type(value).__name__}")  # noqa: TRY004
     text = value.strip().lower()
     if text in ("", "off", "none", "unlimited"):
         return None

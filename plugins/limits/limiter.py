@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.models import IncomingMessage
-
 from plugins.limits.config import LimitsSettings, Rate, describe_period
 from plugins.limits.counters import Counters, LocalCounters, RedisCounters
 
@@ -39,6 +38,11 @@ class Rule:
     key: str
     rate: Rate
     refusal: str  # format string: {limit}, {retry}
+
+
+def _rules(*specs: tuple[str, Rate | None, str]) -> list[Rule]:
+    """The rules whose rate is switched on."""
+    return [Rule(key, rate, refusal) for key, rate, refusal in specs if rate is not None]
 
 
 def _retry_text(seconds: float) -> str:
@@ -90,52 +94,52 @@ class Limiter:
     def message_rules(self, message: IncomingMessage) -> list[Rule]:
         s = self.settings
         user, channel = self._keys(message)
-        rules = [
-            Rule(f"{user}:msg", s.user_messages, "You are sending messages too fast (the limit is {limit}). "
-                 "Try again in {retry}; this message was not stored."),
-            Rule(f"{channel}:msg", s.channel_messages, "This channel is busy (the bot answers {limit} here). "
-                 "Try again in {retry}; this message was not stored."),
-        ]
+        rules = _rules(
+            (f"{user}:msg", s.user_messages, ("You are sending messages too fast (the limit is {limit}). "
+             "Try again in {retry}; this message was not stored.")),
+            (f"{channel}:msg", s.channel_messages, ("This channel is busy (the bot answers {limit} here). "
+             "Try again in {retry}; this message was not stored.")),
+        )
         if any(a.is_image for a in message.attachments):
             rules += self._image_rules(user, channel)
-        return [r for r in rules if r.rate is not None]
+        return rules
 
     def command_rules(self, name: str, message: IncomingMessage) -> list[Rule]:
         s = self.settings
         user, channel = self._keys(message)
-        rules = [
-            Rule(f"{user}:cmd", s.user_commands, "You are using commands too fast (the limit is {limit}). "
-                 "Try again in {retry}."),
-            Rule(f"{channel}:cmd", s.channel_commands, "Commands are busy in this channel (the limit is {limit}). "
-                 "Try again in {retry}."),
-        ]
+        rules = _rules(
+            (f"{user}:cmd", s.user_commands, ("You are using commands too fast (the limit is {limit}). "
+             "Try again in {retry}.")),
+            (f"{channel}:cmd", s.channel_commands, ("Commands are busy in this channel (the limit is {limit}). "
+             "Try again in {retry}.")),
+        )
         if name.lower() in s.image_commands:
             rules += self._image_rules(user, channel)
-        return [r for r in rules if r.rate is not None]
+        return rules
 
     def _image_rules(self, user: str, channel: str) -> list[Rule]:
         s = self.settings
-        return [
-            Rule(f"{user}:img", s.user_images, "You have reached the image limit ({limit}). Try again in {retry}."),
-            Rule(f"{channel}:img", s.channel_images, "This channel has reached its image limit ({limit}). "
-                 "Try again in {retry}."),
-        ]
+        return _rules(
+            (f"{user}:img", s.user_images, "You have reached the image limit ({limit}). Try again in {retry}."),
+            (f"{channel}:img", s.channel_images, ("This channel has reached its image limit ({limit}). "
+             "Try again in {retry}.")),
+        )
 
     @staticmethod
     def _keys(message: IncomingMessage) -> tuple[str, str]:
         return f"{message.transport}:u:{message.author_id}", f"{message.transport}:c:{message.channel_id}"
 
-    def is_exempt(self, message: IncomingMessage, owner_ids: list[str]) -> bool:
+    def is_exempt(self, message: IncomingMessage, owner_ids: Sequence[str]) -> bool:
         return self.settings.exempt_owners and (message.is_owner or message.author_id in owner_ids)
 
-    async def check_message(self, message: IncomingMessage, owner_ids: list[str] = ()) -> str | None:  # type: ignore[assignment]
+    async def check_message(self, message: IncomingMessage, owner_ids: Sequence[str] = ()) -> str | None:
         problem = self.check_attachments(message)
-        if problem or self.is_exempt(message, list(owner_ids)):
+        if problem or self.is_exempt(message, owner_ids):
             return problem
         return await self.acquire(message.id, self.message_rules(message))
 
-    async def check_command(self, name: str, message: IncomingMessage, owner_ids: list[str] = ()) -> str | None:  # type: ignore[assignment]
-        if self.is_exempt(message, list(owner_ids)):
+    async def check_command(self, name: str, message: IncomingMessage, owner_ids: Sequence[str] = ()) -> str | None:
+        if self.is_exempt(message, owner_ids):
             return None
         return await self.acquire(f"cmd:{message.id}", self.command_rules(name, message))
 
@@ -161,7 +165,7 @@ class Limiter:
                         await counters.undo(done.key, event_id)
                     return rule.refusal.format(limit=rule.rate.describe(), retry=_retry_text(hit.retry_after))
                 taken.append(rule)
-        except Exception as exc:  # noqa: BLE001 - any Redis trouble routes to the configured fallback
+        except Exception as exc:
             if counters is self.local:
                 raise
             self._redis_failed(exc)
@@ -225,8 +229,8 @@ class Limiter:
         if self._redis is not None:
             try:
                 await self._redis.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing a dead connection may fail; nothing to keep
+                log.debug("limits: closing the Redis client failed: %s", exc)
             self._redis = None
 
 

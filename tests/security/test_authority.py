@@ -16,7 +16,6 @@ from core.commands import is_allowed
 from core.models import Command, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
 from core.settings import BotSection, EnvSettings, Settings
-
 from tests.core.helpers import FakeEntryPoint
 
 _ids = itertools.count(1)

@@ -24,7 +24,6 @@ from core.clock import ManualClock
 from core.models import Attachment, Context, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
 from core.settings import BotSection, EnvSettings, Settings
-
 from tests.core.helpers import FakeEntryPoint
 
 memory_plugin = pytest.importorskip("plugins.memory")

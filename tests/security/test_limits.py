@@ -26,7 +26,6 @@ from core.plugins import hookimpl
 from core.settings import EnvSettings, Settings
 from plugins.limits.config import LimitsSettings, Rate, parse_rate
 from plugins.limits.limiter import LIMITS_UNAVAILABLE, Limiter
-
 from tests.core.helpers import FakeEntryPoint
 
 _ids = itertools.count(1)

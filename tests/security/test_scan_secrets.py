@@ -52,6 +52,7 @@ def samples() -> dict[str, str]:
         "openai-key": "client = OpenAI(key='" + "sk-" + "proj-" + rand(48) + "')",
         "aws-access-key": "aws_id = '" + "AK" + "IA" + rand(16, string.ascii_uppercase + string.digits) + "'",
         "github-token": "gh = '" + "gh" + "p_" + rand(36) + "'",
+        "discord-webhook": "ALERTS = 'https://discord.com/api/" + "webhooks/" + rand(18, string.digits) + "/" + rand(68, B64URL) + "'",
         "private-key": key_header,
         "url-password": "DATABASE = 'postgresql://app:" + rand(14) + "@db.internal:5432/bot'",
         "assigned-secret": 'client_secret = "' + rand(32) + '"',
@@ -103,7 +104,7 @@ def git(repo: Path, *args: str) -> None:
 
 def run_cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--root", str(repo), *args], capture_output=True, text=True, timeout=60
+        [sys.executable, str(SCRIPT), "--root", str(repo), *args], capture_output=True, text=True, timeout=60, check=False
     )
 
 
