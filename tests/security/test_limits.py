@@ -382,3 +382,18 @@ def test_health_reports_the_counters_backend(run: Any, tmp_path: Path) -> None:
     reports = {r.component: r for r in run(bot.health())}
     assert reports["limits"].ok is False and "when_redis_down=local" in reports["limits"].detail
     run(bot.stop())
+
+
+def test_two_instances_on_one_redis_share_the_limit_and_count_a_redelivery_once(run: Any, tmp_path: Path) -> None:
+    shared = "fakeredis://" + uuid.uuid4().hex
+    a = make_bot(tmp_path / "a", Recorder(), user_messages="3/1m", redis_url=shared)
+    b = make_bot(tmp_path / "b", Recorder(), user_messages="3/1m", redis_url=shared)
+    first = msg("one")
+    assert "too fast" not in say(run, a, first)[0]
+    assert "too fast" not in say(run, b, first)[0]  # the same message delivered to the other instance
+    assert "too fast" not in say(run, b, msg("two"))[0]
+    assert "too fast" not in say(run, a, msg("three"))[0]
+    assert "too fast" in say(run, b, msg("four"))[0]
+    assert "too fast" in say(run, a, msg("five"))[0]
+    run(a.stop())
+    run(b.stop())
