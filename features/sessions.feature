@@ -44,6 +44,23 @@ Feature: Sessions: who shares context, when a conversation ends, what a reply se
     Then the reply to "still there?" came from a new session
     And the reply to "still there?" was generated from 1 messages
 
+  Scenario: Timeouts hold while Redis is unreachable, from the times in the database
+    Given the sessions setting "idle_timeout" is 600
+    And the bot is running
+    And alice says "before the outage" in #general
+    When Redis becomes unreachable
+    And the clock advances by 5 minutes
+    And alice says "during the outage" in #general
+    Then the reply to "during the outage" came from the same session as the reply to "before the outage"
+    When the clock advances by 11 minutes
+    And alice says "after a long pause" in #general
+    Then the reply to "after a long pause" came from a new session
+    And the reply to "after a long pause" was generated from 1 messages
+    When Redis is reachable again
+    And alice says "Redis is back" in #general
+    Then the reply to "Redis is back" came from the same session as the reply to "after a long pause"
+    And the reply to "Redis is back" was generated from 3 messages
+
   Scenario: A session ends at its maximum age even while busy
     Given these settings:
       | section  | key          | value |

@@ -129,3 +129,43 @@ def test_expiry() -> None:
     assert lifecycle.expiry(s, 1800, None) == (T0 + 1900, "idle")
     assert lifecycle.expiry(s, 1800, 1000) == (T0 + 1000, "max_age")
     assert lifecycle.expiry(s, 0, None) is None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.sampled_from(["message", "reset"]), st.floats(0, 4000)), min_size=1, max_size=30),
+    idle=st.sampled_from([0.0, 600.0, 1800.0]),
+    max_age=st.sampled_from([None, 3000.0]),
+)
+def test_any_sequence_keeps_one_open_session(
+    steps: list[tuple[str, float]], idle: float, max_age: float | None
+) -> None:
+    """Whatever the messages, gaps and resets: at most one open session per
+    scope, the latest one is where messages go, every other one is closed
+    no later than its successor opened, and a message continues a session
+    exactly when it came within the limits."""
+    store = Sessions()
+    now = T0
+    previous: Session | None = None
+    for action, gap in steps:
+        now += gap
+        if action == "reset":
+            _closed, previous = asyncio.run(lifecycle.reset(msg(), KEY, now, store.load, store.save))
+            continue
+        current = resolve(store, now, idle, max_age)
+        if previous is not None:
+            continued = current.id == previous.id
+            within = (idle == 0 or now - previous.last_active_at < idle) and (
+                max_age is None or now - previous.opened_at < max_age
+            )
+            assert continued == within
+        previous = current
+    sessions = sorted(store.by_id.values(), key=lambda s: s.opened_at)
+    assert [s for s in sessions if s.closed_at is None] == sessions[-1:]
+    for older, newer in zip(sessions, sessions[1:]):
+        assert older.closed_at is not None and older.closed_at <= newer.opened_at
+        assert older.state["closed_reason"] in ("idle", "max_age", "reset")
