@@ -79,6 +79,17 @@ async def shutdown(bot: Any) -> None:
 
 
 @hookimpl(tryfirst=True)
+def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
+    # False drops the message without a reply (the core's silent path); None
+    # lets the other plugins (memory's cross-instance claim) decide as usual.
+    limiter = _limiter(bot)
+    if limiter.is_exempt(message, bot.settings.bot.owner_ids) or not limiter.is_quiet(message):
+        return None
+    log.debug("limits: dropped message %s from %s quietly (already told about the limit)", message.id, message.author_id)
+    return False
+
+
+@hookimpl(tryfirst=True)
 async def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
     # tryfirst: refuse before other plugins decode images or spend anything.
     problem = await _limiter(bot).check_message(message, bot.settings.bot.owner_ids)

@@ -112,6 +112,9 @@ class LimitsSettings(PluginSettings):
     max_attachments: int = Field(4, ge=0)
     # Discord's upload limit for bots without boosts; the images plugin checks pixels and formats.
     max_attachment_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    # After one "slow down" reply, further messages over the same limit are
+    # dropped silently until the window frees up: a flood gets one reply, not one per message.
+    quiet_after_notice: bool = True
     # Configured bot owners are never rate limited (they need to fix things).
     exempt_owners: bool = True
 

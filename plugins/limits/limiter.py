@@ -68,6 +68,9 @@ class Limiter:
         self._redis: RedisCounters | None = None
         self._redis_loop: asyncio.AbstractEventLoop | None = None
         self._redis_down_until = 0.0
+        # window key -> clock time until which its over-limit messages are
+        # dropped without a reply (the user was told once already).
+        self._quiet_until: dict[str, float] = {}
         self.redis_failures = 0
         self.last_redis_error = ""
 
@@ -129,6 +132,22 @@ class Limiter:
     def _keys(message: IncomingMessage) -> tuple[str, str]:
         return f"{message.transport}:u:{message.author_id}", f"{message.transport}:c:{message.channel_id}"
 
+    def is_quiet(self, message: IncomingMessage) -> bool:
+        """Whether ``message`` should be dropped without a reply: its user or
+        channel was refused and told so, and that window is still full.
+        In-process and cheap (no Redis): a flood costs one reply per window
+        per instance, not one reply per message."""
+        if not self._quiet_until:
+            return False
+        now = self.clock.now()
+        return any(self._quiet_until.get(rule.key, 0.0) > now for rule in self.message_rules(message))
+
+    def _quiet(self, key: str, until: float) -> None:
+        if len(self._quiet_until) > 10_000:
+            now = self.clock.now()
+            self._quiet_until = {k: t for k, t in self._quiet_until.items() if t > now}
+        self._quiet_until[key] = until
+
     def is_exempt(self, message: IncomingMessage, owner_ids: Sequence[str]) -> bool:
         return self.settings.exempt_owners and (message.is_owner or message.author_id in owner_ids)
 
@@ -163,6 +182,8 @@ class Limiter:
                 if not hit.allowed:
                     for done in taken:
                         await counters.undo(done.key, event_id)
+                    if self.settings.quiet_after_notice:
+                        self._quiet(rule.key, now + hit.retry_after)
                     return rule.refusal.format(limit=rule.rate.describe(), retry=_retry_text(hit.retry_after))
                 taken.append(rule)
         except Exception as exc:

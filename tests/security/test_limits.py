@@ -397,3 +397,26 @@ def test_two_instances_on_one_redis_share_the_limit_and_count_a_redelivery_once(
     assert "too fast" in say(run, a, msg("five"))[0]
     run(a.stop())
     run(b.stop())
+
+
+def test_a_flood_gets_one_reply_per_window_not_one_per_message(run: Any, tmp_path: Path) -> None:
+    recorder = Recorder()
+    bot = make_bot(tmp_path, recorder, user_messages="2/1m", channel_messages="off")
+    replies = [say(run, bot, msg(f"flood {i}")) for i in range(10)]
+    assert [len(r) for r in replies] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert "too fast" in replies[2][0]
+    # Others in the channel are not silenced, and commands still answer (and say why).
+    assert len(say(run, bot, msg("hi", author="bob"))) == 1
+    assert say(run, bot, msg("/help"))[0].startswith("Commands:")
+    # Once the window frees up the user is heard again.
+    bot.clock.advance(61)  # type: ignore[attr-defined]
+    assert say(run, bot, msg("back"))[0] != ""
+    assert recorder.stored.count("back") == 1 and "flood 5" not in recorder.stored
+    run(bot.stop())
+
+
+def test_quiet_after_notice_can_be_switched_off(run: Any, tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, Recorder(), user_messages="1/1m", quiet_after_notice=False)
+    replies = [say(run, bot, msg(f"n{i}")) for i in range(4)]
+    assert [len(r) for r in replies] == [1, 1, 1, 1]
+    run(bot.stop())
