@@ -167,26 +167,29 @@ class Bot:
             return None
         if time.monotonic() - self._plugin_state_checked > PLUGIN_STATE_REFRESH:
             await self._apply_plugin_state()
-        problem = self._check_input(message)
-        if problem:
-            await send(Reply(problem))
-            return Reply(problem)
-        parsed = command_parsing.parse(message.content, self.settings.bot.command_prefix)
-        if parsed and not message.attachments:
-            reply = await self.commands.run(self, message, *parsed)
-            await send(reply)
-            return reply
-
+        # Claimed first: with several instances receiving every event, each
+        # message (command or not) is answered once.
         if await self.hooks.first("claim_message", message=message) is False:
             return None
+        problem = self._check_input(message)
+        if problem:
+            return await self._answer(message, Reply(problem), send)
+        parsed = command_parsing.parse(message.content, self.settings.bot.command_prefix)
+        if parsed and not message.attachments:
+            return await self._answer(message, await self.commands.run(self, message, *parsed), send)
+
         lease = await self.hooks.first("session_lease", message=message)
         async with self._held(lease):
             try:
                 return await self._converse(message, send)
             except Refused as refused:
-                reply = Reply(refused.reply)
-                await send(reply)
-                return reply
+                return await self._answer(message, Reply(refused.reply), send)
+
+    async def _answer(self, message: IncomingMessage, reply: Reply, send: SendReply) -> Reply:
+        """Send a reply that is not part of the conversation record."""
+        await send(reply)
+        await self.hooks.broadcast("message_answered", message=message, reply=reply)
+        return reply
 
     @contextlib.asynccontextmanager
     async def _held(self, lease: Any) -> AsyncIterator[None]:

@@ -120,6 +120,16 @@ def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) 
     """
 
 
+
+@hookspec
+def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
+    """Called after the core answered ``message`` without storing a reply
+    record: a command, or input it refused (empty, too long, refused by a
+    plugin). Every message is claimed first (one answer across instances);
+    this is where such a claim is marked done. A conversation reply is
+    done when its record is stored. **Broadcast.**
+    """
+
 # --- The message pipeline, in the order the core calls it ---------------------
 
 
