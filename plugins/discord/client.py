@@ -403,6 +403,12 @@ class TransportMixin:
         incoming = interaction_to_incoming(
             interaction, content=f"{prefix}{name}" + (f" {args}" if args else ""), owner_ids=self.owners
         )
+        # Several instances on one shard all receive the interaction: only the
+        # one that claims it runs the command (Discord accepts one answer, and
+        # /reset or /forget must not run twice).
+        if await self.core.hooks.first("claim_message", message=incoming) is False:
+            log.info("interaction %s is handled by another instance", interaction.id)
+            return
         task = asyncio.ensure_future(self.core.commands.run(self.core, incoming, name, args))
         deferred = False
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER)

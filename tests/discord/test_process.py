@@ -157,8 +157,13 @@ def _active_active(tmp_path, shared):
             # sending one more and waiting for its reply as well.
             sentinel = discord.say(channel["id"], alice, "sentinel", mention=True)
             discord.reply_to(sentinel["id"])
+            # A slash command reaches both instances too: one runs it.
+            assert "Session" in discord.interaction("session", alice, channel["id"])
+            assert discord.interaction("help", alice, channel["id"]).startswith("Commands:")
             assert a.stop() == 0 and b.stop() == 0, a.log_tail() + b.log_tail()
             # Counted after both stopped: a late duplicate would be counted too.
             posts = discord.do(lambda: [s for m, p, s in discord.fake.requests if m == "POST" and p.endswith("/messages")])
             replies = discord.do(lambda: list(discord.fake.bot_messages))
+            callbacks = discord.do(lambda: [s for m, p, s in discord.fake.requests if p.endswith("/callback")])
+    assert callbacks == [200, 200], f"{callbacks}: an interaction was answered twice (or not at all)"
     return posts, replies, a, b
