@@ -4,10 +4,12 @@ of the process the conversation's context is still there (memory on SQLite)."""
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.fake_discord.runner import BotProcess, FakeDiscordThread
 
@@ -26,6 +28,11 @@ def test_entry_point_chats_and_context_survives_a_restart(tmp_path):
             assert first, bot.log_tail()
             dm = discord.dm_channel(alice)
             assert discord.chat(dm["id"], alice, "my favourite colour is teal")
+            # An image in: downloaded from the (fake) CDN and checked by the images plugin with Pillow.
+            png = io.BytesIO()
+            Image.new("RGB", (64, 48), "red").save(png, "PNG")
+            seen = discord.reply_to(discord.say(dm["id"], alice, "look", attachments=[("red.png", png.getvalue(), "image/png")])["id"])
+            assert "red.png" in seen and "64" in seen, seen
 
             assert bot.stop() == 0, bot.log_tail()
             bot.start()
