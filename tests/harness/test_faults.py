@@ -39,7 +39,7 @@ pytestmark = pytest.mark.fault
 # --- helpers -----------------------------------------------------------------
 
 
-def redis_ping(harness: Harness, timeout: float = 0.5) -> str:
+def redis_ping(harness: Harness, timeout: float = 5.0) -> str:
     """PING Redis the way the bot reaches it (through the proxy, or the
     in-process fakeredis with its ``connected`` flag); return the outcome."""
     import redis.asyncio as aioredis
@@ -174,27 +174,33 @@ def test_blackholed_redis_never_answers(harness: Harness, backend: str) -> None:
 # --- the TCP proxy --------------------------------------------------------------
 
 
+CUT = (ConnectionResetError, BrokenPipeError, EOFError)
+
+
+def expect_cut(sock: socket.socket, payload: bytes = b"hello") -> None:
+    """The connection is reset or closed: never answered, never timed out."""
+    sock.settimeout(10)
+    with pytest.raises(CUT):
+        sock.sendall(payload)
+        if sock.recv(4096) == b"":
+            raise EOFError("closed")
+
+
 def test_proxy_modes() -> None:
     echo = EchoServer()
     proxy = TcpProxy("127.0.0.1", echo.port)
     try:
-        open_conn = socket.create_connection(proxy.address, timeout=1)
+        open_conn = socket.create_connection(proxy.address, timeout=10)
         assert roundtrip(open_conn) == b"hello"
 
         proxy.set_mode("drop")
-        # The open connection is reset...
-        with pytest.raises(OSError):
-            assert roundtrip(open_conn) == b""
-            raise ConnectionResetError("closed")
-        # ...and a new one is reset as soon as it is accepted.
-        fresh = socket.create_connection(proxy.address, timeout=1)
-        with pytest.raises(OSError):
-            if roundtrip(fresh) == b"":
-                raise ConnectionResetError("closed")
+        # The open connection is reset, and a new one as soon as it is accepted.
+        expect_cut(open_conn)
+        expect_cut(socket.create_connection(proxy.address, timeout=10))
         assert proxy.stats.reset_open >= 1 and proxy.stats.reset_on_accept >= 1
 
         proxy.set_mode("pass")
-        kept = socket.create_connection(proxy.address, timeout=1)
+        kept = socket.create_connection(proxy.address, timeout=10)
         assert roundtrip(kept) == b"hello"
 
         proxy.set_mode("blackhole")
@@ -210,11 +216,11 @@ def test_proxy_modes() -> None:
 
         proxy.set_mode("pass")
         # Leaving the blackhole resets the connections that lost bytes.
-        kept.settimeout(1)
-        with pytest.raises(OSError):
+        kept.settimeout(10)
+        with pytest.raises(CUT):
             if kept.recv(10) == b"":
-                raise ConnectionResetError("closed")
-        again = socket.create_connection(proxy.address, timeout=1)
+                raise EOFError("closed")
+        again = socket.create_connection(proxy.address, timeout=10)
         assert roundtrip(again) == b"hello"
         assert proxy.reset_connections() == 1
     finally:
@@ -223,15 +229,17 @@ def test_proxy_modes() -> None:
 
 
 def test_proxy_resets_the_client_when_upstream_is_down() -> None:
-    proxy = TcpProxy("127.0.0.1", free_port())
+    # Bound but not listening: connecting is refused, and no other test can
+    # take the port meanwhile.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    proxy = TcpProxy("127.0.0.1", holder.getsockname()[1])
     try:
-        conn = socket.create_connection(proxy.address, timeout=1)
-        with pytest.raises(OSError):
-            if roundtrip(conn) == b"":
-                raise ConnectionResetError("closed")
+        expect_cut(socket.create_connection(proxy.address, timeout=10))
         assert proxy.stats.upstream_refused == 1
     finally:
         proxy.close()
+        holder.close()
 
 
 # --- the database ----------------------------------------------------------------
@@ -372,10 +380,11 @@ def test_worker_instance_is_another_process_following_the_clock(harness: Harness
 
 def test_the_clock_moves_without_sleeping(harness: Harness) -> None:
     instance = harness.start_instance("A")
-    before, wall = harness.clock.now(), time.monotonic()
+    before = harness.clock.now()
     harness.advance_clock(31 * 60)
+    # The bot reads the harness's ManualClock: half an hour passed at once.
+    assert instance.bot.clock is harness.clock  # type: ignore[attr-defined]
     assert instance.bot.clock.now() == before + 31 * 60  # type: ignore[attr-defined]
-    assert time.monotonic() - wall < 60  # it did not wait half an hour
 
 
 def test_messages_look_like_discord(harness: Harness) -> None:
