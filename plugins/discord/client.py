@@ -251,14 +251,6 @@ class TransportMixin:
         await self.answer(message)
 
     async def answer(self, message: discord.Message) -> None:
-        attachments = await read_attachments(message, self.config.max_attachment_bytes)
-        incoming = to_incoming(
-            message,
-            bot_user_id=self.user.id,
-            bot_name=self.user.display_name,
-            owner_ids=self.owners,
-            attachments=attachments,
-        )
         typing = TypingIndicator(message.channel)
 
         async def send(reply: Reply) -> Sent:
@@ -266,6 +258,14 @@ class TransportMixin:
             return await self.send_reply(message, reply)
 
         try:
+            attachments = await read_attachments(message, self.config.max_attachment_bytes)
+            incoming = to_incoming(
+                message,
+                bot_user_id=self.user.id,
+                bot_name=self.user.display_name,
+                owner_ids=self.owners,
+                attachments=attachments,
+            )
             await self.core.handle(incoming, send)
         except Exception:  # noqa: BLE001 - one message must not take the transport down
             # The user's message was stored before the reply was sent (the
@@ -446,7 +446,14 @@ def build_client(core_bot: Any, config: DiscordSettings, **options: Any) -> Disc
 
 
 def load_settings(core_bot: Any) -> DiscordSettings:
-    return core_bot.settings.for_plugin("discord", DiscordSettings)
+    """The ``[discord]`` settings; a bad value (in the file or a ``DISCORD_*``
+    variable, e.g. a list that is not JSON) is a :class:`ConfigError`."""
+    try:
+        return core_bot.settings.for_plugin("discord", DiscordSettings)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"[discord]: {exc}") from None
 
 
 async def serve(core_bot: Any) -> None:

@@ -89,3 +89,10 @@ def test_the_plugin_registers_the_discord_transport(tmp_path):
     asyncio.run(bot.start())
     assert "discord" in bot.transports
     asyncio.run(bot.stop())
+
+
+def test_bad_discord_variable_is_a_config_error(run, tmp_path, recorder, monkeypatch):
+    monkeypatch.setenv("DISCORD_TOKEN", "x" * 10)
+    monkeypatch.setenv("DISCORD_CHANNELS", "12,13")  # lists are JSON: [12, 13]
+    with pytest.raises(ConfigError, match=r"\[discord\]"):
+        run(serve(make_bot(tmp_path, recorder)))
