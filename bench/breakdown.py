@@ -20,7 +20,7 @@ class TimedLease:
         finally:
             self.sink["lease enter (memory)"].append((time.perf_counter_ns() - start) / 1e6)
 
-    async def __aexit__(self, *exc: Any) -> Any:
+    async def __aexit__(self, *exc: object) -> Any:
         start = time.perf_counter_ns()
         try:
             return await self.inner.__aexit__(*exc)

@@ -16,10 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from bench import data
+from bench import floors as floors_mod
+from bench import ours as ours_mod
+from bench import peers as peers_mod
 from bench.breakdown import Breakdown
-from bench import data, floors as floors_mod, ours as ours_mod, peers as peers_mod
 from bench.report import Row, machine, markdown, ratio, table, versions, write_json
 from bench.servers import Blackhole, PostgresDatabase, RedisServer, free_port
 from bench.stats import Op, Result, measure, summarise
@@ -580,11 +583,11 @@ class Warnings(logging.Handler):
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def __enter__(self) -> Warnings:
+    def __enter__(self) -> Self:
         logging.getLogger().addHandler(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         logging.getLogger().removeHandler(self)
 
 
@@ -610,7 +613,7 @@ async def run(cfg: Config, only: list[str]) -> tuple[list[Row], dict[str, Any]]:
             with Warnings() as seen:
                 try:
                     await getattr(bench, name)()
-                except Exception as exc:  # noqa: BLE001 - one broken figure must not lose the others
+                except Exception as exc:
                     log.exception("figure %s failed", name)
                     bench.add(Row(name, name, status=f"FAILED: {type(exc).__name__}: {exc}"[:120]))
             if seen.messages:

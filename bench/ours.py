@@ -4,6 +4,7 @@ reply plugin), driven through the hooks every transport uses."""
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 from bench import data
 from core.models import IncomingMessage, Reply, Sent
+
+log = logging.getLogger("bench.ours")
 
 WINDOW = 200
 HOT = 50
@@ -37,9 +40,10 @@ def plugins_present() -> list[str]:
     for name in PIPELINE_PLUGINS:
         try:
             importlib.import_module(f"plugins.{name}")
-            present.append(name)
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is left out and named by the pipeline row
+            log.warning("plugin %s left out of the benchmark: %s", name, exc)
+            continue
+        present.append(name)
     return present
 
 

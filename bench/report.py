@@ -131,17 +131,14 @@ def versions(redis_version: str = "", postgres_version: str = "") -> dict[str, s
             out[lib] = importlib.metadata.version(lib)
         except importlib.metadata.PackageNotFoundError:
             out[lib] = "not installed"
-    try:
-        out["sqlite"] = __import__("sqlite3").sqlite_version
-    except Exception:  # noqa: BLE001
-        pass
+    out["sqlite"] = __import__("sqlite3").sqlite_version
     try:
         out["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
-    except Exception:  # noqa: BLE001
-        pass
+    except (OSError, subprocess.SubprocessError):
+        out["git"] = "unknown"
     return out
 
 
