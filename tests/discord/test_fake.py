@@ -9,7 +9,7 @@ import zlib
 import aiohttp
 import pytest
 
-from tests.fake_discord.server import FakeDiscord
+from tests.fake_discord.server import ZLIB_SUFFIX, FakeDiscord
 
 
 def test_rest_answers_like_discord(run):
@@ -44,7 +44,7 @@ def test_gateway_zlib_stream_ready_and_blanking(run):
 
             async def receive(ws):
                 msg = await asyncio.wait_for(ws.receive(), 5)
-                assert msg.type == aiohttp.WSMsgType.BINARY and msg.data.endswith(b"\x00\x00\xff\xff")
+                assert msg.type == aiohttp.WSMsgType.BINARY and msg.data.endswith(ZLIB_SUFFIX)
                 return json.loads(inflate.decompress(msg.data))
 
             async with http.ws_connect(fake.gateway_url + "?v=10&encoding=json&compress=zlib-stream") as ws:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -15,7 +14,6 @@ from tests.fake_discord.runner import BotProcess, FakeDiscordThread
 
 pytestmark = [pytest.mark.discord, pytest.mark.multiprocess]
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_entry_point_chats_and_context_survives_a_restart(tmp_path):

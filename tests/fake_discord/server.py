@@ -47,7 +47,7 @@ MESSAGE_CONTENT_INTENT = 1 << 15
 GUILD_MEMBERS_INTENT = 1 << 1
 GUILD_PRESENCES_INTENT = 1 << 8
 PRIVILEGED_INTENTS = MESSAGE_CONTENT_INTENT | GUILD_MEMBERS_INTENT | GUILD_PRESENCES_INTENT
-ZLIB_SUFFIX = b"\x00\x00\xff\xff"
+ZLIB_SUFFIX = b"\x00\x00\xff\xff"  # what ends every zlib-stream frame (Z_SYNC_FLUSH)
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions).
 ADMINISTRATOR = 1 << 3
