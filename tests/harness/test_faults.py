@@ -186,6 +186,15 @@ def expect_cut(sock: socket.socket, payload: bytes = b"hello") -> None:
             raise EOFError("closed")
 
 
+def expect_new_connection_cut(address: tuple[str, int]) -> None:
+    """A new connection is reset: during connect, or on first use."""
+    try:
+        sock = socket.create_connection(address, timeout=10)
+    except CUT:
+        return
+    expect_cut(sock)
+
+
 def test_proxy_modes() -> None:
     echo = EchoServer()
     proxy = TcpProxy("127.0.0.1", echo.port)
@@ -196,7 +205,7 @@ def test_proxy_modes() -> None:
         proxy.set_mode("drop")
         # The open connection is reset, and a new one as soon as it is accepted.
         expect_cut(open_conn)
-        expect_cut(socket.create_connection(proxy.address, timeout=10))
+        expect_new_connection_cut(proxy.address)
         assert proxy.stats.reset_open >= 1 and proxy.stats.reset_on_accept >= 1
 
         proxy.set_mode("pass")
@@ -235,7 +244,7 @@ def test_proxy_resets_the_client_when_upstream_is_down() -> None:
     holder.bind(("127.0.0.1", 0))
     proxy = TcpProxy("127.0.0.1", holder.getsockname()[1])
     try:
-        expect_cut(socket.create_connection(proxy.address, timeout=10))
+        expect_new_connection_cut(proxy.address)
         assert proxy.stats.upstream_refused == 1
     finally:
         proxy.close()
