@@ -172,3 +172,31 @@ def _active_active(tmp_path, shared):
             callbacks = discord.do(lambda: [s for m, p, s in discord.fake.requests if p.endswith("/callback")])
     assert callbacks == [200, 200], f"{callbacks}: an interaction was answered twice (or not at all)"
     return posts, replies, a, b
+
+
+@pytest.mark.fault
+def test_context_survives_redis_flush_and_outage_through_discord(tmp_path):
+    """A private redis-server (never the shared one): flushed, then killed,
+    then back; the bot in its own process keeps the conversation."""
+    from tests.harness.backends import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    try:
+        with FakeDiscordThread() as discord:
+            guild, channel, alice = discord.world()
+            env = {"REDIS_URL": f"redis://127.0.0.1:{redis.port}/0"}
+            with BotProcess(discord, tmp_path / "data", env=env) as bot:
+                bot.start()
+                assert discord.chat(channel["id"], alice, "Hi, my name is Flo.", mention=True)
+                with redis.client() as client:
+                    client.flushall()
+                assert "Flo" in discord.chat(channel["id"], alice, "What is my name?", mention=True), bot.log_tail()
+                redis.kill()
+                down = discord.chat(channel["id"], alice, "what is my name?", mention=True)
+                assert "Flo" in down, bot.log_tail()
+                redis.start()
+                assert "Flo" in discord.chat(channel["id"], alice, "Do you remember my name?", mention=True), bot.log_tail()
+                assert bot.stop() == 0, bot.log_tail()
+    finally:
+        redis.stop()
