@@ -200,3 +200,15 @@ def test_context_survives_redis_flush_and_outage_through_discord(tmp_path):
                 assert bot.stop() == 0, bot.log_tail()
     finally:
         redis.stop()
+
+
+def test_context_survives_a_crash_kill_9(tmp_path):
+    with FakeDiscordThread() as discord:
+        guild, channel, alice = discord.world()
+        with BotProcess(discord, tmp_path / "data") as bot:
+            bot.start()
+            assert discord.chat(channel["id"], alice, "My name is Kay.", mention=True)
+            assert bot.kill() == -9
+            bot.start()
+            assert "Kay" in discord.chat(channel["id"], alice, "What is my name?", mention=True), bot.log_tail()
+            bot.stop()
