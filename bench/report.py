@@ -137,6 +137,14 @@ def versions(redis_version: str = "", postgres_version: str = "") -> dict[str, s
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
+        # Measurements run the working tree: name what differs from the commit.
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "core", "plugins"],
+            capture_output=True, text=True, timeout=5, check=False, cwd=Path(__file__).resolve().parent,
+        ).stdout.split()
+        changed = [p for p in dirty if "/" in p]
+        if changed:
+            out["git"] += " + uncommitted " + " ".join(changed)
     except (OSError, subprocess.SubprocessError):
         out["git"] = "unknown"
     return out
