@@ -698,4 +698,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peers: {meta['peers']}; ours: {meta['ours']}; elapsed {meta['elapsed_s']} s")
     print(f"wrote {write_json(out, rows, meta)}")
     out.with_suffix(".md").write_text(markdown(rows, meta), encoding="utf-8")
+    # A missed goal is a finding, not an error; a figure that could not be
+    # measured at all means the benchmark (or what it drives) has rotted.
+    broken = [r.key for r in rows if r.status.startswith("FAILED")]
+    if broken or str(meta["ours"]).startswith("ours failed"):
+        print(f"error: could not measure {', '.join(broken) or 'ours'}", file=sys.stderr)
+        return 1
     return 0
