@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from core.commands import parse as parse_command
 from core.errors import Refused
 from core.logs import secret_filter, secret_values
 from core.models import HealthReport, IncomingMessage, Session
@@ -83,7 +84,11 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     # False drops the message without a reply (the core's silent path); None
     # lets the other plugins (memory's cross-instance claim) decide as usual.
     limiter = _limiter(bot)
-    if limiter.is_exempt(message, bot.settings.bot.owner_ids) or not limiter.is_quiet(message):
+    if limiter.is_exempt(message, bot.settings.bot.owner_ids):
+        return None
+    parsed = parse_command(message.content, bot.settings.bot.command_prefix)
+    command = parsed[0] if parsed and not message.attachments else None
+    if not limiter.is_quiet(message, command):
         return None
     log.debug("limits: dropped message %s from %s quietly (already told about the limit)", message.id, message.author_id)
     return False

@@ -132,15 +132,19 @@ class Limiter:
     def _keys(message: IncomingMessage) -> tuple[str, str]:
         return f"{message.transport}:u:{message.author_id}", f"{message.transport}:c:{message.channel_id}"
 
-    def is_quiet(self, message: IncomingMessage) -> bool:
+    def is_quiet(self, message: IncomingMessage, command: str | None = None) -> bool:
         """Whether ``message`` should be dropped without a reply: its user or
         channel was refused and told so, and that window is still full.
-        In-process and cheap (no Redis): a flood costs one reply per window
-        per instance, not one reply per message."""
+        ``command`` names the command the message calls, if any: commands and
+        messages are quieted separately (a user told to slow down their
+        messages can still ask ``/session``). In-process and cheap (no
+        Redis): a flood costs one reply per window per instance, not one
+        reply per message."""
         if not self._quiet_until:
             return False
         now = self.clock.now()
-        return any(self._quiet_until.get(rule.key, 0.0) > now for rule in self.message_rules(message))
+        rules = self.command_rules(command, message) if command is not None else self.message_rules(message)
+        return any(self._quiet_until.get(rule.key, 0.0) > now for rule in rules)
 
     def _quiet(self, key: str, until: float) -> None:
         if len(self._quiet_until) > 10_000:

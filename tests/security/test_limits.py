@@ -405,13 +405,22 @@ def test_a_flood_gets_one_reply_per_window_not_one_per_message(run: Any, tmp_pat
     replies = [say(run, bot, msg(f"flood {i}")) for i in range(10)]
     assert [len(r) for r in replies] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
     assert "too fast" in replies[2][0]
-    # Others in the channel are not silenced, and commands still answer (and say why).
+    # Others in the channel are not silenced, and commands still answer.
     assert len(say(run, bot, msg("hi", author="bob"))) == 1
     assert say(run, bot, msg("/help"))[0].startswith("Commands:")
     # Once the window frees up the user is heard again.
     bot.clock.advance(61)  # type: ignore[attr-defined]
     assert say(run, bot, msg("back"))[0] != ""
     assert recorder.stored.count("back") == 1 and "flood 5" not in recorder.stored
+    run(bot.stop())
+
+
+def test_a_command_flood_gets_one_reply_too(run: Any, tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, Recorder(), user_commands="2/1m")
+    replies = [say(run, bot, msg("/help")) for _ in range(6)]
+    assert [len(r) for r in replies] == [1, 1, 1, 0, 0, 0]
+    assert "commands too fast" in replies[2][0]
+    assert len(say(run, bot, msg("plain text still works"))) == 1
     run(bot.stop())
 
 
