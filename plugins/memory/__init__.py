@@ -60,6 +60,12 @@ async def claim_message(message: IncomingMessage, bot: Any) -> bool:
 
 
 @hookimpl
+async def message_answered(message: IncomingMessage, bot: Any) -> None:
+    # A command or refused input stores no reply record; its claim is done now.
+    await store_of(bot).coordinator.done(message.id)
+
+
+@hookimpl
 async def session_lease(message: IncomingMessage, bot: Any) -> Any:
     scope = await bot.hooks.first("session_scope", message=message)
     if not scope:

@@ -35,16 +35,6 @@ def test_forget_removes_everything() -> None:
     """Bound here only to carry the expected-failure mark."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core gap: Bot.handle runs commands before the claim_message hook, so every instance that "
-    "receives a command answers it; remove this mark when commands are claimed like other messages",
-)
-@scenario("sessions_commands.feature", "With two instances a command is answered once")
-def test_command_answered_once() -> None:
-    """Bound here only to carry the expected-failure mark."""
-
-
 scenarios("sessions_commands.feature")
 
 ROOT = Path(__file__).resolve().parents[2]
