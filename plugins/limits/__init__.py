@@ -110,6 +110,11 @@ async def before_command(command: Any, message: IncomingMessage, bot: Any) -> No
 
 
 @hookimpl
+async def message_answered(message: IncomingMessage, bot: Any) -> None:
+    await _limiter(bot).check_answered(message, bot.settings.bot.owner_ids)
+
+
+@hookimpl
 async def health(bot: Any) -> HealthReport:
     limiter = _limiter(bot)
     mode = limiter.settings.when_redis_down

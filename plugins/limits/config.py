@@ -9,6 +9,7 @@
     channel_images = "20/10m"
     user_commands = "10/1m"
     channel_commands = "30/1m"
+    user_noise = "10/1m"         # unknown commands, refused input: answered, then quiet
     max_attachments = 4
     max_attachment_bytes = 10485760
     when_redis_down = "local"    # local | open | closed
@@ -107,6 +108,9 @@ class LimitsSettings(PluginSettings):
     channel_images: OptionalRate = Field(default_factory=lambda: Rate(20, 600.0))
     user_commands: OptionalRate = Field(default_factory=lambda: Rate(10, 60.0))
     channel_commands: OptionalRate = Field(default_factory=lambda: Rate(30, 60.0))
+    # Answers the bot gives without doing anything (unknown commands,
+    # permission refusals, empty or too long messages): over this, quiet.
+    user_noise: OptionalRate = Field(default_factory=lambda: Rate(10, 60.0))
     # Commands that cost what an image costs (they also count against *_images).
     image_commands: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["imagine"])
     max_attachments: int = Field(4, ge=0)
@@ -128,7 +132,7 @@ class LimitsSettings(PluginSettings):
 
     @field_validator(
         "user_messages", "channel_messages", "user_images", "channel_images", "user_commands", "channel_commands",
-        mode="before",
+        "user_noise", mode="before",
     )
     @classmethod
     def _rate(cls, value: Any) -> Rate | None:

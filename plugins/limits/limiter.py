@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,9 @@ class Limiter:
         # window key -> clock time until which its over-limit messages are
         # dropped without a reply (the user was told once already).
         self._quiet_until: dict[str, float] = {}
+        # Ids of messages a rate rule already looked at (the rest of what the
+        # core answers is "noise": unknown commands, refusals of bad input).
+        self._counted: OrderedDict[str, None] = OrderedDict()
         self.redis_failures = 0
         self.last_redis_error = ""
 
@@ -144,7 +148,28 @@ class Limiter:
             return False
         now = self.clock.now()
         rules = self.command_rules(command, message) if command is not None else self.message_rules(message)
+        rules += self.noise_rules(message)
         return any(self._quiet_until.get(rule.key, 0.0) > now for rule in rules)
+
+    def noise_rules(self, message: IncomingMessage) -> list[Rule]:
+        user, _channel = self._keys(message)
+        return _rules((f"{user}:noise", self.settings.user_noise, ("Too many requests I cannot act on "
+                       "(the limit is {limit}). Try again in {retry}.")))
+
+    def counted(self, message_id: str) -> None:
+        """Remember that a rate rule looked at this message."""
+        self._counted[message_id] = None
+        while len(self._counted) > 10_000:
+            self._counted.popitem(last=False)
+
+    async def check_answered(self, message: IncomingMessage, owner_ids: Sequence[str] = ()) -> None:
+        """Count an answer the core gave without any rate rule seeing the
+        message (unknown command, permission refusal, empty or too long
+        input). Over ``user_noise`` the user is quieted like any flood; the
+        answer itself was already sent."""
+        if message.id in self._counted or self.is_exempt(message, owner_ids):
+            return
+        await self.acquire(f"noise:{message.id}", self.noise_rules(message))
 
     def _quiet(self, key: str, until: float) -> None:
         if len(self._quiet_until) > 10_000:
@@ -156,12 +181,14 @@ class Limiter:
         return self.settings.exempt_owners and (message.is_owner or message.author_id in owner_ids)
 
     async def check_message(self, message: IncomingMessage, owner_ids: Sequence[str] = ()) -> str | None:
+        self.counted(message.id)
         problem = self.check_attachments(message)
         if problem or self.is_exempt(message, owner_ids):
             return problem
         return await self.acquire(message.id, self.message_rules(message))
 
     async def check_command(self, name: str, message: IncomingMessage, owner_ids: Sequence[str] = ()) -> str | None:
+        self.counted(message.id)
         if self.is_exempt(message, owner_ids):
             return None
         return await self.acquire(f"cmd:{message.id}", self.command_rules(name, message))
@@ -266,7 +293,9 @@ def _mb(size: int) -> str:
 def describe(settings: LimitsSettings) -> str:
     """A one-line summary of the active rates, for health and logs."""
     parts = []
-    for name in ("user_messages", "channel_messages", "user_images", "channel_images", "user_commands", "channel_commands"):
+    names = ("user_messages", "channel_messages", "user_images", "channel_images", "user_commands", "channel_commands",
+             "user_noise")
+    for name in names:
         rate = getattr(settings, name)
         parts.append(f"{name}={rate.count}/{describe_period(rate.seconds)}" if rate else f"{name}=off")
     return ", ".join(parts)

@@ -297,6 +297,7 @@ class Recorder:
 
         def register_commands(register: Any) -> None:
             register(Command("imagine", "draw", imagine))
+            register(Command("purge", "admins only", lambda inv: Reply("purged"), permission="admin"))
 
         module.store_message = hookimpl(store_message)  # type: ignore[attr-defined]
         module.register_commands = hookimpl(register_commands)  # type: ignore[attr-defined]
@@ -421,6 +422,28 @@ def test_a_command_flood_gets_one_reply_too(run: Any, tmp_path: Path) -> None:
     assert [len(r) for r in replies] == [1, 1, 1, 0, 0, 0]
     assert "commands too fast" in replies[2][0]
     assert len(say(run, bot, msg("plain text still works"))) == 1
+    run(bot.stop())
+
+
+@pytest.mark.parametrize(
+    ("text", "who"),
+    [("/nosuchcommand", {}), ("/purge", {}), ("x" * 5000, {}), ("   ", {})],
+    ids=["unknown-command", "permission-refused", "too-long", "empty"],
+)
+def test_answers_that_do_nothing_are_limited_too(run: Any, tmp_path: Path, text: str, who: dict[str, Any]) -> None:
+    bot = make_bot(tmp_path, Recorder(), user_noise="3/1m")
+    replies = [say(run, bot, msg(text, **who)) for _ in range(7)]
+    # The core answers before the limit is known, so the 4th still gets its answer; then quiet.
+    assert [len(r) for r in replies] == [1, 1, 1, 1, 0, 0, 0]
+    assert len(say(run, bot, msg(text, author="bob"))) == 1  # others are not affected
+    bot.clock.advance(61)  # type: ignore[attr-defined]
+    assert len(say(run, bot, msg(text))) == 1
+    run(bot.stop())
+
+
+def test_useful_commands_do_not_count_as_noise(run: Any, tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, Recorder(), user_noise="1/1m", user_commands="20/1m")
+    assert [len(say(run, bot, msg("/help"))) for _ in range(5)] == [1] * 5
     run(bot.stop())
 
 
