@@ -28,3 +28,26 @@ Feature: Context survives a bot restart
     And alice says "what was the secret?" in a DM
     Then the reply to "what was the secret?" was generated from 3 messages
     And the bot's context for alice in a DM holds 4 messages
+
+  @multiprocess
+  Scenario: Context survives the bot being killed
+    Given the bot is running in a separate process
+    And alice says "remember the number 42" in #general
+    When instance "A" is killed
+    And instance "A" starts again in a separate process
+    And alice says "what was the number?" in #general
+    Then the reply to "what was the number?" was generated from 3 messages
+    And every message is stored exactly once
+
+  @fault @multiprocess
+  Scenario: Nothing accepted is lost when the bot is killed during a database outage
+    Given the bot is running in a separate process
+    And alice says "one" in #general
+    When the database becomes unreachable
+    And alice says "two" in #general
+    And instance "A" is killed
+    And instance "A" starts again in a separate process
+    And the database is reachable again
+    Then every message got exactly one reply
+    And eventually every message is stored exactly once
+    And the bot's context for alice in #general holds 4 messages

@@ -319,6 +319,19 @@ def when_instance_restarts(harness: Harness, name: str) -> None:
     harness.restart_instance(name)
 
 
+@when(p('instance "{name:Name}" starts again'))
+def when_instance_starts(harness: Harness, name: str) -> None:
+    """Start a stopped or killed instance again in this process (same data
+    dir, so a local spool left behind is found)."""
+    harness.start_instance(name)
+
+
+@when(p('instance "{name:Name}" starts again in a separate process'))
+def when_instance_starts_process(harness: Harness, name: str) -> None:
+    """Start a stopped or killed instance again as its own OS process."""
+    harness.start_instance(name, process=True)
+
+
 @when(p('instance "{name:Name}" stops'))
 def when_instance_stops(harness: Harness, name: str) -> None:
     """Stop an instance cleanly; it receives no more messages."""
