@@ -314,6 +314,30 @@ class Backends:
     def redis_drop_connections(self) -> int: ...
     def redis_keys(self) -> list[str]: ...
 
+    def snapshot_redis(self) -> None:
+        """Take a snapshot (``SAVE``) that a later
+        :meth:`restart_redis_from_snapshot` goes back to."""
+        raise NotImplementedError
+
+    def restart_redis_from_snapshot(self) -> None:
+        """Kill Redis and start it again holding the last snapshot only:
+        whatever was written after it is gone, as with periodic RDB saves."""
+        raise NotImplementedError
+
+    def evict_redis_keys(self, keep: int = 2) -> list[str]:
+        """Delete every ``keep``-th key but the first (sorted by name), as
+        memory-pressure eviction would take some keys and leave others;
+        return the keys deleted."""
+        client = self.redis_client()
+        try:
+            keys = sorted(client.keys("*"))
+            doomed = keys[1::keep]
+            if doomed:
+                client.delete(*doomed)
+        finally:
+            client.close()
+        return [k.decode() if isinstance(k, bytes) else k for k in doomed]
+
     # database
     def cut_database(self, mode: str = "drop") -> None: ...
     def restore_database(self) -> None: ...
@@ -382,6 +406,13 @@ class FastBackends(Backends):
         else:
             keys = self._client().keys("*")
         return sorted(k.decode() if isinstance(k, bytes) else k for k in keys)
+
+    def snapshot_redis(self) -> None:
+        # An in-process fakeredis lives and dies with the bot's process: it
+        # cannot come back from an old snapshot while the bot keeps running.
+        raise FaultError("restarting Redis from a snapshot needs a real redis-server: tag the scenario @real")
+
+    restart_redis_from_snapshot = snapshot_redis
 
     def kill_redis(self, keep_data: bool = False) -> None:
         if not keep_data:
@@ -506,6 +537,17 @@ class RealBackends(Backends):
 
     def start_redis(self) -> None:
         self.redis.start(keep_data=self._keep_data)
+
+    def snapshot_redis(self) -> None:
+        self.redis.save()
+        self._snapshot_taken = True
+
+    def restart_redis_from_snapshot(self) -> None:
+        if not getattr(self, "_snapshot_taken", False):
+            raise FaultError("no Redis snapshot was taken in this scenario")
+        self.redis.kill()  # no save: dump.rdb stays the old snapshot
+        self._keep_data = True
+        self.redis.start(keep_data=True)
 
     def redis_unreachable(self, mode: str = "drop") -> None:
         self.redis_proxy.set_mode(mode)

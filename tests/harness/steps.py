@@ -254,6 +254,29 @@ def when_redis_bounced_keep(harness: Harness) -> None:
     harness.backends.start_redis()
 
 
+@given("Redis saves a snapshot")
+@when("Redis saves a snapshot")
+def when_redis_snapshot(harness: Harness) -> None:
+    """real: ``SAVE`` to dump.rdb. fast: DUMP of every key, kept aside."""
+    harness.backends.snapshot_redis()
+
+
+@when("Redis is killed and started again from its last snapshot")
+def when_redis_from_snapshot(harness: Harness) -> None:
+    """Kill Redis; start it again holding only the last snapshot: keys
+    written since are lost, older values come back (periodic RDB saves)."""
+    harness.backends.restart_redis_from_snapshot()
+
+
+@when("Redis evicts some of its keys")
+def when_redis_evicts(harness: Harness) -> None:
+    """Delete every second key (sorted by name, the first kept), as
+    ``maxmemory`` eviction takes some keys of a conversation and not others."""
+    evicted = harness.backends.evict_redis_keys()
+    if not evicted:
+        raise HarnessError("Redis held too few keys to evict any")
+
+
 @when("Redis becomes unreachable")
 def when_redis_unreachable(harness: Harness) -> None:
     """Redis keeps running but every connection to it is reset and new ones

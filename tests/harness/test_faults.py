@@ -146,6 +146,36 @@ def test_killed_redis_can_come_back_with_its_data(harness: Harness) -> None:
     assert harness.backends.redis_keys() == ["bot:kept"]
 
 
+def test_redis_restarted_from_an_old_snapshot(harness: Harness, backend: str) -> None:
+    from tests.harness.backends import FaultError
+
+    client = direct_redis(harness)
+    client.set("bot:value", "old")
+    if backend == "fast":
+        with pytest.raises(FaultError, match="@real"):
+            harness.backends.snapshot_redis()
+        return
+    harness.backends.snapshot_redis()
+    client.set("bot:value", "new")
+    client.set("bot:later", "1")
+    client.close()
+    pid = harness.backends.redis.process.pid  # type: ignore[attr-defined]
+    harness.backends.restart_redis_from_snapshot()
+    assert harness.backends.redis.process.pid != pid  # type: ignore[attr-defined]
+    assert harness.backends.redis_keys() == ["bot:value"]
+    with harness.backends.redis_client() as again:
+        assert again.get("bot:value") == b"old"
+
+
+def test_eviction_takes_some_keys_and_leaves_others(harness: Harness) -> None:
+    client = direct_redis(harness)
+    for name in ("a", "b", "c", "d", "e"):
+        client.set(f"bot:{name}", name)
+    client.close()
+    assert harness.backends.evict_redis_keys() == ["bot:b", "bot:d"]
+    assert harness.backends.redis_keys() == ["bot:a", "bot:c", "bot:e"]
+
+
 def test_unreachable_redis_keeps_running_and_its_data(harness: Harness) -> None:
     direct_redis(harness).set("bot:kept", "1")
     harness.backends.redis_unreachable("drop")
