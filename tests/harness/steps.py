@@ -191,6 +191,17 @@ def when_says_numbered(harness: Harness, user: str, count: int, place: str) -> N
     numbers[user] = start + count
 
 
+@when(p('{user:Name} says "{first}" and "{second}" in {place:Place}, delivered in reverse order'))
+def when_says_reversed(harness: Harness, user: str, first: str, second: str, place: str) -> None:
+    """Two messages with increasing platform time (``first`` before
+    ``second``) reach the bot the other way round: ``second`` is handled to
+    the end before ``first`` arrives."""
+    one = harness.new_message(user, place, first)
+    two = harness.new_message(user, place, second)
+    harness.deliver(two)
+    harness.deliver(one)
+
+
 @when(p('Discord delivers "{text}" again'))
 def when_redelivered(harness: Harness, text: str) -> None:
     """The same message (same id, same timestamp) arrives once more at every
@@ -439,6 +450,17 @@ def then_context_table(harness: Harness, user: str, place: str, datatable: list[
     running instance) equals the table: columns | author | content |."""
     _scope, _sid, lines = harness.view(user, place)
     _expect_lines(harness, lines, datatable, f"the bot's context for {user} in {place}")
+
+
+@then(p("the bot's context for {user:Name} in {place:Place} holds {author:Name}'s messages in this order:"))
+def then_context_authored(harness: Harness, user: str, place: str, author: str, datatable: list[list[str]]) -> None:
+    """The messages written by ``author`` in the bot's context for ``user``
+    in ``place``, in the order the context holds them, equal the table's
+    single column | content |."""
+    _scope, _sid, lines = harness.view(user, place)
+    want = [r["content"] for r in _rows(datatable)]
+    got = [line.content for line in lines if harness.label(line) == author]
+    assert got == want, f"{author}'s messages in order: {got}, expected {want}"
 
 
 @then(p("the bot's context for {user:Name} in {place:Place} holds {count:d} messages"))
