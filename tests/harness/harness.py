@@ -117,7 +117,6 @@ class Harness:
         self.order: list[str] = []
         self.sent: list[SentReply] = []
         self.contexts: list[RecordedContext] = []
-        self._context_cursor: dict[int, int] = {}
         self.errors: list[str] = []
         self.last_message: IncomingMessage | None = None
 
@@ -204,11 +203,12 @@ class Harness:
         return self.start_instance(name, process=process)
 
     def _collect_contexts(self, instance: Instance) -> None:
-        key = id(instance)
-        start = self._context_cursor.get(key, 0)
+        # The cursor lives on the instance: an id() could be reused by the
+        # next instance after a restart.
+        start = getattr(instance, "harness_cursor", 0)
         new = instance.contexts[start:]
         self.contexts.extend(new)
-        self._context_cursor[key] = start + len(new)
+        instance.harness_cursor = start + len(new)  # type: ignore[attr-defined]
 
     # --- the clock ----------------------------------------------------------------
 
