@@ -41,3 +41,39 @@ Feature: Several bot instances on the same backends
     And the bot's context for alice in #general holds 6 messages
     And every message is stored exactly once
     And no message is stored twice
+
+  @fault
+  Scenario: Two instances answer each message once while Redis is unreachable
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    When Redis becomes unreachable
+    And alice says "two" in #general
+    And alice says "three" in #general
+    And Redis is reachable again
+    And alice says "four" in #general
+    Then every message got exactly one reply
+    And the reply to "four" was generated from 7 messages
+    And every message is stored exactly once
+
+  @fault
+  Scenario: Two instances answer each message once while the database is unreachable
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    When the database becomes unreachable
+    And alice says "two" in #general
+    And alice says "three" in #general
+    And the database is reachable again
+    Then every message got exactly one reply
+    And eventually every message is stored exactly once
+    And the bot's context for alice in #general holds 6 messages
+
+  @fault
+  Scenario: Two instances keep one history through a Redis flush
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    And alice says "two" in #general
+    When Redis is flushed
+    And alice says "three" in #general
+    Then every message got exactly one reply
+    And the reply to "three" was generated from 5 messages
+    And no message is stored twice
