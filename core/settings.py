@@ -27,14 +27,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "bot.toml"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
 
-_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials"})
+_SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials", "privatekey"})
+# "<qualifier>_key" names a secret (api_key, private_key); a plain "key" does not (key_prefix).
+_KEY_QUALIFIERS = frozenset({"api", "access", "private", "secret", "signing", "encryption", "auth", "client"})
+# Discord webhook URLs carry their token in the path.
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s]*discord(app)?\.com/api/(v\d+/)?webhooks/\d+/[^/\s]+", re.IGNORECASE)
 _URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@", re.IGNORECASE)
 
 
@@ -138,6 +142,10 @@ def load_plugin_settings(model: type[_P], section: dict[str, Any], where: str = 
         return model(**section)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, where)) from None
+    except SettingsError as exc:
+        # A malformed complex value in an environment variable (e.g. JSON);
+        # pydantic-settings' message names the field, never the value.
+        raise ConfigError(f"{where} (or its environment variable): {exc}") from None
 
 
 def _explain(exc: ValidationError, where: str) -> str:
@@ -149,8 +157,13 @@ def _explain(exc: ValidationError, where: str) -> str:
 
 
 def _is_secret_key(key: str) -> bool:
-    words = re.split(r"[_\-.]", key.lower())
-    return bool(_SECRET_WORDS & set(words)) or key.lower().endswith(("api_key", "apikey"))
+    # Whole words, so max_tokens and token_budget stay allowed; camelCase
+    # (botToken) is split like snake_case.
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()
+    parts = [w for w in re.split(r"[_\-.\s]+", words) if w]
+    if _SECRET_WORDS & set(parts):
+        return True
+    return any(a in _KEY_QUALIFIERS and b == "key" for a, b in zip(parts, parts[1:]))
 
 
 def _check_no_secrets(data: Any, where: str, path: str = "") -> None:
@@ -171,9 +184,9 @@ def _check_no_secrets(data: Any, where: str, path: str = "") -> None:
                 f"{where}: {name!r} looks like a secret; secrets come from environment variables only "
                 "(see .env.example), never from the config file"
             )
-        if _URL_WITH_PASSWORD.match(value):
+        if _URL_WITH_PASSWORD.match(value) or _WEBHOOK_URL.match(value):
             raise ConfigError(
-                f"{where}: {name!r} holds a URL with a password; put it in an environment variable instead"
+                f"{where}: {name!r} holds a URL with a password or token; put it in an environment variable instead"
             )
 
 
@@ -187,6 +200,8 @@ def load_settings(config_file: str | Path | None = None, *, env_file: str | Path
         env = EnvSettings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_explain(exc, "environment")) from None
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}") from None
 
     path = Path(config_file) if config_file else env.config
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():

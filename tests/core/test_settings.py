@@ -111,3 +111,15 @@ def test_plugin_settings_errors_name_the_key(tmp_path: Path) -> None:
     path = _toml(tmp_path, "[example]\nlimt = 3\n")
     with pytest.raises(ConfigError, match=r"unknown key 'limt'"):
         load_settings(path, env_file=None).for_plugin("example", ExampleSettings)
+
+
+class ListSettings(PluginSettings):
+    model_config = SettingsConfigDict(env_prefix="EXAMPLE_")
+
+    names: list[str] = Field(default_factory=list)
+
+
+def test_malformed_complex_env_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAMPLE_NAMES", "[not json")
+    with pytest.raises(ConfigError, match="names"):
+        load_settings(env_file=None).for_plugin("example", ListSettings)
