@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
+from core.logs import secret_filter, secret_values
 
 DEFAULT_CONFIG_FILE = "bot.toml"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
@@ -97,7 +98,11 @@ class Settings(BaseModel):
     def for_plugin(self, name: str, model: type[_P]) -> _P:
         """Validate plugin ``name``'s settings: its TOML section, overridden
         by environment variables (``model``'s prefix). Errors name the key."""
-        return load_plugin_settings(model, self.section(name), where=self._where(name))
+        loaded = load_plugin_settings(model, self.section(name), where=self._where(name))
+        # Every secret a plugin loads is masked in logs from now on; a URL's
+        # password is, not the whole URL, so hosts stay readable.
+        secret_filter().add_all(v for v in secret_values(loaded) if "://" not in v)
+        return loaded
 
     def _where(self, table: str) -> str:
         return f"{self.config_file or 'config'} [{table}]"

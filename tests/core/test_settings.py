@@ -123,3 +123,12 @@ def test_malformed_complex_env_value_is_a_config_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("EXAMPLE_NAMES", "[not json")
     with pytest.raises(ConfigError, match="names"):
         load_settings(env_file=None).for_plugin("example", ListSettings)
+
+
+def test_plugin_secrets_are_masked_in_logs_once_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.logs import secret_filter
+
+    secret = "plugin-" + "secret-" * 3
+    monkeypatch.setenv("EXAMPLE_SECRET", secret)
+    load_settings(env_file=None).for_plugin("example", ExampleSettings)
+    assert secret in secret_filter().secrets
