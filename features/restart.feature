@@ -49,5 +49,6 @@ Feature: Context survives a bot restart
     And instance "A" starts again in a separate process
     And the database is reachable again
     Then every message got exactly one reply
+    And the reply to "two" came from the same session as the reply to "one"
     And eventually every message is stored exactly once
     And the bot's context for alice in #general holds 4 messages

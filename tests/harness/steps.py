@@ -448,8 +448,8 @@ def then_context_table(harness: Harness, user: str, place: str, datatable: list[
     """What the bot reads for ``user`` in ``place`` now (``session_scope`` →
     ``load_session`` → ``load_messages`` with the window size, on the first
     running instance) equals the table: columns | author | content |."""
-    _scope, _sid, lines = harness.view(user, place)
-    _expect_lines(harness, lines, datatable, f"the bot's context for {user} in {place}")
+    scope, sid, lines = harness.view(user, place)
+    _expect_lines(harness, lines, datatable, f"the bot's context for {user} in {place} (session {sid} of {scope})")
 
 
 @then(p("the bot's context for {user:Name} in {place:Place} holds {author:Name}'s messages in this order:"))
@@ -467,8 +467,9 @@ def then_context_authored(harness: Harness, user: str, place: str, author: str, 
 @then(p("the bot's context for {user:Name} in {place:Place} holds {count:d} message"))
 def then_context_count(harness: Harness, user: str, place: str, count: int) -> None:
     """The bot's context for ``user`` in ``place`` holds ``count`` messages."""
-    _scope, _sid, lines = harness.view(user, place)
-    assert len(lines) == count, f"{len(lines)} messages: {[(harness.label(m), m.content) for m in lines]}"
+    scope, sid, lines = harness.view(user, place)
+    got = [(harness.label(m), m.content) for m in lines]
+    assert len(lines) == count, f"{len(lines)} messages in session {sid} of {scope}: {got}"
 
 
 @then(p("the bot's context for {user:Name} in {place:Place} is empty"))
