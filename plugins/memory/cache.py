@@ -6,7 +6,9 @@ Keys (all under ``key_prefix``):
   embed it (``w:<epoch>:<session>``, ``s:<epoch>:<scope>``), so bumping it
   invalidates every cached window at once, for every instance, without
   scanning. It is bumped after an outage during which writes reached only
-  the database.
+  the database (or Redis restarted from an old snapshot). Each instance
+  re-reads it on every health probe and on recovery, and a rebuild only
+  fills a window if the epoch is still the one it read before its query.
 - ``w:<epoch>:<session>``: the last ``window_size`` messages, oldest first,
   one orjson entry each. Appends use ``RPUSHX``: a flushed, expired or
   evicted key is never recreated by an append (G5); only a rebuild from the
@@ -115,6 +117,7 @@ class Cache:
         self.timeout = timeout
         self.epoch = "0"
         self.epoch_key = f"{prefix}epoch"
+        self.trim_slack = max(8, window_size // 4)
         # fakeredis has no INFO; a real server's run id tells a restart apart.
         self.has_info = not type(client).__module__.startswith("fakeredis")
 
@@ -130,10 +133,10 @@ class Cache:
         return f"{self.prefix}s:{epoch or self.epoch}:{scope_key}"
 
     async def call(self, coro: Any) -> Any:
-        """Await a Redis operation under the fast timeout, mapping every
-        failure to :class:`BackendDown`."""
+        """Await a Redis operation, mapping every failure to
+        :class:`BackendDown`. The client's socket timeouts bound it."""
         try:
-            return await asyncio.wait_for(coro, self.timeout * 2)
+            return await coro
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
 
@@ -183,21 +186,34 @@ class Cache:
 
     # --- windows --------------------------------------------------------------------
 
-    async def append(self, record: MessageRecord) -> None:
-        """Append to a session's window only if the window exists."""
+    async def append(self, record: MessageRecord, done_claim: str | None = None) -> None:
+        """Append to a session's window only if the window exists.
+
+        One round trip of three commands in the common case. The window
+        stays sorted: the element before the new one is checked (another
+        client's concurrent push makes that check see an equal element and
+        repair, which is harmless), and a late or duplicate arrival makes the
+        window be re-sorted. Trimming is lazy (the window may hold up to
+        ``window_size + trim_slack`` entries); every trim also refreshes the
+        window's TTL, and ``fill`` sets it when the window is created.
+        """
         entry = records.encode_entry(record)
         key = self.window_key(record.session_id)
-        pipe = self.r.pipeline(transaction=True)
+        ckey = self.counter_key(record.session_id)
+        pipe = self.r.pipeline(transaction=False)
         pipe.rpushx(key, entry)
         pipe.lindex(key, -2)
-        pipe.ltrim(key, -self.window_size, -1)
-        pipe.expire(key, self.ttl)
-        pipe.incr(self.counter_key(record.session_id))
-        pipe.expire(self.counter_key(record.session_id), self.ttl)
-        pipe.get(self.epoch_key)
-        length, previous, _t, _e, _c, _ce, epoch = await self.call(pipe.execute())
-        if self._seen_epoch(epoch):
-            return  # the write went to an abandoned generation; the new one is rebuilt from the database
+        pipe.incr(ckey)
+        if done_claim is not None:
+            pipe.set(done_claim, b"done", ex=24 * 3600)
+        length, previous, count, *_ = await self.call(pipe.execute())
+        if count == 1 or length > self.window_size + self.trim_slack:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.expire(ckey, self.ttl)
+            if length > self.window_size:
+                pipe.ltrim(key, -self.window_size, -1)
+                pipe.expire(key, self.ttl)
+            await self.call(pipe.execute())
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
             if records.entry_sort_key(previous) >= key_new:
@@ -223,16 +239,9 @@ class Cache:
 
     async def window(self, session: Session, limit: int) -> list[MessageRecord] | None:
         """The last ``limit`` messages from the hot window, or ``None`` on a
-        miss (the caller rebuilds from the database)."""
-        for _ in range(2):
-            pipe = self.r.pipeline(transaction=False)
-            pipe.get(self.epoch_key)
-            pipe.lrange(self.window_key(session.id), -limit, -1)
-            epoch, entries = await self.call(pipe.execute())
-            if not self._seen_epoch(epoch):
-                break
-        else:
-            return None
+        miss (the caller rebuilds from the database). One ``LRANGE``: the
+        epoch is refreshed by the health probe, not on every read."""
+        entries = await self.call(self.r.lrange(self.window_key(session.id), -limit, -1))
         if not entries:
             return None
         out = records.decode_entries(entries, session)
@@ -269,6 +278,7 @@ class Cache:
                     pipe.multi()
                     pipe.rpush(key, *entries[-self.window_size :])
                     pipe.expire(key, self.ttl)
+                    pipe.expire(ckey, self.ttl)
                     await pipe.execute()
                     return True
                 except WatchError:
@@ -278,6 +288,19 @@ class Cache:
 
     async def drop_window(self, session_id: str) -> None:
         await self.call(self.r.delete(self.window_key(session_id)))
+
+    async def invalidate(self, sessions: set[str], scopes: set[str]) -> None:
+        """Drop the windows of ``sessions`` and the cached sessions of
+        ``scopes``; bump their write counters so a rebuild already under way
+        does not fill a window from before."""
+        pipe = self.r.pipeline(transaction=False)
+        for sid in sessions:
+            pipe.incr(self.counter_key(sid))
+            pipe.expire(self.counter_key(sid), self.ttl)
+            pipe.delete(self.window_key(sid))
+        for scope in scopes:
+            pipe.delete(self.session_key(scope))
+        await self.call(pipe.execute())
 
     # --- sessions ---------------------------------------------------------------------
 

@@ -70,15 +70,50 @@ class Coordinator:
     # --- claims ----------------------------------------------------------------
 
     async def claim(self, message_id: str) -> bool:
-        """``True`` if this instance should handle ``message_id`` now."""
+        """``True`` if this instance should handle ``message_id`` now.
+
+        Claims live in Redis; while Redis is unreachable they live in the
+        database (``claims`` table); with both down every instance answers
+        (nothing can arbitrate, and an answer beats silence)."""
         store = self.store
-        if not store.redis_ok:
-            return not await store.reply_exists(message_id)
-        try:
-            return await self._claim(message_id)
-        except BackendDown as exc:
-            store.redis_failed(exc)
-            return not await store.reply_exists(message_id)
+        if store.redis_ok:
+            try:
+                return await self._claim(message_id)
+            except BackendDown as exc:
+                store.redis_failed(exc)
+        if store.db_ok:
+            try:
+                return await self._claim_in_db(message_id)
+            except BackendDown as exc:
+                store.db_failed(exc)
+        return True
+
+    async def _claim_in_db(self, message_id: str) -> bool:
+        store = self.store
+        db = store.db
+        assert db is not None
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + store.settings.claim_wait
+        while True:
+            now = store.clock.now()
+            expires = now + store.settings.claim_ttl
+            state, holder = await db.run(db.try_claim, message_id, store.instance_id, token, expires)
+            if state == "done":
+                return False
+            if state == "mine":
+                self.mine.add(token)
+                return True
+            owner, held_token, held_until = holder
+            if held_token in self.mine:
+                return False  # a second delivery while this instance handles the first
+            if owner == store.instance_id or float(held_until) <= now:
+                if await db.run(db.take_claim, message_id, store.instance_id, token, expires, held_token):
+                    log.info("memory: took over the expired claim on message %s", message_id)
+                    self.mine.add(token)
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL)
 
     async def _claim(self, message_id: str) -> bool:
         store = self.store

@@ -138,6 +138,14 @@ class DurableStore:
         )
         self.sql_exists = f"SELECT 1 FROM messages WHERE message_id = {p}"
         self.sql_cols = cols
+        claim_cols = "message_id, owner, token, expires_at"
+        claim_marks = ", ".join([p] * 4)
+        if self.dialect == "postgres":
+            self.sql_claim = f"INSERT INTO claims ({claim_cols}) VALUES ({claim_marks}) ON CONFLICT (message_id) DO NOTHING"
+        elif self.dialect == "mysql":
+            self.sql_claim = f"INSERT IGNORE INTO claims ({claim_cols}) VALUES ({claim_marks})"
+        else:
+            self.sql_claim = f"INSERT OR IGNORE INTO claims ({claim_cols}) VALUES ({claim_marks})"
 
     def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], retry: bool) -> T:
         db = self.db
@@ -252,6 +260,33 @@ class DurableStore:
     def count_messages(self, session_id: str) -> int:
         rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
         return int(rows[0][0])
+
+    # --- claims (used while Redis is unreachable) -----------------------------------
+
+    def try_claim(self, message_id: str, owner: str, token: str, expires_at: float) -> tuple[str, Any]:
+        """``("done", None)`` if the message was answered, ``("mine", None)``
+        if this call claimed it, else ``("held", (owner, token, expires_at))``."""
+        p = self.db.param
+        if self.message_exists(f"reply:{message_id}"):
+            return "done", None
+        if self.db.execute_sql(self.sql_claim, (message_id, owner, token, expires_at)).rowcount:
+            return "mine", None
+        rows = self.db.execute_sql(f"SELECT owner, token, expires_at FROM claims WHERE message_id = {p}", (message_id,)).fetchall()
+        if not rows:
+            return self.try_claim(message_id, owner, token, expires_at)
+        return "held", tuple(rows[0])
+
+    def take_claim(self, message_id: str, owner: str, token: str, expires_at: float, old_token: str) -> bool:
+        """Take over a claim only if it still carries ``old_token``."""
+        p = self.db.param
+        cursor = self.db.execute_sql(
+            f"UPDATE claims SET owner = {p}, token = {p}, expires_at = {p} WHERE message_id = {p} AND token = {p}",
+            (owner, token, expires_at, message_id, old_token),
+        )
+        return bool(cursor.rowcount)
+
+    def prune_claims(self, before: float) -> int:
+        return int(self.db.execute_sql(f"DELETE FROM claims WHERE expires_at < {self.db.param}", (before,)).rowcount)
 
     # --- sessions ----------------------------------------------------------------
 

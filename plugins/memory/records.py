@@ -140,29 +140,17 @@ def encode_entry(record: MessageRecord) -> bytes:
 
 
 def decode_entries(entries: list[bytes], session: Session) -> list[MessageRecord]:
+    """Decode window entries (one orjson call for all of them)."""
     sid, scope = session.id, session.scope_key
     roles = _ROLES
-    loads = orjson.loads
-    out = []
-    for raw in entries:
-        i, role, author, content, ts, name, guild, channel, reply_to, att = loads(raw)
-        out.append(
-            MessageRecord(
-                i,
-                sid,
-                scope,
-                roles[role],
-                author,
-                content,
-                ts,
-                name,
-                guild,
-                channel,
-                reply_to,
-                [Attachment.from_dict(a) for a in att] if att else [],
-            )
+    rows = orjson.loads(b"[" + b",".join(entries) + b"]")
+    return [
+        MessageRecord(
+            i, sid, scope, roles[role], author, content, ts, name, guild, channel, reply_to,
+            [Attachment.from_dict(a) for a in att] if att else [],
         )
-    return out
+        for i, role, author, content, ts, name, guild, channel, reply_to, att in rows
+    ]
 
 
 def entry_sort_key(raw: bytes) -> tuple[float, int, str]:

@@ -20,7 +20,7 @@ from playhouse.migrate import SchemaMigrator, migrate as run_migrations
 
 log = logging.getLogger("plugins.memory.schema")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -163,7 +163,24 @@ def _v2(m: Models) -> None:
     _create_index(m.db, "sessions", "sessions_user_id", "user_id")
 
 
-MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2)]
+def _v3(m: Models) -> None:
+    """Claims on incoming messages, for when Redis (which holds them
+    normally) is unreachable."""
+    m.db.execute_sql(
+        _ddl(
+            m.db,
+            "CREATE TABLE IF NOT EXISTS claims ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " owner VARCHAR(191) NOT NULL,"
+            " token VARCHAR(64) NOT NULL,"
+            " expires_at {double} NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(m.db, "claims", "claims_expires_at", "expires_at")
+
+
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
 
 
 def _ddl(db: pw.Database, template: str) -> str:

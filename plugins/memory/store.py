@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
+
+# Database claims (used while Redis is down) are pruned this often, once
+# they are this old.
+PRUNE_EVERY = 3600.0
+CLAIM_KEEP = 24 * 3600.0
 
 
 class MemoryStore:
@@ -61,6 +67,10 @@ class MemoryStore:
         self.run_id: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
+        self._pruned = 0.0
+        # Sessions and scopes written by an outbox replay, to drop from the cache.
+        self._touched_sessions: set[str] = set()
+        self._touched_scopes: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -101,6 +111,7 @@ class MemoryStore:
             await self._check_dirty_flags()
             with contextlib.suppress(BackendDown):
                 await self._replay_outbox()
+                await self._invalidate_touched()
         self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
 
     def _problem(self, breaker: Breaker, text: str, fatal: bool = True) -> None:
@@ -114,9 +125,10 @@ class MemoryStore:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._probe_task
             self._probe_task = None
-        if self.db_ok and self.outbox is not None:
+        if self.db_ok:
             with contextlib.suppress(Exception):
                 await self._replay_outbox()
+                await self._invalidate_touched()
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cache.r.aclose(), 1.0)
@@ -208,6 +220,11 @@ class MemoryStore:
             elif self.db_ok and self.redis_ok:
                 with contextlib.suppress(BackendDown):
                     await self._check_dirty_flags()
+            if self.db_ok and time.monotonic() - self._pruned > PRUNE_EVERY:
+                assert self.db is not None
+                self._pruned = time.monotonic()
+                with contextlib.suppress(BackendDown):
+                    await self.db.run(self.db.prune_claims, self.clock.now() - CLAIM_KEEP)
 
     async def _redis_recovered(self) -> None:
         assert self.cache is not None
@@ -233,6 +250,12 @@ class MemoryStore:
         # Writes queued while the last batch replayed.
         with contextlib.suppress(BackendDown):
             await self._replay_outbox()
+        await self._invalidate_touched()
+
+    async def _invalidate_touched(self) -> None:
+        sessions, scopes = self._touched_sessions, self._touched_scopes
+        self._touched_sessions, self._touched_scopes = set(), set()
+        await self._invalidate(sessions, scopes)
 
     async def _replay_outbox(self) -> int:
         count = await self.outbox.replay(self._apply, self.redis_ok)
@@ -261,6 +284,22 @@ class MemoryStore:
         except BackendDown as exc:
             self.db_breaker.trip(exc.reason)
             raise
+        # The cache may not have seen these writes (Redis was down too, or a
+        # window was rebuilt meanwhile): what they touch is dropped once the
+        # database serves reads again (see _db_recovered).
+        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"}
+        self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+
+    async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
+        if self.cache is None or not (sessions or scopes):
+            return
+        if self.redis_ok:
+            try:
+                await self.cache.invalidate(sessions, scopes)
+                return
+            except BackendDown as exc:
+                self.redis_failed(exc)
+        await self._mark_dirty()
 
     # --- messages ---------------------------------------------------------------------
 
@@ -284,9 +323,10 @@ class MemoryStore:
         if self.redis_ok:
             assert self.cache is not None
             try:
-                await self.cache.append(record)
+                done = None
                 if record.role is Role.BOT and record.id.startswith("reply:"):
-                    await self.coordinator.done(record.id[len("reply:") :])
+                    done = self.coordinator.claim_key(record.id[len("reply:") :])
+                await self.cache.append(record, done)
             except BackendDown as exc:
                 self.redis_failed(exc)
                 if in_db:

@@ -119,13 +119,18 @@ def test_fence_counter_lost_in_a_flush_continues_above_the_database(backend: Bac
     run(go())
 
 
-def test_claims_still_work_with_redis_down(backend: Backend) -> None:
+def test_claims_move_to_the_database_while_redis_is_down(backend: Backend) -> None:
     async def go() -> None:
-        async with started(backend.store("A")) as a:
+        async with started(backend.store("A", claim_ttl=30)) as a, started(backend.store("B", claim_ttl=30)) as b:
             await a.store_message(rec(2, role=Role.BOT, author="bot", id="reply:555", reply_to_id="555"))
             backend.redis_down()
             assert not await a.coordinator.claim("555")  # answered: the database says so
-            assert await a.coordinator.claim("556")
+            got = await asyncio.gather(a.coordinator.claim("556"), b.coordinator.claim("556"))
+            assert sorted(got) == [False, True]
+            assert not await b.coordinator.claim("556")
+            # the claimer dies; once its claim expires the other takes over
+            backend.clock.advance(31)
+            assert await b.coordinator.claim("556")
             async with a.coordinator.lease("x"):
                 assert current_fence.get() is None  # no fencing without Redis
             backend.redis_up()

@@ -45,7 +45,7 @@ class World:
         self.cut: database_cut | None = None
         self.n = 0
         # Message ids are unique database-wide: each example gets its own.
-        self.tag = session.id[2:6]
+        self.tag = session.id[2:]
 
     def expected(self) -> list[str]:
         return [r.id for r in sorted(self.accepted.values(), key=lambda r: r.sort_key)]
