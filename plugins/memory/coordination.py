@@ -38,6 +38,7 @@ log = logging.getLogger("plugins.memory.coordination")
 DONE = b"done"
 DONE_TTL = 24 * 3600
 BACKSTOP_TTL = 7 * 24 * 3600
+FENCE_TTL = 30 * 24 * 3600
 POLL = 0.02
 
 # (scope key, fencing token) of the lease the current task holds.
@@ -121,29 +122,39 @@ class Coordinator:
         key = self.claim_key(message_id)
         token = secrets.token_hex(8)
         deadline = time.monotonic() + store.settings.claim_wait
-        while True:
-            now = store.clock.now()
-            value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
-            if await self.cache.call(r.set(key, value, nx=True, ex=BACKSTOP_TTL)):
-                return await self._claimed(key, token, message_id)
-            raw = await self.cache.call(r.get(key))
-            if raw == DONE:
-                return False
-            holder = _holder(raw)
-            if holder is not None:
-                if holder.get("t") in self.mine:
-                    return False  # a second delivery while this instance handles the first
-                stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
-                if stale_self or float(holder.get("x", 0)) <= now:
-                    if await self._swap(key, raw, value):
-                        log.info("memory: took over the expired claim on message %s", message_id)
-                        return await self._claimed(key, token, message_id)
-            if time.monotonic() >= deadline:
-                return False  # someone else is handling it
-            await asyncio.sleep(POLL)
+        # Whether the reply is already stored (a redelivery after Redis lost
+        # its claims) is asked of the database while Redis is asked too.
+        answered = asyncio.ensure_future(store.reply_exists(message_id))
+        try:
+            while True:
+                now = store.clock.now()
+                value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
+                pipe = r.pipeline(transaction=False)
+                pipe.set(key, value, nx=True, ex=BACKSTOP_TTL)
+                pipe.get(key)
+                won, raw = await self.cache.call(pipe.execute())
+                if won:
+                    return await self._claimed(key, token, answered)
+                if raw == DONE:
+                    return False
+                holder = _holder(raw)
+                if holder is not None:
+                    if holder.get("t") in self.mine:
+                        return False  # a second delivery while this instance handles the first
+                    stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
+                    if stale_self or float(holder.get("x", 0)) <= now:
+                        if await self._swap(key, raw, value):
+                            log.info("memory: took over the expired claim on message %s", message_id)
+                            return await self._claimed(key, token, answered)
+                if time.monotonic() >= deadline:
+                    return False  # someone else is handling it
+                await asyncio.sleep(POLL)
+        finally:
+            if not answered.done():
+                answered.cancel()
 
-    async def _claimed(self, key: str, token: str, message_id: str) -> bool:
-        if await self.store.reply_exists(message_id):
+    async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool]) -> bool:
+        if await answered:
             await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL))
             return False
         self.mine.add(token)
@@ -218,11 +229,19 @@ class Lease:
         cache = self.c.cache
         r = cache.r
         self.key = f"{cache.prefix}lease:{self.scope_key}"
+        fence_key = f"{cache.prefix}fence:{self.scope_key}"
         deadline = time.monotonic() + store.settings.lease_wait
         while True:
             now = store.clock.now()
             value = orjson.dumps({"o": store.instance_id, "t": self.token, "x": now + store.settings.lease_ttl})
-            if await cache.call(r.set(self.key, value, nx=True, ex=BACKSTOP_TTL)):
+            # The fencing token is drawn with the attempt (one round trip); a
+            # token drawn by a failed attempt is simply never used.
+            pipe = r.pipeline(transaction=True)
+            pipe.set(self.key, value, nx=True, ex=BACKSTOP_TTL)
+            pipe.incr(fence_key)
+            pipe.expire(fence_key, FENCE_TTL)
+            won, fence, _ = await cache.call(pipe.execute())
+            if won:
                 break
             raw = await cache.call(r.get(self.key))
             holder = _holder(raw)
@@ -230,22 +249,21 @@ class Lease:
                 if time.monotonic() >= deadline and holder is not None and float(holder.get("x", 0)) > now:
                     log.warning("memory: lease on %s still held by %s after %.1fs; taking it over (fenced)", self.scope_key, holder.get("o"), store.settings.lease_wait)
                 if await self.c._swap(self.key, raw, value):
+                    fence = int(await cache.call(r.incr(fence_key)))
                     break
             await asyncio.sleep(POLL)
         self._held_remote = True
         self.c.mine.add(self.token)
-        self.fence = await self._next_fence()
+        self.fence = await self._fence_floor(int(fence), fence_key)
 
-    async def _next_fence(self) -> int:
-        cache = self.c.cache
-        key = f"{cache.prefix}fence:{self.scope_key}"
-        fence = int(await cache.call(cache.r.incr(key)))
-        await cache.call(cache.r.expire(key, 30 * 24 * 3600))
-        if fence == 1:
-            # The counter was lost (flush, expiry): continue above what the database saw.
-            floor = await self.c.store.max_fence(self.scope_key)
-            if floor >= fence:
-                fence = int(await cache.call(cache.r.incrby(key, floor)))
+    async def _fence_floor(self, fence: int, fence_key: str) -> int:
+        if fence > 1:
+            return fence
+        # The counter was lost (flush, expiry): continue above what the database saw.
+        floor = await self.c.store.max_fence(self.scope_key)
+        if floor >= fence:
+            cache = self.c.cache
+            fence = int(await cache.call(cache.r.incrby(fence_key, floor)))
         return fence
 
     async def __aexit__(self, *exc: Any) -> None:

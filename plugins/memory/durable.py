@@ -250,7 +250,7 @@ class DurableStore:
         return count
 
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
-        rows = self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall()
+        rows = list(self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall())
         rows.reverse()
         return rows
 
@@ -293,6 +293,8 @@ class DurableStore:
     def upsert_session(self, data: dict[str, Any], fence: int | None) -> bool:
         """Insert or replace a session row. With a ``fence``, a write whose
         token is older than the stored one is rejected (returns ``False``)."""
+        if self.dialect != "mysql":
+            return self._upsert_session_one_statement(data, fence)
         S = self.m.SessionRow
         row = {
             "session_id": data["id"],
@@ -315,6 +317,35 @@ class DurableStore:
                 return False
             S.update(**row, fence=max(stored, fence or 0)).where(S.session_id == data["id"]).execute()
             return True
+
+    _SESSION_COLS = ("session_id", "scope_key", "user_id", "guild_id", "channel_id", "opened_at", "last_active_at", "closed_at", "state", "fence")
+
+    def _upsert_session_one_statement(self, data: dict[str, Any], fence: int | None) -> bool:
+        """PostgreSQL and SQLite: one round trip; the fence check is the
+        upsert's ``WHERE``."""
+        p = self.db.param
+        cols = self._SESSION_COLS
+        greatest = "GREATEST" if self.dialect == "postgres" else "MAX"
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:-1])
+        sql = (
+            f"INSERT INTO sessions ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))}) "
+            f"ON CONFLICT (session_id) DO UPDATE SET {updates}, fence = {greatest}(sessions.fence, excluded.fence) "
+            f"WHERE {p} OR sessions.fence <= excluded.fence"
+        )
+        params = (
+            data["id"],
+            data["scope_key"],
+            data.get("user_id"),
+            data.get("guild_id"),
+            data.get("channel_id"),
+            data["opened_at"],
+            data["last_active_at"],
+            data.get("closed_at"),
+            orjson.dumps(data.get("state") or {}).decode(),
+            fence or 0,
+            fence is None,
+        )
+        return bool(self.db.execute_sql(sql, params).rowcount)
 
     def _session_dict(self, row: Any) -> dict[str, Any]:
         return {

@@ -177,7 +177,7 @@ class Backend:
             conn.close()
 
     def redis_down(self) -> None:
-        if self.kind == "sqlite":
+        if self.fake_name is not None:
             from plugins.memory.cache import fake_server
 
             fake_server(self.fake_name).connected = False
@@ -186,7 +186,7 @@ class Backend:
             self.redis.kill()
 
     def redis_up(self) -> None:
-        if self.kind == "sqlite":
+        if self.fake_name is not None:
             from plugins.memory.cache import fake_server
 
             fake_server(self.fake_name).connected = True
@@ -196,7 +196,7 @@ class Backend:
                 self.redis.start()
 
     def flush(self) -> None:
-        if self.kind == "sqlite":
+        if self.fake_name is not None:
             import fakeredis
 
             from plugins.memory.cache import fake_server
