@@ -1,0 +1,477 @@
+"""The soak driver: starts the backends and the bot processes, sends the
+traffic, runs the fault lanes, then restores everything, lets the outboxes
+drain and checks the ledger (see :mod:`bench.chaos.ledger`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.bot import MEMORY_DEGRADED
+from core.ids import snowflake
+from core.models import IncomingMessage
+from bench.chaos.faults import KINDS, FaultLanes, FaultPlan
+from bench.chaos.instances import SoakInstance
+from bench.chaos.ledger import Delivery, Entry, Ledger, Reply, Row, View, check
+from tests.harness.backends import RealBackends
+from tests.harness.instances import WorkerError
+from tests.harness.world import message_to_dict
+
+log = logging.getLogger("bench.chaos")
+
+PLUGINS = ["memory", "sessions", "llm"]
+ENTITY_EPOCH = 1_600_000_000.0
+NAMES = "ABC"
+WORDS = ("tea", "rain", "map", "bread", "river", "clock", "stone", "violin", "salt", "lamp", "garden", "owl")
+
+
+@dataclass
+class SoakConfig:
+    messages: int = 20000
+    seed: int = 7
+    instances: int = 2
+    rate: float = 40.0  # messages sent per second (steady)
+    duration: float | None = None  # stop sending after this many seconds
+    speed: float = 10.0  # bot-clock seconds per real second
+    faults: bool = True
+    faults_per_kind: int = 60  # aimed for over the sending time
+    redelivery_share: float = 0.05  # delivered twice to the same instance
+    rolling_share: float = 0.10  # delivered to two instances
+    retry_after: float = 12.0  # redeliver elsewhere when no reply after this long
+    redeliver_delay: float = 1.0  # after every delivery ended without a reply
+    max_in_flight: int = 400
+    window: int = 50  # sessions' window_messages (the default)
+    sample_conversations: int = 60
+    drain_timeout: float = 120.0
+    label: str = ""
+    kinds: tuple[str, ...] = KINDS
+
+
+class SoakClock:
+    """The world's clock: real time sped up by ``speed`` (so claims and
+    leases, 60 bot-seconds by default, expire within a few real seconds)."""
+
+    def __init__(self, speed: float, base: float = 1_760_000_000.0) -> None:
+        self.speed = speed
+        self.base = base
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def now(self) -> float:
+        value = self.base + (time.monotonic() - self.t0) * self.speed
+        # Strictly increasing: two messages never share a timestamp.
+        self._last = max(value, self._last + 0.001)
+        return self._last
+
+
+@dataclass
+class Conversation:
+    index: int
+    user_id: str
+    user_name: str
+    channel_id: str
+    guild_id: str | None
+    messages: int = 0
+
+
+@dataclass
+class SoakResult:
+    config: dict[str, Any]
+    faults: dict[str, int]
+    faults_skipped: dict[str, int]
+    counts: dict[str, int]
+    stats: dict[str, Any]
+    examples: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Soak:
+    def __init__(self, config: SoakConfig, workdir: Path) -> None:
+        self.cfg = config
+        self.workdir = workdir
+        self.clock = SoakClock(config.speed)
+        self.rng = random.Random(config.seed)
+        self.pick_rng = random.Random(f"{config.seed}:targets")
+        self.ledger = Ledger()
+        self.backends: RealBackends | None = None  # type: ignore[assignment]
+        self.instances: dict[str, SoakInstance] = {}
+        self.busy: set[str] = set()  # instances under a process fault
+        self.conversations: list[Conversation] = []
+        self.message_tasks: set[asyncio.Task[None]] = set()
+        self.delivery_tasks: set[asyncio.Task[None]] = set()
+        self.abandon = False
+        self.sections: dict[str, dict[str, Any]] = {}
+        self.t0 = time.monotonic()
+        self.notes: list[str] = []
+        self.restarts = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    # --- the world ---------------------------------------------------------------
+
+    def _make_world(self) -> None:
+        rng = random.Random(f"{self.cfg.seed}:world")
+        n_conv = max(12, self.cfg.messages // 40)
+        guilds = [snowflake(ENTITY_EPOCH, worker=1) for _ in range(4)]
+        channels = [(g, snowflake(ENTITY_EPOCH, worker=1)) for g in guilds for _ in range(5)]
+        users = [(snowflake(ENTITY_EPOCH, worker=1), f"user{i}") for i in range(max(8, n_conv // 2))]
+        seen: set[tuple[str, str]] = set()
+        while len(self.conversations) < n_conv:
+            uid, uname = rng.choice(users)
+            if rng.random() < 0.15:
+                place: tuple[str | None, str] = (None, f"dm-{uid}")
+            else:
+                place = rng.choice(channels)
+            if (uid, place[1]) in seen:
+                continue
+            seen.add((uid, place[1]))
+            channel = snowflake(ENTITY_EPOCH, worker=3) if place[0] is None else place[1]
+            self.conversations.append(Conversation(len(self.conversations), uid, uname, channel, place[0]))
+        # Zipf-like weights: a few long conversations (longer than the window), many short ones.
+        self.weights = [1.0 / (i + 1) ** 0.8 for i in range(n_conv)]
+
+    def _message(self, conv: Conversation, content: str, ts: float) -> IncomingMessage:
+        return IncomingMessage(
+            id=snowflake(ts),
+            author_id=conv.user_id,
+            author_name=conv.user_name,
+            channel_id=conv.channel_id,
+            content=content,
+            timestamp=ts,
+            transport="test",
+            guild_id=conv.guild_id,
+            is_dm=conv.guild_id is None,
+        )
+
+    # --- instances -----------------------------------------------------------------
+
+    def _new_instance(self, name: str, generation: int) -> SoakInstance:
+        return SoakInstance(name, self.workdir / "instances" / name, self.sections, self.clock, PLUGINS, generation=generation)
+
+    async def _start(self, name: str, generation: int) -> SoakInstance:
+        last: Exception | None = None
+        for _attempt in range(5):
+            instance = self._new_instance(name, generation)
+            try:
+                await asyncio.wait_for(instance.start(), 60)
+                return instance
+            except (WorkerError, asyncio.TimeoutError) as exc:
+                last = exc
+                log.warning("instance %s did not start: %r; again", name, exc)
+                instance.kill()
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"instance {name} did not start: {last}")
+
+    def ready(self, name: str) -> bool:
+        inst = self.instances.get(name)
+        return inst is not None and inst.alive and not inst.paused
+
+    def pick_victim(self, rng: random.Random) -> str | None:
+        """An instance for a process fault, or ``None`` when taking one
+        would leave no healthy instance (one always keeps serving)."""
+        free = [n for n in sorted(self.instances) if self.ready(n) and n not in self.busy]
+        if len(free) < 2:
+            return None
+        name = rng.choice(free)
+        self.busy.add(name)
+        return name
+
+    async def kill_instance(self, name: str) -> None:
+        inst = self.instances[name]
+        inst.kill()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(inst.wait_dead(), 10)
+
+    async def restart_instance(self, name: str) -> None:
+        try:
+            old = self.instances[name]
+            self.instances[name] = await self._start(name, old.generation + 1)
+            self.restarts += 1
+        finally:
+            self.busy.discard(name)
+
+    def pause_instance(self, name: str) -> None:
+        self.instances[name].pause()
+
+    def resume_instance(self, name: str) -> None:
+        try:
+            self.instances[name].resume()
+        finally:
+            self.busy.discard(name)
+
+    async def pick_target(self, exclude: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        deadline = time.monotonic() + 60
+        while True:
+            ready = [n for n in sorted(self.instances) if self.ready(n)]
+            preferred = [n for n in ready if n not in exclude]
+            if preferred or ready:
+                return self.pick_rng.choice(preferred or ready)
+            if time.monotonic() > deadline:
+                raise RuntimeError("no bot instance ready for 60 s")
+            await asyncio.sleep(0.05)
+
+    # --- traffic -------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, into: set[asyncio.Task[None]]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        into.add(task)
+        task.add_done_callback(into.discard)
+        return task
+
+    async def deliver(self, entry: Entry, raw: dict[str, Any], name: str, kind: str) -> None:
+        delivery = Delivery(name, kind)
+        entry.deliveries.append(delivery)
+        inst = self.instances.get(name)
+        if inst is None or not inst.alive:
+            delivery.outcome = "error: not running"
+            return
+        try:
+            answer = await inst.request("deliver", message=raw, now=self.clock.now())
+        except WorkerError as exc:
+            delivery.outcome = f"error: {str(exc).splitlines()[0][:120]}"
+            return
+        sent = answer.get("sent", [])
+        for s in sent:
+            entry.replies.append(Reply(name, s["content"], MEMORY_DEGRADED in s.get("notes", [])))
+        self.ledger.note_windows(entry.id, name, answer.get("contexts", []))
+        delivery.outcome = "replied" if sent else "no-reply"
+
+    async def _later(self, delay: float, entry: Entry, raw: dict[str, Any], name: str, kind: str) -> None:
+        await asyncio.sleep(delay)
+        await self.deliver(entry, raw, name, kind)
+
+    async def run_message(self, entry: Entry, raw: dict[str, Any], pattern: str) -> None:
+        mine: set[asyncio.Task[None]] = set()
+        names: dict[asyncio.Task[None], str] = {}
+
+        def send(name: str, kind: str, delay: float = 0.0) -> None:
+            coro = self._later(delay, entry, raw, name, kind) if delay else self.deliver(entry, raw, name, kind)
+            task = self._spawn(coro, self.delivery_tasks)
+            mine.add(task)
+            names[task] = name
+
+        first = await self.pick_target()
+        send(first, "first")
+        if pattern == "rolling":
+            second = await self.pick_target({first})
+            if second != first:
+                send(second, "rolling")
+        elif pattern == "redelivery":
+            send(first, "redelivery", delay=self.pick_rng.uniform(0.01, 0.5))
+        last_sent = time.monotonic()
+        while not entry.replies and not self.abandon:
+            pending = {t for t in mine if not t.done()}
+            wait = last_sent + self.cfg.retry_after - time.monotonic()
+            if pending and wait > 0:
+                await asyncio.wait(pending, timeout=min(wait, 1.0), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if entry.replies or self.abandon:
+                break
+            if not pending:
+                # Every delivery ended without a reply (its instance died, or
+                # a claim held by a dead or paused one): Discord redelivers.
+                await asyncio.sleep(self.cfg.redeliver_delay)
+                if entry.replies:
+                    break
+            busy = {names[t] for t in mine if not t.done()}
+            send(await self.pick_target(busy), "retry")
+            last_sent = time.monotonic()
+
+    async def traffic(self) -> int:
+        cfg = self.cfg
+        start = time.monotonic()
+        sent = 0
+        for i in range(cfg.messages):
+            if cfg.duration is not None and time.monotonic() - start >= cfg.duration:
+                break
+            delay = start + i / cfg.rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while len(self.message_tasks) >= cfg.max_in_flight:
+                await asyncio.sleep(0.01)
+            conv = self.rng.choices(self.conversations, self.weights)[0]
+            words = " ".join(self.rng.choice(WORDS) for _ in range(self.rng.randint(1, 6)))
+            roll = self.rng.random()
+            pattern = (
+                "redelivery" if roll < cfg.redelivery_share
+                else "rolling" if roll < cfg.redelivery_share + cfg.rolling_share and len(self.instances) > 1
+                else "single"
+            )
+            conv.messages += 1
+            message = self._message(conv, f"m{i} c{conv.index} {words}", self.clock.now())
+            entry = self.ledger.add(Entry(message.id, conv.index, conv.channel_id, message.content, message.timestamp))
+            self._spawn(self.run_message(entry, message_to_dict(message), pattern), self.message_tasks)
+            sent += 1
+        return sent
+
+    async def ticker(self) -> None:
+        """Keep every bot's clock moving even when no message arrives."""
+        while True:
+            await asyncio.sleep(0.5)
+            now = self.clock.now()
+            for name in list(self.instances):
+                if self.ready(name):
+                    inst = self.instances[name]
+                    task = asyncio.get_running_loop().create_task(inst.request("clock", set=now))
+                    task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    # --- the end -------------------------------------------------------------------
+
+    async def _wait_tasks(self, tasks: set[asyncio.Task[None]], timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(tasks), timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+        return len(tasks)
+
+    async def drain(self, timeout: float) -> dict[str, Any]:
+        """Wait until every instance reports both backends up and an empty outbox."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            ok = True
+            for name, inst in sorted(self.instances.items()):
+                try:
+                    reports = await asyncio.wait_for(inst.health(), 10)
+                except (WorkerError, asyncio.TimeoutError) as exc:
+                    last[name] = repr(exc)
+                    ok = False
+                    continue
+                by = {r["component"]: r for r in reports}
+                last[name] = {k: (v["ok"], v["detail"]) for k, v in by.items() if k in ("redis", "database", "outbox")}
+                if not all(by.get(k, {}).get("ok") for k in ("redis", "database", "outbox")):
+                    ok = False
+            if ok:
+                return {"drained": True, "health": last}
+            await asyncio.sleep(0.5)
+        return {"drained": False, "health": last}
+
+    def rows(self) -> list[Row]:
+        assert self.backends is not None
+        raw = self.backends.query("SELECT message_id, session_id, role, content, ts, reply_to_id FROM messages")
+        return [Row(r[0], r[1], r[2], r[3], float(r[4]), r[5]) for r in raw]
+
+    async def views(self) -> list[View]:
+        rng = random.Random(f"{self.cfg.seed}:sample")
+        spoken = [c for c in self.conversations if c.messages]
+        sample = spoken if len(spoken) <= self.cfg.sample_conversations else rng.sample(spoken, self.cfg.sample_conversations)
+        out = []
+        for conv in sorted(sample, key=lambda c: c.index):
+            probe = message_to_dict(self._message(conv, "(probe)", self.clock.now()))
+            for name, inst in sorted(self.instances.items()):
+                answer = await asyncio.wait_for(inst.request("context", message=probe, limit=self.cfg.window, now=self.clock.now()), 30)
+                out.append(View(conv.index, name, answer["session_id"], [m["id"] for m in answer["messages"]]))
+        return out
+
+    # --- the whole run -------------------------------------------------------------
+
+    async def run(self) -> SoakResult:
+        cfg = self.cfg
+        self._make_world()
+        self.backends = await asyncio.get_running_loop().run_in_executor(None, RealBackends, self.workdir / "backends")
+        self.sections = {"memory": self.backends.memory_section(), "sessions": {"window_messages": cfg.window}, "llm": {}}
+        timings: dict[str, float] = {}
+        lanes: FaultLanes | None = None
+        ticker: asyncio.Task[None] | None = None
+        try:
+            started = await asyncio.gather(*(self._start(NAMES[i], 1) for i in range(cfg.instances)))
+            self.instances = {inst.name: inst for inst in started}
+            timings["startup"] = round(self.elapsed(), 2)
+            ticker = asyncio.get_running_loop().create_task(self.ticker())
+            expected = cfg.messages / cfg.rate
+            if cfg.duration is not None:
+                expected = min(expected, cfg.duration)
+            ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
+            plan = FaultPlan(gaps={}, pause_hold=(ttl_real + 1.0, ttl_real + 2.5))
+            for kind in KINDS:
+                plan.gaps[kind] = max(0.3, expected / max(1, cfg.faults_per_kind) - plan.mean_hold(kind))
+            if cfg.faults:
+                lanes = FaultLanes(self, plan, cfg.seed, cfg.kinds)
+                lanes.start()
+            t_send = time.monotonic()
+            sent = await self.traffic()
+            timings["sending"] = round(time.monotonic() - t_send, 2)
+            t_end = time.monotonic()
+            if lanes is not None:
+                await lanes.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
+            for name, inst in list(self.instances.items()):
+                inst.resume()
+                if not inst.alive:
+                    self.instances[name] = await self._start(name, inst.generation + 1)
+            unreplied_tasks = await self._wait_tasks(self.message_tasks, cfg.drain_timeout)
+            if unreplied_tasks:
+                self.notes.append(f"{unreplied_tasks} messages still had no reply after {cfg.drain_timeout:.0f} s")
+            self.abandon = True
+            late = await self._wait_tasks(self.delivery_tasks, 30)
+            if late:
+                self.notes.append(f"{late} deliveries still unanswered 30 s after the end (not counted)")
+            drained = await self.drain(cfg.drain_timeout)
+            if not drained["drained"]:
+                self.notes.append(f"outboxes not drained within {cfg.drain_timeout:.0f} s: {drained['health']}")
+            timings["settle"] = round(time.monotonic() - t_end, 2)
+            rows = await asyncio.get_running_loop().run_in_executor(None, self.rows)
+            views = await self.views()
+            result = check(self.ledger, rows, views, cfg.window)
+            result["stats"]["sent"] = sent
+            result["stats"]["restarts"] = self.restarts
+            result["stats"]["send_rate"] = round(sent / max(0.001, timings["sending"]), 1)
+            result["stats"]["drained"] = drained["drained"]
+            timings["total"] = round(self.elapsed(), 2)
+            return SoakResult(
+                config=asdict(cfg),
+                faults=dict(lanes.counts) if lanes else {k: 0 for k in cfg.kinds},
+                faults_skipped=dict(lanes.skipped) if lanes else {},
+                counts=result["counts"],
+                stats=result["stats"],
+                examples=result["examples"],
+                timings=timings,
+                notes=self.notes,
+            )
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            if lanes is not None:
+                await lanes.stop(10)
+            self.abandon = True
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self.backends is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
+        for inst in list(self.instances.values()):
+            inst.resume()
+        await asyncio.gather(*(self._stop(i) for i in self.instances.values()), return_exceptions=True)
+        for task in list(self.message_tasks | self.delivery_tasks):
+            task.cancel()
+        if self.backends is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, self.backends.close)
+
+    async def _stop(self, inst: SoakInstance) -> None:
+        try:
+            await asyncio.wait_for(inst.stop(), 30)
+        except Exception:  # noqa: BLE001
+            inst.kill()
+
+
+def run_soak(config: SoakConfig, keep: bool = False) -> SoakResult:
+    """Run one soak in a fresh work directory (removed afterwards unless ``keep``)."""
+    workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
+    try:
+        return asyncio.run(Soak(config, workdir).run())
+    finally:
+        if keep:
+            log.warning("work directory kept: %s", workdir)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""The soak's bot process: ``python -m bench.chaos.worker``.
+
+It is the harness's worker (:mod:`tests.harness.worker`, same line-delimited
+JSON protocol) with one difference: the reply comes from the real ``llm``
+plugin (its offline stand-in), not from the harness's test replier. A
+recorder hook runs first, notes the context window the reply is generated
+from, and returns ``None`` so the llm plugin answers.
+
+``deliver`` answers with ``contexts``: compact summaries ``{session_id,
+ids, ts, notes}`` of each window built for the message, so the driver can
+check their order without keeping whole windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from core.bot import Bot
+from core.clock import ManualClock
+from core.models import Context, IncomingMessage
+from core.plugins import hookimpl
+from tests.harness import assembly
+from tests.harness import worker as base
+
+
+class ContextRecorder:
+    """Notes each context window, answers nothing (the llm plugin does)."""
+
+    def __init__(self, instance: str) -> None:
+        self.instance = instance
+        self.by_message: dict[str, list[dict[str, Any]]] = {}
+        # The harness worker reads ``contexts``; the chaos worker never does.
+        self.contexts: list[Any] = []
+
+    @hookimpl(tryfirst=True)
+    def generate_reply(self, context: Context, message: IncomingMessage) -> None:
+        self.by_message.setdefault(message.id, []).append(
+            {
+                "session_id": context.session.id,
+                "ids": [m.id for m in context.messages],
+                "ts": [m.timestamp for m in context.messages],
+                "notes": list(context.notes),
+            }
+        )
+        return None
+
+
+def make_bot(
+    instance_id: str,
+    data_dir: Path,
+    sections: dict[str, dict[str, Any]],
+    clock: ManualClock,
+    plugins: list[str] | None = None,
+) -> tuple[Bot, ContextRecorder]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = assembly.build_settings(instance_id, data_dir, sections, plugins)
+    bot = Bot(settings, clock=clock, instance_id=instance_id)
+    recorder = ContextRecorder(instance_id)
+    bot.plugins.pm.register(recorder, name="chaos_recorder")
+    return bot, recorder
+
+
+class ChaosWorker(base.Worker):
+    async def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request.get("cmd") == "deliver" and self.bot is not None:
+            from tests.harness.world import message_from_dict
+
+            self._now(request)
+            message = message_from_dict(request["message"])
+            sent = await assembly.deliver(self.bot, self.instance, message)
+            contexts = self.replier.by_message.pop(message.id, [])
+            return {"sent": [s.to_dict() for s in sent], "contexts": contexts}
+        return await super().run(request)
+
+
+def main() -> None:
+    # The harness worker looks both names up when it runs.
+    assembly.make_bot = make_bot
+    base.Worker = ChaosWorker  # type: ignore[misc]
+    asyncio.run(base.main())
+
+
+if __name__ == "__main__":
+    main()
