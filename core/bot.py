@@ -232,20 +232,7 @@ class Bot:
         if session is None:
             session = self.default_session(message)
         await self.hooks.broadcast("prepare_message", message=message, session=session)
-        record = MessageRecord(
-            id=message.id,
-            session_id=session.id,
-            scope_key=session.scope_key,
-            role=Role.USER,
-            author_id=message.author_id,
-            author_name=message.author_name,
-            content=message.content,
-            timestamp=message.timestamp,
-            guild_id=message.guild_id,
-            channel_id=message.channel_id,
-            reply_to_id=message.reply_to_id,
-            attachments=message.attachments,
-        )
+        record = MessageRecord.from_incoming(message, session)
         degraded = not await self._store(record, session)
 
         context = await self.hooks.first("build_context", session=session, message=message)

@@ -142,6 +142,24 @@ class MessageRecord:
     reply_to_id: str | None = None
     attachments: list[Attachment] = field(default_factory=list)
 
+    @classmethod
+    def from_incoming(cls, message: IncomingMessage, session: Session) -> MessageRecord:
+        """The record of a user's message in ``session``."""
+        return cls(
+            id=message.id,
+            session_id=session.id,
+            scope_key=session.scope_key,
+            role=Role.USER,
+            author_id=message.author_id,
+            author_name=message.author_name,
+            content=message.content,
+            timestamp=message.timestamp,
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            reply_to_id=message.reply_to_id,
+            attachments=list(message.attachments),
+        )
+
     @property
     def sort_key(self) -> tuple[float, int, str]:
         return (self.timestamp, len(self.id), self.id)

@@ -13,7 +13,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any
 
-from core.models import IncomingMessage, MessageRecord, Role, Session
+from core.models import IncomingMessage, MessageRecord, Session
 
 from plugins.sessions import lifecycle
 from plugins.sessions.config import Effective, SessionsSettings, effective, load
@@ -125,20 +125,7 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
 
 
 def current_record(message: IncomingMessage, session: Session) -> MessageRecord:
-    return MessageRecord(
-        id=message.id,
-        session_id=session.id,
-        scope_key=session.scope_key,
-        role=Role.USER,
-        author_id=message.author_id,
-        author_name=message.author_name,
-        content=message.content,
-        timestamp=message.timestamp,
-        guild_id=message.guild_id,
-        channel_id=message.channel_id,
-        reply_to_id=message.reply_to_id,
-        attachments=list(message.attachments),
-    )
+    return MessageRecord.from_incoming(message, session)
 
 
 def system_prompt_for(bot: Any, cfg: Effective) -> str:
