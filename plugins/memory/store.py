@@ -68,6 +68,7 @@ class MemoryStore:
         self._probe_task: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
         self._pruned = 0.0
+        self._refills: dict[str, asyncio.Task[None]] = {}
         # Sessions and scopes written by an outbox replay, to drop from the cache.
         self._touched_sessions: set[str] = set()
         self._touched_scopes: set[str] = set()
@@ -120,6 +121,10 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
+        for task in list(self._refills.values()):
+            task.cancel()
+        if self._refills:
+            await asyncio.wait(list(self._refills.values()), timeout=2)
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -368,25 +373,64 @@ class MemoryStore:
         return await self._from_outbox(session, limit)
 
     async def _rebuild(self, session: Session, limit: int) -> list[MessageRecord]:
+        """A cold read: one database query of ``limit`` rows. When that is
+        the session's whole history the window is filled from it at once;
+        otherwise it is refilled (``window_size`` rows) in the background."""
         assert self.db is not None
         counter = epoch = None
-        if self.redis_ok:
+        if self.redis_ok and limit <= self.settings.window_size:
             assert self.cache is not None
             try:
                 counter = await self.cache.counter(session.id)
                 epoch = self.cache.epoch
             except BackendDown as exc:
                 self.redis_failed(exc)
-        rows = await self.db.run(self.db.last_messages, session.id, max(limit, self.settings.window_size))
+        rows = await self.db.run(self.db.last_messages, session.id, limit)
         found = [records.from_row(r) for r in rows]
         found.sort(key=_sort_key)
         if epoch is not None and found and self.redis_ok:
             assert self.cache is not None
-            try:
-                await self.cache.fill(session.id, [records.encode_entry(r) for r in found], counter, epoch)
-            except BackendDown as exc:
-                self.redis_failed(exc)
-        return found[-limit:]
+            if len(found) < limit:
+                try:
+                    await self.cache.fill(session.id, [records.encode_entry(r) for r in found], counter, epoch)
+                except BackendDown as exc:
+                    self.redis_failed(exc)
+            else:
+                self._schedule_refill(session.id)
+        return found
+
+    def _schedule_refill(self, session_id: str) -> None:
+        if session_id in self._refills:
+            return
+        task = asyncio.create_task(self._refill(session_id), name=f"memory-refill-{session_id}")
+        self._refills[session_id] = task
+        task.add_done_callback(lambda _t: self._refills.pop(session_id, None))
+
+    async def refill(self, session_id: str) -> None:
+        """Rebuild a session's hot window from the database now (the read
+        path does it in the background after a miss)."""
+        task = self._refills.get(session_id)
+        if task is not None:
+            await asyncio.wait([task])
+        else:
+            await self._refill(session_id)
+
+    async def _refill(self, session_id: str) -> None:
+        """Fill the window from the database, unless a write or an epoch
+        change happens meanwhile (then a later read tries again)."""
+        if self.cache is None or self.db is None:
+            return
+        try:
+            counter = await self.cache.counter(session_id)
+            epoch = self.cache.epoch
+            rows = await self.db.run(self.db.last_messages, session_id, self.settings.window_size)
+            if rows:
+                found = sorted((records.from_row(r) for r in rows), key=_sort_key)
+                await self.cache.fill(session_id, [records.encode_entry(r) for r in found], counter, epoch)
+        except BackendDown as exc:
+            (self.redis_failed if exc.backend == "redis" else self.db_failed)(exc)
+        except Exception:  # noqa: BLE001 - a background refill must never take anything down
+            log.exception("memory: refilling the window of %s failed", session_id)
 
     async def _from_outbox(self, session: Session, limit: int) -> list[MessageRecord]:
         """Both the window and the database are out of reach: what the
@@ -577,6 +621,7 @@ class MemoryStore:
             patterns = [f"{p}w:*:{glob_escape(sid)}" for sid in result["touched"]]
             patterns += [f"{p}s:*:{glob_escape(scope)}" for scope in result["scopes"]]
             try:
+                await self.cache.invalidate(set(result["touched"]), set(result["scopes"]))
                 cached = await self.cache.delete_matching(patterns)
             except BackendDown as exc:
                 self.redis_failed(exc)

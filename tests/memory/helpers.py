@@ -39,3 +39,11 @@ def db_history(backend: Any, session_id: str = SESSION.id) -> list[str]:
 def with_attachment(record: MessageRecord) -> MessageRecord:
     record.attachments = [Attachment("cat.png", "image/png", 123, sha256="ab" * 32, width=4, height=3, description="a cat")]
     return record
+
+
+async def warm(store: Any, session: Session = SESSION) -> list[MessageRecord]:
+    """Read the session once and wait for its hot window to be rebuilt (the
+    read path refills it in the background after a miss)."""
+    got = await store.load_messages(session, 10)
+    await store.refill(session.id)
+    return got

@@ -9,14 +9,14 @@ import pytest
 from core.errors import Refused
 from core.models import Role
 from tests.memory.conftest import Backend, free_port, run, started
-from tests.memory.helpers import SESSION, db_history, ids, rec
+from tests.memory.helpers import SESSION, db_history, ids, rec, warm
 
 
 def test_oversized_message_is_refused_and_nothing_is_half_stored(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store(max_content_bytes=100)) as store:
             await store.store_message(rec(1))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             with pytest.raises(Refused, match="101 bytes"):
                 await store.store_message(rec(2, content="x" * 101))
             assert ids(await store.load_messages(SESSION, 10)) == ["1001"]

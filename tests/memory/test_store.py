@@ -7,7 +7,7 @@ import pytest
 
 from core.models import Role, Session
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, db_history, ids, rec, with_attachment
+from tests.memory.helpers import SESSION, db_history, ids, rec, warm, with_attachment
 
 
 def test_write_then_read_round_trips_every_field(backend: Backend) -> None:
@@ -15,7 +15,7 @@ def test_write_then_read_round_trips_every_field(backend: Backend) -> None:
         async with started(backend.store()) as store:
             original = with_attachment(rec(1, content="héllo\twörld ✓", reply_to_id="999"))
             assert await store.store_message(original) is True
-            cold = await store.load_messages(SESSION, 10)  # rebuilt from the database
+            cold = await warm(store)  # from the database; the window is rebuilt
             hot = await store.load_messages(SESSION, 10)  # served from the window
             for got in (cold, hot):
                 assert [r.to_dict() for r in got] == [original.to_dict()]
@@ -27,7 +27,7 @@ def test_g1_accepted_message_is_in_the_database_not_only_redis(backend: Backend)
     async def go() -> None:
         async with started(backend.store()) as store:
             await store.store_message(rec(1))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             await store.store_message(rec(2))
         assert db_history(backend) == ["1001", "1002"]
         backend.flush()
@@ -41,7 +41,7 @@ def test_g3_duplicate_writes_are_stored_once(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             await a.store_message(rec(1))
-            await a.load_messages(SESSION, 10)  # window exists
+            await warm(a)  # window exists
             await b.store_message(rec(1))
             await a.store_message(rec(2))
             await b.store_message(rec(2))
@@ -56,7 +56,7 @@ def test_g4_order_is_platform_time_whatever_the_write_order(backend: Backend) ->
     async def go() -> None:
         async with started(backend.store()) as store:
             await store.store_message(rec(5))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             await store.store_message(rec(3))  # arrives late
             await store.store_message(rec(9))
             await store.store_message(rec(4, ts=1005.0, id="99"))  # same time as 1005, shorter id first
@@ -110,7 +110,7 @@ def test_window_is_bounded_and_longer_reads_go_to_the_database(backend: Backend)
             bound = 5 + store.cache.trim_slack
             for n in range(1, 3 * bound):
                 await store.store_message(rec(n))
-                await store.load_messages(SESSION, 3)
+                await warm(store)
                 assert await store.cache.r.llen(store.cache.window_key(SESSION.id)) <= bound
             last = 3 * bound - 1
             assert ids(await store.load_messages(SESSION, 4)) == [str(1000 + n) for n in range(last - 3, last + 1)]
@@ -128,7 +128,7 @@ def test_g8_sessions_never_share_a_window(backend: Backend) -> None:
         async with started(backend.store()) as store:
             await store.store_message(rec(1))
             await store.store_message(rec(2, session=other, author="u4"))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             await store.store_message(rec(3))
             assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1003"]
             assert ids(await store.load_messages(other, 10)) == ["1002"]
@@ -140,7 +140,7 @@ def test_g6_redis_down_reads_and_writes_use_the_database_and_the_cache_is_invali
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             await a.store_message(rec(1))
-            assert ids(await b.load_messages(SESSION, 10)) == ["1001"]  # window cached
+            assert ids(await warm(b)) == ["1001"]  # window cached
             backend.redis_down()
             assert await a.store_message(rec(2)) is True
             assert not a.redis_ok
@@ -161,7 +161,7 @@ def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend
     async def go() -> None:
         async with started(backend.store("B")) as b:
             await b.store_message(rec(1))
-            assert ids(await b.load_messages(SESSION, 10)) == ["1001"]
+            assert ids(await warm(b)) == ["1001"]
         a = backend.store("A")
         await a.start()
         backend.redis_down()
@@ -179,7 +179,7 @@ def test_g6_database_down_writes_go_to_the_outbox_and_are_replayed_in_order(back
     async def go() -> None:
         async with started(backend.store()) as store:
             await store.store_message(rec(1))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             with database_cut(backend, store):
                 assert await store.store_message(rec(3)) is True  # durable in the stream
                 assert await store.store_message(rec(2)) is True
@@ -279,7 +279,7 @@ def test_export_and_forget_cover_database_cache_and_outbox(backend: Backend) -> 
             await store.store_message(rec(1))
             await store.store_message(rec(2, role=Role.BOT, author="bot", id="reply:1001", reply_to_id="1001"))
             await store.store_message(rec(3, session=other, author="u4", content="not yours"))
-            await store.load_messages(SESSION, 10)
+            await warm(store)
             await store.load_session(SESSION.scope_key)
             with database_cut(backend, store):
                 await store.store_message(rec(4))  # queued in the outbox
@@ -308,3 +308,34 @@ def test_export_and_forget_cover_database_cache_and_outbox(backend: Backend) -> 
 
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def test_hot_reads_are_served_from_redis_not_the_database(backend: Backend) -> None:
+    """Proves the window is really used: a row removed behind the store's
+    back is still in the hot context (and back from the database once the
+    window is dropped)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await store.store_message(rec(2))
+            await warm(store)
+            if backend.kind == "sqlite":
+                import sqlite3
+
+                conn = sqlite3.connect(backend.database_url[len("sqlite:///") :])
+                conn.execute("DELETE FROM messages WHERE message_id = '1001'")
+                conn.commit()
+                conn.close()
+            else:
+                import psycopg2
+
+                conn = psycopg2.connect(backend.database_url)
+                conn.autocommit = True
+                conn.cursor().execute("DELETE FROM messages WHERE message_id = '1001'")
+                conn.close()
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
+            backend.flush()
+            assert ids(await store.load_messages(SESSION, 10)) == ["1002"]
+
+    run(go())
