@@ -319,6 +319,27 @@ class Cache:
 
     # --- forgetting --------------------------------------------------------------------
 
+    async def forget(self, sessions: list[str], scopes: list[str], message_ids: list[str]) -> int:
+        """Delete every key about these sessions, scopes and messages, in all
+        epochs: windows, write counters, cached sessions, leases, fencing
+        counters. Claims on the messages are kept only as ``done`` markers
+        (they hold no content and stop a redelivery from storing them again).
+        Returns how many keys were deleted."""
+        p = glob_escape(self.prefix)
+        patterns = [f"{p}w:*:{glob_escape(sid)}" for sid in sessions]
+        patterns += [f"{p}s:*:{glob_escape(scope)}" for scope in scopes]
+        exact = [self.counter_key(sid) for sid in sessions]
+        exact += [f"{self.prefix}{kind}:{scope}" for scope in scopes for kind in ("lease", "fence")]
+        deleted = await self.delete_matching(patterns)
+        pipe = self.r.pipeline(transaction=False)
+        for start in range(0, len(exact), 500):
+            pipe.delete(*exact[start : start + 500])
+        for mid in message_ids:
+            pipe.set(f"{self.prefix}claim:{mid}", b"done", ex=24 * 3600, xx=True)
+        results = await self.call(pipe.execute())
+        return deleted + sum(r for r in results[: (len(exact) + 499) // 500] if isinstance(r, int))
+
+
     async def delete_matching(self, patterns: list[str]) -> int:
         """Delete every key matching the glob ``patterns`` (all epochs)."""
 

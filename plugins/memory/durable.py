@@ -406,20 +406,34 @@ class DurableStore:
         return {"messages": messages, "sessions": sessions}
 
     def forget_user(self, user_id: str) -> dict[str, Any]:
-        """Delete the user's messages (and the bot's replies to them) and
-        sessions; return counts and the touched session ids."""
+        """Delete the user's messages (and the bot's replies to them), their
+        sessions and the claims on their messages; return counts and what
+        the cache must drop (session ids, scope keys, message ids)."""
         M, S = self.m.Message, self.m.SessionRow
         with self.db.atomic():
-            rows = list(self._user_message_query(user_id).select(M.id, M.session_id).tuples())
+            rows = list(self._user_message_query(user_id).select(M.id, M.session_id, M.scope_key, M.message_id).tuples())
             ids = [r[0] for r in rows]
             touched = {r[1] for r in rows}
+            scopes = {r[2] for r in rows}
+            message_ids = [r[3] for r in rows]
             deleted = 0
             for start in range(0, len(ids), 500):
                 deleted += M.delete().where(M.id.in_(ids[start : start + 500])).execute()
+            for start in range(0, len(message_ids), 500):
+                chunk = message_ids[start : start + 500]
+                marks = ", ".join([self.db.param] * len(chunk))
+                self.db.execute_sql(f"DELETE FROM claims WHERE message_id IN ({marks})", tuple(chunk))
             own = list(S.select(S.session_id, S.scope_key).where(S.user_id == user_id).tuples())
             touched |= {r[0] for r in own}
+            scopes |= {r[1] for r in own}
             sessions = S.delete().where(S.user_id == user_id).execute()
-        return {"messages": deleted, "sessions": sessions, "touched": sorted(touched), "scopes": sorted({r[1] for r in own})}
+        return {
+            "messages": deleted,
+            "sessions": sessions,
+            "touched": sorted(touched),
+            "scopes": sorted(scopes),
+            "message_ids": message_ids,
+        }
 
     # --- bot state -------------------------------------------------------------------
 

@@ -614,15 +614,13 @@ class MemoryStore:
         queued = await self.outbox.forget(mine, self.redis_ok)
         result = await self.db.run(self.db.forget_user, user_id, slow=True)
         cached = 0
+        for sid in result["touched"]:
+            task = self._refills.get(sid)
+            if task is not None:
+                task.cancel()
         if self.cache is not None:
-            from plugins.memory.cache import glob_escape
-
-            p = glob_escape(self.cache.prefix)
-            patterns = [f"{p}w:*:{glob_escape(sid)}" for sid in result["touched"]]
-            patterns += [f"{p}s:*:{glob_escape(scope)}" for scope in result["scopes"]]
             try:
-                await self.cache.invalidate(set(result["touched"]), set(result["scopes"]))
-                cached = await self.cache.delete_matching(patterns)
+                cached = await self.cache.forget(result["touched"], result["scopes"], result["message_ids"])
             except BackendDown as exc:
                 self.redis_failed(exc)
                 await self._mark_dirty()
