@@ -83,7 +83,8 @@ class View:
     conversation: int
     instance: str
     session_id: str | None
-    ids: list[str]
+    ids: list[str] | None  # None: the instance could not answer (``error``)
+    error: str | None = None
 
 
 @dataclass
@@ -129,8 +130,10 @@ class Ledger:
             ids = [i for i, _t in pairs]
             if history != sorted(history) or len(set(ids)) != len(ids):
                 bad = next((n for n in range(1, len(history)) if history[n] <= history[n - 1]), None)
+                dups = sorted(i for i, n in Counter(ids).items() if n > 1)
                 self.unsorted_windows.append({"message_id": message_id, "instance": instance, "size": len(ids),
-                                              "first_bad": history[bad - 1: bad + 1] if bad else None})
+                                              "first_bad": history[bad - 1: bad + 1] if bad else None,
+                                              "duplicated": dups[:5], "notes": ctx.get("notes", [])})
             if message_id not in ids:
                 self.windows_without_self += 1
             elif any(order_key(i, t) > order_key(message_id, dict(pairs)[message_id]) for i, t in pairs):
@@ -224,6 +227,10 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
         by_session[row.session_id].append(row)
     for view in views:
         stats["views_checked"] += 1
+        if view.ids is None:
+            counts["context_mismatch"] += 1
+            note("context_mismatch", {"conversation": view.conversation, "instance": view.instance, "error": view.error})
+            continue
         if view.session_id is None:
             expected: list[str] = []
         else:

@@ -45,7 +45,7 @@ class SoakConfig:
     faults_per_kind: int = 60  # aimed for over the sending time
     redelivery_share: float = 0.05  # delivered twice to the same instance
     rolling_share: float = 0.10  # delivered to two instances
-    retry_after: float = 12.0  # redeliver elsewhere when no reply after this long
+    retry_after: float = 8.0  # redeliver elsewhere when no reply after this long (shorter than a pause)
     redeliver_delay: float = 1.0  # after every delivery ended without a reply
     max_in_flight: int = 400
     window: int = 50  # sessions' window_messages (the default)
@@ -209,10 +209,16 @@ class Soak:
         finally:
             self.busy.discard(name)
 
+    def connected(self, name: str) -> bool:
+        """Discord sees a killed process's connection close at once, but keeps
+        sending to a paused one (its socket is open) until it times out."""
+        inst = self.instances.get(name)
+        return inst is not None and inst.alive
+
     async def pick_target(self, exclude: set[str] = frozenset()) -> str:  # type: ignore[assignment]
         deadline = time.monotonic() + 60
         while True:
-            ready = [n for n in sorted(self.instances) if self.ready(n)]
+            ready = [n for n in sorted(self.instances) if self.connected(n)]
             preferred = [n for n in ready if n not in exclude]
             if preferred or ready:
                 return self.pick_rng.choice(preferred or ready)
@@ -340,6 +346,9 @@ class Soak:
         while time.monotonic() < deadline:
             ok = True
             for name, inst in sorted(self.instances.items()):
+                if name in stuck:
+                    out.append(View(conv.index, name, None, None, error=f"instance did not answer earlier: {stuck[name]}"))
+                    continue
                 try:
                     reports = await asyncio.wait_for(inst.health(), 10)
                 except (WorkerError, asyncio.TimeoutError) as exc:
@@ -365,10 +374,22 @@ class Soak:
         spoken = [c for c in self.conversations if c.messages]
         sample = spoken if len(spoken) <= self.cfg.sample_conversations else rng.sample(spoken, self.cfg.sample_conversations)
         out = []
+        stuck: dict[str, str] = {}
         for conv in sorted(sample, key=lambda c: c.index):
             probe = message_to_dict(self._message(conv, "(probe)", self.clock.now()))
             for name, inst in sorted(self.instances.items()):
-                answer = await asyncio.wait_for(inst.request("context", message=probe, limit=self.cfg.window, now=self.clock.now()), 30)
+                if name in stuck:
+                    out.append(View(conv.index, name, None, None, error=f"instance did not answer earlier: {stuck[name]}"))
+                    continue
+                try:
+                    answer = await asyncio.wait_for(
+                        inst.request("context", message=probe, limit=self.cfg.window, now=self.clock.now()), 30
+                    )
+                except (WorkerError, asyncio.TimeoutError) as exc:
+                    # An instance that cannot serve a context is a mismatch, not a crash of the soak.
+                    stuck[name] = f"{type(exc).__name__}: {exc}"[:200]
+                    out.append(View(conv.index, name, None, None, error=stuck[name]))
+                    continue
                 out.append(View(conv.index, name, answer["session_id"], [m["id"] for m in answer["messages"]]))
         return out
 
@@ -391,7 +412,8 @@ class Soak:
             if cfg.duration is not None:
                 expected = min(expected, cfg.duration)
             ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
-            plan = FaultPlan(gaps={}, pause_hold=(ttl_real + 1.0, ttl_real + 2.5))
+            # A pause outlasts the claims and leases, and Discord's redelivery (retry_after) happens during it.
+            plan = FaultPlan(gaps={}, pause_hold=(max(ttl_real, cfg.retry_after) + 1.0, max(ttl_real, cfg.retry_after) + 3.0))
             for kind in KINDS:
                 plan.gaps[kind] = max(0.3, expected / max(1, cfg.faults_per_kind) - plan.mean_hold(kind))
             if cfg.faults:
