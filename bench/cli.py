@@ -577,14 +577,19 @@ class Run:
         for mult in (1, 3):
             sess = data.session(f"ours:bound{mult}")
             await ours.fill_session(sess, floors_mod.WINDOW * mult, prefix=f"b{mult}")
-            await ours.load(sess, ours_mod.HOT)
+            # A read rebuilds a missing window (possibly in the background): give it a moment.
+            for _ in range(3):
+                await ours.load(sess, ours_mod.HOT)
+                await asyncio.sleep(0.2)
             sizes[mult] = await self.keys_bytes(sess.id)
-        bound = sizes[3] / sizes[1] if sizes[1] else None
+        # A window of 200 entries takes tens of kB; less means no window was found.
+        found = min(sizes.values()) > 1000
+        bound = sizes[3] / sizes[1] if found else None
         row = self.add(Row("memory_bound", "  Redis bytes, 3x / 1x window of history",
                            ours=Result.single(bound, "x") if bound else None, goal="<=1.1 (bounded)",
                            extra={"bytes_1x": sizes[1], "bytes_3x": sizes[3]},
-                           status="" if bound else "no session keys found"))
-        row.met = bound is not None and bound <= 1.1
+                           status="" if found else "no window found in Redis"))
+        row.met = bound <= 1.1 if bound is not None else None
 
     async def prefix_bytes(self, prefix: str) -> int:
         """``MEMORY USAGE`` summed over every key under ``prefix``."""
