@@ -52,9 +52,18 @@ class Spool:
             os.close(fd)
 
     def files(self) -> list[Path]:
+        """Spool files with something in them. Empty ones are left in place:
+        unlinking could race a writer that already opened the file."""
         if not self.folder.is_dir():
             return []
-        return sorted(self.folder.glob("*.jsonl"))
+        found = []
+        for path in sorted(self.folder.glob("*.jsonl")):
+            try:
+                if path.stat().st_size:
+                    found.append(path)
+            except FileNotFoundError:
+                continue
+        return found
 
     def depth(self) -> int:
         total = 0
