@@ -113,6 +113,7 @@ class Soak:
         self.t0 = time.monotonic()
         self.notes: list[str] = []
         self.restarts = 0
+        self.lost_requests = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
@@ -243,8 +244,8 @@ class Soak:
             return
         try:
             answer = await inst.request("deliver", message=raw, now=self.clock.now())
-        except WorkerError as exc:
-            delivery.outcome = f"error: {str(exc).splitlines()[0][:120]}"
+        except (WorkerError, OSError) as exc:  # OSError: the pipe of a process killed meanwhile
+            delivery.outcome = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             return
         sent = answer.get("sent", [])
         for s in sent:
@@ -329,7 +330,15 @@ class Soak:
                 if self.ready(name):
                     inst = self.instances[name]
                     task = asyncio.get_running_loop().create_task(inst.request("clock", set=now))
-                    task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                    task.add_done_callback(_quiet)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # Requests to a process killed meanwhile fail by design; anything else is shown.
+        exc = context.get("exception")
+        if isinstance(exc, (WorkerError, OSError)):
+            self.lost_requests += 1
+            return
+        loop.default_exception_handler(context)
 
     # --- the end -------------------------------------------------------------------
 
@@ -397,6 +406,7 @@ class Soak:
 
     async def run(self) -> SoakResult:
         cfg = self.cfg
+        asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self._make_world()
         self.backends = await asyncio.get_running_loop().run_in_executor(None, RealBackends, self.workdir / "backends")
         self.sections = {"memory": self.backends.memory_section(), "sessions": {"window_messages": cfg.window}, "llm": {}}
@@ -485,6 +495,11 @@ class Soak:
             await asyncio.wait_for(inst.stop(), 30)
         except Exception:  # noqa: BLE001
             inst.kill()
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def run_soak(config: SoakConfig, keep: bool = False) -> SoakResult:
