@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-from pytest_bdd import given, parsers, scenario, scenarios, then, when
+from pytest_bdd import given, parsers, scenarios, then, when
 
 from core.models import Reply, Sent
 from tests.features.test_sessions_steps import *  # noqa: F403 - the shared sessions steps
@@ -23,16 +22,6 @@ from tests.harness.harness import Harness, HarnessError
 from tests.harness.instances import LEAKY_ENV, LEAKY_PREFIXES
 from tests.harness.steps import p
 
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="memory plugin gap: forget_user leaves the user's Redis keys c:<session id> (write counters) and "
-    "fence:<scope key> (the scope key holds the user id); remove this mark when it deletes them",
-)
-@scenario("sessions_commands.feature", "Forget asks first, then removes everything of that user from Redis and the database")
-def test_forget_removes_everything() -> None:
-    """Bound here only to carry the expected-failure mark."""
 
 
 scenarios("sessions_commands.feature")
