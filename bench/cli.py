@@ -568,10 +568,11 @@ class Run:
                      extra={"rss_before": rss0, "rss_after": rss1}))
         self.add(Row("memory_redis", f"Redis bytes per active session ({n:,} sessions)",
                      ours=Result.single((mem1 - mem0) / n, "bytes"), goal="(reported)",
-                     extra={"used_memory_before": mem0, "used_memory_after": mem1,
-                            "key_bytes_per_session": (keys1 - keys0) / n}))
+                     extra={"used_memory_before": mem0, "used_memory_after": mem1}))
+        by_kind = {k: round((keys1.get(k, 0) - keys0.get(k, 0)) / n, 1) for k in sorted(set(keys1) | set(keys0))}
         self.add(Row("memory_redis_keys", "  of which the instance's keys (MEMORY USAGE)",
-                     ours=Result.single((keys1 - keys0) / n, "bytes"), status="(reported)"))
+                     ours=Result.single(sum(by_kind.values()), "bytes"), status="(reported)",
+                     extra={"bytes_per_session_by_key_kind": by_kind}))
         # Bounded by the window: a session with 1x and 3x the window stored.
         sizes = {}
         for mult in (1, 3):
@@ -591,25 +592,28 @@ class Run:
                            status="" if found else "no window found in Redis"))
         row.met = bound <= 1.1 if bound is not None else None
 
-    async def prefix_bytes(self, prefix: str) -> int:
-        """``MEMORY USAGE`` summed over every key under ``prefix``."""
-        total = 0
+    async def prefix_bytes(self, prefix: str) -> dict[str, int]:
+        """``MEMORY USAGE`` summed over every key under ``prefix``, by kind
+        (the key's first segment after the prefix, e.g. ``w`` for windows)."""
+        kinds: dict[str, int] = {}
         batch: list[bytes] = []
 
-        async def flush() -> int:
+        async def flush() -> None:
             pipe = self.redis.pipeline(transaction=False)
             for key in batch:
                 pipe.memory_usage(key)
-            return sum(int(v or 0) for v in await pipe.execute())
+            for key, used in zip(batch, await pipe.execute()):
+                kind = key[len(prefix):].split(b":", 1)[0].decode(errors="replace")
+                kinds[kind] = kinds.get(kind, 0) + int(used or 0)
 
         async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
-                total += await flush()
+                await flush()
                 batch = []
         if batch:
-            total += await flush()
-        return total
+            await flush()
+        return kinds
 
     async def keys_bytes(self, session_id: str) -> int:
         total = 0
@@ -743,6 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         for message, count in sorted(counts.items(), key=lambda kv: -kv[1])[:6]:
             print(f"  {count:5d} x {message}")
     for row in rows:
+        if row.key == "memory_redis_keys":
+            kinds = row.extra.get("bytes_per_session_by_key_kind", {})
+            print("Redis bytes per session by key kind: " + ", ".join(f"{k}: {v:,.0f}" for k, v in kinds.items()))
         if row.key == "throughput" and "process_cpu_ms_per_message" in row.extra:
             print(f"throughput: {row.extra['process_cpu_ms_per_message']} ms of process CPU per message "
                   f"(all threads); batched-commit floor {row.extra['batched_floor_msgs_per_s']:,.0f} msg/s")
