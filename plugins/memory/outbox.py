@@ -75,32 +75,50 @@ class Spool:
                 pass
         return total
 
-    def take(self, path: Path, handle: Callable[[list[dict[str, Any]]], bool]) -> int:
-        """Lock ``path``, pass its entries to ``handle`` and truncate the file
-        if ``handle`` returns ``True``. Returns the number of entries."""
+    def read(self, path: Path) -> tuple[list[dict[str, Any]], int]:
+        """The entries of ``path`` and how many bytes they span. The lock is
+        held only while reading (never while the entries are applied: a
+        writer on the event loop must not wait on a replay that needs it)."""
         try:
-            fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            return 0
+            return [], 0
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             with os.fdopen(os.dup(fd), "rb") as fh:
                 data = fh.read()
-            entries = []
-            for line in data.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    entries.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    # A line cut by a crash mid-write: the rest is still good.
-                    log.error("memory: skipping a damaged line in spool %s", path.name)
-            if not entries:
-                os.ftruncate(fd, 0)
-                return 0
-            if handle(entries):
-                os.ftruncate(fd, 0)
-            return len(entries)
+        finally:
+            os.close(fd)
+        # Only whole lines: a writer appends a line in one write under the lock.
+        end = data.rfind(b"\n") + 1
+        entries = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                entries.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                # A line cut by a crash mid-write: the rest is still good.
+                log.error("memory: skipping a damaged line in spool %s", path.name)
+        return entries, end
+
+    def drop_prefix(self, path: Path, size: int) -> None:
+        """Remove the first ``size`` bytes (entries now in the database),
+        keeping whatever was appended since they were read."""
+        if size <= 0:
+            return
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                rest = fh.read()[size:]
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            if rest:
+                os.write(fd, rest)
         finally:
             os.close(fd)
 
@@ -170,23 +188,12 @@ class Outbox:
         database fails midway (what is left stays queued)."""
         async with self._replaying:
             done = 0
-            loop = asyncio.get_running_loop()
             for path in self.spool.files():
-                outcome: dict[str, Any] = {}
-
-                def handle(entries: list[dict[str, Any]]) -> bool:
-                    future = asyncio.run_coroutine_threadsafe(apply(sorted(entries, key=_order)), loop)
-                    try:
-                        future.result(timeout=120)
-                    except Exception as exc:  # noqa: BLE001
-                        outcome["error"] = exc
-                        return False
-                    return True
-
-                count = await loop.run_in_executor(None, self.spool.take, path, handle)
-                if "error" in outcome:
-                    raise outcome["error"]
-                done += count
+                entries, size = self.spool.read(path)
+                if entries:
+                    await apply(sorted(entries, key=_order))
+                self.spool.drop_prefix(path, size)
+                done += len(entries)
             if redis_ok and self.cache is not None:
                 done += await self._replay_stream(apply, batch)
             return done
