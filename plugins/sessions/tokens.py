@@ -17,6 +17,7 @@ budget is there so the reply model's context is not overrun.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -32,9 +33,11 @@ MESSAGE_OVERHEAD = 4
 # costs 85 tokens with OpenAI's vision models).
 ATTACHMENT_COST = 85
 
-_PIECES = re.compile(r"[A-Za-z0-9]+|\s+|[^\sA-Za-z0-9]")
+_WORD_RUNS = re.compile(r"[A-Za-z0-9]+")
+_OTHER_VISIBLE = re.compile(r"[^\sA-Za-z0-9]")
 
 
+@functools.lru_cache(maxsize=8192)
 def estimate_tokens(text: str) -> int:
     """Estimate BPE tokens without a tokenizer.
 
@@ -42,17 +45,11 @@ def estimate_tokens(text: str) -> int:
     (rounded up), every other visible character (punctuation, accented or
     CJK letters, emoji) one token, and whitespace nothing. Real tokenizers
     merge more than that, so this errs on the high side.
+
+    Cached: the window is re-counted on every message, and its texts repeat.
     """
-    total = 0
-    for piece in _PIECES.findall(text):
-        first = piece[0]
-        if first.isspace():
-            continue
-        if first.isascii() and first.isalnum():
-            total += math.ceil(len(piece) / 4)
-        else:
-            total += 1
-    return total
+    words = sum((len(run) + 3) // 4 for run in _WORD_RUNS.findall(text))
+    return words + len(_OTHER_VISIBLE.findall(text))
 
 
 def count_chars(text: str) -> int:
