@@ -312,37 +312,48 @@ def when_bot_processes_stop(discord_world: DiscordScenario) -> None:
             discord_world.stop(name)
 
 
-def _conversation_keys(discord_world: DiscordScenario) -> list[str]:
-    return [k for k in discord_world.backends.redis_keys() if k.startswith("bot:")]
+def _cached_windows(discord_world: DiscordScenario) -> set[str]:
+    """The memory's cached context windows (``bot:w:<epoch>:<session>``).
+    Only these prove a fault: the memory appends to a window only if it
+    exists, so work still finishing on the last message (claims, counters)
+    cannot bring one back; only a new load fills it again."""
+    return {k for k in discord_world.backends.redis_keys() if k.startswith("bot:w:")}
+
+
+def _settle_then_cached_windows(discord_world: DiscordScenario) -> set[str]:
+    # The bot posts its reply before it finishes storing it: wait for the
+    # conversation to be whole first, so the fault hits a settled bot.
+    then_stored_once_on_discord_eventually(discord_world)
+    before = _cached_windows(discord_world)
+    if not before:
+        raise DiscordScenarioError("the bot's Redis holds no cached context window: the fault would lose nothing")
+    return before
 
 
 @when("the bot's Redis is flushed")
 def when_discord_redis_flushed(discord_world: DiscordScenario) -> None:
-    """``FLUSHALL`` on the scenario's Redis (fakeredis over TCP, or the
-    private redis-server: never the machine's shared one), on a connection
-    of our own. Proven: the memory's keys were there before and are gone
-    after."""
-    before = _conversation_keys(discord_world)
-    if not before:
-        raise DiscordScenarioError("the bot's Redis holds no memory keys: there is nothing for the flush to lose")
+    """Once every message so far is stored, ``FLUSHALL`` on the scenario's
+    Redis (fakeredis over TCP, or the private redis-server: never the
+    machine's shared one), on a connection of our own. Proven: the memory's
+    cached context windows were there before and are gone after."""
+    before = _settle_then_cached_windows(discord_world)
     discord_world.backends.flush_redis()
-    left = set(before) & set(_conversation_keys(discord_world))
+    left = before & _cached_windows(discord_world)
     if left:
-        raise DiscordScenarioError(f"keys survived FLUSHALL: {sorted(left)}")
+        raise DiscordScenarioError(f"cached windows survived FLUSHALL: {sorted(left)}")
 
 
 @when("the bot's Redis is killed and started again empty")
 def when_discord_redis_bounced(discord_world: DiscordScenario) -> None:
     """SIGKILL of the private redis-server (no save), then a new one on the
-    same port with no data. Proven: the process was gone, and the memory's
-    keys are not in the new one. Real backends only (tag ``@real``)."""
+    same port with no data, once every message so far is stored. Proven:
+    the process was gone, and the cached context windows are not in the new
+    one. Real backends only (tag ``@real``)."""
     backends: Any = discord_world.backends
     server = getattr(backends, "redis", None)
     if server is None or not hasattr(server, "alive"):
         raise DiscordScenarioError("killing Redis needs the private redis-server: tag the scenario @real")
-    before = _conversation_keys(discord_world)
-    if not before:
-        raise DiscordScenarioError("the bot's Redis holds no memory keys: there is nothing for the kill to lose")
+    before = _settle_then_cached_windows(discord_world)
     old_pid = server.process.pid
     backends.kill_redis(keep_data=False)
     if server.alive:
@@ -350,7 +361,7 @@ def when_discord_redis_bounced(discord_world: DiscordScenario) -> None:
     backends.start_redis()
     if server.process.pid == old_pid:
         raise DiscordScenarioError("Redis was not started as a new process")
-    left = set(before) & set(_conversation_keys(discord_world))
+    left = before & _cached_windows(discord_world)
     if left:
         raise DiscordScenarioError(f"the restarted Redis still holds {sorted(left)}")
 
