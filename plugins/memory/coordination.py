@@ -23,6 +23,7 @@ import contextvars
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -40,6 +41,7 @@ DONE_TTL = 24 * 3600
 BACKSTOP_TTL = 7 * 24 * 3600
 FENCE_TTL = 30 * 24 * 3600
 POLL = 0.02
+MAX_HELD_CLAIMS = 10_000
 
 # (scope key, fencing token) of the lease the current task holds.
 current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("memory_fence", default=None)
@@ -58,7 +60,11 @@ def _holder(raw: Any) -> dict[str, Any] | None:
 class Coordinator:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self.mine: set[str] = set()  # tokens of claims/leases this instance holds
+        # Tokens of the claims and leases this instance holds; claims by
+        # message id too, bounded (a message refused mid-way never gets its
+        # reply stored, so its claim token is only dropped by age).
+        self.mine: set[str] = set()
+        self.claimed: OrderedDict[str, str] = OrderedDict()
         self.local_locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -102,7 +108,7 @@ class Coordinator:
             if state == "done":
                 return False
             if state == "mine":
-                self.mine.add(token)
+                self._hold(message_id, token)
                 return True
             owner, held_token, held_until = holder
             if held_token in self.mine:
@@ -110,7 +116,7 @@ class Coordinator:
             if owner == store.instance_id or float(held_until) <= now:
                 if await db.run(db.take_claim, message_id, store.instance_id, token, expires, held_token):
                     log.info("memory: took over the expired claim on message %s", message_id)
-                    self.mine.add(token)
+                    self._hold(message_id, token)
                     return True
             if time.monotonic() >= deadline:
                 return False
@@ -134,7 +140,7 @@ class Coordinator:
                 pipe.get(key)
                 won, raw = await self.cache.call(pipe.execute())
                 if won:
-                    return await self._claimed(key, token, answered)
+                    return await self._claimed(key, token, answered, message_id)
                 if raw == DONE:
                     return False
                 holder = _holder(raw)
@@ -145,7 +151,7 @@ class Coordinator:
                     if stale_self or float(holder.get("x", 0)) <= now:
                         if await self._swap(key, raw, value):
                             log.info("memory: took over the expired claim on message %s", message_id)
-                            return await self._claimed(key, token, answered)
+                            return await self._claimed(key, token, answered, message_id)
                 if time.monotonic() >= deadline:
                     return False  # someone else is handling it
                 await asyncio.sleep(POLL)
@@ -153,12 +159,28 @@ class Coordinator:
             if not answered.done():
                 answered.cancel()
 
-    async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool]) -> bool:
+    async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool], message_id: str) -> bool:
         if await answered:
             await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL))
             return False
-        self.mine.add(token)
+        self._hold(message_id, token)
         return True
+
+    def _hold(self, message_id: str, token: str) -> None:
+        self.mine.add(token)
+        old = self.claimed.pop(message_id, None)
+        if old is not None:
+            self.mine.discard(old)
+        self.claimed[message_id] = token
+        while len(self.claimed) > MAX_HELD_CLAIMS:
+            _mid, stale = self.claimed.popitem(last=False)
+            self.mine.discard(stale)
+
+    def answered(self, message_id: str) -> None:
+        """The reply to ``message_id`` is stored: forget its claim token."""
+        token = self.claimed.pop(message_id, None)
+        if token is not None:
+            self.mine.discard(token)
 
     async def _swap(self, key: str, expected: bytes, value: bytes) -> bool:
         """Replace ``key``'s value only if it is still ``expected``."""

@@ -183,12 +183,22 @@ class DurableStore:
         if self.closed:
             raise BackendDown("database", "store closed")
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(executor, self._in_thread, fn, args, retry)
+        try:
+            future = loop.run_in_executor(executor, self._in_thread, fn, args, retry)
+        except RuntimeError:
+            # The pool was just abandoned by another call's timeout.
+            raise BackendDown("database", "worker pool replaced after a timeout") from None
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             self._abandon(executor)
             raise BackendDown("database", f"no answer within {timeout}s") from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                # Our queued call was dropped with an abandoned pool; we were not cancelled.
+                raise BackendDown("database", "call dropped with an abandoned worker pool") from None
+            raise
         except Exception as exc:
             if _is_connection_error(exc):
                 raise BackendDown("database", _short(exc)) from exc

@@ -185,7 +185,10 @@ class MemoryStore:
             try:
                 await self.probe()
             except asyncio.CancelledError:
-                raise
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                log.error("memory: health probe was interrupted; probing again")
             except Exception:  # noqa: BLE001 - the probe must outlive anything
                 log.exception("memory: health probe failed")
 
@@ -338,6 +341,8 @@ class MemoryStore:
                     await self._mark_dirty()
         elif in_db and self.cache is not None:
             await self._mark_dirty()
+        if record.role is Role.BOT and record.id.startswith("reply:"):
+            self.coordinator.answered(record.id[len("reply:") :])
         return accepted and not degraded
 
     async def _queue(self, entry: dict[str, Any]) -> bool:
