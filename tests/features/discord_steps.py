@@ -201,47 +201,12 @@ class DiscordScenario:
                 self.backends.close()
 
 
-def keep_connections_open_on_error_replies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make fakeredis's TCP server answer an error reply the way a real Redis
-    does: on the same connection, which stays open.
-
-    fakeredis 2.40's ``TCPFakeRequestHandler`` closes the client's connection
-    after sending ANY error reply (``read_response`` raises it and the handler
-    loop breaks). The memory plugin probes with ``INFO`` once, which fakeredis
-    does not know, so a bot process's pooled connection dies under it and its
-    next command fails with "Connection closed by server" (at start-up that
-    made the memory plugin fail its ``startup`` hook). A real server never
-    does that; this keeps the fast matrix about the bot, not about the double.
-    """
-    import redis
-    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
-
-    original_setup = TCPFakeRequestHandler.setup
-
-    def setup(handler: Any) -> None:
-        original_setup(handler)
-        client = handler.current_client
-        read_response = client.read_response
-
-        def read_keeping_connection(**kwargs: Any) -> Any:
-            try:
-                return read_response(**kwargs)
-            except redis.ResponseError as exc:
-                return exc  # the handler writes an Exception as an error reply
-
-        client.read_response = read_keeping_connection
-
-    monkeypatch.setattr(TCPFakeRequestHandler, "setup", setup)
-
-
 @pytest.fixture
-def discord_world(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DiscordScenario]:
+def discord_world(backend: str, tmp_path: Path) -> Iterator[DiscordScenario]:
     """A fake Discord, the backends of the selected matrix (shared between
     processes), and no bot process yet. Torn down after the scenario: bot
     processes killed, the fake stopped, the Redis server killed and the
     PostgreSQL database dropped."""
-    if backend == "fast":
-        keep_connections_open_on_error_replies(monkeypatch)
     backends = make_backends(backend, tmp_path, processes=True)
     try:
         world = DiscordScenario(backends, tmp_path)

@@ -153,6 +153,36 @@ class RedisServer:
         self.kill()
 
 
+def _handler_keeping_connections_open() -> Any:
+    """fakeredis's TCP handler, answering an error reply the way a real Redis
+    does: on the same connection, which stays open.
+
+    fakeredis 2.40's ``TCPFakeRequestHandler`` closes the client's connection
+    after ANY error reply (``read_response`` raises it and the handler loop
+    breaks). The memory plugin probes with ``INFO`` once, which fakeredis does
+    not know, so a bot process's pooled connection died under it. A real
+    server never does that; this keeps the fast matrix about the bot, not
+    about the double.
+    """
+    import redis
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class KeepOpen(TCPFakeRequestHandler):  # type: ignore[misc]
+        def setup(self) -> None:
+            super().setup()
+            read_response = self.current_client.read_response
+
+            def read_keeping_connection(**kwargs: Any) -> Any:
+                try:
+                    return read_response(**kwargs)
+                except redis.ResponseError as exc:
+                    return exc  # the handler writes an Exception as an error reply
+
+            self.current_client.read_response = read_keeping_connection
+
+    return KeepOpen
+
+
 class FakeRedisTcp:
     """fakeredis served over TCP (for scenarios with bot processes)."""
 
@@ -161,6 +191,7 @@ class FakeRedisTcp:
 
         self.port = free_port()
         self.server = TcpFakeServer(("127.0.0.1", self.port))
+        self.server.RequestHandlerClass = _handler_keeping_connections_open()
         self.thread = threading.Thread(target=self.server.serve_forever, name="fakeredis-tcp", daemon=True)
         self.thread.start()
 
