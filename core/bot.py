@@ -271,9 +271,15 @@ class Bot:
     async def _store(self, record: MessageRecord, session: Session) -> bool:
         """Store through every memory plugin; ``False`` when memory is
         degraded (a plugin failed or accepted only in degraded form)."""
+        if self._storage_failed():
+            # A memory plugin that failed to start is not there to say so.
+            return False
         impls = self.hooks.implementations("store_message")
         results = await self.hooks.broadcast("store_message", record=record, session=session)
         return len(results) == len(impls) and all(r is not False for _p, r in results)
+
+    def _storage_failed(self) -> bool:
+        return any(i.state == "failed" and "store_message" in i.hooks for i in self.plugins.info.values())
 
     def default_session(self, message: IncomingMessage) -> Session:
         scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"

@@ -162,3 +162,12 @@ def test_a_lease_is_held_around_the_whole_conversation(tmp_path: Path) -> None:
     bot = make_bot(tmp_path, {"m": _module(session_lease=lambda message: Lease(), store_message=store_message)})
     say(bot, "hi")
     assert events == ["enter", "store:user", "store:bot", "exit"]
+
+
+def test_a_memory_plugin_that_failed_to_start_means_memory_is_degraded(tmp_path: Path) -> None:
+    def startup():  # noqa: ANN202
+        raise ConnectionError("redis went away during start-up")
+
+    bot = make_bot(tmp_path, {"m": _module(startup=startup, store_message=lambda record: True)})
+    assert "memory is degraded" in say(bot, "hi")[0].text()
+    assert bot.plugins.info["m"].state == "failed"
