@@ -19,7 +19,12 @@ log = logging.getLogger("core.cli")
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     secrets = [settings.env.discord_token.get_secret_value()] if settings.env.discord_token else []
-    setup_logging(args.log_level or settings.env.log_level, secrets)
+    level = args.log_level or settings.env.log_level
+    terminal_chat = args.command == "chat" or (args.command in (None, "run") and not settings.env.discord_token)
+    if terminal_chat and not args.log_level and "log_level" not in settings.env.model_fields_set:
+        # The chat shares the terminal with the log: only what needs attention.
+        level = "WARNING"
+    setup_logging(level, secrets)
     return settings
 
 
