@@ -75,15 +75,20 @@ def make_client(url: str, timeout: float) -> aioredis.Redis:
     if scheme not in ("redis", "rediss", "unix"):
         raise RedisURLError(f"unsupported scheme {scheme!r} (use redis://, rediss://, unix:// or fakeredis://NAME)")
     try:
-        return aioredis.from_url(
+        # A blocking pool: a burst of concurrent sessions waits (briefly) for a
+        # free connection instead of failing with MaxConnectionsError, which
+        # the breaker would take for an outage (and rebuild every window).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
-            max_connections=64,
+            max_connections=256,
+            timeout=max(timeout, 1.0),
         )
+        return aioredis.Redis.from_pool(pool)
     except (ValueError, TypeError) as exc:
         raise RedisURLError(str(exc).replace(url, describe_redis_url(url))) from None
 
