@@ -267,7 +267,13 @@ class Lease:
                 break
             raw = await cache.call(r.get(self.key))
             holder = _holder(raw)
-            if raw is not None and (holder is None or float(holder.get("x", 0)) <= now or time.monotonic() >= deadline):
+            # This instance already holds the scope's local lock, so a lease in
+            # its own name is a leftover (a release that failed, or an earlier
+            # life of this instance): take it over at once, fenced.
+            own_leftover = holder is not None and holder.get("o") == store.instance_id
+            if raw is not None and (
+                holder is None or own_leftover or float(holder.get("x", 0)) <= now or time.monotonic() >= deadline
+            ):
                 if time.monotonic() >= deadline and holder is not None and float(holder.get("x", 0)) > now:
                     log.warning("memory: lease on %s still held by %s after %.1fs; taking it over (fenced)", self.scope_key, holder.get("o"), store.settings.lease_wait)
                 if await self.c._swap(self.key, raw, value):
