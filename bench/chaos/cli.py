@@ -74,6 +74,10 @@ def table(result: SoakResult) -> str:
                 "windows_seen", "windows_without_own_message", "windows_answering_older_message", "views_checked", "send_rate", "drained"):
         if key in result.stats:
             lines.append(f"  {key:<28}{result.stats[key]!s:>10}")
+    if result.stats.get("doubled_by_pattern"):
+        lines.append("doubled replies by (deliveries that answered, instances, memory state)")
+        for key, value in result.stats["doubled_by_pattern"].items():
+            lines.append(f"  {key:<48}{value:>8}")
     lines.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
     for note in result.notes:
         lines.append(f"note: {note}")
@@ -93,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = config_from(args)
+    rev = _git_rev()  # the code the bots start with (a restarted bot loads the tree as it is then)
     try:
         result = run_soak(cfg, keep=args.keep)
     except Exception as exc:  # noqa: BLE001 - the soak could not run: say why
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"chaos-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = asdict(result)
-    payload["git"] = _git_rev()
+    payload["git"] = rev
     payload["passed"] = all(result.counts.get(k, 0) == 0 for k in VIOLATIONS)
     out.write_text(json.dumps(payload, indent=2, default=str))
     print(f"written: {out}")

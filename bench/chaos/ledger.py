@@ -179,6 +179,7 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
             note("stored_twice", {"reply_to": mid, "rows": n})
 
     stats: Counter[str] = Counter()
+    doubled_by: Counter[str] = Counter()
     for entry in ledger.entries.values():
         n_replies = len(entry.replies)
         stats["deliveries"] += len(entry.deliveries)
@@ -189,6 +190,12 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
             note("replies_missing", {"id": entry.id, "deliveries": [(d.instance, d.kind, d.outcome) for d in entry.deliveries]})
         elif n_replies > 1:
             counts["replies_doubled"] += n_replies - 1
+            # Which deliveries answered, on how many instances, with memory healthy or degraded.
+            kinds = "+".join(sorted(d.kind for d in entry.deliveries if d.outcome == "replied"))
+            where = "same-instance" if len({r.instance for r in entry.replies}) == 1 else "cross-instance"
+            flags = [r.degraded for r in entry.replies]
+            memory = "all-degraded" if all(flags) else "some-degraded" if any(flags) else "healthy"
+            doubled_by[f"{kinds} {where} {memory}"] += n_replies - 1
             note("replies_doubled", {"id": entry.id, "replies": [r.instance for r in entry.replies],
                                      "deliveries": [(d.instance, d.kind, d.outcome) for d in entry.deliveries]})
         if any(r.degraded for r in entry.replies):
@@ -247,8 +254,10 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
     stats["windows_without_own_message"] = ledger.windows_without_self
     stats["windows_answering_older_message"] = ledger.current_not_newest
     stats["messages"] = len(ledger.entries)
-    stats["rows"] = len(rows)
-    return {"counts": dict(counts), "stats": dict(stats), "examples": dict(examples)}
+    result_stats: dict[str, Any] = dict(stats)
+    result_stats["doubled_by_pattern"] = dict(doubled_by.most_common())
+    result_stats["rows"] = len(rows)
+    return {"counts": dict(counts), "stats": result_stats, "examples": dict(examples)}
 
 
 def passed(result: dict[str, Any]) -> bool:
