@@ -65,6 +65,7 @@ class Coordinator:
         # reply stored, so its claim token is only dropped by age).
         self.mine: set[str] = set()
         self.claimed: OrderedDict[str, str] = OrderedDict()
+        self.recent_answers: OrderedDict[str, None] = OrderedDict()
         self.local_locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -83,6 +84,8 @@ class Coordinator:
         database (``claims`` table); with both down every instance answers
         (nothing can arbitrate, and an answer beats silence)."""
         store = self.store
+        if message_id in self.recent_answers or message_id in self.claimed:
+            return False  # answered here already, or being handled here now
         if store.redis_ok:
             try:
                 return await self._claim(message_id)
@@ -93,6 +96,9 @@ class Coordinator:
                 return await self._claim_in_db(message_id)
             except BackendDown as exc:
                 store.db_failed(exc)
+        if await store.reply_exists(message_id):
+            return False
+        self._hold(message_id, secrets.token_hex(8))
         return True
 
     async def _claim_in_db(self, message_id: str) -> bool:
@@ -101,6 +107,17 @@ class Coordinator:
         assert db is not None
         token = secrets.token_hex(8)
         deadline = time.monotonic() + store.settings.claim_wait
+        self.mine.add(token)
+        try:
+            return await self._claim_in_db_loop(message_id, token, deadline)
+        finally:
+            if self.claimed.get(message_id) != token:
+                self.mine.discard(token)
+
+    async def _claim_in_db_loop(self, message_id: str, token: str, deadline: float) -> bool:
+        store = self.store
+        db = store.db
+        assert db is not None
         while True:
             now = store.clock.now()
             expires = now + store.settings.claim_ttl
@@ -111,7 +128,7 @@ class Coordinator:
                 self._hold(message_id, token)
                 return True
             owner, held_token, held_until = holder
-            if held_token in self.mine:
+            if held_token in self.mine and held_token != token:
                 return False  # a second delivery while this instance handles the first
             if owner == store.instance_id or float(held_until) <= now:
                 if await db.run(db.take_claim, message_id, store.instance_id, token, expires, held_token):
@@ -131,6 +148,10 @@ class Coordinator:
         # Whether the reply is already stored (a redelivery after Redis lost
         # its claims) is asked of the database while Redis is asked too.
         answered = asyncio.ensure_future(store.reply_exists(message_id))
+        # Known as ours before Redis is asked: a concurrent second delivery
+        # here must see the claim as this instance's live one, not as a
+        # stale claim of an earlier life of this instance.
+        self.mine.add(token)
         try:
             while True:
                 now = store.clock.now()
@@ -145,7 +166,7 @@ class Coordinator:
                     return False
                 holder = _holder(raw)
                 if holder is not None:
-                    if holder.get("t") in self.mine:
+                    if holder.get("t") in self.mine and holder.get("t") != token:
                         return False  # a second delivery while this instance handles the first
                     stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
                     if stale_self or float(holder.get("x", 0)) <= now:
@@ -158,6 +179,8 @@ class Coordinator:
         finally:
             if not answered.done():
                 answered.cancel()
+            if message_id not in self.claimed or self.claimed[message_id] != token:
+                self.mine.discard(token)
 
     async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool], message_id: str) -> bool:
         if await answered:
@@ -177,10 +200,15 @@ class Coordinator:
             self.mine.discard(stale)
 
     def answered(self, message_id: str) -> None:
-        """The reply to ``message_id`` is stored: forget its claim token."""
+        """The reply to ``message_id`` is stored: forget its claim token and
+        remember (bounded) that this instance answered it, so a redelivery
+        here is dropped even if both backends lost track meanwhile."""
         token = self.claimed.pop(message_id, None)
         if token is not None:
             self.mine.discard(token)
+        self.recent_answers[message_id] = None
+        while len(self.recent_answers) > MAX_HELD_CLAIMS:
+            self.recent_answers.popitem(last=False)
 
     async def _swap(self, key: str, expected: bytes, value: bytes) -> bool:
         """Replace ``key``'s value only if it is still ``expected``."""

@@ -466,14 +466,16 @@ class MemoryStore:
         return out
 
     async def reply_exists(self, message_id: str) -> bool:
-        if not self.db_ok:
-            return False
-        assert self.db is not None
-        try:
-            return await self.db.run(self.db.message_exists, f"reply:{message_id}")
-        except BackendDown as exc:
-            self.db_failed(exc)
-            return False
+        """Whether the reply to ``message_id`` is stored: in the database, or
+        (while it is unreachable) still queued in the outbox."""
+        reply_id = f"reply:{message_id}"
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                return await self.db.run(self.db.message_exists, reply_id)
+            except BackendDown as exc:
+                self.db_failed(exc)
+        return any(e.get("k") == "msg" and e["d"][0] == reply_id for e in await self.pending_entries())
 
     # --- sessions ---------------------------------------------------------------
 
