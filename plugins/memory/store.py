@@ -472,10 +472,29 @@ class MemoryStore:
         if self.db_ok:
             assert self.db is not None
             try:
-                return await self.db.run(self.db.message_exists, reply_id)
+                if await self.db.run(self.db.message_exists, reply_id):
+                    return True
+                # Not in the database yet may still mean answered: a reply
+                # queued while the database was down waits in the outbox
+                # until it is replayed (by this instance or the next life of
+                # a dead one), and a redelivery can arrive before that.
+                if not await self._outbox_may_hold_entries():
+                    return False
             except BackendDown as exc:
                 self.db_failed(exc)
         return any(e.get("k") == "msg" and e["d"][0] == reply_id for e in await self.pending_entries())
+
+    async def _outbox_may_hold_entries(self) -> bool:
+        if self.spool.files():
+            return True
+        if not self.redis_ok:
+            return False
+        assert self.cache is not None
+        try:
+            return bool(await self.cache.call(self.cache.r.xlen(self.outbox.stream_key)))
+        except BackendDown as exc:
+            self.redis_failed(exc)
+            return False
 
     # --- sessions ---------------------------------------------------------------
 
