@@ -227,7 +227,7 @@ class Bot:
             )
         return None
 
-    async def _converse(self, message: IncomingMessage, send: SendReply) -> Reply:
+    async def _converse(self, message: IncomingMessage, send: SendReply) -> Reply | None:
         session = await self.hooks.first("resolve_session", message=message)
         if session is None:
             session = self.default_session(message)
@@ -247,6 +247,9 @@ class Bot:
         if degraded and MEMORY_DEGRADED not in reply.notes:
             reply.notes.append(MEMORY_DEGRADED)
 
+        if await self.hooks.first("confirm_reply", message=message) is False:
+            log.warning("reply to message %s not sent: another instance took the message over", message.id)
+            return None
         sent = await send(reply)
         now = self.clock.now()
         reply_record = MessageRecord(

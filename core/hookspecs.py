@@ -242,6 +242,16 @@ def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Repl
 
 
 @hookspec
+def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
+    """Called right before the reply to ``message`` is sent. Return
+    ``False`` when this instance must not send it: e.g. it was paused past
+    its claim's expiry and another instance took the message over, so that
+    instance's reply is the only one. **First answer**; with no answer the
+    reply is sent.
+    """
+
+
+@hookspec
 def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
     """Called after a reply was sent and stored (``record`` is the stored
     reply). **Broadcast.**

@@ -66,6 +66,11 @@ async def message_answered(message: IncomingMessage, bot: Any) -> None:
 
 
 @hookimpl
+async def confirm_reply(message: IncomingMessage, bot: Any) -> bool:
+    return await store_of(bot).coordinator.still_mine(message.id)
+
+
+@hookimpl
 async def session_lease(message: IncomingMessage, bot: Any) -> Any:
     scope = await bot.hooks.first("session_scope", message=message)
     if not scope:

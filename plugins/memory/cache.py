@@ -231,8 +231,16 @@ class Cache:
             try:
                 await pipe.watch(key)
                 entries = await pipe.lrange(key, 0, -1)
-                unique = {records.entry_sort_key(e): e for e in entries}
-                ordered = [unique[k] for k in sorted(unique)]
+                # One entry per message id: a second write of the same id
+                # with another timestamp (two instances both answering) must
+                # not take a place in the window. The earliest is the one
+                # the database kept (it ignores later inserts of an id).
+                by_id: dict[str, tuple[Any, bytes]] = {}
+                for entry in entries:
+                    sort_key = records.entry_sort_key(entry)
+                    if sort_key[2] not in by_id or sort_key < by_id[sort_key[2]][0]:
+                        by_id[sort_key[2]] = (sort_key, entry)
+                ordered = [entry for _k, entry in sorted(by_id.values())]
                 pipe.multi()
                 pipe.delete(key)
                 if ordered:

@@ -41,6 +41,9 @@ DONE_TTL = 24 * 3600
 BACKSTOP_TTL = 7 * 24 * 3600
 FENCE_TTL = 30 * 24 * 3600
 POLL = 0.02
+# A reply whose message was held longer than this (real seconds) re-checks
+# its claim before it is sent.
+CONFIRM_AFTER = 1.0
 MAX_HELD_CLAIMS = 10_000
 
 # (scope key, fencing token) of the lease the current task holds.
@@ -67,6 +70,8 @@ class Coordinator:
         self.claimed: OrderedDict[str, str] = OrderedDict()
         self.recent_answers: OrderedDict[str, None] = OrderedDict()
         self.local_locks: dict[str, asyncio.Lock] = {}
+        # When (monotonic) each held claim was taken, for still_mine().
+        self.held_since: dict[str, float] = {}
 
     @property
     def cache(self) -> Any:
@@ -190,6 +195,9 @@ class Coordinator:
         return True
 
     def _hold(self, message_id: str, token: str) -> None:
+        self.held_since[message_id] = time.monotonic()
+        while len(self.held_since) > MAX_HELD_CLAIMS:
+            self.held_since.pop(next(iter(self.held_since)))
         self.mine.add(token)
         old = self.claimed.pop(message_id, None)
         if old is not None:
@@ -206,6 +214,7 @@ class Coordinator:
         token = self.claimed.pop(message_id, None)
         if token is not None:
             self.mine.discard(token)
+        self.held_since.pop(message_id, None)
         self.recent_answers[message_id] = None
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
             self.recent_answers.popitem(last=False)
@@ -228,6 +237,41 @@ class Coordinator:
                     return False
 
         return bool(await self.cache.call(go()))
+
+    async def still_mine(self, message_id: str) -> bool:
+        """Right before a reply is sent: ``False`` when another instance took
+        the message over meanwhile (this one was paused or stalled past the
+        claim's expiry), so that instance's reply is the only one.
+
+        Only a message held longer than ``CONFIRM_AFTER`` real seconds is
+        checked (one Redis read, or one database statement while Redis is
+        down): a quick reply costs nothing here. When nothing can tell, the
+        reply is sent (an answer beats silence).
+        """
+        since = self.held_since.get(message_id)
+        token = self.claimed.get(message_id)
+        if since is None or token is None or time.monotonic() - since < CONFIRM_AFTER:
+            return True
+        store = self.store
+        try:
+            if store.redis_ok:
+                raw = await self.cache.call(self.cache.r.get(self.claim_key(message_id)))
+                if raw is None:
+                    return True  # flushed: nobody else can have answered through a claim
+                holder = _holder(raw)
+                return holder is not None and holder.get("t") == token
+            if store.db_ok and store.db is not None:
+                db = store.db
+                expires = store.clock.now() + store.settings.claim_ttl
+                state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, expires)
+                if state == "done":
+                    return False
+                if state == "mine":
+                    return True
+                return bool(await db.run(db.take_claim, message_id, store.instance_id, token, expires, token))
+        except BackendDown:
+            return True
+        return True
 
     async def done(self, message_id: str) -> None:
         """Mark ``message_id`` answered (its reply is stored)."""

@@ -159,12 +159,15 @@ def entry_sort_key(raw: bytes) -> tuple[float, int, str]:
 
 
 def is_ordered(records: list[MessageRecord]) -> bool:
-    """Strictly increasing by sort key (so also free of duplicates)."""
+    """Strictly increasing by sort key, and no message id twice (the same id
+    written twice with different timestamps sorts apart)."""
     prev = None
+    seen: set[str] = set()
     for r in records:
         key = (r.timestamp, len(r.id), r.id)
-        if prev is not None and key <= prev:
+        if (prev is not None and key <= prev) or r.id in seen:
             return False
+        seen.add(r.id)
         prev = key
     return True
 

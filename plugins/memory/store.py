@@ -316,11 +316,11 @@ class MemoryStore:
         shared outbox), ``False`` when only the local spool took it."""
         records.check_record(record, self.settings.max_content_bytes)
         row = records.to_row(record, self.clock.now())
-        in_db = False
+        in_db = duplicate = False
         if self.db_ok:
             assert self.db is not None
             try:
-                await self.db.run(self.db.insert_message, row)
+                duplicate = not await self.db.run(self.db.insert_message, row)
                 in_db = True
             except BackendDown as exc:
                 self.db_failed(exc)
@@ -334,7 +334,12 @@ class MemoryStore:
                 done = None
                 if record.role is Role.BOT and record.id.startswith("reply:"):
                     done = self.coordinator.claim_key(record.id[len("reply:") :])
-                await self.cache.append(record, done)
+                if not duplicate:
+                    await self.cache.append(record, done)
+                elif done is not None:
+                    # The database already had this id: its first write is
+                    # the one the window holds (or will be rebuilt with).
+                    await self.cache.call(self.cache.r.set(done, b"done", ex=24 * 3600))
             except BackendDown as exc:
                 self.redis_failed(exc)
                 if in_db:
