@@ -75,6 +75,16 @@ def test_checker_counts_a_doubled_reply_and_a_missing_one() -> None:
     assert not passed(check(ledger, rows, views, WINDOW))
 
 
+def test_a_double_answered_by_an_instance_without_memory_is_shown_apart() -> None:
+    # Neither backend reachable: G6 has the instance answer, and nothing can
+    # arbitrate. Reported, not counted as a violation.
+    ledger, rows, views = clean_world()
+    ledger.entries["1000"].replies.append(Reply("B", "ok m0 (memory is degraded)", True))
+    result = check(ledger, rows, views, WINDOW)
+    assert result["counts"]["replies_doubled"] == 0
+    assert result["stats"]["replies_doubled_memory_down"] == 1
+
+
 def test_checker_counts_a_message_stored_twice() -> None:
     ledger, rows, views = clean_world()
     rows.append(Row("9999", "s1", "user", "m1", 101.0, None))  # the same sent message under another id
