@@ -252,10 +252,17 @@ class Cache:
 
     async def window(self, session: Session, limit: int) -> list[MessageRecord] | None:
         """The last ``limit`` messages from the hot window, or ``None`` on a
-        miss (the caller rebuilds from the database). One ``LRANGE``: the
-        epoch is refreshed by the health probe, not on every read."""
-        entries = await self.call(self.r.lrange(self.window_key(session.id), -limit, -1))
-        if not entries:
+        miss (the caller rebuilds from the database).
+
+        One round trip: the epoch is read beside the ``LRANGE``, so a window
+        of a generation another instance invalidated (it wrote to the
+        database while Redis was unreachable) is never served, even by an
+        instance that did not see the outage and whose probe has not run."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(self.epoch_key)
+        pipe.lrange(self.window_key(session.id), -limit, -1)
+        epoch, entries = await self.call(pipe.execute())
+        if self._seen_epoch(epoch) or not entries:
             return None
         out = records.decode_entries(entries, session)
         if not records.is_ordered(out):

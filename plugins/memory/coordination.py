@@ -85,74 +85,26 @@ class Coordinator:
     async def claim(self, message_id: str) -> bool:
         """``True`` if this instance should handle ``message_id`` now.
 
-        While the database is reachable it arbitrates (``claims`` table,
-        next to the reply rows that mark a message done): a claim kept only
-        in Redis vanished with a FLUSHALL or a restart while its message was
-        in flight, and a claim taken in Redis was invisible to an instance
-        that saw Redis down and claimed in the database, so both answered
-        (the chaos soak counted such doubles). The claim is mirrored into
-        Redis for instances that cannot reach the database. With the
-        database down, Redis arbitrates; with both down every instance
-        answers (nothing can arbitrate, and an answer beats silence)."""
+        Claims live in Redis; while Redis is unreachable they live in the
+        database (``claims`` table); with both down every instance answers
+        (nothing can arbitrate, and an answer beats silence)."""
         store = self.store
         if message_id in self.recent_answers or message_id in self.claimed:
             return False  # answered here already, or being handled here now
-        if store.db_ok:
-            try:
-                won = await self._claim_in_db(message_id)
-                if won and store.redis_ok and not await self._mirror(message_id):
-                    await self._yield_db_claim(message_id)
-                    return False
-                return won
-            except BackendDown as exc:
-                store.db_failed(exc)
         if store.redis_ok:
             try:
                 return await self._claim(message_id)
             except BackendDown as exc:
                 store.redis_failed(exc)
+        if store.db_ok:
+            try:
+                return await self._claim_in_db(message_id)
+            except BackendDown as exc:
+                store.db_failed(exc)
         if await store.reply_exists(message_id):
             return False
         self._hold(message_id, secrets.token_hex(8))
         return True
-
-    async def _mirror(self, message_id: str) -> bool:
-        """Copy a database claim into Redis, where an instance that cannot
-        reach the database looks. ``False`` when such an instance already
-        claimed the message there: it answers, this one stands down."""
-        store = self.store
-        token = self.claimed.get(message_id)
-        value = orjson.dumps({"o": store.instance_id, "t": token, "x": store.clock.now() + store.settings.claim_ttl})
-        key = self.claim_key(message_id)
-        try:
-            pipe = self.cache.r.pipeline(transaction=False)
-            pipe.set(key, value, nx=True, ex=BACKSTOP_TTL)
-            pipe.get(key)
-            won, raw = await self.cache.call(pipe.execute())
-        except BackendDown as exc:
-            store.redis_failed(exc)
-            return True
-        if won or raw == DONE:
-            return bool(won)
-        holder = _holder(raw)
-        if holder is None or holder.get("o") == store.instance_id or holder.get("t") in self.mine:
-            return True  # a leftover of this instance: ours
-        return float(holder.get("x", 0)) <= store.clock.now()  # an expired claim does not count
-
-    async def _yield_db_claim(self, message_id: str) -> None:
-        token = self.claimed.pop(message_id, None)
-        self.held_since.pop(message_id, None)
-        if token is None:
-            return
-        self.mine.discard(token)
-        store = self.store
-        if store.db is not None:
-            try:
-                # Expire it now, so the Redis claimer's reply is not blocked
-                # by it once the database is back for that instance too.
-                await store.db.run(store.db.take_claim, message_id, store.instance_id, token, 0.0, token)
-            except BackendDown as exc:
-                store.db_failed(exc)
 
     async def _claim_in_db(self, message_id: str) -> bool:
         store = self.store
@@ -302,6 +254,12 @@ class Coordinator:
             return True
         store = self.store
         try:
+            if store.redis_ok:
+                raw = await self.cache.call(self.cache.r.get(self.claim_key(message_id)))
+                if raw is None:
+                    return True  # flushed: nobody else can have answered through a claim
+                holder = _holder(raw)
+                return holder is not None and holder.get("t") == token
             if store.db_ok and store.db is not None:
                 db = store.db
                 expires = store.clock.now() + store.settings.claim_ttl
@@ -311,12 +269,6 @@ class Coordinator:
                 if state == "mine":
                     return True
                 return bool(await db.run(db.take_claim, message_id, store.instance_id, token, expires, token))
-            if store.redis_ok:
-                raw = await self.cache.call(self.cache.r.get(self.claim_key(message_id)))
-                if raw is None:
-                    return True  # flushed: nothing says anyone else answered
-                holder = _holder(raw)
-                return holder is not None and holder.get("t") == token
         except BackendDown:
             return True
         return True

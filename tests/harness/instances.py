@@ -103,6 +103,8 @@ class WorkerInstance(Instance):
     """A bot in its own OS process; the harness drives it over stdin/stdout."""
 
     in_process = False
+    # The module run as the bot process; the chaos soak runs its own.
+    worker_module = "tests.harness.worker"
 
     def __init__(self, name: str, data_dir: Path, sections: dict[str, Any], clock: ManualClock, plugins: list[str]) -> None:
         self.name = name
@@ -128,7 +130,7 @@ class WorkerInstance(Instance):
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.harness.worker",
+                sys.executable, "-m", self.worker_module,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
