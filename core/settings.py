@@ -254,5 +254,5 @@ def _redact(value: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:pw@host`` → ``redis://user:***@host``."""
+    """``redis://user:PASSWORD@host`` → ``redis://user:***@host``."""
     return re.sub(r"(://[^/@\s:]*:)[^/@\s]+@", r"\1***@", url)

@@ -80,8 +80,8 @@ def test_env_style_assignments_are_found_outside_code() -> None:
     [
         "url = f'redis://:{password}@{host}:6379'",
         "DATABASE_URL=postgresql://bot:${DB_PASSWORD}@db/bot",
-        "dsn = 'postgresql://user:<password>@localhost/db'",
-        "url = 'redis://user:***@host'",
+        "dsn = 'postgresql://user:<password>@localhost/db'",  # placeholder
+        "url = 'redis://user:***@host'",  # placeholder
         'api_key = "' + "x" * 32 + '"',
         'token = "your-token-goes-here-please"',
         "key = '" + "AK" + "IA" + "IOSFODNN7" + "EXAMPLE" + "'",
