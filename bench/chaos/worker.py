@@ -14,11 +14,8 @@ check their order without keeping whole windows.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-from core.bot import Bot
-from core.clock import ManualClock
 from core.models import Context, IncomingMessage
 from core.plugins import hookimpl
 from tests.harness import assembly
@@ -47,22 +44,8 @@ class ContextRecorder:
         return None
 
 
-def make_bot(
-    instance_id: str,
-    data_dir: Path,
-    sections: dict[str, dict[str, Any]],
-    clock: ManualClock,
-    plugins: list[str] | None = None,
-) -> tuple[Bot, ContextRecorder]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = assembly.build_settings(instance_id, data_dir, sections, plugins)
-    bot = Bot(settings, clock=clock, instance_id=instance_id)
-    recorder = ContextRecorder(instance_id)
-    bot.plugins.pm.register(recorder, name="chaos_recorder")
-    return bot, recorder
-
-
 class ChaosWorker(base.Worker):
+    replier_class = ContextRecorder
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") == "deliver" and self.bot is not None:
             from tests.harness.world import message_from_dict
@@ -76,8 +59,7 @@ class ChaosWorker(base.Worker):
 
 
 def main() -> None:
-    # The harness worker looks both names up when it runs.
-    assembly.make_bot = make_bot
+    # The harness worker looks its Worker class up when it runs.
     base.Worker = ChaosWorker  # type: ignore[misc]
     asyncio.run(base.main())
 

@@ -138,10 +138,13 @@ def make_bot(
     sections: dict[str, dict[str, Any]],
     clock: ManualClock,
     plugins: list[str] | None = None,
-) -> tuple[Bot, RecordingReplier]:
+    replier_class: Any = None,
+) -> tuple[Bot, Any]:
+    """A bot on ``sections`` with a recording plugin registered first
+    (``replier_class``, default :class:`RecordingReplier`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     bot = Bot(build_settings(instance_id, data_dir, sections, plugins), clock=clock, instance_id=instance_id)
-    replier = RecordingReplier(instance_id)
+    replier = (replier_class or RecordingReplier)(instance_id)
     bot.plugins.pm.register(replier, name="harness_replier")
     return bot, replier
 

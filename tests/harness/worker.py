@@ -41,6 +41,9 @@ def _protocol_stream() -> Any:
 
 
 class Worker:
+    # The recording plugin registered in the bot (None: the harness replier).
+    replier_class: Any = None
+
     def __init__(self, out: Any) -> None:
         from core.clock import ManualClock
 
@@ -80,7 +83,12 @@ class Worker:
         if cmd == "start":
             self.instance = request["instance_id"]
             self.bot, self.replier = make_bot(
-                self.instance, Path(request["data_dir"]), request["sections"], self.clock, request.get("plugins")
+                self.instance,
+                Path(request["data_dir"]),
+                request["sections"],
+                self.clock,
+                request.get("plugins"),
+                replier_class=self.replier_class,
             )
             await self.bot.start()
             failed = [f"{i.name}: {i.reason}" for i in self.bot.plugins.listing() if i.state in ("failed", "unknown")]
