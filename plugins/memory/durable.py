@@ -7,6 +7,13 @@ connection is closed and reopened, and an idempotent call is retried once on
 the fresh connection. A call that hangs (a blackholed server) is abandoned
 after ``timeout``: the pool is replaced so later calls do not queue behind
 the stuck thread, whose socket timeouts end it eventually.
+
+The calls every message makes (store it and its reply, save its session,
+ask whether its reply is stored) are **group-committed**: while one such call is in flight, the ones
+that arrive meanwhile queue and then go to the database together, as one
+statement in one transaction. A lone message pays what it paid before; under
+load the commit and the thread hop are shared across sessions, and a caller
+still hears back only after its row is committed (G1).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -30,6 +38,8 @@ from plugins.memory.schema import Models, make_models, migrate
 log = logging.getLogger("plugins.memory.durable")
 
 T = TypeVar("T")
+# Rows per group commit: far below every driver's parameter limit.
+BATCH_LIMIT = 64
 
 DIRTY_PREFIX = "memory.cache_dirty."
 
@@ -110,6 +120,9 @@ class DurableStore:
         self._probe_executor = self._new_executor(1, "memory-db-probe")
         self._prepare_sql()
         self.closed = False
+        self.insert = Batcher(self, self.insert_rows, self.insert_message)
+        self.exists = Batcher(self, self.existing_ids, self.message_exists)
+        self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -129,7 +142,9 @@ class DurableStore:
             id_order = "message_id"
             length = "CHAR_LENGTH"
         else:
-            self.sql_insert = f"INSERT OR IGNORE INTO messages ({cols}) VALUES ({marks})"
+            # Not INSERT OR IGNORE: that would also drop a row breaking any
+            # other constraint, silently, and call it a duplicate.
+            self.sql_insert = f"INSERT INTO messages ({cols}) VALUES ({marks}) ON CONFLICT (message_id) DO NOTHING"
             id_order = "message_id"
             length = "LENGTH"
         self.sql_last = (
@@ -138,6 +153,8 @@ class DurableStore:
         )
         self.sql_exists = f"SELECT 1 FROM messages WHERE message_id = {p}"
         self.sql_cols = cols
+        self._row_marks = f"({marks})"
+        self.multi_row_returning = self.dialect == "postgres" or (self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
         claim_cols = "message_id, owner, token, expires_at"
         claim_marks = ", ".join([p] * 4)
         if self.dialect == "postgres":
@@ -259,6 +276,34 @@ class DurableStore:
                 count += bool(self.db.execute_sql(self.sql_insert, row).rowcount)
         return count
 
+    def insert_rows(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        """Insert ``rows`` in one transaction; per row, whether it was new.
+        Within one batch the first row of an id is the one that counts."""
+        if self.multi_row_returning:
+            unique = list({row[0]: row for row in reversed(rows)}.values())
+            values = ", ".join([self._row_marks] * len(unique))
+            sql = f"INSERT INTO messages ({self.sql_cols}) VALUES {values} ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+            params = [value for row in unique for value in row]
+            new = {found[0] for found in self.db.execute_sql(sql, params).fetchall()}
+        else:
+            new = set()
+            with self.db.atomic():
+                for row in rows:
+                    if self.db.execute_sql(self.sql_insert, row).rowcount:
+                        new.add(row[0])
+        out = []
+        for row in rows:
+            out.append(row[0] in new)
+            new.discard(row[0])
+        return out
+
+    def existing_ids(self, ids: list[str]) -> list[bool]:
+        unique = list(dict.fromkeys(ids))
+        marks = ", ".join([self.db.param] * len(unique))
+        sql = f"SELECT message_id FROM messages WHERE message_id IN ({marks})"
+        found = {row[0] for row in self.db.execute_sql(sql, unique).fetchall()}
+        return [i in found for i in ids]
+
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
         rows = list(self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall())
         rows.reverse()
@@ -327,6 +372,12 @@ class DurableStore:
                 return False
             S.update(**row, fence=max(stored, fence or 0)).where(S.session_id == data["id"]).execute()
             return True
+
+    def upsert_sessions(self, items: list[tuple[dict[str, Any], int | None]]) -> list[bool]:
+        """:meth:`upsert_session` for each ``(data, fence)``, in order, in
+        one transaction."""
+        with self.db.atomic():
+            return [self.upsert_session(data, fence) for data, fence in items]
 
     _SESSION_COLS = ("session_id", "scope_key", "user_id", "guild_id", "channel_id", "opened_at", "last_active_at", "closed_at", "state", "fence")
 
@@ -492,3 +543,75 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
+
+
+class Batcher:
+    """Group commit for one kind of call: ``await batcher(item)``.
+
+    While a batch is in flight, calls queue; when it returns, everything
+    queued goes in the next batch (up to :data:`BATCH_LIMIT`). No timer:
+    a lone call goes at once, so batching adds no latency, only sharing.
+    If a batch fails for a reason other than the database being down, its
+    items are retried one by one, so one bad row fails only its own caller.
+    """
+
+    def __init__(self, store: DurableStore, many: Callable[[list[Any]], list[Any]], one: Callable[[Any], Any]) -> None:
+        self.store = store
+        self.many = many
+        self.one = one
+        self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if self.task is None:
+            self.task = asyncio.create_task(self._drain(), name="memory-db-batch")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Any, asyncio.Future[Any]]] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:BATCH_LIMIT], self.waiting[BATCH_LIMIT:]
+                batch = [(item, future) for item, future in batch if not future.done()]
+                if batch:
+                    await self._run(batch)
+                batch = []
+        except BaseException:
+            # Cancelled with the loop or the store: nobody may wait forever.
+            for _item, future in batch + self.waiting:
+                if not future.done():
+                    future.set_exception(BackendDown("database", "store closed"))
+            self.waiting = []
+            raise
+        finally:
+            self.task = None
+
+    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.store.run(self.many, [item for item, _f in batch])
+        except BackendDown as exc:
+            for _item, future in batch:
+                if not future.done():
+                    future.set_exception(BackendDown(exc.backend, exc.reason))
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            log.warning("memory: a batch of %d database calls failed; retrying them one by one", len(batch), exc_info=True)
+            for item, future in batch:
+                try:
+                    result = await self.store.run(self.one, item)
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(result)
+            return
+        for (_item, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)

@@ -320,7 +320,7 @@ class MemoryStore:
         if self.db_ok:
             assert self.db is not None
             try:
-                duplicate = not await self.db.run(self.db.insert_message, row)
+                duplicate = not await self.db.insert(row)
                 in_db = True
             except BackendDown as exc:
                 self.db_failed(exc)
@@ -477,7 +477,7 @@ class MemoryStore:
         if self.db_ok:
             assert self.db is not None
             try:
-                if await self.db.run(self.db.message_exists, reply_id):
+                if await self.db.exists(reply_id):
                     return True
                 # Not in the database yet may still mean answered: a reply
                 # queued while the database was down waits in the outbox
@@ -512,7 +512,7 @@ class MemoryStore:
         if self.db_ok:
             assert self.db is not None
             try:
-                if not await self.db.run(self.db.upsert_session, data, fence):
+                if not await self.db.save_session((data, fence)):
                     log.warning("memory: session %s not saved: a newer lease holder wrote it (fence %s)", session.id, fence)
                     return False
                 in_db = True

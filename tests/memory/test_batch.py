@@ -1,0 +1,105 @@
+"""Group commit: message writes, session saves and reply lookups that arrive
+together go to the database together, and each caller still hears its own
+answer, only after its row is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+from core.models import Role
+from plugins.memory import records
+from plugins.memory.durable import BATCH_LIMIT
+from tests.memory.conftest import Backend, run, started
+from tests.memory.helpers import SESSION, db_history, rec
+
+
+def _count_batches(batcher: Any) -> list[int]:
+    """Record the size of every batch ``batcher`` runs."""
+    sizes: list[int] = []
+    many = batcher.many
+
+    def counting(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return many(items)
+
+    batcher.many = counting
+    return sizes
+
+
+def test_concurrent_writes_share_commits_and_each_caller_gets_its_own_answer(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            sizes = _count_batches(store.db.insert)
+            await store.store_message(rec(0))
+            written = [rec(n) for n in range(1, 150)]
+            # 1..149 new, and 1..9 a second time: a redelivery in the same batch.
+            answers = await asyncio.gather(*(store.db.insert(records.to_row(r, 1.0)) for r in written + written[:9]))
+        assert answers == [True] * 149 + [False] * 9
+        assert db_history(backend) == [str(1000 + n) for n in range(150)]
+        assert sizes[0] == 1  # a lone write does not wait for company
+        assert max(sizes) <= BATCH_LIMIT
+        assert len(sizes) < 1 + 158 // 2  # ...and concurrent ones do share
+
+    run(go())
+
+
+def test_batched_reply_lookups_answer_per_message(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            for n in (2, 4):
+                await store.store_message(rec(n, id=f"reply:{1000 + n}", role=Role.BOT, author="bot"))
+            found = await asyncio.gather(*(store.reply_exists(str(1000 + n)) for n in range(1, 6)))
+        assert found == [False, True, False, True, False]
+
+    run(go())
+
+
+def test_one_bad_row_fails_only_its_own_caller(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            good = [records.to_row(rec(n), 1.0) for n in range(1, 6)]
+            bad = list(records.to_row(rec(9), 1.0))
+            bad[1] = None  # session_id is NOT NULL: the database refuses this row
+            results = await asyncio.gather(*(store.db.insert(row) for row in [*good[:2], tuple(bad), *good[2:]]), return_exceptions=True)
+        assert [r for i, r in enumerate(results) if i != 2] == [True] * 5
+        assert isinstance(results[2], Exception)
+        assert db_history(backend) == [str(1000 + n) for n in range(1, 6)]
+
+    run(go())
+
+
+def test_session_saves_in_one_batch_keep_their_fences(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            data = records.session_to_dict(SESSION)
+            later = {**data, "last_active_at": 5.0}
+            stale = {**data, "last_active_at": 3.0}
+            saved = await asyncio.gather(
+                store.db.save_session((data, 1)), store.db.save_session((later, 5)), store.db.save_session((stale, 3))
+            )
+            loaded = await store.db.run(store.db.latest_session, SESSION.scope_key)
+        assert saved == [True, True, False]  # the save fenced out by a newer token is refused, in its batch too
+        assert loaded is not None and loaded["last_active_at"] == 5.0
+
+    run(go())
+
+
+def test_a_cancelled_caller_does_not_cancel_the_others(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            rows = [records.to_row(dataclasses.replace(rec(n)), 1.0) for n in range(1, 4)]
+            first = asyncio.ensure_future(store.db.insert(rows[0]))
+            doomed = asyncio.ensure_future(store.db.insert(rows[1]))
+            last = asyncio.ensure_future(store.db.insert(rows[2]))
+            await asyncio.sleep(0)
+            doomed.cancel()
+            assert await first is True and await last is True
+
+    run(go())
