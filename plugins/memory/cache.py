@@ -19,6 +19,13 @@ Keys (all under ``key_prefix``):
   never left out.
 - ``s:<epoch>:<scope>``: the latest session of a scope (JSON).
 
+The hot-path operations (append, window read, session get/put, claims,
+leases) go through :class:`AutoPipeline`: the commands of every operation
+issued while a round trip is in flight are sent together in the next one, so
+under load 64 sessions cost one round trip, not 64. Each operation's
+commands stay together in order, and none of them needs ``MULTI``: what must
+be atomic is a Lua script.
+
 ``fakeredis://NAME`` URLs give an in-process server shared by every client in
 this process that names the same NAME (tests, the terminal chat).
 """
@@ -93,6 +100,96 @@ def make_client(url: str, timeout: float) -> aioredis.Redis:
         raise RedisURLError(str(exc).replace(url, describe_redis_url(url))) from None
 
 
+Command = tuple[Any, ...]
+
+
+class AutoPipeline:
+    """``await pipeline.run(("GET", key), ("INCR", other))`` -> their replies.
+
+    The first caller sends at once (no timer, no added latency); callers
+    arriving while it is in flight wait, and all of them go in the next
+    round trip. A reply that is an error fails only the operation it belongs
+    to; a connection error fails every operation of that round trip.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.r = client
+        self.waiting: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
+        self.busy = False
+        self.drainer: asyncio.Task[None] | None = None
+
+    async def run(self, *commands: Command) -> list[Any]:
+        if self.busy:
+            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            self.waiting.append((commands, future))
+            return await future
+        self.busy = True
+        try:
+            replies = await self._send([commands])
+        finally:
+            self._next()
+        return _ok(replies[0])
+
+    def _next(self) -> None:
+        if self.waiting:
+            self.drainer = asyncio.create_task(self._drain(), name="memory-redis-batch")
+        else:
+            self.busy = False
+
+    async def _drain(self) -> None:
+        batch, self.waiting = self.waiting, []
+        try:
+            batch = [(commands, future) for commands, future in batch if not future.done()]
+            if batch:
+                try:
+                    replies = await self._send([commands for commands, _f in batch])
+                except BaseException as exc:
+                    for _commands, future in batch:
+                        if not future.done():
+                            future.set_exception(_copy(exc))
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for (_commands, future), reply in zip(batch, replies):
+                        if not future.done():
+                            try:
+                                future.set_result(_ok(reply))
+                            except Exception as exc:  # noqa: BLE001 - the reply was an error
+                                future.set_exception(exc)
+        finally:
+            self.drainer = None
+            self._next()
+
+    async def _send(self, groups: list[tuple[Command, ...]]) -> list[list[Any]]:
+        pipe = self.r.pipeline(transaction=False)
+        for commands in groups:
+            for command in commands:
+                pipe.execute_command(*command)
+        flat = await pipe.execute(raise_on_error=False)
+        out, at = [], 0
+        for commands in groups:
+            out.append(flat[at : at + len(commands)])
+            at += len(commands)
+        return out
+
+
+def _ok(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _copy(exc: BaseException) -> BaseException:
+    # One exception object raised in many tasks would chain their tracebacks.
+    if isinstance(exc, RedisError | OSError | asyncio.TimeoutError):
+        try:
+            return type(exc)(*exc.args)
+        except Exception:  # noqa: BLE001 - an exception type with other arguments
+            pass
+    return RedisError(f"{type(exc).__name__}: {exc}")
+
+
 def describe_redis_url(url: str) -> str:
     try:
         p = urlparse(url)
@@ -116,6 +213,7 @@ class Cache:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, window_size: int, ttl: int, timeout: float) -> None:
         self.r = client
+        self.pipeline = AutoPipeline(client)
         self.prefix = prefix
         self.window_size = window_size
         self.ttl = ttl
@@ -144,6 +242,11 @@ class Cache:
             return await coro
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """Send ``commands`` (in order, in the next auto-pipelined round
+        trip); their replies, or :class:`BackendDown`."""
+        return await self.call(self.pipeline.run(*commands))
 
     def _seen_epoch(self, value: Any) -> bool:
         """Adopt the epoch Redis reports; ``True`` if it changed."""
@@ -205,20 +308,15 @@ class Cache:
         entry = records.encode_entry(record)
         key = self.window_key(record.session_id)
         ckey = self.counter_key(record.session_id)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.rpushx(key, entry)
-        pipe.lindex(key, -2)
-        pipe.incr(ckey)
+        commands: list[Command] = [("RPUSHX", key, entry), ("LINDEX", key, -2), ("INCR", ckey)]
         if done_claim is not None:
-            pipe.set(done_claim, b"done", ex=24 * 3600)
-        length, previous, count, *_ = await self.call(pipe.execute())
+            commands.append(("SET", done_claim, b"done", "EX", 24 * 3600))
+        length, previous, count, *_ = await self.run(*commands)
         if count == 1 or length > self.window_size + self.trim_slack:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.expire(ckey, self.ttl)
+            commands = [("EXPIRE", ckey, self.ttl)]
             if length > self.window_size:
-                pipe.ltrim(key, -self.window_size, -1)
-                pipe.expire(key, self.ttl)
-            await self.call(pipe.execute())
+                commands += [("LTRIM", key, -self.window_size, -1), ("EXPIRE", key, self.ttl)]
+            await self.run(*commands)
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
             if records.entry_sort_key(previous) >= key_new:
@@ -258,10 +356,7 @@ class Cache:
         of a generation another instance invalidated (it wrote to the
         database while Redis was unreachable) is never served, even by an
         instance that did not see the outage and whose probe has not run."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.epoch_key)
-        pipe.lrange(self.window_key(session.id), -limit, -1)
-        epoch, entries = await self.call(pipe.execute())
+        epoch, entries = await self.run(("GET", self.epoch_key), ("LRANGE", self.window_key(session.id), -limit, -1))
         if self._seen_epoch(epoch) or not entries:
             return None
         out = records.decode_entries(entries, session)
@@ -270,10 +365,7 @@ class Cache:
         return out
 
     async def counter(self, session_id: str) -> Any:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.epoch_key)
-        pipe.get(self.counter_key(session_id))
-        epoch, value = await self.call(pipe.execute())
+        epoch, value = await self.run(("GET", self.epoch_key), ("GET", self.counter_key(session_id)))
         self._seen_epoch(epoch)
         return value
 
@@ -326,13 +418,10 @@ class Cache:
 
     async def put_session(self, data: dict[str, Any], only_if_missing: bool = False, epoch: str | None = None) -> None:
         key = self.session_key(data["scope_key"], epoch)
-        await self.call(self.r.set(key, orjson.dumps(data), ex=self.ttl, nx=only_if_missing))
+        await self.run(("SET", key, orjson.dumps(data), "EX", self.ttl, *(("NX",) if only_if_missing else ())))
 
     async def get_session(self, scope_key: str) -> dict[str, Any] | None:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(self.epoch_key)
-        pipe.get(self.session_key(scope_key))
-        epoch, raw = await self.call(pipe.execute())
+        epoch, raw = await self.run(("GET", self.epoch_key), ("GET", self.session_key(scope_key)))
         if self._seen_epoch(epoch):
             return None
         return orjson.loads(raw) if raw else None

@@ -27,7 +27,6 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import WatchError
 
 from plugins.memory.breaker import BackendDown
 
@@ -45,6 +44,21 @@ POLL = 0.02
 # its claim before it is sent.
 CONFIRM_AFTER = 1.0
 MAX_HELD_CLAIMS = 10_000
+
+# Compare-and-set and compare-and-delete, each one atomic round trip.
+SWAP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 # (scope key, fencing token) of the lease the current task holds.
 current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("memory_fence", default=None)
@@ -146,7 +160,6 @@ class Coordinator:
 
     async def _claim(self, message_id: str) -> bool:
         store = self.store
-        r = self.cache.r
         key = self.claim_key(message_id)
         token = secrets.token_hex(8)
         deadline = time.monotonic() + store.settings.claim_wait
@@ -161,10 +174,7 @@ class Coordinator:
             while True:
                 now = store.clock.now()
                 value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
-                pipe = r.pipeline(transaction=False)
-                pipe.set(key, value, nx=True, ex=BACKSTOP_TTL)
-                pipe.get(key)
-                won, raw = await self.cache.call(pipe.execute())
+                won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
                 if won:
                     return await self._claimed(key, token, answered, message_id)
                 if raw == DONE:
@@ -189,7 +199,7 @@ class Coordinator:
 
     async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool], message_id: str) -> bool:
         if await answered:
-            await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL))
+            await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
             return False
         self._hold(message_id, token)
         return True
@@ -222,21 +232,8 @@ class Coordinator:
     async def _swap(self, key: str, expected: bytes, value: bytes) -> bool:
         """Replace ``key``'s value only if it is still ``expected``."""
 
-        async def go() -> bool:
-            async with self.cache.r.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    if await pipe.get(key) != expected:
-                        await pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.set(key, value, ex=BACKSTOP_TTL)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    return False
-
-        return bool(await self.cache.call(go()))
+        (swapped,) = await self.cache.run(("EVAL", SWAP, 1, key, expected, value, BACKSTOP_TTL))
+        return bool(swapped)
 
     async def still_mine(self, message_id: str) -> bool:
         """Right before a reply is sent: ``False`` when another instance took
@@ -255,7 +252,7 @@ class Coordinator:
         store = self.store
         try:
             if store.redis_ok:
-                raw = await self.cache.call(self.cache.r.get(self.claim_key(message_id)))
+                (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))
                 if raw is None:
                     return True  # flushed: nobody else can have answered through a claim
                 holder = _holder(raw)
@@ -299,6 +296,7 @@ class Lease:
         self._reset: contextvars.Token[Any] | None = None
         self._local: asyncio.Lock | None = None
         self._held_remote = False
+        self.value = b""
 
     async def __aenter__(self) -> Lease:
         locks = self.c.local_locks
@@ -321,7 +319,6 @@ class Lease:
     async def _acquire(self) -> None:
         store = self.c.store
         cache = self.c.cache
-        r = cache.r
         self.key = f"{cache.prefix}lease:{self.scope_key}"
         fence_key = f"{cache.prefix}fence:{self.scope_key}"
         deadline = time.monotonic() + store.settings.lease_wait
@@ -330,14 +327,14 @@ class Lease:
             value = orjson.dumps({"o": store.instance_id, "t": self.token, "x": now + store.settings.lease_ttl})
             # The fencing token is drawn with the attempt (one round trip); a
             # token drawn by a failed attempt is simply never used.
-            pipe = r.pipeline(transaction=True)
-            pipe.set(self.key, value, nx=True, ex=BACKSTOP_TTL)
-            pipe.incr(fence_key)
-            pipe.expire(fence_key, FENCE_TTL)
-            won, fence, _ = await cache.call(pipe.execute())
+            won, fence, _, raw = await cache.run(
+                ("SET", self.key, value, "NX", "EX", BACKSTOP_TTL),
+                ("INCR", fence_key),
+                ("EXPIRE", fence_key, FENCE_TTL),
+                ("GET", self.key),
+            )
             if won:
                 break
-            raw = await cache.call(r.get(self.key))
             holder = _holder(raw)
             # This instance already holds the scope's local lock, so a lease in
             # its own name is a leftover (a release that failed, or an earlier
@@ -349,9 +346,10 @@ class Lease:
                 if time.monotonic() >= deadline and holder is not None and float(holder.get("x", 0)) > now:
                     log.warning("memory: lease on %s still held by %s after %.1fs; taking it over (fenced)", self.scope_key, holder.get("o"), store.settings.lease_wait)
                 if await self.c._swap(self.key, raw, value):
-                    fence = int(await cache.call(r.incr(fence_key)))
+                    (fence,) = await cache.run(("INCR", fence_key))
                     break
             await asyncio.sleep(POLL)
+        self.value = value
         self._held_remote = True
         self.c.mine.add(self.token)
         self.fence = await self._fence_floor(int(fence), fence_key)
@@ -383,20 +381,5 @@ class Lease:
                     self.c.local_locks.pop(self.scope_key, None)
 
     async def _release(self) -> None:
-        cache = self.c.cache
-
-        async def go() -> None:
-            async with cache.r.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(self.key)
-                    holder = _holder(await pipe.get(self.key))
-                    if holder is None or holder.get("t") != self.token:
-                        await pipe.unwatch()
-                        return
-                    pipe.multi()
-                    pipe.delete(self.key)
-                    await pipe.execute()
-                except WatchError:
-                    pass
-
-        await cache.call(go())
+        # Only our own lease: one that expired and was taken over is not ours to drop.
+        await self.c.cache.run(("EVAL", RELEASE, 1, self.key, self.value))

@@ -339,7 +339,7 @@ class MemoryStore:
                 elif done is not None:
                     # The database already had this id: its first write is
                     # the one the window holds (or will be rebuilt with).
-                    await self.cache.call(self.cache.r.set(done, b"done", ex=24 * 3600))
+                    await self.cache.run(("SET", done, b"done", "EX", 24 * 3600))
             except BackendDown as exc:
                 self.redis_failed(exc)
                 if in_db:

@@ -103,3 +103,33 @@ def test_a_cancelled_caller_does_not_cancel_the_others(backend: Backend) -> None
             assert await first is True and await last is True
 
     run(go())
+
+
+def test_redis_operations_issued_together_share_round_trips(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            cache = store.cache
+            assert cache is not None
+            sends: list[int] = []
+            send = cache.pipeline._send
+
+            async def counting(groups: list[Any]) -> Any:
+                sends.append(len(groups))
+                return await send(groups)
+
+            cache.pipeline._send = counting  # type: ignore[method-assign]
+            key = f"{cache.prefix}test:list"
+            replies = await asyncio.gather(
+                *(cache.run(("RPUSH", key, str(n)), ("LLEN", key)) for n in range(40)),
+                cache.run(("INCR", key)),  # wrong type: fails alone
+                return_exceptions=True,
+            )
+            (items,) = await cache.run(("LRANGE", key, 0, -1))
+        lengths = [r[1] for r in replies[:40]]
+        assert sorted(lengths) == list(range(1, 41))  # each operation's commands stayed together
+        assert isinstance(replies[40], Exception) and "WRONGTYPE" in str(replies[40])
+        assert [int(i) for i in items] == list(range(40))  # sent in the order they were issued
+        assert sends[0] == 1  # the first goes alone and at once
+        assert len(sends) < 10  # the rest shared round trips
+
+    run(go())
