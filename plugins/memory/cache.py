@@ -348,21 +348,25 @@ class Cache:
             except WatchError:
                 await self.r.delete(key)
 
-    async def window(self, session: Session, limit: int) -> list[MessageRecord] | None:
+    async def window(self, session: Session, limit: int) -> tuple[list[MessageRecord] | None, Any]:
         """The last ``limit`` messages from the hot window, or ``None`` on a
-        miss (the caller rebuilds from the database).
+        miss (the caller rebuilds from the database); and the session's
+        write counter, read in the same round trip, which a rebuild needs
+        from before its query.
 
         One round trip: the epoch is read beside the ``LRANGE``, so a window
         of a generation another instance invalidated (it wrote to the
         database while Redis was unreachable) is never served, even by an
         instance that did not see the outage and whose probe has not run."""
-        epoch, entries = await self.run(("GET", self.epoch_key), ("LRANGE", self.window_key(session.id), -limit, -1))
+        epoch, entries, counter = await self.run(
+            ("GET", self.epoch_key), ("LRANGE", self.window_key(session.id), -limit, -1), ("GET", self.counter_key(session.id))
+        )
         if self._seen_epoch(epoch) or not entries:
-            return None
+            return None, counter
         out = records.decode_entries(entries, session)
         if not records.is_ordered(out):
-            return None
-        return out
+            return None, counter
+        return out, counter
 
     async def counter(self, session_id: str) -> Any:
         epoch, value = await self.run(("GET", self.epoch_key), ("GET", self.counter_key(session_id)))

@@ -366,35 +366,31 @@ class MemoryStore:
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         if limit <= 0:
             return []
+        counter = epoch = None
         if self.redis_ok and limit <= self.settings.window_size:
             assert self.cache is not None
             try:
-                hot = await self.cache.window(session, limit)
+                hot, counter = await self.cache.window(session, limit)
                 if hot is not None:
                     return hot
+                epoch = self.cache.epoch
             except BackendDown as exc:
                 self.redis_failed(exc)
         if self.db_ok:
             assert self.db is not None
             try:
-                return await self._rebuild(session, limit)
+                return await self._rebuild(session, limit, counter, epoch)
             except BackendDown as exc:
                 self.db_failed(exc)
         return await self._from_outbox(session, limit)
 
-    async def _rebuild(self, session: Session, limit: int) -> list[MessageRecord]:
+    async def _rebuild(self, session: Session, limit: int, counter: Any, epoch: str | None) -> list[MessageRecord]:
         """A cold read: one database query of ``limit`` rows. When that is
         the session's whole history the window is filled from it at once;
-        otherwise it is refilled (``window_size`` rows) in the background."""
+        otherwise it is refilled (``window_size`` rows) in the background.
+        ``counter`` and ``epoch`` were read with the window miss, before the
+        query (``epoch`` is ``None`` when Redis was not asked)."""
         assert self.db is not None
-        counter = epoch = None
-        if self.redis_ok and limit <= self.settings.window_size:
-            assert self.cache is not None
-            try:
-                counter = await self.cache.counter(session.id)
-                epoch = self.cache.epoch
-            except BackendDown as exc:
-                self.redis_failed(exc)
         rows = await self.db.run(self.db.last_messages, session.id, limit)
         found = [records.from_row(r) for r in rows]
         found.sort(key=_sort_key)
