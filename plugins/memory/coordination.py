@@ -62,6 +62,11 @@ return 0
 
 # (scope key, fencing token) of the lease the current task holds.
 current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("memory_fence", default=None)
+# The scope's cached session as read in the lease's own round trip:
+# [scope key, epoch, raw value], emptied by the first load_session that uses
+# it or by any save of the scope (a list, so a hook running in a copied
+# context empties it for everyone).
+prefetched_session: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("memory_session", default=None)
 
 
 def _holder(raw: Any) -> dict[str, Any] | None:
@@ -297,6 +302,8 @@ class Lease:
         self._local: asyncio.Lock | None = None
         self._held_remote = False
         self.value = b""
+        self.session: list[Any] = []
+        self._reset_session: contextvars.Token[Any] | None = None
 
     async def __aenter__(self) -> Lease:
         locks = self.c.local_locks
@@ -314,6 +321,7 @@ class Lease:
             self._local.release()
             raise
         self._reset = current_fence.set((self.scope_key, self.fence) if self.fence is not None else None)
+        self._reset_session = prefetched_session.set(self.session)
         return self
 
     async def _acquire(self) -> None:
@@ -327,13 +335,18 @@ class Lease:
             value = orjson.dumps({"o": store.instance_id, "t": self.token, "x": now + store.settings.lease_ttl})
             # The fencing token is drawn with the attempt (one round trip); a
             # token drawn by a failed attempt is simply never used.
-            won, fence, _, raw = await cache.run(
+            won, fence, _, raw, epoch, session = await cache.run(
                 ("SET", self.key, value, "NX", "EX", BACKSTOP_TTL),
                 ("INCR", fence_key),
                 ("EXPIRE", fence_key, FENCE_TTL),
                 ("GET", self.key),
+                ("GET", cache.epoch_key),
+                ("GET", cache.session_key(self.scope_key)),
             )
             if won:
+                # Read after the lease was won: nobody else writes it now.
+                if not cache._seen_epoch(epoch):
+                    self.session = [self.scope_key, cache.epoch, session]
                 break
             holder = _holder(raw)
             # This instance already holds the scope's local lock, so a lease in
@@ -368,6 +381,9 @@ class Lease:
         try:
             if self._reset is not None:
                 current_fence.reset(self._reset)
+            if self._reset_session is not None:
+                prefetched_session.reset(self._reset_session)
+            self.session.clear()
             if self._held_remote:
                 self.c.mine.discard(self.token)
                 try:

@@ -32,7 +32,7 @@ from core.models import HealthReport, MessageRecord, Role, Session
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
-from plugins.memory.coordination import Coordinator, current_fence
+from plugins.memory.coordination import Coordinator, current_fence, prefetched_session
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
@@ -501,6 +501,9 @@ class MemoryStore:
 
     async def save_session(self, session: Session) -> bool:
         """Persist ``session``; ``False`` if a newer lease holder fenced it out."""
+        ahead = prefetched_session.get()
+        if ahead and ahead[0] == session.scope_key:
+            ahead.clear()
         data = records.session_to_dict(session)
         held = current_fence.get()
         fence = held[1] if held and held[0] == session.scope_key else None
@@ -532,7 +535,13 @@ class MemoryStore:
         if self.redis_ok:
             assert self.cache is not None
             try:
-                data = await self.cache.get_session(scope_key)
+                ahead = prefetched_session.get()
+                if ahead and ahead[0] == scope_key and ahead[1] == self.cache.epoch:
+                    raw = ahead[2]
+                    ahead.clear()
+                    data = orjson.loads(raw) if raw else None
+                else:
+                    data = await self.cache.get_session(scope_key)
                 if data is not None:
                     return records.session_from_dict(data)
             except BackendDown as exc:
