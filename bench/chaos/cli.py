@@ -27,7 +27,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
     p.add_argument("--messages", type=int, help="messages to send (default 20000; --quick: 1200)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--instances", type=int, choices=(2, 3), default=2)
+    p.add_argument("--instances", type=int, choices=(2, 3), default=3)
     p.add_argument("--quick", action="store_true", help="the test suite's ~1 minute version")
     p.add_argument("--duration", type=float, help="stop sending after this many seconds")
     p.add_argument("--rate", type=float, help="messages per second (default 40; --quick: 25)")

@@ -17,6 +17,13 @@ Kinds:
   name and data directory (its local spool survives) after the hold.
 - ``bot_pause``: SIGSTOP one bot process for longer than its claims and
   leases last on the bot clock, then SIGCONT.
+
+The two process lanes pace the *start* of their faults, not the time between
+one fault's end and the next one's start: a pause lasts longer than the mean
+gap a 20,000-message run allows (about 10 s against 8), so a pause lane that
+waited for each pause to end could not reach its count. A process fault's
+hold runs on its own; two can overlap on different instances, and one
+instance always stays healthy (``Soak.pick_victim``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ from typing import Any
 log = logging.getLogger("bench.chaos.faults")
 
 KINDS = ("redis_flushall", "redis_restart", "redis_blackhole", "db_cut", "bot_kill", "bot_pause")
+PROCESS_KINDS = ("bot_kill", "bot_pause")
 
 
 @dataclass
@@ -66,6 +75,7 @@ class FaultLanes:
         self.events: list[dict[str, Any]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._holds: set[asyncio.Task[None]] = set()  # process faults in progress
         self._redis_lock = asyncio.Lock()  # FLUSHALL and kill/restart touch the same server
 
     def start(self) -> None:
@@ -78,6 +88,10 @@ class FaultLanes:
         self._stop.set()
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            if self._holds:
+                more_done, more_pending = await asyncio.wait(set(self._holds), timeout=timeout)
+                done |= more_done
+                pending |= more_pending
             for task in pending:
                 task.cancel()
             for task in done:
@@ -97,37 +111,50 @@ class FaultLanes:
         await asyncio.sleep(seconds)
 
     async def _lane(self, kind: str, rng: random.Random) -> None:
-        run: Callable[[random.Random], Awaitable[bool]] = getattr(self, f"_{kind}")
+        run: Callable[[random.Random, dict[str, Any]], Awaitable[bool]] = getattr(self, f"_{kind}")
         # Lanes start out of step.
         gap = self.plan.gaps[kind]
         if not await self._sleep(rng.uniform(0.2, 1.0) * gap):
             return
         while True:
+            started = time.monotonic()
+            # start / end (restored) in seconds since the soak started, for tracing.
+            event: dict[str, Any] = {"kind": kind, "at": round(self.soak.elapsed(), 2)}
             try:
-                if await run(rng):
+                if await run(rng, event):
                     self.counts[kind] += 1
-                    self.events.append({"kind": kind, "at": round(self.soak.elapsed(), 2)})
+                    self.events.append(event)
                 else:
                     self.skipped[kind] += 1
             except Exception as exc:  # noqa: BLE001 - a fault that fails to inject is reported, not fatal
                 log.warning("fault %s failed: %r", kind, exc)
                 self.skipped[kind] += 1
-            if not await self._sleep(rng.uniform(0.5, 1.5) * gap):
+            wait = rng.uniform(0.5, 1.5) * gap
+            if kind in PROCESS_KINDS:
+                # Paced from this fault's start (its hold runs on its own).
+                wait = max(0.0, wait - (time.monotonic() - started))
+            if not await self._sleep(wait):
                 return
+
+    def _in_background(self, coro: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # --- Redis and the database ---------------------------------------------------
 
-    async def _redis_flushall(self, rng: random.Random) -> bool:
+    async def _redis_flushall(self, rng: random.Random, event: dict[str, Any]) -> bool:
         async with self._redis_lock:
             if not self.soak.backends.redis.alive:
                 return False
             await self._in_thread(self.soak.backends.flush_redis)
+            event["end"] = round(self.soak.elapsed(), 2)
             return True
 
-    async def _redis_restart(self, rng: random.Random) -> bool:
+    async def _redis_restart(self, rng: random.Random, event: dict[str, Any]) -> bool:
         hold = rng.uniform(*self.plan.redis_down)
         async with self._redis_lock:
             await self._in_thread(self.soak.backends.kill_redis, False)
@@ -135,18 +162,20 @@ class FaultLanes:
                 await self._hold(hold)
             finally:
                 await self._in_thread(self.soak.backends.start_redis)
+                event["end"] = round(self.soak.elapsed(), 2)
         return True
 
-    async def _redis_blackhole(self, rng: random.Random) -> bool:
+    async def _redis_blackhole(self, rng: random.Random, event: dict[str, Any]) -> bool:
         hold = rng.uniform(*self.plan.blackhole)
         self.soak.backends.redis_unreachable("blackhole")
         try:
             await self._hold(hold)
         finally:
             self.soak.backends.redis_reachable()
+            event["end"] = round(self.soak.elapsed(), 2)
         return True
 
-    async def _db_cut(self, rng: random.Random) -> bool:
+    async def _db_cut(self, rng: random.Random, event: dict[str, Any]) -> bool:
         hold = rng.uniform(*self.plan.db_cut)
         mode = rng.choice(("drop", "blackhole"))
         self.soak.backends.cut_database(mode)
@@ -154,6 +183,8 @@ class FaultLanes:
             await self._hold(hold)
         finally:
             self.soak.backends.restore_database()
+            event["end"] = round(self.soak.elapsed(), 2)
+        event["mode"] = mode
         return True
 
     # --- bot processes ---------------------------------------------------------------
@@ -167,26 +198,42 @@ class FaultLanes:
             await asyncio.sleep(0.1)
         return None
 
-    async def _bot_kill(self, rng: random.Random) -> bool:
+    async def _bot_kill(self, rng: random.Random, event: dict[str, Any]) -> bool:
         hold = rng.uniform(*self.plan.kill_down)
         name = await self._victim(rng)
         if name is None:
             return False
-        await self.soak.kill_instance(name)
         try:
-            await self._hold(hold)
-        finally:
+            await self.soak.kill_instance(name)
+        except BaseException:
             await self.soak.restart_instance(name)
+            raise
+
+        async def later() -> None:
+            try:
+                await self._hold(hold)
+            finally:
+                await self.soak.restart_instance(name)
+                event["end"] = round(self.soak.elapsed(), 2)
+
+        event["instance"] = name
+        self._in_background(later())
         return True
 
-    async def _bot_pause(self, rng: random.Random) -> bool:
+    async def _bot_pause(self, rng: random.Random, event: dict[str, Any]) -> bool:
         hold = rng.uniform(*self.plan.pause_hold)
         name = await self._victim(rng)
         if name is None:
             return False
         self.soak.pause_instance(name)
-        try:
-            await self._hold(hold)
-        finally:
-            self.soak.resume_instance(name)
+
+        async def later() -> None:
+            try:
+                await self._hold(hold)
+            finally:
+                self.soak.resume_instance(name)
+                event["end"] = round(self.soak.elapsed(), 2)
+
+        event["instance"] = name
+        self._in_background(later())
         return True

@@ -50,6 +50,8 @@ class Delivery:
     instance: str
     kind: str  # first | redelivery | rolling | retry
     outcome: str = "pending"  # pending | replied | no-reply | error: ...
+    start: float = 0.0  # seconds since the soak started (for tracing a violation with --keep)
+    end: float = 0.0
 
 
 @dataclass

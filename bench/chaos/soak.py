@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 from core.bot import MEMORY_DEGRADED
 from core.ids import snowflake
 from core.models import IncomingMessage
-from bench.chaos.faults import KINDS, FaultLanes, FaultPlan
+from bench.chaos.faults import KINDS, PROCESS_KINDS, FaultLanes, FaultPlan
 from bench.chaos.instances import SoakInstance
 from bench.chaos.ledger import Delivery, Entry, Ledger, Reply, Row, View, check
 from tests.harness.backends import RealBackends
@@ -37,7 +38,9 @@ WORDS = ("tea", "rain", "map", "bread", "river", "clock", "stone", "violin", "sa
 class SoakConfig:
     messages: int = 20000
     seed: int = 7
-    instances: int = 2
+    # Three: a pause (about 10 s) and a kill can then be under way at once
+    # while one instance stays healthy, which is what 50+ of each need.
+    instances: int = 3
     rate: float = 40.0  # messages sent per second (steady)
     duration: float | None = None  # stop sending after this many seconds
     speed: float = 10.0  # bot-clock seconds per real second
@@ -236,8 +239,14 @@ class Soak:
         return task
 
     async def deliver(self, entry: Entry, raw: dict[str, Any], name: str, kind: str) -> None:
-        delivery = Delivery(name, kind)
+        delivery = Delivery(name, kind, start=round(self.elapsed(), 3))
         entry.deliveries.append(delivery)
+        try:
+            await self._deliver(entry, raw, name, delivery)
+        finally:
+            delivery.end = round(self.elapsed(), 3)
+
+    async def _deliver(self, entry: Entry, raw: dict[str, Any], name: str, delivery: Delivery) -> None:
         inst = self.instances.get(name)
         if inst is None or not inst.alive:
             delivery.outcome = "error: not running"
@@ -399,6 +408,17 @@ class Soak:
                 out.append(View(conv.index, name, answer["session_id"], [m["id"] for m in answer["messages"]]))
         return out
 
+    def _dump(self, lanes: FaultLanes | None) -> None:
+        """The whole ledger and the fault events, as JSON lines in the work
+        directory (kept with ``--keep``): what tracing a violation needs."""
+        with open(self.workdir / "ledger.jsonl", "w") as fh:
+            for event in lanes.events if lanes else []:
+                fh.write(json.dumps({"fault": event}) + "\n")
+            for entry in self.ledger.entries.values():
+                fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts,
+                                     "deliveries": [asdict(d) for d in entry.deliveries],
+                                     "replies": [[r.instance, r.degraded] for r in entry.replies]}) + "\n")
+
     # --- the whole run -------------------------------------------------------------
 
     async def run(self) -> SoakResult:
@@ -422,7 +442,9 @@ class Soak:
             # A pause outlasts the claims and leases, and Discord's redelivery (retry_after) happens during it.
             plan = FaultPlan(gaps={}, pause_hold=(max(ttl_real, cfg.retry_after) + 1.0, max(ttl_real, cfg.retry_after) + 3.0))
             for kind in KINDS:
-                plan.gaps[kind] = max(0.3, expected / max(1, cfg.faults_per_kind) - plan.mean_hold(kind))
+                pace = expected / max(1, cfg.faults_per_kind)
+                # Process faults are paced start to start (their holds overlap); the others end to start.
+                plan.gaps[kind] = max(0.3, pace if kind in PROCESS_KINDS else pace - plan.mean_hold(kind))
             if cfg.faults:
                 lanes = FaultLanes(self, plan, cfg.seed, cfg.kinds)
                 lanes.start()
@@ -456,6 +478,7 @@ class Soak:
                 self.notes.append(f"views not read: {type(exc).__name__}: {exc}")
                 views = []
             result = check(self.ledger, rows, views, cfg.window)
+            self._dump(lanes)
             result["stats"]["sent"] = sent
             result["stats"]["restarts"] = self.restarts
             result["stats"]["send_rate"] = round(sent / max(0.001, timings["sending"]), 1)
