@@ -44,6 +44,20 @@ Feature: Sessions: who shares context, when a conversation ends, what a reply se
     Then the reply to "still there?" came from a new session
     And the reply to "still there?" was generated from 1 messages
 
+  Scenario: A busy session's last activity survives a Redis flush to the second
+    # Touches of a busy session reach the database only now and then; the
+    # newest stored message says when the session was last active.
+    Given the sessions setting "idle_timeout" is 600
+    And the bot is running
+    And alice says "first" in #general
+    When the clock advances by 20 seconds
+    And alice says "second" in #general
+    And Redis is flushed
+    And the clock advances by 590 seconds
+    And alice says "just in time" in #general
+    Then the reply to "just in time" came from the same session as the reply to "first"
+    And the reply to "just in time" was generated from 5 messages
+
   Scenario: Timeouts hold while Redis is unreachable, from the times in the database
     Given the sessions setting "idle_timeout" is 600
     And the bot is running

@@ -424,7 +424,17 @@ class DurableStore:
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:
         S = self.m.SessionRow
         row = _one(S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()))
-        return self._session_dict(row) if row else None
+        if row is None:
+            return None
+        data = self._session_dict(row)
+        if data["closed_at"] is None:
+            # Touches reach the row only now and then (session_touch_interval);
+            # every message is stored, so the newest one says when it was active.
+            sql = f"SELECT created_at FROM messages WHERE session_id = {self.db.param} ORDER BY ts DESC LIMIT 1"
+            newest = self.db.execute_sql(sql, (data["id"],)).fetchall()
+            if newest and newest[0][0] is not None:
+                data["last_active_at"] = max(data["last_active_at"], float(newest[0][0]))
+        return data
 
     def user_sessions(self, user_id: str, limit: int) -> list[dict[str, Any]]:
         S = self.m.SessionRow

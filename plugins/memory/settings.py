@@ -45,3 +45,10 @@ class MemorySettings(PluginSettings):
     claim_wait: float = Field(10.0, ge=0)
     lease_wait: float = Field(10.0, ge=0)
     db_threads: int = Field(4, gt=0, le=64)
+    # A save that only moves a session's last_active_at (every message
+    # touches its session) reaches the database at most this often per
+    # session and instance (bot-clock seconds); Redis gets every touch. A
+    # session read back from the database takes its activity from its newest
+    # stored message too, so no idle timeout is computed from a lagging row.
+    # 0 writes every touch.
+    session_touch_interval: float = Field(30.0, ge=0)

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,9 @@ class MemoryStore:
         self._recovering = asyncio.Lock()
         self._pruned = 0.0
         self._refills: dict[str, asyncio.Task[None]] = {}
+        # Per session id: the row as the database holds it, but for
+        # last_active_at, and since when (bot clock) it is known to.
+        self._session_rows: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
         # Sessions and scopes written by an outbox replay, to drop from the cache.
         self._touched_sessions: set[str] = set()
         self._touched_scopes: set[str] = set()
@@ -508,13 +512,17 @@ class MemoryStore:
         held = current_fence.get()
         fence = held[1] if held and held[0] == session.scope_key else None
         in_db = False
-        if self.db_ok:
+        if self.db_ok and self._only_touched(data):
+            in_db = True
+        elif self.db_ok:
             assert self.db is not None
             try:
                 if not await self.db.save_session((data, fence)):
                     log.warning("memory: session %s not saved: a newer lease holder wrote it (fence %s)", session.id, fence)
+                    self._session_rows.pop(session.id, None)
                     return False
                 in_db = True
+                self._known_row(data, written=True)
             except BackendDown as exc:
                 self.db_failed(exc)
         if not in_db:
@@ -531,6 +539,32 @@ class MemoryStore:
             await self._mark_dirty()
         return True
 
+    def _only_touched(self, data: dict[str, Any]) -> bool:
+        """Whether saving ``data`` would only move the database row's
+        ``last_active_at``, and the row was written (or seen) less than
+        ``session_touch_interval`` ago: then Redis alone takes the touch.
+
+        Safe with fencing: every other change is written (fenced), so an
+        instance that paused past its lease can at most move an open
+        session's activity time, which the newest message corrects."""
+        known = self._session_rows.get(data["id"])
+        if known is None:
+            return False
+        row, since = known
+        if self.clock.now() - since >= self.settings.session_touch_interval:
+            return False
+        return all(row.get(k) == v for k, v in data.items() if k != "last_active_at")
+
+    def _known_row(self, data: dict[str, Any], written: bool = False) -> None:
+        rows = self._session_rows
+        known = rows.get(data["id"])
+        same = known is not None and all(known[0].get(k) == v for k, v in data.items() if k != "last_active_at")
+        if written or not same:
+            rows[data["id"]] = (data, self.clock.now())
+        rows.move_to_end(data["id"])
+        while len(rows) > 10_000:
+            rows.popitem(last=False)
+
     async def load_session(self, scope_key: str) -> Session | None:
         if self.redis_ok:
             assert self.cache is not None
@@ -543,6 +577,9 @@ class MemoryStore:
                 else:
                     data = await self.cache.get_session(scope_key)
                 if data is not None:
+                    # Redis gets a session only after the database did (or
+                    # its outbox): what it holds is the row, but for touches.
+                    self._known_row(data)
                     return records.session_from_dict(data)
             except BackendDown as exc:
                 self.redis_failed(exc)
@@ -554,6 +591,8 @@ class MemoryStore:
             except BackendDown as exc:
                 self.db_failed(exc)
             else:
+                if data is not None:
+                    self._known_row(data)
                 if data is not None and self.redis_ok:
                     assert self.cache is not None
                     with contextlib.suppress(BackendDown):
@@ -651,6 +690,7 @@ class MemoryStore:
         result = await self.db.run(self.db.forget_user, user_id, slow=True)
         cached = 0
         for sid in result["touched"]:
+            self._session_rows.pop(sid, None)  # gone: the next save must write it whole
             task = self._refills.get(sid)
             if task is not None:
                 task.cancel()

@@ -330,8 +330,21 @@ def when_db_blackholed(harness: Harness) -> None:
 
 @when("the database is reachable again")
 def when_db_back(harness: Harness) -> None:
-    """Undo the database cut."""
+    """Undo the database cut, and wait (bounded) until every running
+    instance's probe has seen it back: what follows is about the recovered
+    system, not about which instance probed first."""
     harness.backends.restore_database()
+    _until_all_healthy(harness, "database")
+
+
+def _until_all_healthy(harness: Harness, component: str) -> None:
+    def every_instance() -> None:
+        for name in list(harness.instances):
+            report = harness.health(name).get(component)
+            if report is not None and not report["ok"]:
+                raise AssertionError(f"instance {name} still reports {component} down: {report['detail']}")
+
+    harness.wait_until(every_instance, f"every instance reports {component} healthy")
 
 
 @when("the database drops every connection")
