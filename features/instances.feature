@@ -77,3 +77,17 @@ Feature: Several bot instances on the same backends
     Then every message got exactly one reply
     And the reply to "three" was generated from 5 messages
     And no message is stored twice
+
+  @fault
+  Scenario: An instance that lost its connections does not answer again what another instance answered
+    # Found by the chaos soak: a process resumed after a pause found both
+    # breakers open (its connections were closed meanwhile) and answered its
+    # backlog unarbitrated, although both backends were up again.
+    Given the memory setting "probe_interval" is 60
+    And two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    When alice says "two" in #general to instance "B" only
+    And instance "A" loses its connections to Redis and the database
+    And Discord delivers "two" again to instance "A"
+    Then every message got exactly one reply
+    And every message is stored exactly once

@@ -203,6 +203,7 @@ class FaultLanes:
         name = await self._victim(rng)
         if name is None:
             return False
+        event["at"] = round(self.soak.elapsed(), 2)  # after waiting for a victim
         try:
             await self.soak.kill_instance(name)
         except BaseException:
@@ -225,6 +226,7 @@ class FaultLanes:
         name = await self._victim(rng)
         if name is None:
             return False
+        event["at"] = round(self.soak.elapsed(), 2)  # after waiting for a victim
         self.soak.pause_instance(name)
 
         async def later() -> None:

@@ -44,6 +44,9 @@ POLL = 0.02
 # its claim before it is sent.
 CONFIRM_AFTER = 1.0
 MAX_HELD_CLAIMS = 10_000
+# With both breakers open, a claim waits this long (real seconds) at most for
+# a probe to confirm both backends are down before answering unarbitrated.
+CONFIRM_DOWN_WAIT = 2.0
 
 # Compare-and-set and compare-and-delete, each one atomic round trip.
 SWAP = """
@@ -91,6 +94,9 @@ class Coordinator:
         self.local_locks: dict[str, asyncio.Lock] = {}
         # When (monotonic) each held claim was taken, for still_mine().
         self.held_since: dict[str, float] = {}
+        # The probe that confirms "both down" for claims, shared by all of them.
+        self._probing: asyncio.Future[None] | None = None
+        self._probed = -1e9
 
     @property
     def cache(self) -> Any:
@@ -105,25 +111,65 @@ class Coordinator:
         """``True`` if this instance should handle ``message_id`` now.
 
         Claims live in Redis; while Redis is unreachable they live in the
-        database (``claims`` table); with both down every instance answers
-        (nothing can arbitrate, and an answer beats silence)."""
+        database (``claims`` table); with both down (confirmed by a probe,
+        see :meth:`_confirm_down`) every instance answers (nothing can
+        arbitrate, and an answer beats silence)."""
         store = self.store
         if message_id in self.recent_answers or message_id in self.claimed:
             return False  # answered here already, or being handled here now
-        if store.redis_ok:
-            try:
-                return await self._claim(message_id)
-            except BackendDown as exc:
-                store.redis_failed(exc)
-        if store.db_ok:
-            try:
-                return await self._claim_in_db(message_id)
-            except BackendDown as exc:
-                store.db_failed(exc)
+        for confirmed in (False, True):
+            if store.redis_ok:
+                try:
+                    return await self._claim(message_id)
+                except BackendDown as exc:
+                    store.redis_failed(exc)
+            if store.db_ok:
+                try:
+                    return await self._claim_in_db(message_id)
+                except BackendDown as exc:
+                    store.db_failed(exc)
+            if confirmed:
+                break
+            await self._confirm_down()
+            if message_id in self.recent_answers or message_id in self.claimed:
+                return False
+            if not store.redis_ok and not store.db_ok:
+                break
         if await store.reply_exists(message_id):
             return False
+        if message_id in self.recent_answers or message_id in self.claimed:
+            return False  # a second delivery here got this far first
+        log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
         self._hold(message_id, secrets.token_hex(8))
         return True
+
+    async def _confirm_down(self) -> None:
+        """Both breakers are open: let one probe confirm it before a message
+        is answered with nothing to arbitrate. A breaker also trips on a
+        connection the backend closed while it was briefly away, or on a
+        timeout that fired because this process was paused (SIGSTOP, a long
+        GC, a starved VM): then the backends are back, and answering
+        unarbitrated would answer again what another instance answered
+        meanwhile. One probe is shared by every claim waiting; a probe that
+        confirmed "both down" within ``probe_interval`` is trusted as is, so
+        a real double outage costs a message at most one probe's time."""
+        task = self._probing
+        if task is None or task.done():
+            if time.monotonic() - self._probed < self.store.settings.probe_interval:
+                return
+            task = self._probing = asyncio.ensure_future(self._probe_once())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CONFIRM_DOWN_WAIT)
+        except asyncio.TimeoutError:
+            pass  # the backends are slow to answer: down enough
+
+    async def _probe_once(self) -> None:
+        try:
+            await self.store.probe()
+        except Exception:  # noqa: BLE001 - the probe loop reports its own failures
+            log.debug("memory: claim probe failed", exc_info=True)
+        finally:
+            self._probed = time.monotonic()
 
     async def _claim_in_db(self, message_id: str) -> bool:
         store = self.store
@@ -175,24 +221,40 @@ class Coordinator:
         # here must see the claim as this instance's live one, not as a
         # stale claim of an earlier life of this instance.
         self.mine.add(token)
+        # Another instance's live claim seen by an earlier attempt: if the
+        # key is then gone (FLUSHALL, Redis restarted empty, eviction), its
+        # holder is most likely still answering, and winning the empty key
+        # would answer the message a second time.
+        watched: bytes | None = None
         try:
             while True:
                 now = store.clock.now()
                 value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
                 won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
-                if won:
-                    return await self._claimed(key, token, answered, message_id)
-                if raw == DONE:
-                    return False
-                holder = _holder(raw)
-                if holder is not None:
-                    if holder.get("t") in self.mine and holder.get("t") != token:
-                        return False  # a second delivery while this instance handles the first
-                    stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
-                    if stale_self or float(holder.get("x", 0)) <= now:
-                        if await self._swap(key, raw, value):
-                            log.info("memory: took over the expired claim on message %s", message_id)
-                            return await self._claimed(key, token, answered, message_id)
+                if won and watched is not None and float((_holder(watched) or {}).get("x", 0)) > now:
+                    # The claim vanished under a live holder: put it back and
+                    # keep waiting (unless its reply is stored by now).
+                    if await store.reply_exists(message_id):
+                        await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
+                        return False
+                    if await self._swap(key, value, watched):
+                        log.info("memory: put back the vanished claim on message %s", message_id)
+                elif won:
+                    return await self._claimed(key, token, answered, message_id, fresh=watched is not None)
+                else:
+                    if raw == DONE:
+                        return False
+                    holder = _holder(raw)
+                    if holder is not None:
+                        if holder.get("t") in self.mine and holder.get("t") != token:
+                            return False  # a second delivery while this instance handles the first
+                        stale_self = holder.get("o") == store.instance_id  # an earlier life of this instance
+                        if stale_self or float(holder.get("x", 0)) <= now:
+                            if await self._swap(key, raw, value):
+                                log.info("memory: took over the expired claim on message %s", message_id)
+                                return await self._claimed(key, token, answered, message_id, fresh=watched is not None)
+                        else:
+                            watched = raw
                 if time.monotonic() >= deadline:
                     return False  # someone else is handling it
                 await asyncio.sleep(POLL)
@@ -202,8 +264,13 @@ class Coordinator:
             if message_id not in self.claimed or self.claimed[message_id] != token:
                 self.mine.discard(token)
 
-    async def _claimed(self, key: str, token: str, answered: asyncio.Future[bool], message_id: str) -> bool:
-        if await answered:
+    async def _claimed(
+        self, key: str, token: str, answered: asyncio.Future[bool], message_id: str, fresh: bool = False
+    ) -> bool:
+        # After waiting on another holder, the answer asked at the start is
+        # stale: that holder may have stored its reply meanwhile.
+        stored = await self.store.reply_exists(message_id) if fresh else await answered
+        if stored:
             await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
             return False
         self._hold(message_id, token)
@@ -255,24 +322,38 @@ class Coordinator:
         if since is None or token is None or time.monotonic() - since < CONFIRM_AFTER:
             return True
         store = self.store
-        try:
+        # As for claims: a breaker open because this process was the one
+        # paused gets one probe's chance before "nothing can tell".
+        for confirmed in (False, True):
             if store.redis_ok:
-                (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))
-                if raw is None:
-                    return True  # flushed: nobody else can have answered through a claim
-                holder = _holder(raw)
-                return holder is not None and holder.get("t") == token
+                try:
+                    (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))
+                    if raw is None:
+                        # Flushed (or Redis restarted empty) since: whoever
+                        # claimed it after that and answered has left a reply row.
+                        return not await store.reply_exists(message_id)
+                    holder = _holder(raw)
+                    return holder is not None and holder.get("t") == token
+                except BackendDown as exc:
+                    store.redis_failed(exc)
             if store.db_ok and store.db is not None:
                 db = store.db
                 expires = store.clock.now() + store.settings.claim_ttl
-                state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, expires)
-                if state == "done":
-                    return False
-                if state == "mine":
-                    return True
-                return bool(await db.run(db.take_claim, message_id, store.instance_id, token, expires, token))
-        except BackendDown:
-            return True
+                try:
+                    state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, expires)
+                    if state == "done":
+                        return False
+                    if state == "mine":
+                        return True
+                    return bool(await db.run(db.take_claim, message_id, store.instance_id, token, expires, token))
+                except BackendDown as exc:
+                    store.db_failed(exc)
+            if confirmed:
+                break
+            await self._confirm_down()
+            if not store.redis_ok and not store.db_ok:
+                break
+        log.info("memory: neither backend answers; sending the reply to message %s unconfirmed", message_id)
         return True
 
     async def done(self, message_id: str) -> None:

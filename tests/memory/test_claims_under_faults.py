@@ -1,0 +1,92 @@
+"""Claims through the faults the chaos soak (docs/CHAOS.md) found them weak
+against: each case here answered a message twice in a 20,000-message soak.
+
+- A claim erased (FLUSHALL, Redis restarted empty) while its holder is still
+  answering, and a second instance waiting on it.
+- A holder paused past its claim: another instance answered meanwhile, and
+  Redis lost the trace of it before the paused one resumed.
+- An instance whose breakers opened because its own connections broke (the
+  backends are up): nothing must look "unarbitrable" before a probe says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.models import Role
+from plugins.memory.store import MemoryStore
+from tests.memory.conftest import Backend, run, started
+from tests.memory.helpers import rec
+
+
+def reply_to(n: int) -> object:
+    return rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{1000 + n}", reply_to_id=str(1000 + n))
+
+
+def held_long(store: MemoryStore, message_id: str) -> None:
+    """As if the holder had been held up (paused) since it claimed."""
+    store.coordinator.held_since[message_id] -= 60
+
+
+def trip_both(store: MemoryStore) -> None:
+    store.redis_breaker.trip("connection closed while the process was paused")
+    store.db_breaker.trip("connection closed while the process was paused")
+
+
+def test_a_claim_erased_under_its_live_holder_is_put_back(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B", claim_wait=20)) as b:
+            assert await a.coordinator.claim("1001")
+            waiting = asyncio.ensure_future(b.coordinator.claim("1001"))
+            await asyncio.sleep(0.2)  # B has seen A's live claim and waits on it
+            backend.flush()
+            await asyncio.sleep(0.3)  # B finds the key gone
+            assert not waiting.done()  # B did not take the message
+            await a.store_message(rec(1))
+            await a.store_message(reply_to(1))  # A answers
+            assert await asyncio.wait_for(waiting, 10) is False
+
+    run(go())
+
+
+def test_a_resumed_holder_sees_the_answer_given_while_redis_lost_the_claims(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.coordinator.claim("1002")
+            held_long(a, "1002")  # A is paused
+            backend.flush()
+            assert await b.coordinator.claim("1002")  # a redelivery to B
+            await b.store_message(rec(2))
+            await b.store_message(reply_to(2))
+            backend.flush()  # and Redis loses the "done" too
+            assert await a.coordinator.still_mine("1002") is False
+
+    run(go())
+
+
+def test_a_resumed_holder_whose_connections_broke_does_not_send_over_another_answer(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", claim_ttl=30)) as a, started(backend.store("B", claim_ttl=30)) as b:
+            assert await a.coordinator.claim("1003")
+            held_long(a, "1003")  # A is paused past its claim
+            backend.clock.advance(31)
+            assert await b.coordinator.claim("1003")
+            await b.store_message(rec(3))
+            await b.store_message(reply_to(3))
+            trip_both(a)  # A resumes: its connections were closed meanwhile
+            assert await a.coordinator.still_mine("1003") is False
+
+    run(go())
+
+
+def test_an_instance_with_both_breakers_open_asks_the_backends_before_answering_unarbitrated(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await b.coordinator.claim("1004")
+            await b.store_message(rec(4))
+            await b.store_message(reply_to(4))
+            trip_both(a)
+            assert await a.coordinator.claim("1004") is False
+            assert a.redis_ok and a.db_ok  # the probe found both up
+
+    run(go())
