@@ -256,8 +256,14 @@ class MemoryStore:
         try:
             await self._replay_outbox()
         except BackendDown as exc:
-            self.db_breaker.trip(exc.reason)
-            return
+            if exc.backend != "redis":
+                self.db_breaker.trip(exc.reason)
+                return
+            # Redis failed while the shared stream replayed: the database is
+            # fine, and the rest of the stream waits for Redis (as when Redis
+            # is already down at the probe). Keeping the database marked down
+            # instead left instances with "both down" long after the fault.
+            self.redis_failed(exc)
         self.db_breaker.reset()
         # Writes queued while the last batch replayed.
         with contextlib.suppress(BackendDown):

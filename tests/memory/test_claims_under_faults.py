@@ -15,7 +15,7 @@ import asyncio
 
 from core.models import Role
 from plugins.memory.store import MemoryStore
-from tests.memory.conftest import Backend, run, started
+from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import rec
 
 
@@ -88,5 +88,31 @@ def test_an_instance_with_both_breakers_open_asks_the_backends_before_answering_
             trip_both(a)
             assert await a.coordinator.claim("1004") is False
             assert a.redis_ok and a.db_ok  # the probe found both up
+
+    run(go())
+
+
+def test_redis_failing_while_the_outbox_replays_does_not_keep_the_database_down(backend: Backend) -> None:
+    # In the soak this kept an instance at "both down" seconds after the
+    # database was back, and it answered messages unarbitrated.
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            with database_cut(backend, a):
+                await a.store_message(rec(5))  # queued: spool and shared stream
+            assert not a.db_ok
+            replay = a._apply
+
+            async def replay_then_redis_fails(entries: list[dict[str, object]]) -> None:
+                await replay(entries)  # the spool's entries reach the database
+                backend.redis_down()  # then Redis goes before the stream is read
+
+            a._apply = replay_then_redis_fails  # type: ignore[method-assign]
+            try:
+                await a.probe()
+            finally:
+                backend.redis_up()
+            assert a.db_ok
+            assert not a.redis_ok
+            assert backend.sql("SELECT count(*) FROM messages WHERE message_id = '1005'") == [(1,)]
 
     run(go())
