@@ -18,7 +18,12 @@ Definitions (docs/CHAOS.md explains them):
   was sent, a reply row that sorts before its message, or a context window
   an instance generated a reply from that is not in the database's order.
 - **replies missing / doubled**: per incoming message id, across instances
-  and redeliveries, exactly one reply must have been sent.
+  and redeliveries, exactly one reply must have been sent. The one excuse
+  for a doubled reply is a real double outage: one of its replies said
+  memory is degraded *and* was sent while Redis and the database were both
+  really down (a Redis restart or blackhole overlapping a database cut, see
+  :func:`both_down`). Anything else, e.g. an instance whose own view of the
+  backends was stale, is a violation.
 - **context mismatch**: for a sampled conversation, what an instance serves
   as its last N messages differs from the database's last N for that session.
 """
@@ -142,8 +147,41 @@ class Ledger:
                 self.current_not_newest += 1
 
 
-def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> dict[str, Any]:
+# A degraded reply is decided a little before its delivery ends (the user
+# message is stored, then the reply generated and sent), and an instance sees
+# a backend back only at its next probe (every 0.5 s) plus the recovery work
+# (outbox replay): the margins by which a reply still counts as sent during
+# a double outage.
+DECIDED_BEFORE_END = 2.0
+RECOVERY_GRACE = 2.0
+
+
+def both_down(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """The times (seconds since the soak started) when Redis and the
+    database were both really unreachable: a Redis restart or blackhole
+    overlapping a database cut."""
+    redis = [(e["at"], e["end"]) for e in events if e["kind"] in ("redis_restart", "redis_blackhole") and "end" in e]
+    db = [(e["at"], e["end"]) for e in events if e["kind"] == "db_cut" and "end" in e]
+    out = []
+    for r0, r1 in redis:
+        for d0, d1 in db:
+            start, end = max(r0, d0), min(r1, d1)
+            if start < end:
+                out.append((start, end))
+    return sorted(out)
+
+
+def _during(t0: float, t1: float, outages: list[tuple[float, float]]) -> bool:
+    return any(t0 <= end + RECOVERY_GRACE and start <= t1 for start, end in outages)
+
+
+def check(
+    ledger: Ledger, rows: list[Row], views: list[View], window: int, outages: list[tuple[float, float]] | None = None
+) -> dict[str, Any]:
     """Compare the ledger with the database rows and the instances' views.
+
+    ``outages`` are the real double outages (:func:`both_down`); a doubled
+    reply is excused only when a degraded reply of it was sent during one.
 
     Returns ``{"counts": {...}, "examples": {...}}``; every name in
     :data:`VIOLATIONS` must count 0 for the soak to pass.
@@ -180,7 +218,7 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
             counts["stored_twice"] += n - 1
             note("stored_twice", {"reply_to": mid, "rows": n})
 
-    stats: Counter[str] = Counter()
+    stats: Counter[str] = Counter({"replies_doubled_memory_down": 0})
     doubled_by: Counter[str] = Counter()
     for entry in ledger.entries.values():
         n_replies = len(entry.replies)
@@ -196,13 +234,19 @@ def check(ledger: Ledger, rows: list[Row], views: list[View], window: int) -> di
             where = "same-instance" if len({r.instance for r in entry.replies}) == 1 else "cross-instance"
             flags = [r.degraded for r in entry.replies]
             memory = "all-degraded" if all(flags) else "some-degraded" if any(flags) else "healthy"
-            if any(flags):
-                # A degraded reply came from an instance that reached neither
-                # Redis nor the database: G6 has it answer anyway, and with
-                # no backend nothing can arbitrate between instances. Counted
-                # and shown, but the availability guarantee's price, not a
-                # violation of "one reply per message".
+            degraded_by = {r.instance for r in entry.replies if r.degraded}
+            during_outage = any(
+                d.outcome == "replied" and d.instance in degraded_by and _during(d.end - DECIDED_BEFORE_END, d.end, outages or [])
+                for d in entry.deliveries
+            )
+            if during_outage:
+                # A degraded reply sent while both backends were really down:
+                # G6 has the instance answer anyway, and with no backend
+                # nothing can arbitrate between instances. Counted and shown,
+                # but the availability guarantee's price, not a violation of
+                # "one reply per message".
                 stats["replies_doubled_memory_down"] += n_replies - 1
+                memory = "both-down"
             else:
                 counts["replies_doubled"] += n_replies - 1
             doubled_by[f"{kinds} {where} {memory}"] += n_replies - 1

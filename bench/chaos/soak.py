@@ -21,7 +21,7 @@ from core.ids import snowflake
 from core.models import IncomingMessage
 from bench.chaos.faults import KINDS, PROCESS_KINDS, FaultLanes, FaultPlan
 from bench.chaos.instances import SoakInstance
-from bench.chaos.ledger import Delivery, Entry, Ledger, Reply, Row, View, check
+from bench.chaos.ledger import Delivery, Entry, Ledger, Reply, Row, View, both_down, check
 from tests.harness.backends import RealBackends
 from tests.harness.instances import WorkerError
 from tests.harness.world import message_to_dict
@@ -477,7 +477,9 @@ class Soak:
                 log.exception("reading the bots' views failed")
                 self.notes.append(f"views not read: {type(exc).__name__}: {exc}")
                 views = []
-            result = check(self.ledger, rows, views, cfg.window)
+            outages = both_down(lanes.events) if lanes else []
+            result = check(self.ledger, rows, views, cfg.window, outages)
+            result["stats"]["both_down_seconds"] = round(sum(e - s for s, e in outages), 1)
             self._dump(lanes)
             result["stats"]["sent"] = sent
             result["stats"]["restarts"] = self.restarts

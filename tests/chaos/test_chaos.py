@@ -15,7 +15,7 @@ import pytest
 
 from bench.chaos.cli import QUICK, table
 from bench.chaos.faults import KINDS
-from bench.chaos.ledger import VIOLATIONS, Delivery, Entry, Ledger, Reply, Row, View, check, passed
+from bench.chaos.ledger import VIOLATIONS, Delivery, Entry, Ledger, Reply, Row, View, both_down, check, passed
 
 WINDOW = 50
 
@@ -75,14 +75,32 @@ def test_checker_counts_a_doubled_reply_and_a_missing_one() -> None:
     assert not passed(check(ledger, rows, views, WINDOW))
 
 
-def test_a_double_answered_by_an_instance_without_memory_is_shown_apart() -> None:
+def test_a_double_answered_during_a_real_double_outage_is_shown_apart() -> None:
     # Neither backend reachable: G6 has the instance answer, and nothing can
     # arbitrate. Reported, not counted as a violation.
     ledger, rows, views = clean_world()
-    ledger.entries["1000"].replies.append(Reply("B", "ok m0 (memory is degraded)", True))
-    result = check(ledger, rows, views, WINDOW)
+    entry = ledger.entries["1000"]
+    entry.deliveries.append(Delivery("B", "rolling", "replied", start=40.0, end=40.3))
+    entry.replies.append(Reply("B", "ok m0 (memory is degraded)", True))
+    events = [{"kind": "redis_blackhole", "at": 39.0, "end": 41.0}, {"kind": "db_cut", "at": 39.5, "end": 43.0}]
+    assert both_down(events) == [(39.5, 41.0)]
+    result = check(ledger, rows, views, WINDOW, both_down(events))
     assert result["counts"]["replies_doubled"] == 0
     assert result["stats"]["replies_doubled_memory_down"] == 1
+
+
+def test_a_degraded_double_outside_any_double_outage_is_a_violation() -> None:
+    # The instance only believed both backends down (a stale view after a
+    # pause, a breaker slow to close): nothing excuses its second reply.
+    ledger, rows, views = clean_world()
+    entry = ledger.entries["1000"]
+    entry.deliveries.append(Delivery("B", "retry", "replied", start=80.0, end=80.2))
+    entry.replies.append(Reply("B", "ok m0 (memory is degraded)", True))
+    events = [{"kind": "redis_restart", "at": 39.0, "end": 41.0}, {"kind": "db_cut", "at": 39.5, "end": 43.0},
+              {"kind": "redis_blackhole", "at": 79.0, "end": 81.0}]  # Redis alone is down at 80
+    result = check(ledger, rows, views, WINDOW, both_down(events))
+    assert result["counts"]["replies_doubled"] == 1
+    assert result["stats"]["replies_doubled_memory_down"] == 0
 
 
 def test_checker_counts_a_message_stored_twice() -> None:
