@@ -206,8 +206,9 @@ class DurableStore:
             # The pool was just abandoned by another call's timeout.
             raise BackendDown("database", "worker pool replaced after a timeout") from None
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError:
             self._abandon(executor)
             raise BackendDown("database", f"no answer within {timeout}s") from None
         except asyncio.CancelledError:
@@ -570,24 +571,35 @@ class Batcher:
         self.many = many
         self.one = one
         self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
+        self.busy = False
         self.task: asyncio.Task[None] | None = None
 
     async def __call__(self, item: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting.append((item, future))
-        if self.task is None:
+        if self.busy:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self.waiting.append((item, future))
+            return await future
+        # Nothing in flight: this caller's item is a batch of one, sent
+        # from its own task (no hand-over to another task on the way).
+        self.busy = True
+        try:
+            (result,) = await self.store.run(self.many, [item])
+        finally:
+            self._next()
+        return result
+
+    def _next(self) -> None:
+        if self.waiting:
             self.task = asyncio.create_task(self._drain(), name="memory-db-batch")
-        return await future
+        else:
+            self.busy = False
 
     async def _drain(self) -> None:
-        batch: list[tuple[Any, asyncio.Future[Any]]] = []
+        batch, self.waiting = self.waiting[:BATCH_LIMIT], self.waiting[BATCH_LIMIT:]
         try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:BATCH_LIMIT], self.waiting[BATCH_LIMIT:]
-                batch = [(item, future) for item, future in batch if not future.done()]
-                if batch:
-                    await self._run(batch)
-                batch = []
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if batch:
+                await self._run(batch)
         except BaseException:
             # Cancelled with the loop or the store: nobody may wait forever.
             for _item, future in batch + self.waiting:
@@ -597,6 +609,7 @@ class Batcher:
             raise
         finally:
             self.task = None
+            self._next()
 
     async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
