@@ -70,7 +70,7 @@ def table(result: SoakResult) -> str:
         lines.append(f"  {key:<28}{value:>10}{f'   ({skipped} skipped)' if skipped else ''}")
     lines.append("traffic")
     for key in ("sent", "accepted", "deliveries", "deliveries_first", "deliveries_redelivery", "deliveries_rolling",
-                "deliveries_retry", "degraded_replies", "replies_doubled_memory_down", "both_down_seconds", "stored_without_reply", "unknown_rows", "restarts",
+                "deliveries_retry", "degraded_replies", "replies_doubled_memory_down", "both_down_seconds", "replies_sent_unreported", "stored_without_reply", "unknown_rows", "restarts",
                 "windows_seen", "windows_without_own_message", "windows_answering_older_message", "views_checked", "send_rate", "drained"):
         if key in result.stats:
             lines.append(f"  {key:<28}{result.stats[key]!s:>10}")

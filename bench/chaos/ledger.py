@@ -225,7 +225,12 @@ def check(
         stats["deliveries"] += len(entry.deliveries)
         for d in entry.deliveries:
             stats[f"deliveries_{d.kind}"] += 1
-        if n_replies == 0:
+        if n_replies == 0 and f"reply:{entry.id}" in by_id:
+            # The reply is stored, so it was sent (the pipeline stores a reply
+            # only after sending it), by a process killed before it could
+            # report the send to the driver: answered, as Discord would show.
+            stats["replies_sent_unreported"] += 1
+        elif n_replies == 0:
             counts["replies_missing"] += 1
             note("replies_missing", {"id": entry.id, "deliveries": [(d.instance, d.kind, d.outcome) for d in entry.deliveries]})
         elif n_replies > 1:

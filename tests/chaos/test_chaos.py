@@ -69,10 +69,21 @@ def test_checker_counts_a_doubled_reply_and_a_missing_one() -> None:
     ledger, rows, views = clean_world()
     ledger.entries["1000"].replies.append(Reply("B", "ok m0", False))
     ledger.entries["1001"].replies.clear()
-    found = counts(ledger, rows, views)
+    rows = [r for r in rows if r.message_id != "reply:1001"]  # and no instance ever sent one
+    found = counts(ledger, rows, [])
     assert found["replies_doubled"] == 1
     assert found["replies_missing"] == 1
-    assert not passed(check(ledger, rows, views, WINDOW))
+    assert not passed(check(ledger, rows, [], WINDOW))
+
+
+def test_a_reply_stored_by_a_process_killed_before_reporting_it_is_not_missing() -> None:
+    # The pipeline stores a reply only after sending it: the stored row is
+    # proof it was sent, though the driver never heard of it.
+    ledger, rows, views = clean_world()
+    ledger.entries["1001"].replies.clear()
+    result = check(ledger, rows, views, WINDOW)
+    assert result["counts"]["replies_missing"] == 0
+    assert result["stats"]["replies_sent_unreported"] == 1
 
 
 def test_a_double_answered_during_a_real_double_outage_is_shown_apart() -> None:
