@@ -102,6 +102,29 @@ def make_client(url: str, timeout: float) -> aioredis.Redis:
 
 Command = tuple[Any, ...]
 
+# An append is one Lua script instead of three or four commands and, now
+# and then, a second round trip to trim (measured: a little cheaper even
+# alone). Reads stay plain pipelined commands: running a script costs Redis
+# more than the client saves on a 50-entry LRANGE.
+
+# KEYS: window, write counter[, claim to mark done]. ARGV: entry, window
+# size, length that triggers a trim, ttl. -> {length (0: no window), the
+# entry before the new one}
+APPEND = """
+local n = redis.call('RPUSHX', KEYS[1], ARGV[1])
+local previous = redis.call('LINDEX', KEYS[1], -2)
+local count = redis.call('INCR', KEYS[2])
+if KEYS[3] then redis.call('SET', KEYS[3], 'done', 'EX', 86400) end
+if count == 1 or n > tonumber(ARGV[3]) then
+    redis.call('EXPIRE', KEYS[2], ARGV[4])
+    if n > tonumber(ARGV[2]) then
+        redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+        redis.call('EXPIRE', KEYS[1], ARGV[4])
+    end
+end
+return {n, previous}
+"""
+
 
 class AutoPipeline:
     """``await pipeline.run(("GET", key), ("INCR", other))`` -> their replies.
@@ -307,16 +330,10 @@ class Cache:
         """
         entry = records.encode_entry(record)
         key = self.window_key(record.session_id)
-        ckey = self.counter_key(record.session_id)
-        commands: list[Command] = [("RPUSHX", key, entry), ("LINDEX", key, -2), ("INCR", ckey)]
-        if done_claim is not None:
-            commands.append(("SET", done_claim, b"done", "EX", 24 * 3600))
-        length, previous, count, *_ = await self.run(*commands)
-        if count == 1 or length > self.window_size + self.trim_slack:
-            commands = [("EXPIRE", ckey, self.ttl)]
-            if length > self.window_size:
-                commands += [("LTRIM", key, -self.window_size, -1), ("EXPIRE", key, self.ttl)]
-            await self.run(*commands)
+        keys = (key, self.counter_key(record.session_id), *((done_claim,) if done_claim is not None else ()))
+        ((length, previous),) = await self.run(
+            ("EVAL", APPEND, len(keys), *keys, entry, self.window_size, self.window_size + self.trim_slack, self.ttl)
+        )
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
             if records.entry_sort_key(previous) >= key_new:
