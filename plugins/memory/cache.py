@@ -107,6 +107,21 @@ Command = tuple[Any, ...]
 # alone). Reads stay plain pipelined commands: running a script costs Redis
 # more than the client saves on a 50-entry LRANGE.
 
+# KEYS: window, write counter, epoch. ARGV: the counter read before the
+# database query ('' if there was none), the epoch then, ttl, entries. ->
+# 1 if the window was created: only if it does not exist, nothing was
+# appended since (the counter), and the epoch did not move.
+FILL = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
+for i = 4, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 # KEYS: window, write counter[, claim to mark done]. ARGV: entry, window
 # size, length that triggers a trim, ttl. -> {length (0: no window), the
 # entry before the new one}
@@ -397,27 +412,9 @@ class Cache:
             return False
         key = self.window_key(session_id, epoch)
         ckey = self.counter_key(session_id)
-
-        async def go() -> bool:
-            async with self.r.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(ckey, key, self.epoch_key)
-                    now_counter = await pipe.get(ckey)
-                    exists = await pipe.exists(key)
-                    now_epoch = _decode(await pipe.get(self.epoch_key)) or "0"
-                    if now_counter != counter_before or exists or now_epoch != epoch:
-                        await pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.rpush(key, *entries[-self.window_size :])
-                    pipe.expire(key, self.ttl)
-                    pipe.expire(ckey, self.ttl)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    return False
-
-        return await self.call(go())
+        before = b"" if counter_before is None else counter_before
+        (filled,) = await self.run(("EVAL", FILL, 3, key, ckey, self.epoch_key, before, epoch, self.ttl, *entries[-self.window_size :]))
+        return bool(filled)
 
     async def drop_window(self, session_id: str) -> None:
         await self.call(self.r.delete(self.window_key(session_id)))

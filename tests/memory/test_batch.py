@@ -133,3 +133,19 @@ def test_redis_operations_issued_together_share_round_trips(backend: Backend) ->
         assert len(sends) < 10  # the rest shared round trips
 
     run(go())
+
+
+def test_a_window_larger_than_one_lua_call_can_take_fills_whole(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store(window_size=3000)) as store:
+            cache = store.cache
+            assert cache is not None
+            entries = [records.encode_entry(rec(n)) for n in range(2500)]
+            assert await cache.fill(SESSION.id, entries, None, cache.epoch)
+            assert not await cache.fill(SESSION.id, entries, None, cache.epoch)  # it exists now
+            (length,) = await cache.run(("LLEN", cache.window_key(SESSION.id)))
+            window = await store.load_messages(SESSION, 3000)
+        assert length == 2500
+        assert [r.id for r in window] == [str(1000 + n) for n in range(2500)]
+
+    run(go())
