@@ -327,6 +327,15 @@ class MemoryStore:
         records.check_record(record, self.settings.max_content_bytes)
         row = records.to_row(record, self.clock.now())
         in_db = duplicate = False
+        # A user's message goes to the window while the database commits it
+        # (one round trip hidden behind the other). A second delivery of it
+        # is the same entry, which the window's order check removes. A bot
+        # reply waits for the database: two instances' replies to one
+        # message differ, and the window must keep the one the database kept.
+        early: asyncio.Future[None] | None = None
+        if record.role is not Role.BOT and self.redis_ok and self.db_ok:
+            assert self.cache is not None
+            early = asyncio.ensure_future(self.cache.append(record))
         if self.db_ok:
             assert self.db is not None
             try:
@@ -334,11 +343,22 @@ class MemoryStore:
                 in_db = True
             except BackendDown as exc:
                 self.db_failed(exc)
+            except BaseException:
+                if early is not None:
+                    await self._undo_early(early, record.session_id)
+                raise
         accepted = in_db
         degraded = False
         if not in_db:
             accepted, degraded = True, not await self._queue(self.outbox.entry("msg", list(row)))
-        if self.redis_ok:
+        if early is not None:
+            try:
+                await early
+            except BackendDown as exc:
+                self.redis_failed(exc)
+                if in_db:
+                    await self._mark_dirty()
+        elif self.redis_ok:
             assert self.cache is not None
             try:
                 done = None
@@ -359,6 +379,18 @@ class MemoryStore:
         if record.role is Role.BOT and record.id.startswith("reply:"):
             self.coordinator.answered(record.id[len("reply:") :])
         return accepted and not degraded
+
+    async def _undo_early(self, early: asyncio.Future[None], session_id: str) -> None:
+        """The database refused a row the window may already show: drop the
+        window (the next read rebuilds it from what is really stored)."""
+        assert self.cache is not None
+        await asyncio.wait([early])
+        if not early.cancelled():
+            early.exception()  # retrieved: an append that failed is moot now
+        try:
+            await self.cache.drop_window(session_id)
+        except BackendDown as exc:
+            self.redis_failed(exc)
 
     async def _queue(self, entry: dict[str, Any]) -> bool:
         """Queue a write the database could not take: in the local spool

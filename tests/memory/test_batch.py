@@ -149,3 +149,31 @@ def test_a_window_larger_than_one_lua_call_can_take_fills_whole(backend: Backend
         assert [r.id for r in window] == [str(1000 + n) for n in range(2500)]
 
     run(go())
+
+
+def test_a_message_the_database_refuses_never_shows_in_the_window(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            await store.store_message(rec(1))
+            await store.load_messages(SESSION, 10)
+            await store.refill(SESSION.id)  # the window exists: the next append lands in it
+            insert = store.db.insert
+
+            async def refusing(row: Any) -> Any:
+                if row[0] == "1002":
+                    await asyncio.sleep(0.05)  # the round trip, while the window append goes ahead
+                    raise ValueError("refused by a constraint")
+                return await insert(row)
+
+            store.db.insert = refusing  # type: ignore[method-assign]
+            try:
+                await store.store_message(rec(2))
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("the refusal did not reach the caller")
+            assert [r.id for r in await store.load_messages(SESSION, 10)] == ["1001"]
+        assert db_history(backend) == ["1001"]
+
+    run(go())
