@@ -64,6 +64,9 @@ class Reply:
     instance: str
     content: str
     degraded: bool
+    # When its context was built (seconds since the soak started): the user
+    # message was stored just before, so this is when "degraded" was decided.
+    at: float | None = None
 
 
 @dataclass
@@ -239,10 +242,13 @@ def check(
             where = "same-instance" if len({r.instance for r in entry.replies}) == 1 else "cross-instance"
             flags = [r.degraded for r in entry.replies]
             memory = "all-degraded" if all(flags) else "some-degraded" if any(flags) else "healthy"
-            degraded_by = {r.instance for r in entry.replies if r.degraded}
             during_outage = any(
-                d.outcome == "replied" and d.instance in degraded_by and _during(d.end - DECIDED_BEFORE_END, d.end, outages or [])
+                r.degraded and _during(r.at, r.at, outages or []) for r in entry.replies if r.at is not None
+            ) or any(
+                # Without the time a reply was generated: the delivery's end, less a margin.
+                d.outcome == "replied" and _during(d.end - DECIDED_BEFORE_END, d.end, outages or [])
                 for d in entry.deliveries
+                if d.instance in {r.instance for r in entry.replies if r.degraded and r.at is None}
             )
             if during_outage:
                 # A degraded reply sent while both backends were really down:

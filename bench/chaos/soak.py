@@ -114,6 +114,7 @@ class Soak:
         self.abandon = False
         self.sections: dict[str, dict[str, Any]] = {}
         self.t0 = time.monotonic()
+        self.t0_wall = time.time()
         self.notes: list[str] = []
         self.restarts = 0
         self.lost_requests = 0
@@ -257,8 +258,11 @@ class Soak:
             delivery.outcome = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             return
         sent = answer.get("sent", [])
+        contexts = answer.get("contexts", [])
+        at = contexts[-1].get("at") if contexts else None
         for s in sent:
-            entry.replies.append(Reply(name, s["content"], MEMORY_DEGRADED in s.get("notes", [])))
+            entry.replies.append(Reply(name, s["content"], MEMORY_DEGRADED in s.get("notes", []),
+                                       at=None if at is None else round(at - self.t0_wall, 3)))
         self.ledger.note_windows(entry.id, name, answer.get("contexts", []))
         delivery.outcome = "replied" if sent else "no-reply"
 
@@ -417,7 +421,7 @@ class Soak:
             for entry in self.ledger.entries.values():
                 fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts,
                                      "deliveries": [asdict(d) for d in entry.deliveries],
-                                     "replies": [[r.instance, r.degraded] for r in entry.replies]}) + "\n")
+                                     "replies": [[r.instance, r.degraded, r.at] for r in entry.replies]}) + "\n")
 
     # --- the whole run -------------------------------------------------------------
 

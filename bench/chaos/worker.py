@@ -14,6 +14,7 @@ check their order without keeping whole windows.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from core.models import Context, IncomingMessage
@@ -39,6 +40,7 @@ class ContextRecorder:
                 "ids": [m.id for m in context.messages],
                 "ts": [m.timestamp for m in context.messages],
                 "notes": list(context.notes),
+                "at": time.time(),  # wall clock, shared with the driver on this machine
             }
         )
         return None

@@ -168,3 +168,17 @@ def test_quick_soak_loses_nothing(backend: str, clean_env: None, tmp_path) -> No
     assert result.stats["sent"] >= 1000, report
     bad = {k: v for k, v in result.counts.items() if v}
     assert not bad, f"violations {bad}\n{report}\nexamples: {json.dumps(result.examples, default=str)[:4000]}"
+
+
+def test_a_degraded_reply_is_placed_by_when_it_was_generated() -> None:
+    # A process with a backlog may generate a reply during a double outage
+    # and finish its delivery long after; and the other way round.
+    events = [{"kind": "redis_restart", "at": 39.0, "end": 41.0}, {"kind": "db_cut", "at": 39.5, "end": 43.0}]
+    for at, excused in ((40.5, True), (70.0, False)):
+        ledger, rows, views = clean_world()
+        entry = ledger.entries["1000"]
+        entry.deliveries.append(Delivery("B", "retry", "replied", start=38.0, end=71.0))
+        entry.replies.append(Reply("B", "ok m0 (memory is degraded)", True, at=at))
+        result = check(ledger, rows, views, WINDOW, both_down(events))
+        assert result["counts"]["replies_doubled"] == (0 if excused else 1)
+        assert result["stats"]["replies_doubled_memory_down"] == (1 if excused else 0)
