@@ -280,6 +280,8 @@ class DurableStore:
     def insert_rows(self, rows: list[tuple[Any, ...]]) -> list[bool]:
         """Insert ``rows`` in one transaction; per row, whether it was new.
         Within one batch the first row of an id is the one that counts."""
+        if len(rows) == 1:
+            return [bool(self.db.execute_sql(self.sql_insert, rows[0]).rowcount)]
         if self.multi_row_returning:
             unique = list({row[0]: row for row in reversed(rows)}.values())
             values = ", ".join([self._row_marks] * len(unique))
