@@ -16,7 +16,7 @@ from typing import Any
 from bench.stats import Result
 
 LIBRARIES = (
-    "redis", "psycopg2-binary", "peewee", "orjson", "pydantic", "pluggy",
+    "redis", "hiredis", "lupa", "psycopg2-binary", "peewee", "orjson", "pydantic", "pluggy",
     "langchain-community", "langchain-core", "SQLAlchemy", "greenlet",
 )
 
