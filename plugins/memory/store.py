@@ -328,8 +328,8 @@ class MemoryStore:
         row = records.to_row(record, self.clock.now())
         in_db = duplicate = False
         # A user's message goes to the window while the database commits it
-        # (one round trip hidden behind the other). A second delivery of it
-        # is the same entry, which the window's order check removes. A bot
+        # (one round trip hidden behind the other); if the database says it
+        # was stored before, the window is dropped and rebuilt. A bot
         # reply waits for the database: two instances' replies to one
         # message differ, and the window must keep the one the database kept.
         early: asyncio.Future[None] | None = None
@@ -354,6 +354,11 @@ class MemoryStore:
         if early is not None:
             try:
                 await early
+                if duplicate:
+                    # Stored before, maybe in another session (one that
+                    # timed out between two deliveries): the window may now
+                    # show it where the database does not. Rebuild it.
+                    await self.cache.drop_window(record.session_id)
             except BackendDown as exc:
                 self.redis_failed(exc)
                 if in_db:

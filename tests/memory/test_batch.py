@@ -177,3 +177,20 @@ def test_a_message_the_database_refuses_never_shows_in_the_window(backend: Backe
         assert db_history(backend) == ["1001"]
 
     run(go())
+
+
+def test_a_message_stored_before_in_another_session_never_shows_in_the_new_one(backend: Backend) -> None:
+    async def go() -> None:
+        later = dataclasses.replace(SESSION, id="sess-2", opened_at=2000.0, last_active_at=2000.0)
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await store.store_message(rec(5, session=later))
+            await store.load_messages(later, 10)
+            await store.refill(later.id)  # the newer session's window exists
+            # A redelivery of message 1, resolved into the newer session this time.
+            await store.store_message(rec(1, session=later))
+            assert [r.id for r in await store.load_messages(later, 10)] == ["1005"]
+        assert db_history(backend, later.id) == ["1005"]
+        assert db_history(backend) == ["1001"]
+
+    run(go())
