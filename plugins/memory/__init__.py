@@ -56,7 +56,7 @@ async def health(bot: Any) -> list[HealthReport]:
 
 @hookimpl
 async def claim_message(message: IncomingMessage, bot: Any) -> bool:
-    return await store_of(bot).coordinator.claim(message.id)
+    return await store_of(bot).coordinator.claim(message.id, sent_at=message.timestamp)
 
 
 @hookimpl

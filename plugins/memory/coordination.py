@@ -107,7 +107,7 @@ class Coordinator:
 
     # --- claims ----------------------------------------------------------------
 
-    async def claim(self, message_id: str) -> bool:
+    async def claim(self, message_id: str, sent_at: float | None = None) -> bool:
         """``True`` if this instance should handle ``message_id`` now.
 
         Claims live in Redis; while Redis is unreachable they live in the
@@ -139,6 +139,19 @@ class Coordinator:
             return False
         if message_id in self.recent_answers or message_id in self.claimed:
             return False  # a second delivery here got this far first
+        if sent_at is not None and store.clock.now() - sent_at > store.settings.claim_ttl:
+            # G6 answers what arrives while memory is down; a message older
+            # than a claim's life (this process was paused, or its backlog
+            # waited) may have been answered by another instance, whose
+            # claim has expired by now, and nothing can tell: stay silent
+            # rather than answer twice. A redelivery that arrives fresh
+            # elsewhere is answered there.
+            log.warning(
+                "memory: message %s not answered: %.0f s old and neither backend answers, so another instance may have answered it",
+                message_id,
+                store.clock.now() - sent_at,
+            )
+            return False
         log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
         self._hold(message_id, secrets.token_hex(8))
         return True
@@ -175,6 +188,10 @@ class Coordinator:
         store = self.store
         db = store.db
         assert db is not None
+        # Instances that still reach Redis claim there, not here: a reply
+        # they stored is the one trace of their claim this instance can see.
+        if await db.exists(f"reply:{message_id}"):
+            return False
         token = secrets.token_hex(8)
         deadline = time.monotonic() + store.settings.claim_wait
         self.mine.add(token)
