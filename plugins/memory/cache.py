@@ -41,6 +41,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, WatchError
 
 from core.models import MessageRecord, Session
@@ -252,6 +253,8 @@ class Cache:
     def __init__(self, client: aioredis.Redis, *, prefix: str, window_size: int, ttl: int, timeout: float) -> None:
         self.r = client
         self.pipeline = AutoPipeline(client)
+        # The server's run id as the memory's probe last accepted it.
+        self.run_id: str | None = None
         self.prefix = prefix
         self.window_size = window_size
         self.ttl = ttl
@@ -283,8 +286,34 @@ class Cache:
 
     async def run(self, *commands: Command) -> list[Any]:
         """Send ``commands`` (in order, in the next auto-pipelined round
-        trip); their replies, or :class:`BackendDown`."""
+        trip); their replies, or :class:`BackendDown`.
+
+        A connection the server closed is not by itself an outage: this
+        process may have been paused past it, or a proxy reset it. Then the
+        pool's idle connections are dropped and the server is asked its run
+        id on a fresh one: the same server means the operation is sent once
+        more; another server (a restart, maybe from an older snapshot) or no
+        answer means Redis is down, for the breaker and the probe to handle.
+        """
+        try:
+            return await self.pipeline.run(*commands)
+        except RedisConnectionError as exc:
+            if not await self._same_server():
+                raise BackendDown("redis", f"{type(exc).__name__}: {exc}") from None
+            log.info("memory: a Redis connection was closed under us (%s); same server, sending again", exc)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(self.pipeline.run(*commands))
+
+    async def _same_server(self) -> bool:
+        if not self.has_info or self.run_id is None:
+            return False
+        try:
+            await self.r.connection_pool.disconnect(inuse_connections=False)
+            info = await self.r.info("server")
+        except (RedisError, OSError, asyncio.TimeoutError):
+            return False
+        return isinstance(info, dict) and str(info.get("run_id")) == self.run_id
 
     def _seen_epoch(self, value: Any) -> bool:
         """Adopt the epoch Redis reports; ``True`` if it changed."""

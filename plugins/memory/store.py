@@ -101,6 +101,7 @@ class MemoryStore:
         if self.cache is not None:
             try:
                 self.run_id, _depth = await self.cache.ping()
+                self.cache.run_id = self.run_id
             except BackendDown as exc:
                 self._problem(self.redis_breaker, f"REDIS_URL {describe_redis_url(redis_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
         if self.db is not None:
@@ -206,6 +207,8 @@ class MemoryStore:
                     run_id, stream_depth = await self.cache.ping()
                     restarted = bool(run_id and self.run_id and run_id != self.run_id)
                     self.run_id = run_id or self.run_id
+                    if not restarted:
+                        self.cache.run_id = self.run_id  # else only once recovered (below)
                     if not self.redis_breaker.ok or restarted:
                         redis_back = True
                         if restarted:
@@ -250,6 +253,7 @@ class MemoryStore:
         except BackendDown as exc:
             self.redis_breaker.trip(exc.reason)
             return
+        self.cache.run_id = self.run_id
         self.redis_breaker.reset()
 
     async def _db_recovered(self) -> None:

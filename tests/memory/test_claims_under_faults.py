@@ -12,6 +12,7 @@ against: each case here answered a message twice in a 20,000-message soak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from core.models import Role
 from plugins.memory.store import MemoryStore
@@ -146,3 +147,22 @@ def test_an_instance_claiming_in_the_database_sees_an_answer_given_through_redis
 
     run(go())
 
+
+
+def test_a_redis_connection_the_server_closed_is_not_an_outage(postgres_backend: Backend) -> None:
+    """Real Redis only: fakeredis has no connections to close. (A restart,
+    where the server's run id changes, still trips the breaker: see
+    features/redis_eviction.feature.)"""
+    backend = postgres_backend
+    assert backend.redis is not None
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            assert a.cache is not None
+            await a.cache.run(("PING",))  # a pooled connection exists
+            with contextlib.closing(backend.redis.client()) as admin:
+                admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            assert await a.coordinator.claim("1030") is True
+            assert a.redis_ok  # the same server answered on a fresh connection: not an outage
+
+    run(go())
