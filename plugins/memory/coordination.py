@@ -188,10 +188,6 @@ class Coordinator:
         store = self.store
         db = store.db
         assert db is not None
-        # Instances that still reach Redis claim there, not here: a reply
-        # they stored is the one trace of their claim this instance can see.
-        if await db.exists(f"reply:{message_id}"):
-            return False
         token = secrets.token_hex(8)
         deadline = time.monotonic() + store.settings.claim_wait
         self.mine.add(token)
@@ -233,7 +229,7 @@ class Coordinator:
         deadline = time.monotonic() + store.settings.claim_wait
         # Whether the reply is already stored (a redelivery after Redis lost
         # its claims) is asked of the database while Redis is asked too.
-        answered = asyncio.ensure_future(store.reply_exists(message_id))
+        answered = asyncio.ensure_future(self._answered_or_claimed_in_db(message_id))
         # Known as ours before Redis is asked: a concurrent second delivery
         # here must see the claim as this instance's live one, not as a
         # stale claim of an earlier life of this instance.
@@ -257,7 +253,7 @@ class Coordinator:
                     if await self._swap(key, value, watched):
                         log.info("memory: put back the vanished claim on message %s", message_id)
                 elif won:
-                    return await self._claimed(key, token, answered, message_id, fresh=watched is not None)
+                    return await self._claimed(key, token, value, answered, message_id, fresh=watched is not None)
                 else:
                     if raw == DONE:
                         return False
@@ -269,7 +265,7 @@ class Coordinator:
                         if stale_self or float(holder.get("x", 0)) <= now:
                             if await self._swap(key, raw, value):
                                 log.info("memory: took over the expired claim on message %s", message_id)
-                                return await self._claimed(key, token, answered, message_id, fresh=watched is not None)
+                                return await self._claimed(key, token, value, answered, message_id, fresh=watched is not None)
                         else:
                             watched = raw
                 if time.monotonic() >= deadline:
@@ -282,16 +278,43 @@ class Coordinator:
                 self.mine.discard(token)
 
     async def _claimed(
-        self, key: str, token: str, answered: asyncio.Future[bool], message_id: str, fresh: bool = False
+        self, key: str, token: str, value: bytes, answered: asyncio.Future[str | None], message_id: str, fresh: bool = False
     ) -> bool:
         # After waiting on another holder, the answer asked at the start is
         # stale: that holder may have stored its reply meanwhile.
-        stored = await self.store.reply_exists(message_id) if fresh else await answered
-        if stored:
+        found = await self._answered_or_claimed_in_db(message_id) if fresh else await answered
+        if found == "answered":
             await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
+            return False
+        if found == "claimed":
+            # An instance without Redis holds it in the database: it answers.
+            # Our Redis claim goes, so a redelivery after that instance died
+            # is not kept waiting on us.
+            await self.cache.run(("EVAL", RELEASE, 1, key, value))
+            log.info("memory: message %s is claimed in the database by an instance without Redis; leaving it", message_id)
             return False
         self._hold(message_id, token)
         return True
+
+    async def _answered_or_claimed_in_db(self, message_id: str) -> str | None:
+        """``"answered"`` if its reply is stored, ``"claimed"`` if another
+        instance, claiming in the database because it cannot reach Redis,
+        holds it; else ``None``."""
+        store = self.store
+        if not (store.db_ok and store.db is not None):
+            return "answered" if await store.reply_exists(message_id) else None
+        claimed = asyncio.ensure_future(store.db.claimed_elsewhere((message_id, store.instance_id, store.clock.now())))
+        claimed.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved if left behind
+        try:
+            if await store.reply_exists(message_id):
+                return "answered"
+            return "claimed" if await claimed else None
+        except BackendDown as exc:
+            store.db_failed(exc)
+            return None
+        finally:
+            if not claimed.done():
+                claimed.cancel()
 
     def _hold(self, message_id: str, token: str) -> None:
         self.held_since[message_id] = time.monotonic()

@@ -122,6 +122,7 @@ class DurableStore:
         self.closed = False
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
         self.exists = Batcher(self, self.existing_ids, self.message_exists)
+        self.claimed_elsewhere = Batcher(self, self.live_claims, lambda item: self.live_claims([item])[0])
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
     # --- plumbing ---------------------------------------------------------------
@@ -306,6 +307,19 @@ class DurableStore:
         sql = f"SELECT message_id FROM messages WHERE message_id IN ({marks})"
         found = {row[0] for row in self.db.execute_sql(sql, unique).fetchall()}
         return [i in found for i in ids]
+
+    def live_claims(self, items: list[tuple[str, str, float]]) -> list[bool]:
+        """Per ``(message id, owner, now)``: whether another owner holds a
+        live database claim on it (taken while it could not reach Redis)."""
+        ids = list(dict.fromkeys(item[0] for item in items))
+        marks = ", ".join([self.db.param] * len(ids))
+        rows = self.db.execute_sql(f"SELECT message_id, owner, expires_at FROM claims WHERE message_id IN ({marks})", ids).fetchall()
+        held = {row[0]: (row[1], float(row[2])) for row in rows}
+        out = []
+        for message_id, owner, now in items:
+            holder = held.get(message_id)
+            out.append(holder is not None and holder[0] != owner and holder[1] > now)
+        return out
 
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
         rows = list(self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall())

@@ -166,3 +166,14 @@ def test_a_redis_connection_the_server_closed_is_not_an_outage(postgres_backend:
             assert a.redis_ok  # the same server answered on a fresh connection: not an outage
 
     run(go())
+
+
+def test_an_instance_claiming_in_redis_leaves_a_message_claimed_in_the_database(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            a.redis_breaker.trip("A alone lost Redis")
+            assert await a.coordinator.claim("1040")  # claimed in the database
+            assert await b.coordinator.claim("1040") is False  # B, still on Redis, sees it there
+            assert await b.coordinator.claim("1041")  # and takes what nobody holds
+
+    run(go())
