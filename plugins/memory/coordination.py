@@ -123,6 +123,18 @@ class Coordinator:
                     return await self._claim(message_id)
                 except BackendDown as exc:
                     store.redis_failed(exc)
+            if not confirmed and not store.redis_ok and "Timeout" not in store.redis_breaker.reason:
+                # Redis's breaker opened on a closed or refused connection,
+                # not on a timeout: Redis restarted, or this process was
+                # paused past its connections. A probe likely finds it back,
+                # and a claim taken in the database meanwhile is one the
+                # instances on Redis do not see. (A timeout is not waited
+                # on: a blackholed Redis is routed around at once, G7.)
+                await self._confirm_down()
+                if message_id in self.recent_answers or message_id in self.claimed:
+                    return False
+                if store.redis_ok:
+                    continue
             if store.db_ok:
                 try:
                     return await self._claim_in_db(message_id)

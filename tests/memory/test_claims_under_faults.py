@@ -177,3 +177,14 @@ def test_an_instance_claiming_in_redis_leaves_a_message_claimed_in_the_database(
             assert await b.coordinator.claim("1041")  # and takes what nobody holds
 
     run(go())
+
+
+def test_a_redis_breaker_opened_on_a_closed_connection_is_probed_before_claiming_in_the_database(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            a.redis_breaker.trip("ConnectionError: Connection closed by server.")  # Redis restarted, and is back
+            assert await a.coordinator.claim("1050")
+            assert a.redis_ok  # the probe found it back: the claim was taken in Redis...
+        assert backend.sql("SELECT COUNT(*) FROM claims")[0][0] == 0  # ...where every instance looks
+
+    run(go())
