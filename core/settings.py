@@ -254,5 +254,5 @@ def _redact(value: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """``redis://user:PASSWORD@host`` → ``redis://user:***@host``."""
+    """A URL with its password (the user info after the colon) replaced by ``***``."""
     return re.sub(r"(://[^/@\s:]*:)[^/@\s]+@", r"\1***@", url)

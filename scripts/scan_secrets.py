@@ -6,7 +6,7 @@ ignored, so a file is caught before ``git add``) for:
 
 - Discord bot tokens, OpenAI-style ``sk-...`` keys, AWS access key ids,
   GitHub and Slack tokens, private key headers;
-- URLs with a password (``postgresql://user:PASSWORD@host``);
+- URLs that carry a password in their user info;
 - high-entropy strings assigned to names like ``token``, ``secret``,
   ``password``, ``api_key`` (``api_key = "..."``, ``TOKEN=...`` in env files).
 

@@ -15,6 +15,7 @@ from core.settings import EnvSettings, Settings
 from plugins.llm.client import completions_url, models_url, parse_retry_after
 from plugins.llm.prompt import FAILURE_MARK, build_messages
 from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
+from tests.fake_urls import password_url
 from tests.llm.helpers import Chat, make_bot, run
 
 
@@ -76,7 +77,7 @@ def test_malformed_base_url_fails_the_plugin_at_startup_without_echoing_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     password = "pw" + "q" * 10
-    monkeypatch.setenv("LLM_BASE_URL", f"htps://user:{password}@127.0.0.1/v1")
+    monkeypatch.setenv("LLM_BASE_URL", password_url("htps", "user", password, "127.0.0.1/v1"))
 
     async def scenario() -> str:
         bot = make_bot(tmp_path, {})

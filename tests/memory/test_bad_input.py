@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import Refused
 from core.models import Role
+from tests.fake_urls import password_url
 from tests.memory.conftest import Backend, free_port, run, started
 from tests.memory.helpers import SESSION, db_history, ids, rec, warm
 
@@ -63,7 +64,7 @@ def test_malformed_database_url_starts_degraded_naming_the_variable(backend: Bac
     secret = "pw" + "x" * 6
 
     async def go() -> None:
-        store = backend.store(database_url=f"nosuchdb://user:{secret}@host/db")
+        store = backend.store(database_url=password_url("nosuchdb", "user", secret, "host/db"))
         async with started(store):
             assert not store.db_ok and store.redis_ok
             assert await store.store_message(rec(1)) is True  # kept in the outbox stream
@@ -83,7 +84,7 @@ def test_unreachable_redis_url_starts_degraded_and_recovers(backend: Backend, ca
     port = free_port()
 
     async def go() -> None:
-        store = backend.store(redis_url=f"redis://:{secret}@127.0.0.1:{port}/0")
+        store = backend.store(redis_url=password_url("redis", "", secret, f"127.0.0.1:{port}/0"))
         async with started(store):
             assert store.db_ok and not store.redis_ok
             assert await store.store_message(rec(1)) is True

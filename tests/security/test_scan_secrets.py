@@ -18,6 +18,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.fake_urls import password_url
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "scan_secrets.py"
 
@@ -78,10 +80,10 @@ def test_env_style_assignments_are_found_outside_code() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        "url = f'redis://:{password}@{host}:6379'",
-        "DATABASE_URL=postgresql://bot:${DB_PASSWORD}@db/bot",
-        "dsn = 'postgresql://user:<password>@localhost/db'",  # placeholder
-        "url = 'redis://user:***@host'",  # placeholder
+        "url = f'" + password_url("redis", "", "{password}", "{host}:6379") + "'",
+        "DATABASE_URL=" + password_url("postgresql", "bot", "${DB_PASSWORD}", "db/bot"),
+        "dsn = '" + password_url("postgresql", "user", "<password>", "localhost/db") + "'",  # placeholder
+        "url = '" + password_url("redis", "user", "***", "host") + "'",  # placeholder
         'api_key = "' + "x" * 32 + '"',
         'token = "your-token-goes-here-please"',
         "key = '" + "AK" + "IA" + "IOSFODNN7" + "EXAMPLE" + "'",
@@ -125,7 +127,7 @@ def test_a_clean_repository_passes(repo: Path) -> None:
 
 def test_a_new_secret_fails_until_reviewed_into_the_baseline(repo: Path) -> None:
     secret = rand(20)
-    (repo / "config.py").write_text(f"x = 1\nDB = 'postgresql://bot:{secret}@db/bot'\n")
+    (repo / "config.py").write_text(f"x = 1\nDB = '{password_url('postgresql', 'bot', secret, 'db/bot')}'\n")
     git(repo, "add", "config.py")
 
     failed = run_cli(repo)
@@ -143,9 +145,9 @@ def test_a_new_secret_fails_until_reviewed_into_the_baseline(repo: Path) -> None
     assert run_cli(repo).returncode == 0
 
     # Moving the line keeps it allowed; changing it makes it new again.
-    (repo / "config.py").write_text(f"import os\n\nx = 1\nDB = 'postgresql://bot:{secret}@db/bot'\n")
+    (repo / "config.py").write_text(f"import os\n\nx = 1\nDB = '{password_url('postgresql', 'bot', secret, 'db/bot')}'\n")
     assert run_cli(repo).returncode == 0
-    (repo / "config.py").write_text(f"DB = 'postgresql://root:{rand(20)}@db/bot'\n")
+    (repo / "config.py").write_text(f"DB = '{password_url('postgresql', 'root', rand(20), 'db/bot')}'\n")
     assert run_cli(repo).returncode == 1
 
     # The old entry is stale now; --prune drops it.

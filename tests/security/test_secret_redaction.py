@@ -21,6 +21,7 @@ from pydantic_settings import SettingsConfigDict
 from core.errors import ConfigError
 from core.logs import MASK, redact, secret_filter, secret_values
 from core.settings import EnvSettings, PluginSettings, Settings, load_settings
+from tests.fake_urls import password_url
 from tests.security.conftest import fake_secret
 
 log = logging.getLogger("tests.security")
@@ -81,7 +82,7 @@ def test_plugin_settings_with_a_password_url_from_the_environment(
 ) -> None:
     password = fake_secret("redispw", 20)
     api_key = fake_secret("apikey", 30)
-    monkeypatch.setenv("SECTEST_REDIS_URL", f"redis://default:{password}@127.0.0.1:6379/0")
+    monkeypatch.setenv("SECTEST_REDIS_URL", password_url("redis", "default", password, "127.0.0.1:6379/0"))
     monkeypatch.setenv("SECTEST_API_KEY", api_key)
     loaded = Settings(env=EnvSettings(_env_file=None)).for_plugin("provider", ProviderSettings)  # type: ignore[call-arg]
     assert password in loaded.redis_url  # the plugin itself still gets the real value
@@ -90,7 +91,7 @@ def test_plugin_settings_with_a_password_url_from_the_environment(
     log.info("provider settings: %s", loaded.model_dump())
     output = log_stream.getvalue()
     assert password not in output and api_key not in output
-    assert "redis://default:***@127.0.0.1:6379/0" in output
+    assert password_url("redis", "default", "***", "127.0.0.1:6379/0") in output
 
     # What a plugin registers in one call.
     assert set(secret_values(loaded)) == {password, api_key}
@@ -99,19 +100,19 @@ def test_plugin_settings_with_a_password_url_from_the_environment(
 def test_a_failed_database_connection_string_is_masked(log_stream: io.StringIO) -> None:
     psycopg2 = pytest.importorskip("psycopg2")
     password = "".join(["pg", "pass", "word", "-", "x" * 12])  # built at run time
-    url = f"postgresql://app:{password}@127.0.0.1:{_free_port()}/bot"
+    url = password_url("postgresql", "app", password, f"127.0.0.1:{_free_port()}/bot")
     with pytest.raises(psycopg2.OperationalError) as caught:
         psycopg2.connect(url, connect_timeout=2)
     log.error("database %s unreachable: %s", url, caught.value, exc_info=caught.value)
     output = log_stream.getvalue()
     assert password not in output
-    assert "postgresql://app:***@127.0.0.1" in output
+    assert password_url("postgresql", "app", "***", "127.0.0.1") in output
     assert "Traceback" in output  # the traceback went through the filter too
 
 
 def test_a_secret_inside_an_exception_traceback_is_masked(log_stream: io.StringIO) -> None:
     password = fake_secret("tbpw", 18)
-    url = f"rediss://worker:{password}@cache.internal:6380/2"
+    url = password_url("rediss", "worker", password, "cache.internal:6380/2")
 
     def connect() -> None:
         raise ConnectionError(f"cannot reach {url}")
@@ -123,7 +124,7 @@ def test_a_secret_inside_an_exception_traceback_is_masked(log_stream: io.StringI
     logging.getLogger("redis.asyncio.connection").warning("retrying %s", url)  # a library's own logger
     output = log_stream.getvalue()
     assert password not in output
-    assert output.count("rediss://worker:***@cache.internal:6380/2") == 2
+    assert output.count(password_url("rediss", "worker", "***", "cache.internal:6380/2")) == 2
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,7 @@ def test_ordinary_text_is_left_readable() -> None:
 @hsettings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Zs", "Cc"), blacklist_characters="/"), min_size=1))
 def test_any_url_password_is_masked_whole(password: str) -> None:
-    assert redact(f"postgresql://user:{password}@db.example:5432/bot") == "postgresql://user:***@db.example:5432/bot"
+    assert redact(password_url("postgresql", "user", password, "db.example:5432/bot")) == password_url("postgresql", "user", "***", "db.example:5432/bot")
 
 
 # --- error texts never echo a secret -------------------------------------------
@@ -190,8 +191,8 @@ def test_config_error_from_the_environment_does_not_echo_the_value(monkeypatch: 
         '[llm]\napi_key = "{s}"\n',
         '[discord]\ntoken = "{s}"\n',
         '[bot]\ndiscord_token = "{s}"\n',
-        '[memory]\nredis_url = "redis://:{s}@127.0.0.1:6379/0"\n',
-        '[memory]\ndatabase_url = "postgresql://app:{s}@db/bot"\n',
+        '[memory]\nredis_url = "' + password_url("redis", "", "{s}", "127.0.0.1:6379/0") + '"\n',
+        '[memory]\ndatabase_url = "' + password_url("postgresql", "app", "{s}", "db/bot") + '"\n',
         '[images.openai]\nsecret = "{s}"\n',
         '[llm]\nPassword = "{s}"\n',
     ],
@@ -226,7 +227,7 @@ def test_numeric_budget_keys_are_not_mistaken_for_secrets(tmp_path: Path) -> Non
 def test_a_password_url_inside_a_list_is_refused(tmp_path: Path) -> None:
     secret = fake_secret("listpw", 16)
     path = tmp_path / "bot.toml"
-    path.write_text(f'[memory]\nreplicas = ["redis://:{secret}@10.0.0.1:6379"]\n', encoding="utf-8")
+    path.write_text('[memory]\nreplicas = ["' + password_url("redis", "", secret, "10.0.0.1:6379") + '"]\n', encoding="utf-8")
     with pytest.raises(ConfigError):
         load_settings(path, env_file=None)
 
