@@ -241,7 +241,7 @@ class Coordinator:
         deadline = time.monotonic() + store.settings.claim_wait
         # Whether the reply is already stored (a redelivery after Redis lost
         # its claims) is asked of the database while Redis is asked too.
-        answered = asyncio.ensure_future(self._answered_or_claimed_in_db(message_id))
+        answered = asyncio.ensure_future(self.store.answered_or_claimed(message_id))
         # Known as ours before Redis is asked: a concurrent second delivery
         # here must see the claim as this instance's live one, not as a
         # stale claim of an earlier life of this instance.
@@ -294,7 +294,7 @@ class Coordinator:
     ) -> bool:
         # After waiting on another holder, the answer asked at the start is
         # stale: that holder may have stored its reply meanwhile.
-        found = await self._answered_or_claimed_in_db(message_id) if fresh else await answered
+        found = await self.store.answered_or_claimed(message_id) if fresh else await answered
         if found == "answered":
             await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
             return False
@@ -307,26 +307,6 @@ class Coordinator:
             return False
         self._hold(message_id, token)
         return True
-
-    async def _answered_or_claimed_in_db(self, message_id: str) -> str | None:
-        """``"answered"`` if its reply is stored, ``"claimed"`` if another
-        instance, claiming in the database because it cannot reach Redis,
-        holds it; else ``None``."""
-        store = self.store
-        if not (store.db_ok and store.db is not None):
-            return "answered" if await store.reply_exists(message_id) else None
-        claimed = asyncio.ensure_future(store.db.claimed_elsewhere((message_id, store.instance_id, store.clock.now())))
-        claimed.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved if left behind
-        try:
-            if await store.reply_exists(message_id):
-                return "answered"
-            return "claimed" if await claimed else None
-        except BackendDown as exc:
-            store.db_failed(exc)
-            return None
-        finally:
-            if not claimed.done():
-                claimed.cancel()
 
     def _hold(self, message_id: str, token: str) -> None:
         self.held_since[message_id] = time.monotonic()

@@ -122,7 +122,7 @@ class DurableStore:
         self.closed = False
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
         self.exists = Batcher(self, self.existing_ids, self.message_exists)
-        self.claimed_elsewhere = Batcher(self, self.live_claims, lambda item: self.live_claims([item])[0])
+        self.claim_state = Batcher(self, self.claim_states, lambda item: self.claim_states([item])[0])
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
     # --- plumbing ---------------------------------------------------------------
@@ -308,17 +308,24 @@ class DurableStore:
         found = {row[0] for row in self.db.execute_sql(sql, unique).fetchall()}
         return [i in found for i in ids]
 
-    def live_claims(self, items: list[tuple[str, str, float]]) -> list[bool]:
-        """Per ``(message id, owner, now)``: whether another owner holds a
-        live database claim on it (taken while it could not reach Redis)."""
+    def claim_states(self, items: list[tuple[str, str, float]]) -> list[str | None]:
+        """Per ``(message id, owner, now)``: ``"answered"`` if its reply is
+        stored, ``"claimed"`` if another owner holds a live database claim
+        on it (taken while it could not reach Redis), else ``None``."""
         ids = list(dict.fromkeys(item[0] for item in items))
         marks = ", ".join([self.db.param] * len(ids))
+        replies = {row[0] for row in self.db.execute_sql(f"SELECT message_id FROM messages WHERE message_id IN ({marks})", [f"reply:{i}" for i in ids]).fetchall()}
         rows = self.db.execute_sql(f"SELECT message_id, owner, expires_at FROM claims WHERE message_id IN ({marks})", ids).fetchall()
         held = {row[0]: (row[1], float(row[2])) for row in rows}
-        out = []
+        out: list[str | None] = []
         for message_id, owner, now in items:
             holder = held.get(message_id)
-            out.append(holder is not None and holder[0] != owner and holder[1] > now)
+            if f"reply:{message_id}" in replies:
+                out.append("answered")
+            elif holder is not None and holder[0] != owner and holder[1] > now:
+                out.append("claimed")
+            else:
+                out.append(None)
         return out
 
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:

@@ -534,6 +534,24 @@ class MemoryStore:
                     return False
             except BackendDown as exc:
                 self.db_failed(exc)
+        return await self._reply_queued(reply_id)
+
+    async def answered_or_claimed(self, message_id: str) -> str | None:
+        """For a claim won in Redis: ``"answered"`` as :meth:`reply_exists`
+        says, ``"claimed"`` if another instance, claiming in the database
+        because it cannot reach Redis, holds a live claim on it; else
+        ``None``. One database call for both."""
+        if self.db_ok:
+            assert self.db is not None
+            try:
+                state = await self.db.claim_state((message_id, self.instance_id, self.clock.now()))
+                if state is not None or not await self._outbox_may_hold_entries():
+                    return state
+            except BackendDown as exc:
+                self.db_failed(exc)
+        return "answered" if await self._reply_queued(f"reply:{message_id}") else None
+
+    async def _reply_queued(self, reply_id: str) -> bool:
         return any(e.get("k") == "msg" and e["d"][0] == reply_id for e in await self.pending_entries())
 
     async def _outbox_may_hold_entries(self) -> bool:
