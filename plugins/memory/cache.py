@@ -47,6 +47,7 @@ from redis.exceptions import RedisError, WatchError
 from core.models import MessageRecord, Session
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown
+from plugins.memory.grouping import Grouped
 
 log = logging.getLogger("plugins.memory.cache")
 
@@ -142,81 +143,41 @@ return {n, previous}
 """
 
 
-class AutoPipeline:
+class AutoPipeline(Grouped):
     """``await pipeline.run(("GET", key), ("INCR", other))`` -> their replies.
 
-    The first caller sends at once (no timer, no added latency); callers
-    arriving while it is in flight wait, and all of them go in the next
-    round trip. A reply that is an error fails only the operation it belongs
-    to; a connection error fails every operation of that round trip.
+    The operations issued while a round trip is in flight go together in the
+    next one (see :class:`~plugins.memory.grouping.Grouped`), each
+    operation's commands together and in order. A reply that is an error
+    fails only the operation it belongs to; a connection error fails every
+    operation of that round trip.
     """
 
+    task_name = "memory-redis-batch"
+
     def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__()
         self.r = client
-        self.waiting: list[tuple[tuple[Command, ...], asyncio.Future[list[Any]]]] = []
-        self.busy = False
-        self.drainer: asyncio.Task[None] | None = None
 
     async def run(self, *commands: Command) -> list[Any]:
-        if self.busy:
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            self.waiting.append((commands, future))
-            return await future
-        self.busy = True
-        try:
-            replies = await self._send([commands])
-        finally:
-            self._next()
-        return _ok(replies[0])
+        return await self(commands)
 
-    def _next(self) -> None:
-        if self.waiting:
-            self.drainer = asyncio.create_task(self._drain(), name="memory-redis-batch")
-        else:
-            self.busy = False
-
-    async def _drain(self) -> None:
-        batch, self.waiting = self.waiting, []
-        try:
-            batch = [(commands, future) for commands, future in batch if not future.done()]
-            if batch:
-                try:
-                    replies = await self._send([commands for commands, _f in batch])
-                except BaseException as exc:
-                    for _commands, future in batch:
-                        if not future.done():
-                            future.set_exception(_copy(exc))
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for (_commands, future), reply in zip(batch, replies):
-                        if not future.done():
-                            try:
-                                future.set_result(_ok(reply))
-                            except Exception as exc:  # noqa: BLE001 - the reply was an error
-                                future.set_exception(exc)
-        finally:
-            self.drainer = None
-            self._next()
-
-    async def _send(self, groups: list[tuple[Command, ...]]) -> list[list[Any]]:
+    async def send(self, groups: list[tuple[Command, ...]]) -> list[Any]:
         pipe = self.r.pipeline(transaction=False)
         for commands in groups:
             for command in commands:
                 pipe.execute_command(*command)
         flat = await pipe.execute(raise_on_error=False)
-        out, at = [], 0
+        out: list[Any] = []
+        at = 0
         for commands in groups:
-            out.append(flat[at : at + len(commands)])
+            replies = flat[at : at + len(commands)]
             at += len(commands)
+            out.append(next((r for r in replies if isinstance(r, Exception)), replies))
         return out
 
-
-def _ok(replies: list[Any]) -> list[Any]:
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
+    def copy_error(self, exc: BaseException) -> BaseException:
+        return _copy(exc)
 
 
 def _copy(exc: BaseException) -> BaseException:

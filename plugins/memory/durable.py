@@ -33,6 +33,7 @@ from playhouse import db_url
 
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown
+from plugins.memory.grouping import Grouped
 from plugins.memory.schema import Models, make_models, migrate
 
 log = logging.getLogger("plugins.memory.durable")
@@ -579,85 +580,41 @@ def _short(exc: BaseException) -> str:
 
 
 
-class Batcher:
-    """Group commit for one kind of call: ``await batcher(item)``.
-
-    While a batch is in flight, calls queue; when it returns, everything
-    queued goes in the next batch (up to :data:`BATCH_LIMIT`). No timer:
-    a lone call goes at once, so batching adds no latency, only sharing.
-    If a batch fails for a reason other than the database being down, its
-    items are retried one by one, so one bad row fails only its own caller.
+class Batcher(Grouped):
+    """Group commit for one kind of database call: ``await batcher(item)``
+    (see :class:`~plugins.memory.grouping.Grouped`; at most
+    :data:`BATCH_LIMIT` items a batch). If a batch fails for a reason other
+    than the database being down, its items are retried one by one, so one
+    bad row fails only its own caller.
     """
 
+    limit = BATCH_LIMIT
+    task_name = "memory-db-batch"
+
     def __init__(self, store: DurableStore, many: Callable[[list[Any]], list[Any]], one: Callable[[Any], Any]) -> None:
+        super().__init__()
         self.store = store
         self.many = many
         self.one = one
-        self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
-        self.busy = False
-        self.task: asyncio.Task[None] | None = None
 
-    async def __call__(self, item: Any) -> Any:
-        if self.busy:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self.waiting.append((item, future))
-            return await future
-        # Nothing in flight: this caller's item is a batch of one, sent
-        # from its own task (no hand-over to another task on the way).
-        self.busy = True
+    async def send(self, items: list[Any]) -> list[Any]:
         try:
-            (result,) = await self.store.run(self.many, [item])
-        finally:
-            self._next()
-        return result
-
-    def _next(self) -> None:
-        if self.waiting:
-            self.task = asyncio.create_task(self._drain(), name="memory-db-batch")
-        else:
-            self.busy = False
-
-    async def _drain(self) -> None:
-        batch, self.waiting = self.waiting[:BATCH_LIMIT], self.waiting[BATCH_LIMIT:]
-        try:
-            batch = [(item, future) for item, future in batch if not future.done()]
-            if batch:
-                await self._run(batch)
-        except BaseException:
-            # Cancelled with the loop or the store: nobody may wait forever.
-            for _item, future in batch + self.waiting:
-                if not future.done():
-                    future.set_exception(BackendDown("database", "store closed"))
-            self.waiting = []
+            return await self.store.run(self.many, items)
+        except BackendDown:
             raise
-        finally:
-            self.task = None
-            self._next()
-
-    async def _run(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self.store.run(self.many, [item for item, _f in batch])
-        except BackendDown as exc:
-            for _item, future in batch:
-                if not future.done():
-                    future.set_exception(BackendDown(exc.backend, exc.reason))
-            return
         except Exception as exc:
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
-                return
-            log.warning("memory: a batch of %d database calls failed; retrying them one by one", len(batch), exc_info=True)
-            for item, future in batch:
-                try:
-                    result = await self.store.run(self.one, item)
-                except Exception as exc:  # noqa: BLE001 - handed to its caller
-                    if not future.done():
-                        future.set_exception(exc)
-                else:
-                    if not future.done():
-                        future.set_result(result)
-            return
-        for (_item, future), result in zip(batch, results):
-            if not future.done():
-                future.set_result(result)
+            if len(items) == 1:
+                return [exc]
+            log.warning("memory: a batch of %d database calls failed; retrying them one by one", len(items), exc_info=True)
+        outcomes: list[Any] = []
+        for item in items:
+            try:
+                outcomes.append(await self.store.run(self.one, item))
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                outcomes.append(exc)
+        return outcomes
+
+    def copy_error(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, BackendDown):
+            return BackendDown(exc.backend, exc.reason)
+        return BackendDown("database", "store closed")

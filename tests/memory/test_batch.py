@@ -111,13 +111,13 @@ def test_redis_operations_issued_together_share_round_trips(backend: Backend) ->
             cache = store.cache
             assert cache is not None
             sends: list[int] = []
-            send = cache.pipeline._send
+            send = cache.pipeline.send
 
             async def counting(groups: list[Any]) -> Any:
                 sends.append(len(groups))
                 return await send(groups)
 
-            cache.pipeline._send = counting  # type: ignore[method-assign]
+            cache.pipeline.send = counting  # type: ignore[method-assign]
             key = f"{cache.prefix}test:list"
             replies = await asyncio.gather(
                 *(cache.run(("RPUSH", key, str(n)), ("LLEN", key)) for n in range(40)),
