@@ -22,6 +22,13 @@ class SoakInstance(WorkerInstance):
         self.generation = generation
         self.paused = False
 
+    def worker_env(self) -> dict[str, str]:
+        # The process runs the world's clock itself (CLOCK_MONOTONIC is the
+        # machine's), so time passes for it while it is paused, as it would
+        # for a real bot, instead of standing still until the next request.
+        clock = self.clock
+        return {"CHAOS_CLOCK": f"{clock.base!r},{clock.t0!r},{clock.speed!r}"}
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None

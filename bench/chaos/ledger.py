@@ -80,6 +80,9 @@ class Entry:
     ts: float
     deliveries: list[Delivery] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
+    # The reply is stored though no reply was reported (found at the end):
+    # the driver stops redelivering it.
+    reply_stored: bool = False
 
     @property
     def accepted(self) -> bool:

@@ -14,9 +14,11 @@ check their order without keeping whole windows.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
+from core.clock import ManualClock
 from core.models import Context, IncomingMessage
 from core.plugins import hookimpl
 from tests.harness import assembly
@@ -46,8 +48,27 @@ class ContextRecorder:
         return None
 
 
+class RunningClock(ManualClock):
+    """The driver's :class:`~bench.chaos.soak.SoakClock` (real time sped up),
+    computed here from the same origin; never behind what a request set."""
+
+    def __init__(self, base: float, t0: float, speed: float) -> None:
+        super().__init__(base)
+        self.base, self.t0, self.speed = base, t0, speed
+
+    def now(self) -> float:
+        return max(self._now, self.base + (time.monotonic() - self.t0) * self.speed)
+
+
 class ChaosWorker(base.Worker):
     replier_class = ContextRecorder
+
+    def __init__(self, out: Any) -> None:
+        super().__init__(out)
+        spec = os.environ.get("CHAOS_CLOCK")
+        if spec:
+            base_s, t0, speed = (float(x) for x in spec.split(","))
+            self.clock = RunningClock(base_s, t0, speed)
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") == "deliver" and self.bot is not None:
             from tests.harness.world import message_from_dict

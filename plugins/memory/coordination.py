@@ -92,11 +92,17 @@ class Coordinator:
         self.claimed: OrderedDict[str, str] = OrderedDict()
         self.recent_answers: OrderedDict[str, None] = OrderedDict()
         self.local_locks: dict[str, asyncio.Lock] = {}
-        # When (monotonic) each held claim was taken, for still_mine().
+        # When (monotonic) each held claim was taken, for still_mine(), and
+        # when (bot clock) it expires; ``None`` for a message taken with
+        # nothing to arbitrate.
         self.held_since: dict[str, float] = {}
+        self.expires: dict[str, float | None] = {}
+        # Messages whose claim is being decided here: a second delivery of
+        # one to this instance meanwhile is left to the first.
+        self.claiming: set[str] = set()
         # The probe that confirms "both down" for claims, shared by all of them.
         self._probing: asyncio.Future[None] | None = None
-        self._probed = -1e9
+        self._probe_started = -1e9
 
     @property
     def cache(self) -> Any:
@@ -114,13 +120,27 @@ class Coordinator:
         database (``claims`` table); with both down (confirmed by a probe,
         see :meth:`_confirm_down`) every instance answers (nothing can
         arbitrate, and an answer beats silence)."""
-        store = self.store
-        if message_id in self.recent_answers or message_id in self.claimed:
+        if message_id in self.recent_answers or message_id in self.claimed or message_id in self.claiming:
             return False  # answered here already, or being handled here now
+        self.claiming.add(message_id)
+        try:
+            return await self._decide(message_id, sent_at)
+        finally:
+            self.claiming.discard(message_id)
+
+    def _too_old(self, sent_at: float | None) -> float | None:
+        """The message's age if it is too old to answer unarbitrated."""
+        if sent_at is None:
+            return None
+        age = self.store.clock.now() - sent_at
+        return age if age > self.store.settings.unarbitrated_max_age else None
+
+    async def _decide(self, message_id: str, sent_at: float | None) -> bool:
+        store = self.store
         for confirmed in (False, True):
             if store.redis_ok:
                 try:
-                    return await self._claim(message_id)
+                    return await self._claim(message_id, sent_at)
                 except BackendDown as exc:
                     store.redis_failed(exc)
             if not confirmed and not store.redis_ok and "Timeout" not in store.redis_breaker.reason:
@@ -151,21 +171,21 @@ class Coordinator:
             return False
         if message_id in self.recent_answers or message_id in self.claimed:
             return False  # a second delivery here got this far first
-        if sent_at is not None and store.clock.now() - sent_at > store.settings.claim_ttl:
-            # G6 answers what arrives while memory is down; a message older
-            # than a claim's life (this process was paused, or its backlog
-            # waited) may have been answered by another instance, whose
-            # claim has expired by now, and nothing can tell: stay silent
-            # rather than answer twice. A redelivery that arrives fresh
-            # elsewhere is answered there.
+        age = self._too_old(sent_at)
+        if age is not None:
+            # G6 answers what arrives while memory is down; an older message
+            # (this process was paused, or its backlog waited) may have been
+            # answered by another instance meanwhile, and nothing can tell:
+            # stay silent rather than answer twice. A redelivery that
+            # arrives fresh elsewhere is answered there.
             log.warning(
                 "memory: message %s not answered: %.0f s old and neither backend answers, so another instance may have answered it",
                 message_id,
-                store.clock.now() - sent_at,
+                age,
             )
             return False
         log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
-        self._hold(message_id, secrets.token_hex(8))
+        self._hold(message_id, secrets.token_hex(8), None)
         return True
 
     async def _confirm_down(self) -> None:
@@ -176,12 +196,18 @@ class Coordinator:
         GC, a starved VM): then the backends are back, and answering
         unarbitrated would answer again what another instance answered
         meanwhile. One probe is shared by every claim waiting; a probe that
-        confirmed "both down" within ``probe_interval`` is trusted as is, so
-        a real double outage costs a message at most one probe's time."""
+        started within ``probe_interval`` is trusted as is, so a real double
+        outage costs a message at most one probe's time."""
+        # A probe counts only if it started recently: one that began before
+        # this process was paused ends at once when it resumes (its timeouts
+        # ran out during the pause), and says "down" about backends that may
+        # well be up.
+        fresh = time.monotonic() - self.store.settings.probe_interval
         task = self._probing
-        if task is None or task.done():
-            if time.monotonic() - self._probed < self.store.settings.probe_interval:
+        if task is None or task.done() or self._probe_started < fresh:
+            if (task is None or task.done()) and self._probe_started >= fresh:
                 return
+            self._probe_started = time.monotonic()
             task = self._probing = asyncio.ensure_future(self._probe_once())
         try:
             await asyncio.wait_for(asyncio.shield(task), CONFIRM_DOWN_WAIT)
@@ -193,8 +219,6 @@ class Coordinator:
             await self.store.probe()
         except Exception:  # noqa: BLE001 - the probe loop reports its own failures
             log.debug("memory: claim probe failed", exc_info=True)
-        finally:
-            self._probed = time.monotonic()
 
     async def _claim_in_db(self, message_id: str) -> bool:
         store = self.store
@@ -220,7 +244,7 @@ class Coordinator:
             if state == "done":
                 return False
             if state == "mine":
-                self._hold(message_id, token)
+                self._hold(message_id, token, expires)
                 return True
             owner, held_token, held_until = holder
             if held_token in self.mine and held_token != token:
@@ -228,13 +252,13 @@ class Coordinator:
             if owner == store.instance_id or float(held_until) <= now:
                 if await db.run(db.take_claim, message_id, store.instance_id, token, expires, held_token):
                     log.info("memory: took over the expired claim on message %s", message_id)
-                    self._hold(message_id, token)
+                    self._hold(message_id, token, expires)
                     return True
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(POLL)
 
-    async def _claim(self, message_id: str) -> bool:
+    async def _claim(self, message_id: str, sent_at: float | None = None) -> bool:
         store = self.store
         key = self.claim_key(message_id)
         token = secrets.token_hex(8)
@@ -265,7 +289,7 @@ class Coordinator:
                     if await self._swap(key, value, watched):
                         log.info("memory: put back the vanished claim on message %s", message_id)
                 elif won:
-                    return await self._claimed(key, token, value, answered, message_id, fresh=watched is not None)
+                    return await self._claimed(key, token, value, answered, message_id, sent_at, fresh=watched is not None)
                 else:
                     if raw == DONE:
                         return False
@@ -277,7 +301,9 @@ class Coordinator:
                         if stale_self or float(holder.get("x", 0)) <= now:
                             if await self._swap(key, raw, value):
                                 log.info("memory: took over the expired claim on message %s", message_id)
-                                return await self._claimed(key, token, value, answered, message_id, fresh=watched is not None)
+                                return await self._claimed(
+                                    key, token, value, answered, message_id, sent_at, fresh=watched is not None
+                                )
                         else:
                             watched = raw
                 if time.monotonic() >= deadline:
@@ -290,11 +316,36 @@ class Coordinator:
                 self.mine.discard(token)
 
     async def _claimed(
-        self, key: str, token: str, value: bytes, answered: asyncio.Future[str | None], message_id: str, fresh: bool = False
+        self,
+        key: str,
+        token: str,
+        value: bytes,
+        answered: asyncio.Future[str | None],
+        message_id: str,
+        sent_at: float | None,
+        fresh: bool = False,
     ) -> bool:
+        store = self.store
         # After waiting on another holder, the answer asked at the start is
         # stale: that holder may have stored its reply meanwhile.
-        found = await self.store.answered_or_claimed(message_id) if fresh else await answered
+        found = await store.answered_or_claimed(message_id) if fresh else await answered
+        if found == "unknown" and self._too_old(sent_at) is not None:
+            # Redis had no claim, but Redis may have lost it (a flush or a
+            # restart) after another instance answered, and the database,
+            # which would know, does not answer: for an old message (this
+            # instance was paused, or it waited) that is likely. One probe,
+            # in case the database breaker only opened because this process
+            # was stalled; then silence rather than a second answer.
+            await self._confirm_down()
+            if store.db_ok:
+                found = await store.answered_or_claimed(message_id)
+            if found == "unknown":
+                await self.cache.run(("EVAL", RELEASE, 1, key, value))
+                log.warning(
+                    "memory: message %s not answered: it is old, Redis may have lost its claim and the database cannot tell whether it was answered",
+                    message_id,
+                )
+                return False
         if found == "answered":
             await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
             return False
@@ -305,13 +356,16 @@ class Coordinator:
             await self.cache.run(("EVAL", RELEASE, 1, key, value))
             log.info("memory: message %s is claimed in the database by an instance without Redis; leaving it", message_id)
             return False
-        self._hold(message_id, token)
+        self._hold(message_id, token, orjson.loads(value)["x"])
         return True
 
-    def _hold(self, message_id: str, token: str) -> None:
+    def _hold(self, message_id: str, token: str, expires: float | None) -> None:
         self.held_since[message_id] = time.monotonic()
+        self.expires[message_id] = expires
         while len(self.held_since) > MAX_HELD_CLAIMS:
-            self.held_since.pop(next(iter(self.held_since)))
+            stale = next(iter(self.held_since))
+            self.held_since.pop(stale)
+            self.expires.pop(stale, None)
         self.mine.add(token)
         old = self.claimed.pop(message_id, None)
         if old is not None:
@@ -329,6 +383,7 @@ class Coordinator:
         if token is not None:
             self.mine.discard(token)
         self.held_since.pop(message_id, None)
+        self.expires.pop(message_id, None)
         self.recent_answers[message_id] = None
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
             self.recent_answers.popitem(last=False)
@@ -347,7 +402,10 @@ class Coordinator:
         Only a message held longer than ``CONFIRM_AFTER`` real seconds is
         checked (one Redis read, or one database statement while Redis is
         down): a quick reply costs nothing here. When nothing can tell, the
-        reply is sent (an answer beats silence).
+        reply is sent if its claim has not expired (nobody could take it
+        over) or was never arbitrated (G6: an answer beats silence); a claim
+        held past its expiry may have been taken over and answered
+        elsewhere, so that reply is not sent.
         """
         since = self.held_since.get(message_id)
         token = self.claimed.get(message_id)
@@ -385,6 +443,13 @@ class Coordinator:
             await self._confirm_down()
             if not store.redis_ok and not store.db_ok:
                 break
+        expires = self.expires.get(message_id)
+        if expires is not None and store.clock.now() >= expires:
+            log.warning(
+                "memory: reply to message %s not sent: held past its claim while neither backend answers, so another instance may have answered it",
+                message_id,
+            )
+            return False
         log.info("memory: neither backend answers; sending the reply to message %s unconfirmed", message_id)
         return True
 

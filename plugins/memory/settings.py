@@ -41,6 +41,13 @@ class MemorySettings(PluginSettings):
     # Claims on incoming messages and leases on sessions expire (bot clock).
     claim_ttl: float = Field(60.0, gt=0)
     lease_ttl: float = Field(60.0, gt=0)
+    # A message that nothing can arbitrate between instances (both backends
+    # down, or a Redis claim the database cannot check after Redis may have
+    # lost it) is answered only while it is at most this old (bot-clock
+    # seconds since its timestamp). Older, it is a backlog (this process was
+    # paused, or the message waited elsewhere) that another instance has most
+    # likely answered already: staying silent beats answering twice.
+    unarbitrated_max_age: float = Field(10.0, gt=0)
     # How long (real seconds) an instance waits for another's claim or lease.
     claim_wait: float = Field(10.0, ge=0)
     lease_wait: float = Field(10.0, ge=0)

@@ -539,17 +539,22 @@ class MemoryStore:
     async def answered_or_claimed(self, message_id: str) -> str | None:
         """For a claim won in Redis: ``"answered"`` as :meth:`reply_exists`
         says, ``"claimed"`` if another instance, claiming in the database
-        because it cannot reach Redis, holds a live claim on it; else
-        ``None``. One database call for both."""
+        because it cannot reach Redis, holds a live claim on it; ``None`` if
+        neither; ``"unknown"`` if the database could not be asked (and the
+        outbox does not hold the reply). One database call for both."""
+        asked = False
         if self.db_ok:
             assert self.db is not None
             try:
                 state = await self.db.claim_state((message_id, self.instance_id, self.clock.now()))
                 if state is not None or not await self._outbox_may_hold_entries():
                     return state
+                asked = True
             except BackendDown as exc:
                 self.db_failed(exc)
-        return "answered" if await self._reply_queued(f"reply:{message_id}") else None
+        if await self._reply_queued(f"reply:{message_id}"):
+            return "answered"
+        return None if asked else "unknown"
 
     async def _reply_queued(self, reply_id: str) -> bool:
         return any(e.get("k") == "msg" and e["d"][0] == reply_id for e in await self.pending_entries())

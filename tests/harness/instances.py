@@ -123,10 +123,15 @@ class WorkerInstance(Instance):
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def worker_env(self) -> dict[str, str]:
+        """Extra environment for the bot process (the chaos soak's clock)."""
+        return {}
+
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV and not k.startswith(LEAKY_PREFIXES)}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env.update(self.worker_env())
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         try:
             self.process = await asyncio.create_subprocess_exec(

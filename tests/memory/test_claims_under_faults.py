@@ -7,12 +7,18 @@ against: each case here answered a message twice in a 20,000-message soak.
   Redis lost the trace of it before the paused one resumed.
 - An instance whose breakers opened because its own connections broke (the
   backends are up): nothing must look "unarbitrable" before a probe says so.
+- A backlog (messages that waited while this instance was paused) handled
+  while nothing can tell whether another instance answered it: silence, not
+  a second answer; what arrives fresh is still answered (G6).
+- Two deliveries of one message to one instance at once: one claim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Any
 
 from core.models import Role
 from plugins.memory.store import MemoryStore
@@ -186,5 +192,105 @@ def test_a_redis_breaker_opened_on_a_closed_connection_is_probed_before_claiming
             assert await a.coordinator.claim("1050")
             assert a.redis_ok  # the probe found it back: the claim was taken in Redis...
         assert backend.sql("SELECT COUNT(*) FROM claims")[0][0] == 0  # ...where every instance looks
+
+    run(go())
+
+
+def test_an_old_message_redis_may_have_lost_the_claim_of_waits_for_the_database(backend: Backend) -> None:
+    """A paused instance resumes with a backlog: Redis lost the "done" of a
+    message another instance answered, and the database, which knows, is
+    cut. The old message is not answered; a fresh one is (G6)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            now = backend.clock.now()
+            old = now - a.settings.unarbitrated_max_age - 1
+            assert await b.coordinator.claim("1060", sent_at=old)
+            await b.store_message(rec(60))
+            await b.store_message(reply_to(60))
+            backend.flush()  # Redis forgets the claim and its "done"
+            with database_cut(backend, a):
+                a.db_breaker.trip("database cut")
+                assert await a.coordinator.claim("1060", sent_at=old) is False
+                assert await a.coordinator.claim("1061", sent_at=now) is True  # nobody answered it: fresh, answered
+            # A database breaker open only because this process stalled: the
+            # probe finds the database, and the database finds the answer.
+            a.coordinator._probe_started = -1e9  # the last probe (during the cut) is long past
+            a.db_breaker.trip("no answer within 0.5s (this process was paused)")
+            assert await a.coordinator.claim("1060", sent_at=old) is False
+            assert a.db_ok
+
+    run(go())
+
+
+def test_a_reply_held_past_its_claim_is_not_sent_while_nothing_can_tell(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", claim_ttl=30)) as a:
+            assert await a.coordinator.claim("1070")
+            backend.clock.advance(31)  # 1070's claim has expired: another instance may have taken it
+            assert await a.coordinator.claim("1071")  # 1071's has not
+            backend.redis_down()
+            try:
+                with database_cut(backend, a):
+                    trip_both(a)
+                    assert await a.coordinator.claim("1072", sent_at=backend.clock.now())  # unarbitrated (G6)
+                    for message_id in ("1070", "1071", "1072"):
+                        held_long(a, message_id)
+                    assert await a.coordinator.still_mine("1070") is False
+                    assert await a.coordinator.still_mine("1071") is True
+                    backend.clock.advance(31)
+                    assert await a.coordinator.still_mine("1072") is True  # never arbitrated: G6 answers
+            finally:
+                backend.redis_up()
+
+    run(go())
+
+
+def test_two_deliveries_of_one_message_to_one_instance_make_one_claim(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            db = a.db
+            assert db is not None
+            try_claim = db.try_claim
+
+            def slow_loser(*args: Any) -> Any:
+                state = try_claim(*args)
+                if state[0] == "held":
+                    time.sleep(0.3)  # (under db_timeout) the loser is slow to look again, the winner answers meanwhile
+                return state
+
+            db.try_claim = slow_loser  # type: ignore[method-assign]
+            backend.redis_down()
+            try:
+                a.redis_breaker.trip("TimeoutError: Redis blackholed")  # claims go to the database at once
+                first = asyncio.ensure_future(a.coordinator.claim("1090"))
+                second = asyncio.ensure_future(a.coordinator.claim("1090"))
+                pending: set[asyncio.Future[bool]] = {first, second}
+                while pending and not any(f.done() and f.result() for f in (first, second)):
+                    _done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await a.store_message(rec(90))
+                await a.store_message(reply_to(90))
+                assert sorted(await asyncio.gather(first, second)) == [False, True]
+            finally:
+                backend.redis_up()
+
+    run(go())
+
+
+def test_a_probe_begun_before_a_pause_does_not_confirm_both_down(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await b.coordinator.claim("1100")
+            await b.store_message(rec(100))
+            await b.store_message(reply_to(100))
+            trip_both(a)
+            # A probe that began before this process was paused ended as it
+            # resumed (its timeouts ran out during the pause), saying "down".
+            ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ended.set_result(None)
+            a.coordinator._probing = ended
+            a.coordinator._probe_started = time.monotonic() - a.settings.probe_interval - 1
+            assert await a.coordinator.claim("1100") is False
+            assert a.redis_ok and a.db_ok  # a probe of its own found both up
 
     run(go())
