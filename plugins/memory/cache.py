@@ -33,6 +33,7 @@ this process that names the same NAME (tests, the terminal chat).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlparse
@@ -308,6 +309,16 @@ class Cache:
             run_id = str(info.get("run_id")) if isinstance(info, dict) and info.get("run_id") else None
             return run_id, int(depth or 0)
 
+        try:
+            return await go()
+        except RedisConnectionError:
+            # A pooled connection the server closed (it restarted, or this
+            # process was paused past it) says nothing of now: ask again on
+            # a fresh one. A restart shows in the run id the caller compares.
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await self.r.connection_pool.disconnect(inuse_connections=False)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(go())
 
     async def refresh_epoch(self) -> str:

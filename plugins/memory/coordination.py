@@ -19,6 +19,7 @@ the Redis TTL is only a backstop that cleans up long after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import secrets
@@ -47,6 +48,10 @@ MAX_HELD_CLAIMS = 10_000
 # With both breakers open, a claim waits this long (real seconds) at most for
 # a probe to confirm both backends are down before answering unarbitrated.
 CONFIRM_DOWN_WAIT = 2.0
+# The event loop's heartbeat: a beat this much later than due means the
+# process was stalled (SIGSTOP, a frozen VM, a blocked loop).
+BEAT = 0.1
+STALL = 1.0
 
 # Compare-and-set and compare-and-delete, each one atomic round trip.
 SWAP = """
@@ -103,10 +108,49 @@ class Coordinator:
         # The probe that confirms "both down" for claims, shared by all of them.
         self._probing: asyncio.Future[None] | None = None
         self._probe_started = -1e9
+        # The probe started when a stall was noticed: claims and replies wait
+        # for it before trusting what the breakers say.
+        self._resync: asyncio.Future[None] | None = None
+        self._tick = time.monotonic()
+        self._beat_handle: asyncio.TimerHandle | None = None
 
     @property
     def cache(self) -> Any:
         return self.store.cache
+
+    # --- stalls -----------------------------------------------------------------
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now - self._tick > STALL:
+            # Everything this process knew about the backends is as old as
+            # the stall: its breakers opened on timeouts that ran out while
+            # it was stopped, its connections may have been closed meanwhile.
+            # One probe says what is true now; until it has, a claim or a
+            # reply waits for it (the first beat runs before the requests
+            # that queued up during the stall are handled).
+            log.warning("memory: this process was stalled for %.1f s; probing the backends before trusting them", now - self._tick)
+            self._probe_started = now
+            self._probing = self._resync = asyncio.ensure_future(self._probe_once())
+        self._tick = now
+        self._beat_handle = asyncio.get_running_loop().call_later(BEAT, self._beat)
+
+    def _start_beat(self) -> None:
+        if self._beat_handle is None:
+            self._tick = time.monotonic()
+            self._beat_handle = asyncio.get_running_loop().call_later(BEAT, self._beat)
+
+    def close(self) -> None:
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+            self._beat_handle = None
+
+    async def _settle(self) -> None:
+        """After a stall, wait (bounded) for the probe that followed it."""
+        task = self._resync
+        if task is not None and not task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), CONFIRM_DOWN_WAIT)
 
     def claim_key(self, message_id: str) -> str:
         return f"{self.cache.prefix}claim:{message_id}"
@@ -137,7 +181,9 @@ class Coordinator:
 
     async def _decide(self, message_id: str, sent_at: float | None) -> bool:
         store = self.store
+        self._start_beat()
         for confirmed in (False, True):
+            await self._settle()
             if store.redis_ok:
                 try:
                     return await self._claim(message_id, sent_at)
@@ -198,11 +244,14 @@ class Coordinator:
         meanwhile. One probe is shared by every claim waiting; a probe that
         started within ``probe_interval`` is trusted as is, so a real double
         outage costs a message at most one probe's time."""
-        # A probe counts only if it started recently: one that began before
-        # this process was paused ends at once when it resumes (its timeouts
-        # ran out during the pause), and says "down" about backends that may
-        # well be up.
-        fresh = time.monotonic() - self.store.settings.probe_interval
+        # A probe counts only if it started recently, and after the breakers
+        # last opened: one that began before this process was paused ends at
+        # once when it resumes (its timeouts ran out during the pause), and
+        # says "down" about backends that may well be up; one that began
+        # before a call tripped a breaker has not seen what that call saw.
+        store = self.store
+        opened = max((b.since for b in (store.redis_breaker, store.db_breaker) if not b.ok), default=-1e9)
+        fresh = max(time.monotonic() - store.settings.probe_interval, opened)
         task = self._probing
         if task is None or task.done() or self._probe_started < fresh:
             if (task is None or task.done()) and self._probe_started >= fresh:
@@ -415,6 +464,7 @@ class Coordinator:
         # As for claims: a breaker open because this process was the one
         # paused gets one probe's chance before "nothing can tell".
         for confirmed in (False, True):
+            await self._settle()
             if store.redis_ok:
                 try:
                     (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))

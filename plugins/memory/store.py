@@ -33,7 +33,7 @@ from core.models import HealthReport, MessageRecord, Role, Session
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
-from plugins.memory.coordination import Coordinator, current_fence, prefetched_session
+from plugins.memory.coordination import DONE, DONE_TTL, Coordinator, current_fence, prefetched_session
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
@@ -126,6 +126,7 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
+        self.coordinator.close()
         for task in list(self._refills.values()):
             task.cancel()
         if self._refills:
@@ -240,6 +241,26 @@ class MemoryStore:
                 self._pruned = time.monotonic()
                 with contextlib.suppress(BackendDown):
                     await self.db.run(self.db.prune_claims, self.clock.now() - CLAIM_KEEP)
+            if self.redis_ok and self.spool.files():
+                await self._mark_spooled_replies()
+
+    async def _mark_spooled_replies(self) -> None:
+        """Replies waiting in this instance's spool (the database was down)
+        were sent: their claims stay "done" in Redis, put back after a flush
+        or a restart emptied it, so that no other instance answers those
+        messages again before the spool reaches the database."""
+        assert self.cache is not None
+        ids = {
+            str(e["d"][0])[len("reply:") :]
+            for e in self._spooled_entries()
+            if e.get("k") == "msg" and str(e["d"][0]).startswith("reply:")
+        }
+        if not ids:
+            return
+        try:
+            await self.cache.run(*[("SET", self.coordinator.claim_key(mid), DONE, "EX", DONE_TTL) for mid in sorted(ids)])
+        except BackendDown as exc:
+            self.redis_failed(exc)
 
     async def _redis_recovered(self) -> None:
         assert self.cache is not None
@@ -500,7 +521,7 @@ class MemoryStore:
                 found[record.id] = record
         return sorted(found.values(), key=_sort_key)[-limit:]
 
-    async def pending_entries(self) -> list[dict[str, Any]]:
+    def _spooled_entries(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for path in self.spool.files():
             with contextlib.suppress(OSError):
@@ -508,6 +529,10 @@ class MemoryStore:
                     with contextlib.suppress(orjson.JSONDecodeError):
                         if line.strip():
                             out.append(orjson.loads(line))
+        return out
+
+    async def pending_entries(self) -> list[dict[str, Any]]:
+        out = self._spooled_entries()
         if self.redis_ok:
             assert self.cache is not None
             try:

@@ -294,3 +294,57 @@ def test_a_probe_begun_before_a_pause_does_not_confirm_both_down(backend: Backen
             assert a.redis_ok and a.db_ok  # a probe of its own found both up
 
     run(go())
+
+
+def test_after_a_stall_a_claim_waits_for_a_probe_before_trusting_the_breakers(backend: Backend) -> None:
+    from plugins.memory.coordination import STALL
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            assert await a.coordinator.claim("1111")  # the heartbeat runs
+            # A call in flight when the process was stopped timed out as it
+            # resumed: the breaker says "down", Redis is up.
+            a.redis_breaker.trip("TimeoutError: Timeout reading from socket")
+            time.sleep(STALL + 0.5)  # the process is stopped: its event loop does not run
+            await asyncio.sleep(0.01)  # it resumes: the overdue heartbeat runs before this wakes
+            assert await a.coordinator.claim("1112")
+            assert a.redis_ok  # the probe after the stall found Redis...
+        assert backend.sql("SELECT COUNT(*) FROM claims")[0][0] == 0  # ...and the claim was taken there, where every instance looks
+
+    run(go())
+
+
+def test_a_reply_waiting_in_the_spool_stays_done_after_redis_loses_its_data(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B", spool_dir=backend.tmp_path / "spool-b")) as b:
+            assert await a.coordinator.claim("1120")
+            with database_cut(backend, a):
+                a.db_breaker.trip("database cut")
+                await a.store_message(rec(120))
+                await a.store_message(reply_to(120))  # sent, then queued: A's spool and the stream
+                backend.flush()  # Redis loses the claim's "done" and the stream
+                await a.probe()  # the database is still cut; Redis answers again
+                # B, on Redis, must not answer a redelivery A's spool says was answered.
+                assert await b.coordinator.claim("1120", sent_at=backend.clock.now()) is False
+
+    run(go())
+
+
+def test_a_probe_on_connections_the_server_closed_finds_redis_up(postgres_backend: Backend) -> None:
+    """Real Redis only (fakeredis has no connections to close). After a
+    pause, the pool's connections may all have been closed by the server:
+    the probe that follows must not report that as an outage."""
+    backend = postgres_backend
+    assert backend.redis is not None
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            assert a.cache is not None
+            await asyncio.gather(*(a.cache.run(("PING",)) for _ in range(3)))  # pooled connections exist
+            with contextlib.closing(backend.redis.client()) as admin:
+                admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            a.redis_breaker.trip("ConnectionError: Connection closed by server.")
+            await a.probe()
+            assert a.redis_ok
+
+    run(go())
