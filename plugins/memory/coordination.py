@@ -467,15 +467,17 @@ class Coordinator:
             await self._settle()
             if store.redis_ok:
                 try:
-                    (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))
-                    if raw is None:
-                        # Flushed (or Redis restarted empty) since: whoever
-                        # claimed it after that and answered has left a reply row.
-                        return not await store.reply_exists(message_id)
-                    holder = _holder(raw)
-                    return holder is not None and holder.get("t") == token
+                    verdict = await self._still_mine_in_redis(message_id, token)
                 except BackendDown as exc:
                     store.redis_failed(exc)
+                else:
+                    if verdict is not None:
+                        return verdict
+                    # Redis lost the claim and the database cannot tell.
+                    if confirmed:
+                        break
+                    await self._confirm_down()
+                    continue
             if store.db_ok and store.db is not None:
                 db = store.db
                 expires = store.clock.now() + store.settings.claim_ttl
@@ -496,12 +498,35 @@ class Coordinator:
         expires = self.expires.get(message_id)
         if expires is not None and store.clock.now() >= expires:
             log.warning(
-                "memory: reply to message %s not sent: held past its claim while neither backend answers, so another instance may have answered it",
+                "memory: reply to message %s not sent: held past its claim and nothing can confirm the claim, so another instance may have answered it",
                 message_id,
             )
             return False
-        log.info("memory: neither backend answers; sending the reply to message %s unconfirmed", message_id)
+        log.info("memory: nothing can confirm the claim; sending the reply to message %s unconfirmed", message_id)
         return True
+
+    async def _still_mine_in_redis(self, message_id: str, token: str) -> bool | None:
+        """``still_mine`` asked of Redis; ``None`` when nothing can tell."""
+        key = self.claim_key(message_id)
+        (raw,) = await self.cache.run(("GET", key))
+        if raw is None:
+            # Flushed (or Redis restarted empty) since. Whoever answered
+            # meanwhile left a reply (in the database or an outbox), or holds
+            # a database claim; if nobody did, the claim is put back, so an
+            # instance claiming it from now on waits for this reply.
+            found = await self.store.answered_or_claimed(message_id)
+            if found == "unknown":
+                return None
+            if found is not None:
+                return False
+            store = self.store
+            value = orjson.dumps({"o": store.instance_id, "t": token, "x": store.clock.now() + store.settings.claim_ttl})
+            won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
+            if won:
+                self.expires[message_id] = orjson.loads(value)["x"]
+                return True
+        holder = _holder(raw)
+        return holder is not None and holder.get("t") == token
 
     async def done(self, message_id: str) -> None:
         """Mark ``message_id`` answered (its reply is stored)."""

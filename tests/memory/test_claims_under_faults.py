@@ -348,3 +348,31 @@ def test_a_probe_on_connections_the_server_closed_finds_redis_up(postgres_backen
             assert a.redis_ok
 
     run(go())
+
+
+def test_a_held_reply_whose_claim_redis_lost_puts_the_claim_back(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.coordinator.claim("1130")
+            held_long(a, "1130")  # A generates its reply slowly (or was paused)
+            backend.flush()  # Redis loses A's claim
+            assert await a.coordinator.still_mine("1130") is True  # nobody answered: A sends...
+            assert await b.coordinator.claim("1130") is False  # ...and a redelivery to B waits on A's claim, put back
+
+    run(go())
+
+
+def test_a_reply_held_past_its_claim_is_not_sent_when_redis_lost_the_claim_and_the_database_cannot_tell(
+    backend: Backend,
+) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", claim_ttl=30)) as a:
+            assert await a.coordinator.claim("1131")
+            held_long(a, "1131")  # A was paused past its claim
+            backend.clock.advance(31)
+            backend.flush()  # Redis lost the claim, and whatever "done" another instance left
+            with database_cut(backend, a):
+                a.db_breaker.trip("database cut")
+                assert await a.coordinator.still_mine("1131") is False
+
+    run(go())
