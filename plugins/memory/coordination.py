@@ -448,19 +448,24 @@ class Coordinator:
         the message over meanwhile (this one was paused or stalled past the
         claim's expiry), so that instance's reply is the only one.
 
-        Only a message held longer than ``CONFIRM_AFTER`` real seconds is
-        checked (one Redis read, or one database statement while Redis is
-        down): a quick reply costs nothing here. When nothing can tell, the
-        reply is sent if its claim has not expired (nobody could take it
-        over) or was never arbitrated (G6: an answer beats silence); a claim
-        held past its expiry may have been taken over and answered
-        elsewhere, so that reply is not sent.
+        Only a message held longer than ``CONFIRM_AFTER`` real seconds, or
+        whose claim has expired, is checked (one Redis read, or one database
+        statement while Redis is down): a quick reply costs nothing here.
+        When nothing can tell, the reply is sent if its claim has not
+        expired (nobody could take it over) or was never arbitrated (G6: an
+        answer beats silence); a claim held past its expiry may have been
+        taken over and answered elsewhere, so that reply is not sent.
         """
         since = self.held_since.get(message_id)
         token = self.claimed.get(message_id)
-        if since is None or token is None or time.monotonic() - since < CONFIRM_AFTER:
+        if since is None or token is None:
             return True
         store = self.store
+        expires = self.expires.get(message_id)
+        # A claim that expired is checked however briefly it was held here:
+        # the process may have stopped between winning it and holding it.
+        if time.monotonic() - since < CONFIRM_AFTER and (expires is None or store.clock.now() < expires):
+            return True
         # As for claims: a breaker open because this process was the one
         # paused gets one probe's chance before "nothing can tell".
         for confirmed in (False, True):
@@ -495,7 +500,7 @@ class Coordinator:
             await self._confirm_down()
             if not store.redis_ok and not store.db_ok:
                 break
-        expires = self.expires.get(message_id)
+        expires = self.expires.get(message_id)  # a claim put back has a new expiry
         if expires is not None and store.clock.now() >= expires:
             log.warning(
                 "memory: reply to message %s not sent: held past its claim and nothing can confirm the claim, so another instance may have answered it",

@@ -195,8 +195,8 @@ def test_quick_soak_loses_nothing(backend: str, clean_env: None, quick_soak: tup
 @_soak_marks
 @pytest.mark.xfail(
     strict=False,
-    reason="KNOWN OPEN (issue #10): a process resumed from a pause or restarted during an outage still answers "
-    "a message another instance answered, a few times per quick soak at most (docs/CHAOS.md, 'What is open')",
+    reason="KNOWN OPEN (issue #10): under compound faults (a pause, a Redis restart or flush, a database cut) a "
+    "message is now and then answered by two instances, 0-1 times per quick soak (docs/CHAOS.md, 'Still open')",
 )
 def test_quick_soak_answers_each_message_once(backend: str, clean_env: None, quick_soak: tuple[object, str]) -> None:
     result, report = quick_soak

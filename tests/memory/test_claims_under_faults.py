@@ -376,3 +376,18 @@ def test_a_reply_held_past_its_claim_is_not_sent_when_redis_lost_the_claim_and_t
                 assert await a.coordinator.still_mine("1131") is False
 
     run(go())
+
+
+def test_a_reply_whose_claim_expired_is_checked_however_briefly_it_was_held(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", claim_ttl=30)) as a, started(backend.store("B", claim_ttl=30)) as b:
+            assert await a.coordinator.claim("1140")
+            # A stopped right after winning the claim (before it held it for
+            # long by its own reckoning); the claim expired meanwhile.
+            backend.clock.advance(31)
+            assert await b.coordinator.claim("1140")  # a redelivery to B
+            await b.store_message(rec(140))
+            await b.store_message(reply_to(140))
+            assert await a.coordinator.still_mine("1140") is False
+
+    run(go())
