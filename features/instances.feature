@@ -91,3 +91,23 @@ Feature: Several bot instances on the same backends
     And Discord delivers "two" again to instance "A"
     Then every message got exactly one reply
     And every message is stored exactly once
+
+  @fault
+  Scenario: With both backends down, an old redelivery another instance may have answered stays unanswered
+    # G6 answers what arrives while memory is down; a message older than
+    # unarbitrated_max_age (10 s) that nothing can arbitrate is a backlog
+    # another instance has most likely answered (found by the chaos soak).
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    When alice says "two" in #general to instance "B" only
+    And the database becomes unreachable
+    And Redis becomes unreachable
+    And the clock advances by 30 seconds
+    And Discord delivers "two" again to instance "A"
+    Then every message got exactly one reply
+    When alice says "three" in #general to instance "A" only
+    Then every message got exactly one reply
+    And the reply to "three" says memory is degraded
+    When Redis is reachable again
+    And the database is reachable again
+    Then eventually every message is stored exactly once

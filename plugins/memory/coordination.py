@@ -155,6 +155,12 @@ class Coordinator:
     def claim_key(self, message_id: str) -> str:
         return f"{self.cache.prefix}claim:{message_id}"
 
+    def _claim_value(self, token: str) -> tuple[bytes, float]:
+        """A claim by this instance, as stored in Redis, and its expiry."""
+        store = self.store
+        expires = store.clock.now() + store.settings.claim_ttl
+        return orjson.dumps({"o": store.instance_id, "t": token, "x": expires}), expires
+
     # --- claims ----------------------------------------------------------------
 
     async def claim(self, message_id: str, sent_at: float | None = None) -> bool:
@@ -314,7 +320,7 @@ class Coordinator:
         deadline = time.monotonic() + store.settings.claim_wait
         # Whether the reply is already stored (a redelivery after Redis lost
         # its claims) is asked of the database while Redis is asked too.
-        answered = asyncio.ensure_future(self.store.answered_or_claimed(message_id))
+        answered = asyncio.ensure_future(store.answered_or_claimed(message_id))
         # Known as ours before Redis is asked: a concurrent second delivery
         # here must see the claim as this instance's live one, not as a
         # stale claim of an earlier life of this instance.
@@ -327,7 +333,7 @@ class Coordinator:
         try:
             while True:
                 now = store.clock.now()
-                value = orjson.dumps({"o": store.instance_id, "t": token, "x": now + store.settings.claim_ttl})
+                value, expires = self._claim_value(token)
                 won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
                 if won and watched is not None and float((_holder(watched) or {}).get("x", 0)) > now:
                     # The claim vanished under a live holder: put it back and
@@ -338,7 +344,7 @@ class Coordinator:
                     if await self._swap(key, value, watched):
                         log.info("memory: put back the vanished claim on message %s", message_id)
                 elif won:
-                    return await self._claimed(key, token, value, answered, message_id, sent_at, fresh=watched is not None)
+                    return await self._claimed(key, token, value, expires, answered, message_id, sent_at, fresh=watched is not None)
                 else:
                     if raw == DONE:
                         return False
@@ -351,7 +357,7 @@ class Coordinator:
                             if await self._swap(key, raw, value):
                                 log.info("memory: took over the expired claim on message %s", message_id)
                                 return await self._claimed(
-                                    key, token, value, answered, message_id, sent_at, fresh=watched is not None
+                                    key, token, value, expires, answered, message_id, sent_at, fresh=watched is not None
                                 )
                         else:
                             watched = raw
@@ -369,6 +375,7 @@ class Coordinator:
         key: str,
         token: str,
         value: bytes,
+        expires: float,
         answered: asyncio.Future[str | None],
         message_id: str,
         sent_at: float | None,
@@ -405,7 +412,7 @@ class Coordinator:
             await self.cache.run(("EVAL", RELEASE, 1, key, value))
             log.info("memory: message %s is claimed in the database by an instance without Redis; leaving it", message_id)
             return False
-        self._hold(message_id, token, orjson.loads(value)["x"])
+        self._hold(message_id, token, expires)
         return True
 
     def _hold(self, message_id: str, token: str, expires: float | None) -> None:
@@ -485,14 +492,14 @@ class Coordinator:
                     continue
             if store.db_ok and store.db is not None:
                 db = store.db
-                expires = store.clock.now() + store.settings.claim_ttl
+                until = store.clock.now() + store.settings.claim_ttl
                 try:
-                    state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, expires)
+                    state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, until)
                     if state == "done":
                         return False
                     if state == "mine":
                         return True
-                    return bool(await db.run(db.take_claim, message_id, store.instance_id, token, expires, token))
+                    return bool(await db.run(db.take_claim, message_id, store.instance_id, token, until, token))
                 except BackendDown as exc:
                     store.db_failed(exc)
             if confirmed:
@@ -524,11 +531,10 @@ class Coordinator:
                 return None
             if found is not None:
                 return False
-            store = self.store
-            value = orjson.dumps({"o": store.instance_id, "t": token, "x": store.clock.now() + store.settings.claim_ttl})
+            value, expires = self._claim_value(token)
             won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
             if won:
-                self.expires[message_id] = orjson.loads(value)["x"]
+                self.expires[message_id] = expires
                 return True
         holder = _holder(raw)
         return holder is not None and holder.get("t") == token

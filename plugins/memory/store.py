@@ -63,6 +63,8 @@ class MemoryStore:
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
         self.coordinator = Coordinator(self)
+        # Spooled replies whose claims this instance has marked done in Redis.
+        self._marked_done: set[str] = set()
         self.cache_dirty = False
         self.migrated = False
         self.run_id: str | None = None
@@ -257,8 +259,20 @@ class MemoryStore:
         }
         if not ids:
             return
+        # Each reply is marked once; all again only when the marker key is
+        # gone (Redis lost its data), not on every probe of a long outage.
+        marker = f"{self.cache.prefix}spool-marked:{self.instance_id}"
         try:
-            await self.cache.run(*[("SET", self.coordinator.claim_key(mid), DONE, "EX", DONE_TTL) for mid in sorted(ids)])
+            (kept,) = await self.cache.run(("EXISTS", marker))
+            if not kept:
+                self._marked_done.clear()
+            todo = sorted(ids - self._marked_done)
+            if todo:
+                await self.cache.run(
+                    *[("SET", self.coordinator.claim_key(mid), DONE, "EX", DONE_TTL) for mid in todo],
+                    ("SET", marker, 1, "EX", DONE_TTL),
+                )
+            self._marked_done = (self._marked_done | set(todo)) & ids
         except BackendDown as exc:
             self.redis_failed(exc)
 
@@ -399,7 +413,7 @@ class MemoryStore:
                 elif done is not None:
                     # The database already had this id: its first write is
                     # the one the window holds (or will be rebuilt with).
-                    await self.cache.run(("SET", done, b"done", "EX", 24 * 3600))
+                    await self.cache.run(("SET", done, DONE, "EX", DONE_TTL))
             except BackendDown as exc:
                 self.redis_failed(exc)
                 if in_db:

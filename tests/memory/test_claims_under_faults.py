@@ -30,6 +30,12 @@ def reply_to(n: int) -> object:
     return rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{1000 + n}", reply_to_id=str(1000 + n))
 
 
+async def answer(store: MemoryStore, n: int) -> None:
+    """``store``'s instance stores message ``1000 + n`` and its reply."""
+    await store.store_message(rec(n))
+    await store.store_message(reply_to(n))
+
+
 def held_long(store: MemoryStore, message_id: str) -> None:
     """As if the holder had been held up (paused) since it claimed."""
     store.coordinator.held_since[message_id] -= 60
@@ -49,8 +55,7 @@ def test_a_claim_erased_under_its_live_holder_is_put_back(backend: Backend) -> N
             backend.flush()
             await asyncio.sleep(0.3)  # B finds the key gone
             assert not waiting.done()  # B did not take the message
-            await a.store_message(rec(1))
-            await a.store_message(reply_to(1))  # A answers
+            await answer(a, 1)  # A answers
             assert await asyncio.wait_for(waiting, 10) is False
 
     run(go())
@@ -63,8 +68,7 @@ def test_a_resumed_holder_sees_the_answer_given_while_redis_lost_the_claims(back
             held_long(a, "1002")  # A is paused
             backend.flush()
             assert await b.coordinator.claim("1002")  # a redelivery to B
-            await b.store_message(rec(2))
-            await b.store_message(reply_to(2))
+            await answer(b, 2)
             backend.flush()  # and Redis loses the "done" too
             assert await a.coordinator.still_mine("1002") is False
 
@@ -78,8 +82,7 @@ def test_a_resumed_holder_whose_connections_broke_does_not_send_over_another_ans
             held_long(a, "1003")  # A is paused past its claim
             backend.clock.advance(31)
             assert await b.coordinator.claim("1003")
-            await b.store_message(rec(3))
-            await b.store_message(reply_to(3))
+            await answer(b, 3)
             trip_both(a)  # A resumes: its connections were closed meanwhile
             assert await a.coordinator.still_mine("1003") is False
 
@@ -90,8 +93,7 @@ def test_an_instance_with_both_breakers_open_asks_the_backends_before_answering_
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             assert await b.coordinator.claim("1004")
-            await b.store_message(rec(4))
-            await b.store_message(reply_to(4))
+            await answer(b, 4)
             trip_both(a)
             assert await a.coordinator.claim("1004") is False
             assert a.redis_ok and a.db_ok  # the probe found both up
@@ -146,8 +148,7 @@ def test_an_instance_claiming_in_the_database_sees_an_answer_given_through_redis
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             assert await a.coordinator.claim("1020")  # A still reaches Redis
-            await a.store_message(rec(20))
-            await a.store_message(reply_to(20))
+            await answer(a, 20)
             b.redis_breaker.trip("B alone lost Redis")  # B claims in the database
             assert await b.coordinator.claim("1020") is False
 
@@ -206,8 +207,7 @@ def test_an_old_message_redis_may_have_lost_the_claim_of_waits_for_the_database(
             now = backend.clock.now()
             old = now - a.settings.unarbitrated_max_age - 1
             assert await b.coordinator.claim("1060", sent_at=old)
-            await b.store_message(rec(60))
-            await b.store_message(reply_to(60))
+            await answer(b, 60)
             backend.flush()  # Redis forgets the claim and its "done"
             with database_cut(backend, a):
                 a.db_breaker.trip("database cut")
@@ -268,8 +268,7 @@ def test_two_deliveries_of_one_message_to_one_instance_make_one_claim(backend: B
                 pending: set[asyncio.Future[bool]] = {first, second}
                 while pending and not any(f.done() and f.result() for f in (first, second)):
                     _done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                await a.store_message(rec(90))
-                await a.store_message(reply_to(90))
+                await answer(a, 90)
                 assert sorted(await asyncio.gather(first, second)) == [False, True]
             finally:
                 backend.redis_up()
@@ -281,8 +280,7 @@ def test_a_probe_begun_before_a_pause_does_not_confirm_both_down(backend: Backen
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             assert await b.coordinator.claim("1100")
-            await b.store_message(rec(100))
-            await b.store_message(reply_to(100))
+            await answer(b, 100)
             trip_both(a)
             # A probe that began before this process was paused ended as it
             # resumed (its timeouts ran out during the pause), saying "down".
@@ -320,8 +318,7 @@ def test_a_reply_waiting_in_the_spool_stays_done_after_redis_loses_its_data(back
             assert await a.coordinator.claim("1120")
             with database_cut(backend, a):
                 a.db_breaker.trip("database cut")
-                await a.store_message(rec(120))
-                await a.store_message(reply_to(120))  # sent, then queued: A's spool and the stream
+                await answer(a, 120)  # sent, then queued: A's spool and the stream
                 backend.flush()  # Redis loses the claim's "done" and the stream
                 await a.probe()  # the database is still cut; Redis answers again
                 # B, on Redis, must not answer a redelivery A's spool says was answered.
@@ -386,8 +383,7 @@ def test_a_reply_whose_claim_expired_is_checked_however_briefly_it_was_held(back
             # long by its own reckoning); the claim expired meanwhile.
             backend.clock.advance(31)
             assert await b.coordinator.claim("1140")  # a redelivery to B
-            await b.store_message(rec(140))
-            await b.store_message(reply_to(140))
+            await answer(b, 140)
             assert await a.coordinator.still_mine("1140") is False
 
     run(go())
