@@ -111,3 +111,26 @@ Feature: Several bot instances on the same backends
     When Redis is reachable again
     And the database is reachable again
     Then eventually every message is stored exactly once
+
+  @fault
+  Scenario: A redelivery waits for a frozen instance whose reply is still in its spool
+    # Found by the chaos soak: an instance answered while the database was
+    # down (the reply waits in its local spool), Redis then lost the claim,
+    # and the instance was paused before its spool reached the database.
+    # Nothing another instance can read showed the reply: it answered the
+    # redelivery again. Instances now report what they may still answer
+    # (plugins/memory/reports.py; to Redis too while the database is down,
+    # and each remembers what it read), and a late message waits for them.
+    Given two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    When the database becomes unreachable
+    And alice says "two" in #general to instance "A" only
+    And every instance has reported
+    And instance "A" freezes
+    And Redis is flushed
+    And the database is reachable again for instance "B"
+    And the clock advances by 30 seconds
+    And Discord delivers "two" again to instance "B"
+    Then every message got exactly one reply
+    When instance "A" thaws
+    Then eventually every message is stored exactly once

@@ -67,7 +67,7 @@ async def message_answered(message: IncomingMessage, bot: Any) -> None:
 
 @hookimpl
 async def confirm_reply(message: IncomingMessage, bot: Any) -> bool:
-    return await store_of(bot).coordinator.still_mine(message.id)
+    return await store_of(bot).coordinator.confirm(message.id)
 
 
 @hookimpl

@@ -44,6 +44,8 @@ POLL = 0.02
 # A reply whose message was held longer than this (real seconds) re-checks
 # its claim before it is sent.
 CONFIRM_AFTER = 1.0
+# A Redis claim won later than this (real seconds) after it was asked for.
+SLOW_CLAIM = 0.2
 MAX_HELD_CLAIMS = 10_000
 # With both breakers open, a claim waits this long (real seconds) at most for
 # a probe to confirm both backends are down before answering unarbitrated.
@@ -75,6 +77,11 @@ current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.Cont
 # it or by any save of the scope (a list, so a hook running in a copied
 # context empties it for everyone).
 prefetched_session: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("memory_session", default=None)
+
+
+def _owners(*raws: Any) -> frozenset[str]:
+    """The instances whose claims ``raws`` (Redis values) are."""
+    return frozenset(str(h["o"]) for h in map(_holder, raws) if h is not None and "o" in h)
 
 
 def _holder(raw: Any) -> dict[str, Any] | None:
@@ -209,7 +216,7 @@ class Coordinator:
                     continue
             if store.db_ok:
                 try:
-                    return await self._claim_in_db(message_id)
+                    return await self._claim_in_db(message_id, sent_at)
                 except BackendDown as exc:
                     store.db_failed(exc)
             if confirmed:
@@ -275,7 +282,7 @@ class Coordinator:
         except Exception:  # noqa: BLE001 - the probe loop reports its own failures
             log.debug("memory: claim probe failed", exc_info=True)
 
-    async def _claim_in_db(self, message_id: str) -> bool:
+    async def _claim_in_db(self, message_id: str, sent_at: float | None = None) -> bool:
         store = self.store
         db = store.db
         assert db is not None
@@ -283,12 +290,12 @@ class Coordinator:
         deadline = time.monotonic() + store.settings.claim_wait
         self.mine.add(token)
         try:
-            return await self._claim_in_db_loop(message_id, token, deadline)
+            return await self._claim_in_db_loop(message_id, token, deadline, sent_at)
         finally:
             if self.claimed.get(message_id) != token:
                 self.mine.discard(token)
 
-    async def _claim_in_db_loop(self, message_id: str, token: str, deadline: float) -> bool:
+    async def _claim_in_db_loop(self, message_id: str, token: str, deadline: float, sent_at: float | None) -> bool:
         store = self.store
         db = store.db
         assert db is not None
@@ -299,25 +306,48 @@ class Coordinator:
             if state == "done":
                 return False
             if state == "mine":
-                self._hold(message_id, token, expires)
-                return True
+                return await self._claimed_in_db(message_id, token, expires, sent_at, frozenset())
             owner, held_token, held_until = holder
             if held_token in self.mine and held_token != token:
                 return False  # a second delivery while this instance handles the first
             if owner == store.instance_id or float(held_until) <= now:
                 if await db.run(db.take_claim, message_id, store.instance_id, token, expires, held_token):
                     log.info("memory: took over the expired claim on message %s", message_id)
-                    self._hold(message_id, token, expires)
-                    return True
+                    return await self._claimed_in_db(message_id, token, expires, sent_at, frozenset({str(owner)}))
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(POLL)
+
+    async def _claimed_in_db(
+        self, message_id: str, token: str, expires: float, sent_at: float | None, suspects: frozenset[str]
+    ) -> bool:
+        """A database claim was won: hold it, unless another instance may
+        still answer the message (see :mod:`plugins.memory.reports`). Asked
+        for every message, not only late ones: an instance that reaches
+        Redis claims there, where this one cannot see it, and its reply may
+        not be stored yet."""
+        store = self.store
+        db = store.db
+        assert db is not None
+        verdict = await store.reports.settled(message_id, sent_at, suspects)
+        if verdict == "busy" or (verdict == "unknown" and self._too_old(sent_at) is not None) or await store.reply_exists(message_id):
+            with contextlib.suppress(BackendDown):
+                await db.run(db.release_claim, message_id, token)
+            return False
+        self._hold(message_id, token, expires)
+        return True
+
+    def _late(self, sent_at: float | None) -> bool:
+        """Handled long after it was sent: a redelivery or a backlog, which
+        another instance may have answered or may still be answering."""
+        return sent_at is not None and self.store.clock.now() - sent_at > self.store.settings.late_message_age
 
     async def _claim(self, message_id: str, sent_at: float | None = None) -> bool:
         store = self.store
         key = self.claim_key(message_id)
         token = secrets.token_hex(8)
-        deadline = time.monotonic() + store.settings.claim_wait
+        started = time.monotonic()
+        deadline = started + store.settings.claim_wait
         # Whether the reply is already stored (a redelivery after Redis lost
         # its claims) is asked of the database while Redis is asked too.
         answered = asyncio.ensure_future(store.answered_or_claimed(message_id))
@@ -344,7 +374,14 @@ class Coordinator:
                     if await self._swap(key, value, watched):
                         log.info("memory: put back the vanished claim on message %s", message_id)
                 elif won:
-                    return await self._claimed(key, token, value, expires, answered, message_id, sent_at, fresh=watched is not None)
+                    # A claim won slowly (Redis was restarting, the process
+                    # stalled) was won after the database answered: another
+                    # instance may have answered meanwhile, so ask again.
+                    slow = time.monotonic() - started > SLOW_CLAIM
+                    return await self._claimed(
+                        key, token, value, expires, answered, message_id, sent_at,
+                        ask_again=watched is not None or slow, suspects=_owners(watched),
+                    )
                 else:
                     if raw == DONE:
                         return False
@@ -357,7 +394,8 @@ class Coordinator:
                             if await self._swap(key, raw, value):
                                 log.info("memory: took over the expired claim on message %s", message_id)
                                 return await self._claimed(
-                                    key, token, value, expires, answered, message_id, sent_at, fresh=watched is not None
+                                    key, token, value, expires, answered, message_id, sent_at,
+                                    ask_again=watched is not None, suspects=_owners(watched, raw),
                                 )
                         else:
                             watched = raw
@@ -379,12 +417,13 @@ class Coordinator:
         answered: asyncio.Future[str | None],
         message_id: str,
         sent_at: float | None,
-        fresh: bool = False,
+        ask_again: bool = False,
+        suspects: frozenset[str] = frozenset(),
     ) -> bool:
         store = self.store
         # After waiting on another holder, the answer asked at the start is
         # stale: that holder may have stored its reply meanwhile.
-        found = await store.answered_or_claimed(message_id) if fresh else await answered
+        found = await store.answered_or_claimed(message_id) if ask_again else await answered
         if found == "unknown" and self._too_old(sent_at) is not None:
             # Redis had no claim, but Redis may have lost it (a flush or a
             # restart) after another instance answered, and the database,
@@ -401,6 +440,16 @@ class Coordinator:
                     "memory: message %s not answered: it is old, Redis may have lost its claim and the database cannot tell whether it was answered",
                     message_id,
                 )
+                return False
+        if found is None and (ask_again or self._late(sent_at)):
+            # Another instance may hold a reply to it that nothing else shows:
+            # its claim vanished or expired while it was about to send, or it
+            # sent while the database was down and the reply waits in its spool.
+            verdict = await store.reports.settled(message_id, sent_at, suspects)
+            if verdict == "free":
+                found = await store.answered_or_claimed(message_id)
+            elif verdict == "busy" or self._too_old(sent_at) is not None:
+                await self.cache.run(("EVAL", RELEASE, 1, key, value))
                 return False
         if found == "answered":
             await self.cache.run(("SET", key, DONE, "EX", DONE_TTL))
@@ -431,6 +480,14 @@ class Coordinator:
             _mid, stale = self.claimed.popitem(last=False)
             self.mine.discard(stale)
 
+    async def confirm(self, message_id: str) -> bool:
+        """:meth:`still_mine`, and if so the reply counts as being sent (this
+        instance's reports list it) until :meth:`answered`."""
+        if not await self.still_mine(message_id):
+            return False
+        self.store.reports.sending[message_id] = time.monotonic()
+        return True
+
     def answered(self, message_id: str) -> None:
         """The reply to ``message_id`` is stored: forget its claim token and
         remember (bounded) that this instance answered it, so a redelivery
@@ -440,6 +497,7 @@ class Coordinator:
             self.mine.discard(token)
         self.held_since.pop(message_id, None)
         self.expires.pop(message_id, None)
+        self.store.reports.sending.pop(message_id, None)
         self.recent_answers[message_id] = None
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
             self.recent_answers.popitem(last=False)

@@ -365,6 +365,11 @@ class DurableStore:
         )
         return bool(cursor.rowcount)
 
+    def release_claim(self, message_id: str, token: str) -> int:
+        """Drop a claim only if it still carries ``token``."""
+        p = self.db.param
+        return int(self.db.execute_sql(f"DELETE FROM claims WHERE message_id = {p} AND token = {p}", (message_id, token)).rowcount)
+
     def prune_claims(self, before: float) -> int:
         return int(self.db.execute_sql(f"DELETE FROM claims WHERE expires_at < {self.db.param}", (before,)).rowcount)
 
@@ -553,6 +558,11 @@ class DurableStore:
     def dirty_flags(self) -> list[tuple[str, str]]:
         B = self.m.BotState
         return [(r[0], r[1]) for r in B.select(B.key, B.value).where(B.key.startswith(DIRTY_PREFIX)).tuples()]
+
+    def states_with_prefix(self, prefix: str) -> dict[str, Any]:
+        """Every state whose key starts with ``prefix``, decoded."""
+        B = self.m.BotState
+        return {r[0]: orjson.loads(r[1]) for r in B.select(B.key, B.value).where(B.key.startswith(prefix)).tuples()}
 
     def delete_state_if(self, key: str, raw_value: str) -> int:
         """Delete ``key`` only if it still holds ``raw_value`` (as stored)."""

@@ -48,6 +48,21 @@ class MemorySettings(PluginSettings):
     # paused, or the message waited elsewhere) that another instance has most
     # likely answered already: staying silent beats answering twice.
     unarbitrated_max_age: float = Field(10.0, gt=0)
+    # A message handled this long (bot-clock seconds) after its timestamp is
+    # late (a redelivery, a backlog): before answering it an instance waits
+    # (up to 2 s) for every other live instance to report that it holds no
+    # reply to it, and stays silent if one does or does not report (see
+    # plugins/memory/reports.py).
+    late_message_age: float = Field(2.0, ge=0)
+    # An instance that has not reported for this long (bot-clock seconds) is
+    # gone and not waited for. It bounds the stalls (a paused process, a
+    # frozen VM that still holds a reply) that cannot cause a second answer;
+    # the price: after an instance dies without a clean stop, late messages
+    # stay unanswered for this long, unless it comes back under the same
+    # instance id (BOT_INSTANCE_ID), which replaces its report at once.
+    instance_timeout: float = Field(300.0, gt=0)
+    # How often (real seconds) an instance writes its report.
+    report_interval: float = Field(0.5, gt=0)
     # How long (real seconds) an instance waits for another's claim or lease.
     claim_wait: float = Field(10.0, ge=0)
     lease_wait: float = Field(10.0, ge=0)

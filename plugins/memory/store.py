@@ -36,6 +36,7 @@ from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_
 from plugins.memory.coordination import DONE, DONE_TTL, Coordinator, current_fence, prefetched_session
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.outbox import Outbox, Spool
+from plugins.memory.reports import Reports
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
@@ -63,12 +64,14 @@ class MemoryStore:
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
         self.coordinator = Coordinator(self)
+        self.reports = Reports(self)
         # Spooled replies whose claims this instance has marked done in Redis.
         self._marked_done: set[str] = set()
         self.cache_dirty = False
         self.migrated = False
         self.run_id: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        self._report_task: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
         self._pruned = 0.0
         self._refills: dict[str, asyncio.Task[None]] = {}
@@ -120,7 +123,11 @@ class MemoryStore:
             with contextlib.suppress(BackendDown):
                 await self._replay_outbox()
                 await self._invalidate_touched()
+        # Reported before the first message: an instance others cannot see
+        # is one they would not wait for.
+        await self.reports.publish()
         self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
+        self._report_task = asyncio.create_task(self._report_loop(), name=f"memory-report-{self.instance_id}")
 
     def _problem(self, breaker: Breaker, text: str, fatal: bool = True) -> None:
         log.error("memory: %s", text)
@@ -133,15 +140,19 @@ class MemoryStore:
             task.cancel()
         if self._refills:
             await asyncio.wait(list(self._refills.values()), timeout=2)
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._probe_task
-            self._probe_task = None
+        for background in (self._probe_task, self._report_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await background
+        self._probe_task = self._report_task = None
         if self.db_ok:
             with contextlib.suppress(Exception):
                 await self._replay_outbox()
                 await self._invalidate_touched()
+        if not self.spool.files():
+            with contextlib.suppress(Exception):
+                await self.reports.withdraw()
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cache.r.aclose(), 1.0)
@@ -200,6 +211,14 @@ class MemoryStore:
             except Exception:  # noqa: BLE001 - the probe must outlive anything
                 log.exception("memory: health probe failed")
 
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.report_interval)
+            try:
+                await self.reports.publish()
+            except Exception:  # noqa: BLE001 - the loop must outlive anything
+                log.exception("memory: instance report failed")
+
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
         async with self._recovering:
@@ -252,11 +271,7 @@ class MemoryStore:
         or a restart emptied it, so that no other instance answers those
         messages again before the spool reaches the database."""
         assert self.cache is not None
-        ids = {
-            str(e["d"][0])[len("reply:") :]
-            for e in self._spooled_entries()
-            if e.get("k") == "msg" and str(e["d"][0]).startswith("reply:")
-        }
+        ids = set(self.spooled_reply_ids())
         if not ids:
             return
         # Each reply is marked once; all again only when the marker key is
@@ -544,6 +559,16 @@ class MemoryStore:
                         if line.strip():
                             out.append(orjson.loads(line))
         return out
+
+    def spooled_reply_ids(self) -> list[str]:
+        """Ids of the messages whose replies wait in this instance's spool."""
+        if not self.spool.files():
+            return []
+        return [
+            str(e["d"][0])[len("reply:") :]
+            for e in self._spooled_entries()
+            if e.get("k") == "msg" and str(e["d"][0]).startswith("reply:")
+        ]
 
     async def pending_entries(self) -> list[dict[str, Any]]:
         out = self._spooled_entries()

@@ -1,0 +1,314 @@
+"""Instance reports: which messages each instance may still be answering.
+
+A claim says who answers a message, but a claim can vanish (a Redis flush
+or restart) or expire (its holder paused) while its holder still has a
+reply that no other instance can see: one it is about to send, one sent and
+not yet stored, or one sent while the database was down and parked in its
+local spool. An instance that then answers a redelivery of that message
+answers it twice.
+
+So every instance reports, every ``report_interval``, in the database
+(``bot_state`` key ``memory.instance.<id>``) and in Redis (hash
+``<prefix>reports``, where the others see it while the database is down)::
+
+    {"life": <random per process>, "n": <report number>, "at": <bot clock>,
+     "every": <bot-clock seconds between reports>,
+     "held": [<message ids>], "full": <the list was cut>}
+
+``held`` lists the messages this instance is deciding a claim on, holds a
+live claim on, has sent a reply to that is not stored yet, or has a reply to
+in its spool.
+
+Before an instance answers a *late* message (older than
+``late_message_age``, i.e. a redelivery or a backlog), one whose claim it
+won after seeing another holder, or any message it claimed in the database
+(Redis down), it waits for a report from every other live instance written
+after it won the claim (:meth:`Reports.settled`). If one lists the message
+(or its list was cut), it stays silent: a later redelivery is answered once
+that instance has stored its reply or let it go. An instance that does not
+report in time (paused, stalled, cut off from both backends) is judged by
+the newest report of it this instance has seen (reads are remembered, so a
+Redis flush does not erase them). An instance whose last report is older
+than ``instance_timeout`` (bot clock) is gone and not waited for; one that
+stops cleanly deletes its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from plugins.memory.breaker import BackendDown
+
+if TYPE_CHECKING:
+    from plugins.memory.store import MemoryStore
+
+log = logging.getLogger("plugins.memory.reports")
+
+REPORT_PREFIX = "memory.instance."
+# At most this many message ids per report; past it the report says "full"
+# and every late message waits for that instance to catch up.
+MAX_HELD = 2000
+# How long (real seconds) a late message waits for fresh reports.
+SETTLE_WAIT = 2.0
+# Bot-clock seconds two hosts' clocks may disagree by (NTP keeps them closer).
+CLOCK_SKEW = 1.0
+POLL = 0.05
+# A reply confirmed for sending and not stored after this long (real
+# seconds) was never sent (the transport failed): it is no longer reported.
+SENDING_MAX = 120.0
+
+Verdict = Literal["free", "busy", "unknown"]
+
+
+class Reports:
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self.life = secrets.token_hex(6)
+        self.number = 0
+        self.started_at = store.clock.now()
+        self.started_mono = time.monotonic()
+        # Replies confirmed for sending and not yet stored: message id -> when (monotonic).
+        self.sending: dict[str, float] = {}
+        # The newest report of each instance this one has seen.
+        self.seen: dict[str, dict[str, Any]] = {}
+        self._read: asyncio.Future[dict[str, dict[str, Any]]] | None = None
+        self._read_started = -1e9
+
+    @property
+    def key(self) -> str:
+        return REPORT_PREFIX + self.store.instance_id
+
+    # --- this instance's report -------------------------------------------------
+
+    def held(self) -> tuple[list[str], bool]:
+        """The message ids this instance may still answer or whose reply it
+        has not stored in the database, and whether the list was cut."""
+        store = self.store
+        c = store.coordinator
+        now = store.clock.now()
+        cutoff = time.monotonic() - SENDING_MAX
+        for mid in [m for m, since in self.sending.items() if since < cutoff]:
+            del self.sending[mid]
+        # Claims being decided count too: two instances that each won a claim
+        # where the other cannot see it (one in Redis, one in the database)
+        # and wait for each other's reports must see each other.
+        ids = set(self.sending) | c.claiming
+        for mid in c.claimed:
+            expires = c.expires.get(mid)
+            # A claim taken with nothing to arbitrate has no expiry: it counts
+            # while its reply could still be on its way.
+            if (expires is None and c.held_since.get(mid, 0.0) > cutoff) or (expires is not None and expires > now):
+                ids.add(mid)
+        ids.update(store.spooled_reply_ids())
+        return sorted(ids)[:MAX_HELD], len(ids) > MAX_HELD
+
+    async def publish(self) -> None:
+        """Write this instance's report to the database and to Redis (while
+        the database is down, Redis is where the others see it), and read
+        everyone's: what was read is remembered, so a Redis flush does not
+        make this instance forget a report it saw only there."""
+        store = self.store
+        held, full = self.held()
+        self.number += 1
+        at = store.clock.now()
+        # How often it reports, on the bot clock (which may run at another
+        # pace than real time, as in tests and the chaos soak).
+        rate = (at - self.started_at) / max(1e-6, time.monotonic() - self.started_mono)
+        every = store.settings.report_interval * max(0.0, rate)
+        value = {"life": self.life, "n": self.number, "at": at, "every": every, "held": held, "full": full}
+        self._remember({self.key: value})
+        if store.db_ok:
+            assert store.db is not None
+            with _quietly("database"):
+                await store.db.run(store.db.set_state, self.key, value)
+        if store.redis_ok:
+            assert store.cache is not None
+            with _quietly("redis"):
+                await store.cache.run(("HSET", self.hash_key, self.key, orjson.dumps(value)))
+        with _quietly("either backend"):
+            await self._read_all()
+
+    async def withdraw(self) -> None:
+        """A clean stop: nobody needs to wait for this instance any more."""
+        store = self.store
+        if store.db_ok:
+            assert store.db is not None
+            with _quietly("database"):
+                await store.db.run(store.db.delete_state, self.key)
+        if store.redis_ok:
+            assert store.cache is not None
+            with _quietly("redis"):
+                await store.cache.run(("HDEL", self.hash_key, self.key))
+
+    @property
+    def hash_key(self) -> str:
+        assert self.store.cache is not None
+        return f"{self.store.cache.prefix}reports"
+
+    # --- other instances' reports -------------------------------------------------
+
+    def _remember(self, reports: dict[str, Any]) -> None:
+        for key, value in reports.items():
+            if isinstance(value, dict) and _newer(value, self.seen.get(key)):
+                self.seen[key] = value
+
+    async def _read_all(self) -> dict[str, dict[str, Any]]:
+        """Read every report (database, and Redis when up); the newest of
+        each instance, as far as this instance has ever seen."""
+        store = self.store
+        read = False
+        if store.db_ok:
+            assert store.db is not None
+            try:
+                self._remember(await store.db.run(store.db.states_with_prefix, REPORT_PREFIX))
+                read = True
+            except BackendDown as exc:
+                store.db_failed(exc)
+        if store.redis_ok:
+            assert store.cache is not None
+            try:
+                (raw,) = await store.cache.run(("HGETALL", self.hash_key))
+                self._remember({_text(k): orjson.loads(v) for k, v in _pairs(raw)})
+                read = True
+            except BackendDown as exc:
+                store.redis_failed(exc)
+        if not read:
+            raise BackendDown("database", "neither backend answers")
+        return dict(self.seen)
+
+    async def _reports(self, after: float) -> dict[str, dict[str, Any]]:
+        """Every report, read by a query that started at or after ``after``
+        (monotonic); concurrent callers share the queries."""
+        while True:
+            task = self._read
+            if task is not None and self._read_started >= after:
+                return await asyncio.shield(task)
+            if task is None or task.done():
+                self._read_started = time.monotonic()
+                self._read = asyncio.ensure_future(self._read_all())
+            else:
+                await asyncio.wait([task])
+
+    def _others(self, reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        now = self.store.clock.now()
+        limit = self.store.settings.instance_timeout
+        return {
+            key: value
+            for key, value in reports.items()
+            if key != self.key and isinstance(value, dict) and now - float(value.get("at", 0)) <= limit
+        }
+
+    async def settled(self, message_id: str, sent_at: float | None, suspects: frozenset[str] = frozenset()) -> Verdict:
+        """Whether this instance may answer ``message_id`` (sent at
+        ``sent_at``, bot clock), whose claim it has just won; ``suspects``
+        are the instances known to have held its claim before (an expired
+        claim taken over, a claim that vanished under its holder).
+
+        Every other live instance must report again, after now: ``"busy"``
+        when a report lists the message; ``"free"`` when none does. An
+        instance that does not report within the wait (stalled, or dead
+        within ``instance_timeout``) may still hold the message if its last
+        report lists it, if it is a suspect, or if the message was sent
+        before that instance's next report was due (it could have claimed
+        it and stalled before reporting it): then ``"busy"``; else it is
+        not waited for. ``"unknown"`` when the database cannot be asked.
+        """
+        store = self.store
+        if not store.db_ok:
+            return "unknown"
+        started = time.monotonic()
+        try:
+            first = self._others(await self._reports(started))
+            deadline = started + SETTLE_WAIT
+            while True:
+                now = self._others(await self._reports(time.monotonic()))
+                waiting = []
+                for key, before in first.items():
+                    after = now.get(key)
+                    if after is None:
+                        continue  # stopped cleanly meanwhile
+                    if after.get("life") == before.get("life") and after.get("n", 0) <= before.get("n", 0):
+                        waiting.append(key)
+                    elif _lists(after, message_id):
+                        log.info("memory: message %s not answered here: %s may still answer it", message_id, _name(key))
+                        return "busy"
+                if not waiting:
+                    return "free"
+                if time.monotonic() >= deadline:
+                    stalled = [
+                        k for k in waiting
+                        if _lists(first[k], message_id) or _name(k) in suspects or _stalled_after(first[k], sent_at)
+                    ]
+                    if not stalled:
+                        return "free"
+                    log.warning(
+                        "memory: message %s not answered here: %s stopped reporting and may hold a reply to it",
+                        message_id,
+                        ", ".join(_name(k) for k in stalled),
+                    )
+                    return "busy"
+                await asyncio.sleep(POLL)
+        except BackendDown as exc:
+            store.db_failed(exc)
+            return "unknown"
+
+
+def _newer(report: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    if than is None:
+        return True
+    if report.get("life") == than.get("life"):
+        return int(report.get("n", 0)) > int(than.get("n", 0))
+    return float(report.get("at", 0)) >= float(than.get("at", 0))
+
+
+def _pairs(raw: Any) -> list[tuple[Any, Any]]:
+    if isinstance(raw, dict):
+        return list(raw.items())
+    items = list(raw or [])
+    return list(zip(items[::2], items[1::2], strict=False))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def _quietly(where: str) -> Iterator[None]:
+    """A report that cannot be written or read is not a health signal: the
+    next call on the message path says whether a backend is down."""
+    try:
+        yield
+    except BackendDown as exc:
+        log.debug("memory: instance reports: %s unavailable (%s)", where, exc.reason)
+
+
+def _name(key: str) -> str:
+    return key[len(REPORT_PREFIX) :]
+
+
+def _lists(report: dict[str, Any], message_id: str) -> bool:
+    return bool(report.get("full")) or message_id in report.get("held", ())
+
+
+def _stalled_after(report: dict[str, Any], sent_at: float | None) -> bool:
+    """Whether an instance whose last report is ``report`` could have
+    claimed a message first sent at ``sent_at`` without that report showing
+    it: it reports every ``every`` (bot clock), so it stopped before ``at +
+    every`` (twice that, for a late timer, plus the clock skew between
+    hosts), and a message sent more than one interval before ``at`` was
+    claimed before it, so the report lists it if it is still held. (A
+    redelivery of an older message to it is caught by the claim instead:
+    see ``suspects``.)"""
+    if sent_at is None:
+        return True
+    at = float(report.get("at", 0))
+    every = float(report.get("every", 0.0))
+    return at - every - CLOCK_SKEW <= sent_at <= at + 2 * every + CLOCK_SKEW

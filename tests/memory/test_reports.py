@@ -1,0 +1,173 @@
+"""Instance reports (plugins/memory/reports.py): a late message is answered
+only when no other live instance may still hold a reply to it.
+
+Each case here is a shape of doubled reply the 20,000-message chaos soak
+found (docs/CHAOS.md): the first reply existed only in a process that was
+paused or cut off, and no claim, database row or Redis key showed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from core.models import Role
+from plugins.memory.reports import REPORT_PREFIX
+from plugins.memory.store import MemoryStore
+from tests.memory.conftest import Backend, database_cut, run, started
+from tests.memory.helpers import rec
+
+FAST = {"report_interval": 0.05}
+
+
+def reply_to(n: int) -> object:
+    return rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{1000 + n}", reply_to_id=str(1000 + n))
+
+
+def late(backend: Backend) -> float:
+    """A message timestamp well past ``late_message_age``: a redelivery."""
+    return backend.clock.now() - 30
+
+
+async def pause_reports(store: MemoryStore) -> None:
+    """As if ``store``'s process were paused: it writes no more reports."""
+    task = store._report_task
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def reported(store: MemoryStore) -> None:
+    """Wait until ``store`` has written two reports (the second says how
+    often it reports)."""
+    for _ in range(100):
+        if store.reports.number >= 2:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no report written")
+
+
+def test_a_late_redelivery_waits_for_a_reply_sent_and_not_yet_stored(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = late(backend)
+            assert await a.coordinator.claim("1001", sent_at=sent_at)
+            await a.store_message(rec(1))
+            assert await a.coordinator.confirm("1001")  # A sends its reply...
+            backend.flush()  # ...Redis loses A's claim before A stores the reply
+            assert await b.coordinator.claim("1001", sent_at=sent_at) is False
+            await a.store_message(reply_to(1))
+            assert await b.coordinator.claim("1001", sent_at=sent_at) is False  # answered
+
+    run(go())
+
+
+def test_a_late_redelivery_is_not_answered_while_a_silent_instance_may_hold_it(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = late(backend)
+            assert await a.coordinator.claim("1002", sent_at=sent_at)
+            a.reports.number = 0
+            await reported(a)  # A's last report lists 1002...
+            await pause_reports(a)  # ...then A stalls
+            backend.flush()  # and Redis loses A's claim
+            assert await b.coordinator.claim("1002", sent_at=sent_at) is False
+            # What A's report does not list, and A could not have claimed
+            # since, is not kept waiting on A.
+            backend.clock.advance(5)
+            assert await b.coordinator.claim("1003", sent_at=sent_at) is True
+            assert await b.coordinator.claim("1004", sent_at=backend.clock.now()) is True
+
+    run(go())
+
+
+def test_an_instance_silent_past_instance_timeout_is_not_waited_for(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", instance_timeout=60, **FAST)) as b:
+            await reported(a)
+            await pause_reports(a)
+            backend.clock.advance(61)
+            assert await b.coordinator.claim("1004", sent_at=late(backend)) is True
+
+    run(go())
+
+
+def test_a_reply_spooled_during_a_database_cut_holds_back_a_late_redelivery(backend: Backend) -> None:
+    async def go() -> None:
+        # Each instance has its own spool, as on separate machines.
+        a_store = backend.store("A", spool_dir=backend.tmp_path / "spool-a", **FAST)
+        b_store = backend.store("B", spool_dir=backend.tmp_path / "spool-b", **FAST)
+        async with started(a_store) as a, started(b_store) as b:
+            sent_at = late(backend)
+            assert await a.coordinator.claim("1005", sent_at=sent_at)
+            with database_cut(backend, a):
+                await a.store_message(rec(5))
+                assert await a.coordinator.confirm("1005")
+                await a.store_message(reply_to(5))  # sent: the reply waits in A's spool
+            assert "1005" in a.spooled_reply_ids()
+            backend.flush()  # the shared stream and the "done" marker are gone
+            # A cannot report while its database breaker is open; once it
+            # can, its report lists the spooled reply until it is replayed.
+            assert await b.coordinator.claim("1005", sent_at=sent_at) is False
+            await a.probe()  # A's spool reaches the database
+            assert await b.coordinator.claim("1005", sent_at=sent_at) is False
+
+    run(go())
+
+
+def test_a_late_message_nobody_holds_is_answered_after_fresh_reports(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            await reported(a)
+            assert await b.coordinator.claim("1006", sent_at=late(backend)) is True
+
+    run(go())
+
+
+def test_a_clean_stop_withdraws_the_report(backend: Backend) -> None:
+    async def go() -> None:
+        a = backend.store("A", **FAST)
+        async with started(a):
+            await reported(a)
+            assert backend.sql(f"SELECT count(*) FROM bot_state WHERE key = '{REPORT_PREFIX}A'") == [(1,)]
+        assert backend.sql(f"SELECT count(*) FROM bot_state WHERE key = '{REPORT_PREFIX}A'") == [(0,)]
+        async with started(backend.store("B", **FAST)) as b:
+            assert await b.coordinator.claim("1007", sent_at=late(backend)) is True
+
+    run(go())
+
+
+def test_with_redis_down_a_database_claim_waits_for_a_redis_claimer_to_report(backend: Backend) -> None:
+    # A claims in Redis; B, which cannot reach Redis, claims in the database
+    # and cannot see A's claim: A's report shows it.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            now = backend.clock.now()
+            assert await a.coordinator.claim("1008", sent_at=now)
+            b.redis_breaker.trip("TimeoutError: Timeout reading from Redis")  # B alone cannot reach Redis
+            a.reports.number = 0
+            await reported(a)
+            assert await b.coordinator.claim("1008", sent_at=now) is False
+
+    run(go())
+
+
+
+def test_a_stalled_instance_holds_back_only_what_it_could_have_claimed(backend: Backend) -> None:
+    # G6: with Redis down every message is decided in the database and waits
+    # for reports; a stalled instance must not silence the bot, only hold
+    # back what was sent before it stopped reporting.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            await reported(a)
+            await pause_reports(a)
+            stalled_at = backend.clock.now()
+            backend.clock.advance(5)
+            b.redis_breaker.trip("TimeoutError: Timeout reading from Redis")  # B alone cannot reach Redis
+            # Sent after A stalled: A cannot hold it.
+            assert await b.coordinator.claim("1010", sent_at=backend.clock.now()) is True
+            # Sent before: A may have claimed it and stalled before reporting it.
+            assert await b.coordinator.claim("1011", sent_at=stalled_at - 0.5) is False
+
+    run(go())
