@@ -108,6 +108,7 @@ class Soak:
         self.backends: RealBackends | None = None  # type: ignore[assignment]
         self.instances: dict[str, SoakInstance] = {}
         self.busy: set[str] = set()  # instances under a process fault
+        self.watching = False  # restart bots that exit on their own (while sending)
         self.conversations: list[Conversation] = []
         self.message_tasks: set[asyncio.Task[None]] = set()
         self.delivery_tasks: set[asyncio.Task[None]] = set()
@@ -335,15 +336,24 @@ class Soak:
         return sent
 
     async def ticker(self) -> None:
-        """Keep every bot's clock moving even when no message arrives."""
+        """Keep every bot's clock moving even when no message arrives, and
+        restart a bot that exited on its own (a crash, or a signal from
+        outside the soak): the run must not go on quietly with fewer bots
+        and fewer process faults than it says."""
         while True:
             await asyncio.sleep(0.5)
             now = self.clock.now()
             for name in list(self.instances):
+                inst = self.instances[name]
                 if self.ready(name):
-                    inst = self.instances[name]
                     task = asyncio.get_running_loop().create_task(inst.request("clock", set=now))
                     task.add_done_callback(_quiet)
+                elif self.watching and not inst.alive and name not in self.busy:
+                    code = inst.process.returncode if inst.process else None
+                    self.notes.append(f"instance {name} exited on its own (code {code}) at {self.elapsed():.1f} s; restarted")
+                    log.warning("%s", self.notes[-1])
+                    self.busy.add(name)
+                    asyncio.get_running_loop().create_task(self.restart_instance(name)).add_done_callback(_quiet)
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # Requests to a process killed meanwhile fail by design; anything else is shown.
@@ -473,7 +483,9 @@ class Soak:
                 lanes = FaultLanes(self, plan, cfg.seed, cfg.kinds)
                 lanes.start()
             t_send = time.monotonic()
+            self.watching = True
             sent = await self.traffic()
+            self.watching = False
             timings["sending"] = round(time.monotonic() - t_send, 2)
             t_end = time.monotonic()
             if lanes is not None:
