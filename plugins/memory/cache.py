@@ -222,6 +222,9 @@ class Cache:
         self.ttl = ttl
         self.timeout = timeout
         self.epoch = "0"
+        # Epoch changes seen (a flush, a restart, an invalidation): claims
+        # compare it to know whether Redis may have lost them since.
+        self.epoch_changes = 0
         self.epoch_key = f"{prefix}epoch"
         self.trim_slack = max(8, window_size // 4)
         # fakeredis has no INFO; a real server's run id tells a restart apart.
@@ -282,6 +285,7 @@ class Cache:
         epoch = _decode(value) or "0"
         if epoch != self.epoch:
             self.epoch = epoch
+            self.epoch_changes += 1
             return True
         return False
 
@@ -328,6 +332,7 @@ class Cache:
     async def bump_epoch(self) -> str:
         """Invalidate every cached window and session (all instances)."""
         self.epoch = str(await self.call(self.r.incr(self.epoch_key)))
+        self.epoch_changes += 1
         log.warning("memory: cache epoch is now %s (cached windows rebuilt from the database)", self.epoch)
         return self.epoch
 

@@ -109,6 +109,11 @@ class Coordinator:
         # nothing to arbitrate.
         self.held_since: dict[str, float] = {}
         self.expires: dict[str, float | None] = {}
+        # The cache's epoch_changes when each claim was taken: a change seen
+        # since (this instance read a flushed or restarted Redis while
+        # answering) means the claim may be gone and another instance may
+        # hold the message now.
+        self.claim_epochs: dict[str, int] = {}
         # Messages whose claim is being decided here: a second delivery of
         # one to this instance meanwhile is left to the first.
         self.claiming: set[str] = set()
@@ -337,6 +342,9 @@ class Coordinator:
         self._hold(message_id, token, expires)
         return True
 
+    def _epoch_changes(self) -> int:
+        return self.cache.epoch_changes if self.cache is not None else 0
+
     def _late(self, sent_at: float | None) -> bool:
         """Handled long after it was sent: a redelivery or a backlog, which
         another instance may have answered or may still be answering."""
@@ -467,10 +475,12 @@ class Coordinator:
     def _hold(self, message_id: str, token: str, expires: float | None) -> None:
         self.held_since[message_id] = time.monotonic()
         self.expires[message_id] = expires
+        self.claim_epochs[message_id] = self._epoch_changes()
         while len(self.held_since) > MAX_HELD_CLAIMS:
             stale = next(iter(self.held_since))
             self.held_since.pop(stale)
             self.expires.pop(stale, None)
+            self.claim_epochs.pop(stale, None)
         self.mine.add(token)
         old = self.claimed.pop(message_id, None)
         if old is not None:
@@ -497,6 +507,7 @@ class Coordinator:
             self.mine.discard(token)
         self.held_since.pop(message_id, None)
         self.expires.pop(message_id, None)
+        self.claim_epochs.pop(message_id, None)
         self.store.reports.sending.pop(message_id, None)
         self.recent_answers[message_id] = None
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
@@ -528,8 +539,12 @@ class Coordinator:
         store = self.store
         expires = self.expires.get(message_id)
         # A claim that expired is checked however briefly it was held here:
-        # the process may have stopped between winning it and holding it.
-        if time.monotonic() - since < CONFIRM_AFTER and (expires is None or store.clock.now() < expires):
+        # the process may have stopped between winning it and holding it;
+        # so is one Redis may have lost since (a flush or a restart seen
+        # while answering): another instance may have claimed the empty key.
+        quick = time.monotonic() - since < CONFIRM_AFTER
+        unexpired = expires is None or store.clock.now() < expires
+        if quick and unexpired and self.claim_epochs.get(message_id) == self._epoch_changes():
             return True
         # As for claims: a breaker open because this process was the one
         # paused gets one probe's chance before "nothing can tell".

@@ -123,6 +123,8 @@ class MemoryStore:
             with contextlib.suppress(BackendDown):
                 await self._replay_outbox()
                 await self._invalidate_touched()
+        if self.redis_ok:
+            await self._keep_epoch_key()
         # Reported before the first message: an instance others cannot see
         # is one they would not wait for.
         await self.reports.publish()
@@ -218,6 +220,12 @@ class MemoryStore:
                 await self.reports.publish()
             except Exception:  # noqa: BLE001 - the loop must outlive anything
                 log.exception("memory: instance report failed")
+            # A cancellation that reached a backend call comes back as
+            # BackendDown (a call cut short), which the report shrugs off:
+            # the loop must still end when it was asked to (stop() waits).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
@@ -264,6 +272,8 @@ class MemoryStore:
                     await self.db.run(self.db.prune_claims, self.clock.now() - CLAIM_KEEP)
             if self.redis_ok and self.spool.files():
                 await self._mark_spooled_replies()
+            if self.redis_ok:
+                await self._keep_epoch_key()
 
     async def _mark_spooled_replies(self) -> None:
         """Replies waiting in this instance's spool (the database was down)
@@ -288,6 +298,20 @@ class MemoryStore:
                     ("SET", marker, 1, "EX", DONE_TTL),
                 )
             self._marked_done = (self._marked_done | set(todo)) & ids
+        except BackendDown as exc:
+            self.redis_failed(exc)
+
+    async def _keep_epoch_key(self) -> None:
+        """Keep the epoch key in Redis (a fresh Redis has none): a flush or
+        a restart then shows as an epoch change to every instance's next
+        read, which is how a claim held across it knows to be re-checked
+        before its reply is sent (``Coordinator.still_mine``)."""
+        assert self.cache is not None
+        if self.cache.epoch != "0":
+            return
+        try:
+            if await self.cache.refresh_epoch() == "0":
+                await self.cache.bump_epoch()
         except BackendDown as exc:
             self.redis_failed(exc)
 

@@ -387,3 +387,21 @@ def test_a_reply_whose_claim_expired_is_checked_however_briefly_it_was_held(back
             assert await a.coordinator.still_mine("1140") is False
 
     run(go())
+
+
+def test_a_quick_reply_whose_claim_redis_lost_meanwhile_is_checked_before_sending(backend: Backend) -> None:
+    # Found by the chaos soak: a FLUSHALL between a claim and its quick reply
+    # let a redelivery elsewhere win the empty key and answer too. The holder
+    # saw the flush (its context read found the epoch gone) and now checks.
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            now = backend.clock.now()
+            assert await a.coordinator.claim("1020", sent_at=now)
+            backend.flush()
+            assert await b.coordinator.claim("1020", sent_at=now)  # the empty key
+            assert a.cache is not None
+            await a.cache.refresh_epoch()  # A builds its context: the epoch is gone
+            assert await a.coordinator.still_mine("1020") is False
+            assert await b.coordinator.still_mine("1020") is True
+
+    run(go())
