@@ -107,8 +107,8 @@ def test_a_reply_spooled_during_a_database_cut_holds_back_a_late_redelivery(back
                 await a.store_message(reply_to(5))  # sent: the reply waits in A's spool
             assert "1005" in a.spooled_reply_ids()
             backend.flush()  # the shared stream and the "done" marker are gone
-            # A cannot report while its database breaker is open; once it
-            # can, its report lists the spooled reply until it is replayed.
+            # A's reports (in Redis while its database breaker is open) list
+            # the spooled reply until it is replayed.
             assert await b.coordinator.claim("1005", sent_at=sent_at) is False
             await a.probe()  # A's spool reaches the database
             assert await b.coordinator.claim("1005", sent_at=sent_at) is False
@@ -151,7 +151,6 @@ def test_with_redis_down_a_database_claim_waits_for_a_redis_claimer_to_report(ba
             assert await b.coordinator.claim("1008", sent_at=now) is False
 
     run(go())
-
 
 
 def test_a_stalled_instance_holds_back_only_what_it_could_have_claimed(backend: Backend) -> None:
