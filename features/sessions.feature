@@ -217,7 +217,11 @@ Feature: Sessions: who shares context, when a conversation ends, what a reply se
 
   @multiprocess
   Scenario: An instance killed while holding a claim does not lose the message
+    # The other instance takes over once the claim has expired and the dead
+    # instance's report (which lists the message) is older than
+    # instance_timeout: a paused instance would look the same until then.
     Given the memory setting "claim_ttl" is 30
+    And the memory setting "instance_timeout" is 30
     And two bot instances "A" and "B" are running on the same backends, "B" in a separate process
     And alice says "hello" in #general
     When instance "A" is busy with alice's conversation in #general

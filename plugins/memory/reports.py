@@ -30,7 +30,9 @@ report in time (paused, stalled, cut off from both backends) is judged by
 the newest report of it this instance has seen (reads are remembered, so a
 Redis flush does not erase them). An instance whose last report is older
 than ``instance_timeout`` (bot clock) is gone and not waited for; one that
-stops cleanly deletes its report.
+stops cleanly leaves a tombstone. Each instance also writes to the database
+the reports of others it has seen that are newer than the database's (a
+report that only reached Redis survives a flush that way).
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ class Reports:
         self.started_mono = time.monotonic()
         # Replies confirmed for sending and not yet stored: message id -> when (monotonic).
         self.sending: dict[str, float] = {}
-        # The newest report of each instance this one has seen.
+        # The newest report of each instance this one has seen, and what the
+        # database held at the last read.
         self.seen: dict[str, dict[str, Any]] = {}
+        self.in_db: dict[str, Any] = {}
         self._read: asyncio.Future[dict[str, dict[str, Any]]] | None = None
         self._read_started = -1e9
 
@@ -135,18 +139,48 @@ class Reports:
                 await store.cache.run(("HSET", self.hash_key, self.key, orjson.dumps(value)))
         with _quietly("either backend"):
             await self._read_all()
+        if store.db_ok:
+            with _quietly("database"):
+                await self._relay()
+
+    async def _relay(self) -> None:
+        """Write to the database the reports of others this instance has
+        seen that are newer than the database's copies: one written only to
+        Redis (its instance could not reach the database) and lost there in
+        a flush is then still known to an instance that never read Redis in
+        time. Reports older than ``instance_timeout`` are not relayed, and
+        twice that old they are deleted (a stopped instance's tombstone)."""
+        db = self.store.db
+        assert db is not None
+        now = self.store.clock.now()
+        limit = self.store.settings.instance_timeout
+        for key, value in list(self.seen.items()):
+            age = now - float(value.get("at", 0))
+            if key == self.key:
+                continue
+            if age > 2 * limit:
+                del self.seen[key]
+                if key in self.in_db:
+                    await db.run(db.delete_state, key)
+            elif age <= limit and _newer(value, self.in_db.get(key)):
+                await db.run(db.set_state, key, value)
+                self.in_db[key] = value
 
     async def withdraw(self) -> None:
-        """A clean stop: nobody needs to wait for this instance any more."""
+        """A clean stop: nobody needs to wait for this instance any more. A
+        tombstone, not a deletion: another instance that remembers an older
+        report would otherwise relay it back."""
         store = self.store
+        self.number += 1
+        value = {"life": self.life, "n": self.number, "at": store.clock.now(), "gone": True}
         if store.db_ok:
             assert store.db is not None
             with _quietly("database"):
-                await store.db.run(store.db.delete_state, self.key)
+                await store.db.run(store.db.set_state, self.key, value)
         if store.redis_ok:
             assert store.cache is not None
             with _quietly("redis"):
-                await store.cache.run(("HDEL", self.hash_key, self.key))
+                await store.cache.run(("HSET", self.hash_key, self.key, orjson.dumps(value)))
 
     @property
     def hash_key(self) -> str:
@@ -168,7 +202,8 @@ class Reports:
         if store.db_ok:
             assert store.db is not None
             try:
-                self._remember(await store.db.run(store.db.states_with_prefix, REPORT_PREFIX))
+                self.in_db = await store.db.run(store.db.states_with_prefix, REPORT_PREFIX)
+                self._remember(self.in_db)
                 read = True
             except BackendDown as exc:
                 store.db_failed(exc)
@@ -203,7 +238,7 @@ class Reports:
         return {
             key: value
             for key, value in reports.items()
-            if key != self.key and isinstance(value, dict) and now - float(value.get("at", 0)) <= limit
+            if key != self.key and isinstance(value, dict) and not value.get("gone") and now - float(value.get("at", 0)) <= limit
         }
 
     async def settled(self, message_id: str, sent_at: float | None, suspects: frozenset[str] = frozenset()) -> Verdict:

@@ -130,8 +130,8 @@ def test_a_clean_stop_withdraws_the_report(backend: Backend) -> None:
         a = backend.store("A", **FAST)
         async with started(a):
             await reported(a)
-            assert backend.sql(f"SELECT count(*) FROM bot_state WHERE key = '{REPORT_PREFIX}A'") == [(1,)]
-        assert backend.sql(f"SELECT count(*) FROM bot_state WHERE key = '{REPORT_PREFIX}A'") == [(0,)]
+            assert "gone" not in backend.sql(f"SELECT value FROM bot_state WHERE key = '{REPORT_PREFIX}A'")[0][0]
+        assert '"gone":true' in backend.sql(f"SELECT value FROM bot_state WHERE key = '{REPORT_PREFIX}A'")[0][0]
         async with started(backend.store("B", **FAST)) as b:
             assert await b.coordinator.claim("1007", sent_at=late(backend)) is True
 
@@ -168,5 +168,24 @@ def test_a_stalled_instance_holds_back_only_what_it_could_have_claimed(backend: 
             assert await b.coordinator.claim("1010", sent_at=backend.clock.now()) is True
             # Sent before: A may have claimed it and stalled before reporting it.
             assert await b.coordinator.claim("1011", sent_at=stalled_at - 0.5) is False
+
+    run(go())
+
+
+def test_a_report_that_reached_only_redis_outlives_a_flush(backend: Backend) -> None:
+    # A cannot reach the database, so its report (listing a message it
+    # holds) is only in Redis; B reads it and relays it to the database;
+    # Redis is flushed; C, which never read Redis in time, still finds it.
+    async def go() -> None:
+        # A writes only the reports this test asks for.
+        async with started(backend.store("A", report_interval=3600)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = late(backend)
+            assert await a.coordinator.claim("1012", sent_at=sent_at)
+            a.db_breaker.trip("TimeoutError: no answer within 0.5s")  # A alone cannot reach the database
+            await a.reports.publish()  # to Redis only
+            await b.reports.publish()  # B reads A's report in Redis and relays it
+            backend.flush()
+            async with started(backend.store("C", **FAST)) as c:
+                assert await c.coordinator.claim("1012", sent_at=sent_at) is False
 
     run(go())
