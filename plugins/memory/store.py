@@ -311,7 +311,10 @@ class MemoryStore:
             return
         try:
             if await self.cache.refresh_epoch() == "0":
-                await self.cache.bump_epoch()
+                # Not bump_epoch(): creating the key on a fresh Redis is no
+                # news for the operator (the terminal chat shows warnings).
+                await self.cache.run(("INCR", self.cache.epoch_key))
+                log.info("memory: cache epoch is now %s (the key was missing)", await self.cache.refresh_epoch())
         except BackendDown as exc:
             self.redis_failed(exc)
 
