@@ -129,14 +129,7 @@ class Reports:
         every = store.settings.report_interval * max(0.0, rate)
         value = {"life": self.life, "n": self.number, "at": at, "every": every, "held": held, "full": full}
         self._remember({self.key: value})
-        if store.db_ok:
-            assert store.db is not None
-            with _quietly("database"):
-                await store.db.run(store.db.set_state, self.key, value)
-        if store.redis_ok:
-            assert store.cache is not None
-            with _quietly("redis"):
-                await store.cache.run(("HSET", self.hash_key, self.key, orjson.dumps(value)))
+        await self._write(value)
         with _quietly("either backend"):
             await self._read_all()
         if store.db_ok:
@@ -172,7 +165,11 @@ class Reports:
         report would otherwise relay it back."""
         store = self.store
         self.number += 1
-        value = {"life": self.life, "n": self.number, "at": store.clock.now(), "gone": True}
+        await self._write({"life": self.life, "n": self.number, "at": store.clock.now(), "gone": True})
+
+    async def _write(self, value: dict[str, Any]) -> None:
+        """This instance's report, to each backend that is up."""
+        store = self.store
         if store.db_ok:
             assert store.db is not None
             with _quietly("database"):
