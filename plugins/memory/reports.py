@@ -92,7 +92,7 @@ class Reports:
 
     # --- this instance's report -------------------------------------------------
 
-    def held(self) -> tuple[list[str], bool]:
+    def held(self, spooled: list[str]) -> tuple[list[str], bool]:
         """The message ids this instance may still answer or whose reply it
         has not stored in the database, and whether the list was cut."""
         store = self.store
@@ -111,7 +111,7 @@ class Reports:
             # while its reply could still be on its way.
             if (expires is None and c.held_since.get(mid, 0.0) > cutoff) or (expires is not None and expires > now):
                 ids.add(mid)
-        ids.update(store.spooled_reply_ids())
+        ids.update(spooled)
         return sorted(ids)[:MAX_HELD], len(ids) > MAX_HELD
 
     async def publish(self) -> None:
@@ -120,7 +120,9 @@ class Reports:
         everyone's: what was read is remembered, so a Redis flush does not
         make this instance forget a report it saw only there."""
         store = self.store
-        held, full = self.held()
+        # The spool is files on disk: read off the event loop.
+        spooled = await asyncio.get_running_loop().run_in_executor(None, store.spooled_reply_ids)
+        held, full = self.held(spooled)
         self.number += 1
         at = store.clock.now()
         # How often it reports, on the bot clock (which may run at another
