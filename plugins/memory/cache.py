@@ -35,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -225,6 +227,12 @@ class Cache:
         # Epoch changes seen (a flush, a restart, an invalidation): claims
         # compare it to know whether Redis may have lost them since.
         self.epoch_changes = 0
+        # When this instance last saw a known epoch change (Redis lost its
+        # data, or the cache was invalidated): monotonic, and on the bot
+        # clock (``now``, set by the store).
+        self.epoch_changed_at = -1e9
+        self.epoch_changed_clock = -1e18
+        self.now: Callable[[], float] | None = None
         self.epoch_key = f"{prefix}epoch"
         self.trim_slack = max(8, window_size // 4)
         # fakeredis has no INFO; a real server's run id tells a restart apart.
@@ -280,12 +288,24 @@ class Cache:
             return False
         return isinstance(info, dict) and str(info.get("run_id")) == self.run_id
 
+    def _epoch_changed(self) -> None:
+        self.epoch_changes += 1
+        self.epoch_changed_at = time.monotonic()
+        if self.now is not None:
+            self.epoch_changed_clock = self.now()
+
     def _seen_epoch(self, value: Any) -> bool:
         """Adopt the epoch Redis reports; ``True`` if it changed."""
         epoch = _decode(value) or "0"
         if epoch != self.epoch:
+            # From "0" (none known yet, or a loss already seen): adopted, not
+            # a new loss of data.
+            known = self.epoch != "0"
             self.epoch = epoch
-            self.epoch_changes += 1
+            if known:
+                self._epoch_changed()
+            else:
+                self.epoch_changes += 1
             return True
         return False
 
@@ -332,7 +352,7 @@ class Cache:
     async def bump_epoch(self) -> str:
         """Invalidate every cached window and session (all instances)."""
         self.epoch = str(await self.call(self.r.incr(self.epoch_key)))
-        self.epoch_changes += 1
+        self._epoch_changed()
         log.warning("memory: cache epoch is now %s (cached windows rebuilt from the database)", self.epoch)
         return self.epoch
 

@@ -25,6 +25,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -46,6 +47,11 @@ POLL = 0.02
 CONFIRM_AFTER = 1.0
 # A Redis claim won later than this (real seconds) after it was asked for.
 SLOW_CLAIM = 0.2
+# A claim won this soon (real seconds) after this instance saw the cache
+# epoch change is decided like a late one: the empty key may be another
+# instance's claim that Redis lost, whose reply is being sent and stored
+# (every reply re-reads its claim first, so only that short window is open).
+RECENT_FLUSH = 0.5
 MAX_HELD_CLAIMS = 10_000
 # With both breakers open, a claim waits this long (real seconds) at most for
 # a probe to confirm both backends are down before answering unarbitrated.
@@ -114,9 +120,16 @@ class Coordinator:
         # answering) means the claim may be gone and another instance may
         # hold the message now.
         self.claim_epochs: dict[str, int] = {}
+        # When (bot clock) each held message was sent, as its claim was asked.
+        self.sent_ats: dict[str, float | None] = {}
         # Messages whose claim is being decided here: a second delivery of
         # one to this instance meanwhile is left to the first.
         self.claiming: set[str] = set()
+        # Of those, the ones whose claim this instance has won and now checks
+        # (another instance's report may list them): its reports list them.
+        # Not the ones it waits on while another instance holds the claim,
+        # or that instance would back off because of this one's wait.
+        self.deciding: set[str] = set()
         # The probe that confirms "both down" for claims, shared by all of them.
         self._probing: asyncio.Future[None] | None = None
         self._probe_started = -1e9
@@ -186,9 +199,12 @@ class Coordinator:
             return False  # answered here already, or being handled here now
         self.claiming.add(message_id)
         try:
-            return await self._decide(message_id, sent_at)
+            won = await self._decide(message_id, sent_at)
         finally:
             self.claiming.discard(message_id)
+        if won:
+            self.sent_ats[message_id] = sent_at
+        return won
 
     def _too_old(self, sent_at: float | None) -> float | None:
         """The message's age if it is too old to answer unarbitrated."""
@@ -334,13 +350,22 @@ class Coordinator:
         store = self.store
         db = store.db
         assert db is not None
-        verdict = await store.reports.settled(message_id, sent_at, suspects)
-        if verdict == "busy" or (verdict == "unknown" and self._too_old(sent_at) is not None) or await store.reply_exists(message_id):
-            with contextlib.suppress(BackendDown):
-                await db.run(db.release_claim, message_id, token)
-            return False
-        self._hold(message_id, token, expires)
-        return True
+        with self._deciding(message_id):
+            verdict = await store.reports.settled(message_id, sent_at, suspects)
+            if verdict == "busy" or (verdict == "unknown" and self._too_old(sent_at) is not None) or await store.reply_exists(message_id):
+                with contextlib.suppress(BackendDown):
+                    await db.run(db.release_claim, message_id, token)
+                return False
+            self._hold(message_id, token, expires)
+            return True
+
+    @contextlib.contextmanager
+    def _deciding(self, message_id: str) -> Iterator[None]:
+        self.deciding.add(message_id)
+        try:
+            yield
+        finally:
+            self.deciding.discard(message_id)
 
     def _epoch_changes(self) -> int:
         return self.cache.epoch_changes if self.cache is not None else 0
@@ -372,7 +397,10 @@ class Coordinator:
             while True:
                 now = store.clock.now()
                 value, expires = self._claim_value(token)
-                won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
+                won, raw, epoch = await self.cache.run(
+                    ("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key), ("GET", self.cache.epoch_key)
+                )
+                self.cache._seen_epoch(epoch)
                 if won and watched is not None and float((_holder(watched) or {}).get("x", 0)) > now:
                     # The claim vanished under a live holder: put it back and
                     # keep waiting (unless its reply is stored by now).
@@ -386,9 +414,13 @@ class Coordinator:
                     # stalled) was won after the database answered: another
                     # instance may have answered meanwhile, so ask again.
                     slow = time.monotonic() - started > SLOW_CLAIM
+                    # Just after a flush or a restart, the key may have been
+                    # empty because Redis lost another instance's claim, one
+                    # whose quick reply is on its way.
+                    flushed = time.monotonic() - self.cache.epoch_changed_at < RECENT_FLUSH
                     return await self._claimed(
                         key, token, value, expires, answered, message_id, sent_at,
-                        ask_again=watched is not None or slow, suspects=_owners(watched),
+                        ask_again=watched is not None or slow or flushed, suspects=_owners(watched),
                     )
                 else:
                     if raw == DONE:
@@ -449,14 +481,16 @@ class Coordinator:
                     message_id,
                 )
                 return False
-        if found is None and (ask_again or self._late(sent_at)):
+        if found in (None, "unknown") and (ask_again or self._late(sent_at)):
             # Another instance may hold a reply to it that nothing else shows:
             # its claim vanished or expired while it was about to send, or it
-            # sent while the database was down and the reply waits in its spool.
-            verdict = await store.reports.settled(message_id, sent_at, suspects)
-            if verdict == "free":
-                found = await store.answered_or_claimed(message_id)
-            elif verdict == "busy" or self._too_old(sent_at) is not None:
+            # sent while the database was down and the reply waits in its
+            # spool. (With the database down its reports are in Redis.)
+            with self._deciding(message_id):
+                verdict = await store.reports.settled(message_id, sent_at, suspects)
+                if verdict == "free":
+                    found = await store.answered_or_claimed(message_id)
+            if verdict == "busy" or (verdict == "unknown" and self._too_old(sent_at) is not None):
                 await self.cache.run(("EVAL", RELEASE, 1, key, value))
                 return False
         if found == "answered":
@@ -481,6 +515,7 @@ class Coordinator:
             self.held_since.pop(stale)
             self.expires.pop(stale, None)
             self.claim_epochs.pop(stale, None)
+            self.sent_ats.pop(stale, None)
         self.mine.add(token)
         old = self.claimed.pop(message_id, None)
         if old is not None:
@@ -492,23 +527,26 @@ class Coordinator:
 
     async def confirm(self, message_id: str) -> bool:
         """:meth:`still_mine`, and if so the reply counts as being sent (this
-        instance's reports list it) until :meth:`answered`."""
+        instance's reports list it) until :meth:`answered`.
+
+        The reply is in a written report before it is sent: an instance that
+        is paused right after sending, while Redis loses the claim, is then
+        seen to hold it by whoever decides a redelivery (a young message is
+        claimed without a report, so no report may list it yet)."""
         if not await self.still_mine(message_id):
+            self._forget(message_id)
             return False
-        self.store.reports.sending[message_id] = time.monotonic()
+        reports = self.store.reports
+        reports.sending[message_id] = time.monotonic()
+        if not reports.lists(message_id):
+            await reports.report()
         return True
 
     def answered(self, message_id: str) -> None:
         """The reply to ``message_id`` is stored: forget its claim token and
         remember (bounded) that this instance answered it, so a redelivery
         here is dropped even if both backends lost track meanwhile."""
-        token = self.claimed.pop(message_id, None)
-        if token is not None:
-            self.mine.discard(token)
-        self.held_since.pop(message_id, None)
-        self.expires.pop(message_id, None)
-        self.claim_epochs.pop(message_id, None)
-        self.store.reports.sending.pop(message_id, None)
+        self._forget(message_id)
         self.recent_answers[message_id] = None
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
             self.recent_answers.popitem(last=False)
@@ -524,10 +562,11 @@ class Coordinator:
         the message over meanwhile (this one was paused or stalled past the
         claim's expiry), so that instance's reply is the only one.
 
-        Only a message held longer than ``CONFIRM_AFTER`` real seconds, or
-        whose claim has expired, is checked (one Redis read, or one database
-        statement while Redis is down): a quick reply costs nothing here.
-        When nothing can tell, the reply is sent if its claim has not
+        A quick reply (held less than ``CONFIRM_AFTER`` real seconds, its
+        claim unexpired, no flush seen since) costs one Redis read, which
+        finds the claim still there; anything else is checked in full (the
+        claim put back if Redis lost it, or one database statement while
+        Redis is down). When nothing can tell, the reply is sent if its claim has not
         expired (nobody could take it over) or was never arbitrated (G6: an
         answer beats silence); a claim held past its expiry may have been
         taken over and answered elsewhere, so that reply is not sent.
@@ -545,7 +584,18 @@ class Coordinator:
         quick = time.monotonic() - since < CONFIRM_AFTER
         unexpired = expires is None or store.clock.now() < expires
         if quick and unexpired and self.claim_epochs.get(message_id) == self._epoch_changes():
-            return True
+            if not store.redis_ok:
+                return True
+            # This instance may not have seen a flush that another one has:
+            # that one may have won the empty key.
+            try:
+                (raw,) = await self.cache.run(("GET", self.claim_key(message_id)))
+            except BackendDown as exc:
+                store.redis_failed(exc)
+                return True
+            holder = _holder(raw)
+            if holder is not None and holder.get("t") == token:
+                return True
         # As for claims: a breaker open because this process was the one
         # paused gets one probe's chance before "nothing can tell".
         for confirmed in (False, True):
@@ -570,11 +620,14 @@ class Coordinator:
                     state, _holder_row = await db.run(db.try_claim, message_id, store.instance_id, token, until)
                     if state == "done":
                         return False
-                    if state == "mine":
-                        return True
-                    return bool(await db.run(db.take_claim, message_id, store.instance_id, token, until, token))
+                    if state != "mine" and not await db.run(db.take_claim, message_id, store.instance_id, token, until, token):
+                        return False
                 except BackendDown as exc:
                     store.db_failed(exc)
+                else:
+                    # Claimed in the database (Redis down) just now: an
+                    # instance that reaches Redis may have claimed it there.
+                    return await self._unheld_elsewhere(message_id)
             if confirmed:
                 break
             await self._confirm_down()
@@ -608,12 +661,38 @@ class Coordinator:
             won, raw = await self.cache.run(("SET", key, value, "NX", "EX", BACKSTOP_TTL), ("GET", key))
             if won:
                 self.expires[message_id] = expires
-                return True
+                # Another instance may have won the empty key before this
+                # one, and lost it again the same way, and be sending now.
+                return await self._unheld_elsewhere(message_id)
         holder = _holder(raw)
         return holder is not None and holder.get("t") == token
 
+    async def _unheld_elsewhere(self, message_id: str) -> bool:
+        """A claim this instance held was lost and is put back: no other
+        instance's report may list the message (see
+        :meth:`Reports.settled`); ``True`` also when nothing can tell."""
+        verdict = await self.store.reports.settled(message_id, self.sent_ats.get(message_id))
+        if verdict == "busy":
+            log.warning("memory: reply to message %s not sent: its claim was lost and another instance may answer it", message_id)
+            return False
+        return True
+
+    def _forget(self, message_id: str) -> None:
+        """This instance holds ``message_id`` no more (its reports stop
+        listing it)."""
+        token = self.claimed.pop(message_id, None)
+        if token is not None:
+            self.mine.discard(token)
+        self.held_since.pop(message_id, None)
+        self.expires.pop(message_id, None)
+        self.claim_epochs.pop(message_id, None)
+        self.sent_ats.pop(message_id, None)
+        self.store.reports.sending.pop(message_id, None)
+
     async def done(self, message_id: str) -> None:
-        """Mark ``message_id`` answered (its reply is stored)."""
+        """Mark ``message_id`` answered (a reply that is not part of the
+        conversation record was sent)."""
+        self.answered(message_id)
         key = self.claim_key(message_id)
         raw = await self.cache.call(self.cache.r.set(key, DONE, ex=DONE_TTL, get=True))
         holder = _holder(raw)

@@ -21,16 +21,22 @@ in its spool.
 
 Before an instance answers a *late* message (older than
 ``late_message_age``, i.e. a redelivery or a backlog), one whose claim it
-won after seeing another holder, or any message it claimed in the database
-(Redis down), it waits for a report from every other live instance written
-after it won the claim (:meth:`Reports.settled`). If one lists the message
-(or its list was cut), it stays silent: a later redelivery is answered once
-that instance has stored its reply or let it go. An instance that does not
-report in time (paused, stalled, cut off from both backends) is judged by
-the newest report of it this instance has seen (reads are remembered, so a
-Redis flush does not erase them). An instance whose last report is older
-than ``instance_timeout`` (bot clock) is gone and not waited for; one that
-stops cleanly leaves a tombstone. Each instance also writes to the database
+won after seeing another holder, slowly, or just after it saw Redis lose its
+data (a flush or a restart changes the cache epoch), or any message it
+claimed in the database (Redis down), it reports at once (its list then
+holds the message) and waits for a report from every other live instance
+written after that (:meth:`Reports.settled`): write, then read, so of two
+instances deciding one message the later one sees the earlier. If one lists
+the message (or its list was cut), it stays silent: a later redelivery is
+answered once that instance has stored its reply or let it go. An instance
+that does not report in time (paused, stalled, cut off from both backends)
+is judged by the newest report of it this instance has seen (reads are
+remembered, so a Redis flush does not erase them): it may hold what its
+report lists and any young message sent since (a young message is claimed
+without reporting it first). So while an instance is paused, a late message
+whose claim Redis lost waits for it to come back or to time out. An
+instance whose last report is older than ``instance_timeout`` (bot clock) is
+gone and not waited for; one that stops cleanly leaves a tombstone. Each instance also writes to the database
 the reports of others it has seen that are newer than the database's (a
 report that only reached Redis survives a flush that way).
 """
@@ -60,6 +66,9 @@ REPORT_PREFIX = "memory.instance."
 MAX_HELD = 2000
 # How long (real seconds) a late message waits for fresh reports.
 SETTLE_WAIT = 2.0
+# An instance whose report this one has not seen change for this many report
+# intervals (plus CLOCK_SKEW, as slack) is not waited for.
+OVERDUE = 2
 # Bot-clock seconds two hosts' clocks may disagree by (NTP keeps them closer).
 CLOCK_SKEW = 1.0
 POLL = 0.05
@@ -82,9 +91,17 @@ class Reports:
         # The newest report of each instance this one has seen, and what the
         # database held at the last read.
         self.seen: dict[str, dict[str, Any]] = {}
+        # When (monotonic) this instance last saw each one's report change.
+        self.changed_at: dict[str, float] = {}
         self.in_db: dict[str, Any] = {}
         self._read: asyncio.Future[dict[str, dict[str, Any]]] | None = None
         self._read_started = -1e9
+        # Reports are written one at a time, in order; when (monotonic) the
+        # list of the newest one written was taken.
+        self._writing = asyncio.Lock()
+        self._listed_at = -1e9
+        # What the newest report this instance wrote lists.
+        self._listed: tuple[frozenset[str], bool] = (frozenset(), False)
 
     @property
     def key(self) -> str:
@@ -97,19 +114,19 @@ class Reports:
         has not stored in the database, and whether the list was cut."""
         store = self.store
         c = store.coordinator
-        now = store.clock.now()
         cutoff = time.monotonic() - SENDING_MAX
         for mid in [m for m, since in self.sending.items() if since < cutoff]:
             del self.sending[mid]
-        # Claims being decided count too: two instances that each won a claim
-        # where the other cannot see it (one in Redis, one in the database)
-        # and wait for each other's reports must see each other.
-        ids = set(self.sending) | c.claiming
+        # Claims won and being decided count too: two instances that each won
+        # a claim where the other cannot see it (one in Redis, one in the
+        # database) and wait for each other's reports must see each other.
+        ids = set(self.sending) | c.deciding
+        # A held claim counts while its reply could still be on its way, even
+        # past its expiry: a holder that was paused re-checks its claim
+        # before it sends, but one that resumes while another instance
+        # decides the message must show it holds it.
         for mid in c.claimed:
-            expires = c.expires.get(mid)
-            # A claim taken with nothing to arbitrate has no expiry: it counts
-            # while its reply could still be on its way.
-            if (expires is None and c.held_since.get(mid, 0.0) > cutoff) or (expires is not None and expires > now):
+            if c.held_since.get(mid, 0.0) > cutoff:
                 ids.add(mid)
         ids.update(spooled)
         return sorted(ids)[:MAX_HELD], len(ids) > MAX_HELD
@@ -120,23 +137,43 @@ class Reports:
         everyone's: what was read is remembered, so a Redis flush does not
         make this instance forget a report it saw only there."""
         store = self.store
-        # The spool is files on disk: read off the event loop.
-        spooled = await asyncio.get_running_loop().run_in_executor(None, store.spooled_reply_ids)
-        held, full = self.held(spooled)
-        self.number += 1
-        at = store.clock.now()
-        # How often it reports, on the bot clock (which may run at another
-        # pace than real time, as in tests and the chaos soak).
-        rate = (at - self.started_at) / max(1e-6, time.monotonic() - self.started_mono)
-        every = store.settings.report_interval * max(0.0, rate)
-        value = {"life": self.life, "n": self.number, "at": at, "every": every, "held": held, "full": full}
-        self._remember({self.key: value})
-        await self._write(value)
+        await self.report()
         with _quietly("either backend"):
             await self._read_all()
         if store.db_ok:
             with _quietly("database"):
                 await self._relay()
+
+    async def report(self) -> None:
+        """Write this instance's report now, unless one whose list was taken
+        after this was asked is written already (concurrent callers share
+        it). Before an instance decides a claim it reports it this way, then
+        reads the others' reports: of two instances deciding one message,
+        the one that reads last sees the other's."""
+        asked = time.monotonic()
+        async with self._writing:
+            if self._listed_at >= asked:
+                return
+            self._listed_at = time.monotonic()
+            store = self.store
+            # The spool is files on disk: read off the event loop.
+            spooled = await asyncio.get_running_loop().run_in_executor(None, store.spooled_reply_ids)
+            held, full = self.held(spooled)
+            self.number += 1
+            at = store.clock.now()
+            # How often it reports, on the bot clock (which may run at another
+            # pace than real time, as in tests and the chaos soak).
+            rate = (at - self.started_at) / max(1e-6, time.monotonic() - self.started_mono)
+            every = store.settings.report_interval * max(0.0, rate)
+            value = {"life": self.life, "n": self.number, "at": at, "every": every, "held": held, "full": full}
+            self._remember({self.key: value})
+            await self._write(value)
+            self._listed = (frozenset(held), full)
+
+    def lists(self, message_id: str) -> bool:
+        """Whether the newest report this instance wrote lists ``message_id``."""
+        held, full = self._listed
+        return full or message_id in held
 
     async def _relay(self) -> None:
         """Write to the database the reports of others this instance has
@@ -155,6 +192,7 @@ class Reports:
                 continue
             if age > 2 * limit:
                 del self.seen[key]
+                self.changed_at.pop(key, None)
                 if key in self.in_db:
                     await db.run(db.delete_state, key)
             elif age <= limit and _newer(value, self.in_db.get(key)):
@@ -166,8 +204,9 @@ class Reports:
         tombstone, not a deletion: another instance that remembers an older
         report would otherwise relay it back."""
         store = self.store
-        self.number += 1
-        await self._write({"life": self.life, "n": self.number, "at": store.clock.now(), "gone": True})
+        async with self._writing:
+            self.number += 1
+            await self._write({"life": self.life, "n": self.number, "at": store.clock.now(), "gone": True})
 
     async def _write(self, value: dict[str, Any]) -> None:
         """This instance's report, to each backend that is up."""
@@ -192,6 +231,7 @@ class Reports:
         for key, value in reports.items():
             if isinstance(value, dict) and _newer(value, self.seen.get(key)):
                 self.seen[key] = value
+                self.changed_at[key] = time.monotonic()
 
     async def _read_all(self) -> dict[str, dict[str, Any]]:
         """Read every report (database, and Redis when up); the newest of
@@ -246,21 +286,37 @@ class Reports:
         are the instances known to have held its claim before (an expired
         claim taken over, a claim that vanished under its holder).
 
-        Every other live instance must report again, after now: ``"busy"``
-        when a report lists the message; ``"free"`` when none does. An
-        instance that does not report within the wait (stalled, or dead
-        within ``instance_timeout``) may still hold the message if its last
-        report lists it, if it is a suspect, or if the message was sent
-        before that instance's next report was due (it could have claimed
-        it and stalled before reporting it): then ``"busy"``; else it is
-        not waited for. ``"unknown"`` when the database cannot be asked.
+        This instance first reports (its list holds the message), then every
+        other live instance must report again, after now: ``"busy"`` when a
+        report lists the message; ``"free"`` when none does. An instance that
+        does not report within the wait (stalled, or dead within
+        ``instance_timeout``) may still hold the message if its last report
+        lists it, if it is a suspect, or if it could have claimed the message
+        since without reporting it (see :func:`_stalled_after`): then
+        ``"busy"``; else it is not waited for. Reports are read from the
+        database and from Redis, so this works while either is down;
+        ``"unknown"`` when neither answers.
         """
-        store = self.store
-        if not store.db_ok:
-            return "unknown"
+        await self.report()
         started = time.monotonic()
+        settings = self.store.settings
+        # The oldest message another instance may answer without reporting
+        # it first: a young one, or one answered unarbitrated.
+        young = max(settings.late_message_age, settings.unarbitrated_max_age)
+        cache = self.store.cache
+        lost_at = cache.epoch_changed_clock if cache is not None else None
+
+        def may_hold(key: str, report: dict[str, Any]) -> bool:
+            return _lists(report, message_id) or _name(key) in suspects or _stalled_after(report, sent_at, young, lost_at)
+
         try:
             first = self._others(await self._reports(started))
+            # One whose report is overdue already (paused, stopped, cut off)
+            # is judged now by its last report: waiting on it is what the
+            # chaos soak, where one instance or another is paused most of
+            # the time, cannot afford.
+            quiet = time.monotonic() - OVERDUE * settings.report_interval - CLOCK_SKEW
+            overdue = {k for k in first if self.changed_at.get(k, started) < quiet}
             deadline = started + SETTLE_WAIT
             while True:
                 now = self._others(await self._reports(time.monotonic()))
@@ -276,11 +332,8 @@ class Reports:
                         return "busy"
                 if not waiting:
                     return "free"
-                if time.monotonic() >= deadline:
-                    stalled = [
-                        k for k in waiting
-                        if _lists(first[k], message_id) or _name(k) in suspects or _stalled_after(first[k], sent_at)
-                    ]
+                if time.monotonic() >= deadline or all(k in overdue for k in waiting):
+                    stalled = [k for k in waiting if may_hold(k, first[k])]
                     if not stalled:
                         return "free"
                     log.warning(
@@ -290,9 +343,8 @@ class Reports:
                     )
                     return "busy"
                 await asyncio.sleep(POLL)
-        except BackendDown as exc:
-            store.db_failed(exc)
-            return "unknown"
+        except BackendDown:
+            return "unknown"  # neither backend answers (each breaker has been told)
 
 
 def _newer(report: dict[str, Any], than: dict[str, Any] | None) -> bool:
@@ -332,17 +384,30 @@ def _lists(report: dict[str, Any], message_id: str) -> bool:
     return bool(report.get("full")) or message_id in report.get("held", ())
 
 
-def _stalled_after(report: dict[str, Any], sent_at: float | None) -> bool:
-    """Whether an instance whose last report is ``report`` could have
-    claimed a message first sent at ``sent_at`` without that report showing
-    it: it reports every ``every`` (bot clock), so it stopped before ``at +
-    every`` (twice that, for a late timer, plus the clock skew between
-    hosts), and a message sent more than one interval before ``at`` was
-    claimed before it, so the report lists it if it is still held. (A
-    redelivery of an older message to it is caught by the claim instead:
-    see ``suspects``.)"""
+def _stalled_after(report: dict[str, Any], sent_at: float | None, young: float, lost_at: float | None) -> bool:
+    """Whether an instance whose last report is ``report`` may have claimed
+    a message first sent at ``sent_at`` without that report listing it, and
+    then stopped (a backstop: an instance reports a message before it sends
+    a reply to it, and one that stalls between claim and send re-checks).
+
+    An instance reports a claim before deciding it, except a quick claim on
+    a young message (won at once, at most ``young`` after it was sent). So
+    what it claimed after ``at`` and does not list is a young message sent
+    after ``at - young``, less the clock skew between hosts; and it stopped
+    before its next report was due (``at + every``; twice that, for a late
+    timer). The bound matters: some instance is paused much of the time in
+    the chaos soak, and a rule that held back every late message sent
+    while one is silent starved it.
+
+    Unless Redis lost its data (a flush, a restart) after that report, as
+    this instance saw at ``lost_at``: reports the instance wrote since only
+    to Redis (its database was down) are gone, and any of them may have
+    listed a message sent up to then."""
     if sent_at is None:
         return True
     at = float(report.get("at", 0))
-    every = float(report.get("every", 0.0))
-    return at - every - CLOCK_SKEW <= sent_at <= at + 2 * every + CLOCK_SKEW
+    until = at + 2 * float(report.get("every", 0.0))
+    if at - young - CLOCK_SKEW > sent_at:
+        return False
+    # What was sent after the loss was seen cannot be in a lost report.
+    return sent_at <= until + CLOCK_SKEW or (lost_at is not None and lost_at > at and sent_at <= lost_at)

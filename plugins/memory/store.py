@@ -97,6 +97,7 @@ class MemoryStore:
         try:
             client = make_client(redis_url, s.redis_timeout)
             self.cache = Cache(client, prefix=s.key_prefix, window_size=s.window_size, ttl=s.cache_ttl, timeout=s.redis_timeout)
+            self.cache.now = self.clock.now
             self.outbox = Outbox(self.cache, self.spool, f"{self.instance_id}/{secrets.token_hex(4)}")
         except RedisURLError as exc:
             self._problem(self.redis_breaker, f"REDIS_URL is malformed: {exc}")

@@ -24,6 +24,7 @@ from core.models import Role
 from plugins.memory.store import MemoryStore
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import rec
+from tests.memory.test_reports import pause_reports
 
 
 def reply_to(n: int) -> object:
@@ -63,9 +64,11 @@ def test_a_claim_erased_under_its_live_holder_is_put_back(backend: Backend) -> N
 
 def test_a_resumed_holder_sees_the_answer_given_while_redis_lost_the_claims(backend: Backend) -> None:
     async def go() -> None:
-        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+        async with started(backend.store("A")) as a, started(backend.store("B", instance_timeout=60)) as b:
             assert await a.coordinator.claim("1002")
-            held_long(a, "1002")  # A is paused
+            held_long(a, "1002")  # A is paused past its claim and past
+            await pause_reports(a)  # instance_timeout: B counts it as gone
+            backend.clock.advance(61)
             backend.flush()
             assert await b.coordinator.claim("1002")  # a redelivery to B
             await answer(b, 2)
@@ -391,17 +394,20 @@ def test_a_reply_whose_claim_expired_is_checked_however_briefly_it_was_held(back
 
 def test_a_quick_reply_whose_claim_redis_lost_meanwhile_is_checked_before_sending(backend: Backend) -> None:
     # Found by the chaos soak: a FLUSHALL between a claim and its quick reply
-    # let a redelivery elsewhere win the empty key and answer too. The holder
-    # saw the flush (its context read found the epoch gone) and now checks.
+    # let a redelivery elsewhere win the empty key and answer too. The other
+    # instance reads the epoch with its claim, sees the flush and waits for
+    # the reports (A's lists the message); the holder saw the flush (its
+    # context read found the epoch gone), checks, puts its claim back and
+    # answers.
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             now = backend.clock.now()
             assert await a.coordinator.claim("1020", sent_at=now)
             backend.flush()
-            assert await b.coordinator.claim("1020", sent_at=now)  # the empty key
+            assert await b.coordinator.claim("1020", sent_at=now) is False  # the empty key, but A reports it
             assert a.cache is not None
             await a.cache.refresh_epoch()  # A builds its context: the epoch is gone
-            assert await a.coordinator.still_mine("1020") is False
-            assert await b.coordinator.still_mine("1020") is True
+            assert await a.coordinator.still_mine("1020") is True
+            assert await b.coordinator.claim("1020", sent_at=now) is False  # A's claim is back
 
     run(go())

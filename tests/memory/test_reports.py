@@ -74,9 +74,12 @@ def test_a_late_redelivery_is_not_answered_while_a_silent_instance_may_hold_it(b
             backend.flush()  # and Redis loses A's claim
             assert await b.coordinator.claim("1002", sent_at=sent_at) is False
             # What A's report does not list, and A could not have claimed
-            # since, is not kept waiting on A.
+            # since (an old message, which A would have reported before
+            # deciding it), is not kept waiting on A.
             backend.clock.advance(5)
             assert await b.coordinator.claim("1003", sent_at=sent_at) is True
+            # A young message long after the flush is claimed quickly, as usual.
+            b.cache.epoch_changed_at = -1e9
             assert await b.coordinator.claim("1004", sent_at=backend.clock.now()) is True
 
     run(go())
@@ -187,5 +190,130 @@ def test_a_report_that_reached_only_redis_outlives_a_flush(backend: Backend) -> 
             backend.flush()
             async with started(backend.store("C", **FAST)) as c:
                 assert await c.coordinator.claim("1012", sent_at=sent_at) is False
+
+    run(go())
+
+
+def test_a_late_message_is_reported_before_it_is_decided(backend: Backend) -> None:
+    # A wins the claim on a redelivery and stops before its next periodic
+    # report; Redis loses the claim. A reported the message before deciding
+    # it, so B, deciding the next redelivery, waits for A.
+    async def go() -> None:
+        async with started(backend.store("A", report_interval=3600)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = late(backend)
+            assert await a.coordinator.claim("1013", sent_at=sent_at)
+            backend.flush()
+            assert await b.coordinator.claim("1013", sent_at=sent_at) is False
+
+    run(go())
+
+
+def test_a_young_message_claimed_just_after_a_flush_waits_for_the_reports(backend: Backend) -> None:
+    # Delivered to two instances at once: A wins the claim and answers at
+    # once (a young message is not reported first); Redis is flushed before
+    # B asks, so B wins the empty key. B saw the epoch change, so it waits
+    # for A's next report, which lists the message.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            a.cache.epoch_changed_at = b.cache.epoch_changed_at = -1e9  # long after any flush
+            sent_at = backend.clock.now()
+            assert await a.coordinator.claim("1014", sent_at=sent_at)
+            backend.flush()
+            assert await b.coordinator.claim("1014", sent_at=sent_at) is False
+            await a.store_message(rec(14))
+            await a.store_message(reply_to(14))
+            a.coordinator.answered("1014")
+            assert await b.coordinator.claim("1014", sent_at=sent_at) is False  # answered
+
+    run(go())
+
+
+def test_with_the_database_down_a_late_message_waits_for_the_reports_in_redis(backend: Backend) -> None:
+    # B cannot reach the database, so it cannot ask whether the message was
+    # answered; Redis lost A's claim. A's report, in Redis, lists it.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = backend.clock.now() - 5  # late, but young enough to answer unasked
+            assert await a.coordinator.claim("1015", sent_at=sent_at)
+            backend.flush()
+            b.db_breaker.trip("TimeoutError: no answer within 0.5s")  # B alone cannot reach the database
+            assert await b.coordinator.claim("1015", sent_at=sent_at) is False
+
+    run(go())
+
+
+def test_a_reply_is_reported_before_it_is_sent(backend: Backend) -> None:
+    # A young message is claimed without a report; A writes one before it
+    # sends the reply, then stops (no periodic report lists it); Redis
+    # loses the claim. B, deciding a redelivery, finds it in A's last report.
+    async def go() -> None:
+        async with started(backend.store("A", report_interval=3600)) as a, started(backend.store("B", **FAST)) as b:
+            backend.clock.advance(5)  # well after A's start-up report
+            a.cache.epoch_changed_at = -1e9  # long after any flush: a quick claim
+            sent_at = backend.clock.now()
+            assert await a.coordinator.claim("1016", sent_at=sent_at)
+            assert not a.reports.lists("1016")
+            assert await a.coordinator.confirm("1016")  # A sends its reply...
+            assert a.reports.lists("1016")
+            backend.flush()  # ...and is paused while Redis loses its claim
+            assert await b.coordinator.claim("1016", sent_at=sent_at) is False
+
+    run(go())
+
+
+def test_a_claim_put_back_after_a_pause_yields_to_a_reply_on_its_way_elsewhere(backend: Backend) -> None:
+    # A was paused past its claim; B answered a redelivery and is sending;
+    # Redis loses B's claim too. A resumes, finds the key empty and nothing
+    # stored: B's report says B is sending, so A does not.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", instance_timeout=60, **FAST)) as b:
+            sent_at = backend.clock.now()
+            assert await a.coordinator.claim("1017", sent_at=sent_at)
+            a.coordinator.held_since["1017"] -= 60  # A is paused past its claim
+            await pause_reports(a)  # and past instance_timeout: B counts it as gone
+            backend.clock.advance(61)
+            backend.flush()
+            assert await b.coordinator.claim("1017", sent_at=sent_at)
+            assert await b.coordinator.confirm("1017")  # B is sending
+            backend.flush()
+            assert await a.coordinator.still_mine("1017") is False
+
+    run(go())
+
+
+def test_a_report_redis_lost_before_anyone_read_it_holds_back_what_it_may_have_listed(backend: Backend) -> None:
+    # A cannot reach the database: its report (listing a reply it is
+    # sending) goes to Redis only, and a flush erases it before B reads it.
+    # B saw Redis lose its data after A's last report it knows of, so A
+    # may hold any young message sent up to then.
+    async def go() -> None:
+        quiet = {"report_interval": 3600}  # each writes only the reports this test asks for
+        async with started(backend.store("A", **quiet)) as a, started(backend.store("B", **quiet)) as b:
+            backend.clock.advance(5)  # well after A's start-up report
+            sent_at = backend.clock.now()
+            a.db_breaker.trip("TimeoutError: no answer within 0.5s")  # A alone cannot reach the database
+            a.cache.epoch_changed_at = -1e9  # long after any flush: a quick claim
+            assert await a.coordinator.claim("1018", sent_at=sent_at)
+            assert await a.coordinator.confirm("1018")  # reported to Redis only; A is then paused
+            backend.flush()
+            assert await b.coordinator.claim("1018", sent_at=sent_at) is False
+            backend.clock.advance(5)
+            # Sent after the flush B saw: A's lost reports cannot list it.
+            assert await b.coordinator.claim("1019", sent_at=backend.clock.now()) is True
+
+    run(go())
+
+
+def test_an_instance_waiting_on_a_claim_does_not_hold_back_its_winner(backend: Backend) -> None:
+    # Two deliveries of a late message, one to each instance: the loser waits
+    # on the winner's claim; the winner, checking the reports, must not take
+    # that wait for a claim (or neither would answer).
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            await reported(a)
+            await reported(b)
+            sent_at = late(backend)
+            got = await asyncio.gather(a.coordinator.claim("1022", sent_at=sent_at), b.coordinator.claim("1022", sent_at=sent_at))
+            assert sorted(got) == [False, True]
 
     run(go())
