@@ -108,7 +108,8 @@ class Coordinator:
         # reply stored, so its claim token is only dropped by age).
         self.mine: set[str] = set()
         self.claimed: OrderedDict[str, str] = OrderedDict()
-        self.recent_answers: OrderedDict[str, None] = OrderedDict()
+        # Messages answered here, oldest first, with when (bot clock).
+        self.recent_answers: OrderedDict[str, float] = OrderedDict()
         self.local_locks: dict[str, asyncio.Lock] = {}
         # When (monotonic) each held claim was taken, for still_mine(), and
         # when (bot clock) it expires; ``None`` for a message taken with
@@ -547,9 +548,17 @@ class Coordinator:
         remember (bounded) that this instance answered it, so a redelivery
         here is dropped even if both backends lost track meanwhile."""
         self._forget(message_id)
-        self.recent_answers[message_id] = None
+        self.recent_answers[message_id] = self.store.clock.now()
         while len(self.recent_answers) > MAX_HELD_CLAIMS:
             self.recent_answers.popitem(last=False)
+
+    def forget_answers(self, message_ids: Any) -> bool:
+        """Drop forgotten messages from the ones answered here (reports list
+        those answered lately); ``True`` if any was there."""
+        found = False
+        for mid in message_ids:
+            found = self.recent_answers.pop(str(mid), None) is not None or found
+        return found
 
     async def _swap(self, key: str, expected: bytes, value: bytes) -> bool:
         """Replace ``key``'s value only if it is still ``expected``."""

@@ -15,9 +15,10 @@ So every instance reports, every ``report_interval``, in the database
      "every": <bot-clock seconds between reports>,
      "held": [<message ids>], "full": <the list was cut>}
 
-``held`` lists the messages this instance is deciding a claim on, holds a
-live claim on, has sent a reply to that is not stored yet, or has a reply to
-in its spool.
+``held`` lists the messages this instance has won a claim on and is
+deciding, holds a claim on, has sent a reply to that is not stored yet, has
+a reply to in its spool, or stored a reply to within the last
+``unarbitrated_max_age`` (for an instance that cannot ask the database).
 
 Before an instance answers a *late* message (older than
 ``late_message_age``, i.e. a redelivery or a backlog), one whose claim it
@@ -110,8 +111,9 @@ class Reports:
     # --- this instance's report -------------------------------------------------
 
     def held(self, spooled: list[str]) -> tuple[list[str], bool]:
-        """The message ids this instance may still answer or whose reply it
-        has not stored in the database, and whether the list was cut."""
+        """The message ids this instance may still answer, whose reply it
+        has not stored in the database or stored only lately, and whether
+        the list was cut."""
         store = self.store
         c = store.coordinator
         cutoff = time.monotonic() - SENDING_MAX
@@ -129,6 +131,14 @@ class Reports:
             if c.held_since.get(mid, 0.0) > cutoff:
                 ids.add(mid)
         ids.update(spooled)
+        # And replies stored lately: an instance that cannot ask the database
+        # whether a message was answered may still answer one this young on
+        # the reports alone (older ones it leaves: unarbitrated_max_age).
+        since = store.clock.now() - store.settings.unarbitrated_max_age
+        for mid, at in reversed(c.recent_answers.items()):
+            if at < since:
+                break
+            ids.add(mid)
         return sorted(ids)[:MAX_HELD], len(ids) > MAX_HELD
 
     async def publish(self) -> None:

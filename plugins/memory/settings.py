@@ -60,7 +60,10 @@ class MemorySettings(PluginSettings):
     # the price: after an instance dies without a clean stop, late messages
     # stay unanswered for this long, unless it comes back under the same
     # instance id (BOT_INSTANCE_ID), which replaces its report at once.
-    instance_timeout: float = Field(120.0, gt=0)
+    # Five minutes: the chaos soak pauses a process twice back to back now
+    # and then (about 200 bot-seconds) between sending a reply and storing
+    # it; at 120 s the others counted it gone and answered again.
+    instance_timeout: float = Field(300.0, gt=0)
     # How often (real seconds) an instance writes its report.
     report_interval: float = Field(0.5, gt=0)
     # How long (real seconds) an instance waits for another's claim or lease.

@@ -862,6 +862,11 @@ class MemoryStore:
             except BackendDown as exc:
                 self.redis_failed(exc)
                 await self._mark_dirty()
+        # This instance's report lists the messages it answered lately: not
+        # theirs any more (another instance's report drops them within
+        # unarbitrated_max_age).
+        if self.coordinator.forget_answers(result["message_ids"]):
+            await self.reports.report()
         return {"messages": result["messages"], "sessions": result["sessions"], "outbox": queued, "cache_keys": cached}
 
     async def _reach_db(self, why: str) -> None:

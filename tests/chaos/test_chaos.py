@@ -2,9 +2,9 @@
 kind of violation (so the soak cannot pass by accident), and the ``--quick``
 soak (about a minute: two bot processes, one private redis-server, one fresh
 PostgreSQL database, every fault kind several times) must count no lost,
-stored-twice, reordered, unanswered or out-of-step message. Doubled replies
-are asserted by their own test, marked xfail (not strict) while issue #10's
-last doubled-reply cases are open: see docs/CHAOS.md.
+stored-twice, reordered, unanswered or out-of-step message, and no doubled
+reply (asserted by its own test: docs/CHAOS.md says which rare compound
+faults still produced one in earlier full soaks).
 
 Run the full soak with ``python -m bench.chaos`` (docs/CHAOS.md).
 """
@@ -193,11 +193,6 @@ def test_quick_soak_loses_nothing(backend: str, clean_env: None, quick_soak: tup
 
 
 @_soak_marks
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN OPEN (issue #10): under compound faults (a pause, a Redis restart or flush, a database cut) a "
-    "message is now and then answered by two instances, 0-1 times per quick soak (docs/CHAOS.md, 'Still open')",
-)
 def test_quick_soak_answers_each_message_once(backend: str, clean_env: None, quick_soak: tuple[object, str]) -> None:
     result, report = quick_soak
     doubled = result.counts.get("replies_doubled", 0)

@@ -317,3 +317,21 @@ def test_an_instance_waiting_on_a_claim_does_not_hold_back_its_winner(backend: B
             assert sorted(got) == [False, True]
 
     run(go())
+
+
+def test_a_reply_stored_lately_is_reported_for_an_instance_that_cannot_ask_the_database(backend: Backend) -> None:
+    # A answered and stored its reply in the database; Redis lost the claim
+    # and the "done". B cannot reach the database: A's report still lists
+    # the message for a while, so B does not answer it again.
+    async def go() -> None:
+        async with started(backend.store("A", **FAST)) as a, started(backend.store("B", **FAST)) as b:
+            sent_at = backend.clock.now() - 5  # late, but young enough to answer unasked
+            assert await a.coordinator.claim("1023", sent_at=sent_at)
+            assert await a.coordinator.confirm("1023")
+            await a.store_message(rec(23))
+            await a.store_message(reply_to(23))
+            backend.flush()
+            b.db_breaker.trip("TimeoutError: no answer within 0.5s")  # B alone cannot reach the database
+            assert await b.coordinator.claim("1023", sent_at=sent_at) is False
+
+    run(go())
