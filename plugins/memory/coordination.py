@@ -575,10 +575,11 @@ class Coordinator:
         claim unexpired, no flush seen since) costs one Redis read, which
         finds the claim still there; anything else is checked in full (the
         claim put back if Redis lost it, or one database statement while
-        Redis is down). When nothing can tell, the reply is sent if its claim has not
-        expired (nobody could take it over) or was never arbitrated (G6: an
-        answer beats silence); a claim held past its expiry may have been
-        taken over and answered elsewhere, so that reply is not sent.
+        Redis is down). When nothing can tell, the reply is sent if its
+        claim has not expired (nobody could take it over) or was never
+        arbitrated (G6: an answer beats silence); a claim held past its
+        expiry may have been taken over and answered elsewhere, so that
+        reply is not sent.
         """
         since = self.held_since.get(message_id)
         token = self.claimed.get(message_id)

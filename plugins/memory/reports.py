@@ -37,9 +37,10 @@ report lists and any young message sent since (a young message is claimed
 without reporting it first). So while an instance is paused, a late message
 whose claim Redis lost waits for it to come back or to time out. An
 instance whose last report is older than ``instance_timeout`` (bot clock) is
-gone and not waited for; one that stops cleanly leaves a tombstone. Each instance also writes to the database
-the reports of others it has seen that are newer than the database's (a
-report that only reached Redis survives a flush that way).
+gone and not waited for; one that stops cleanly leaves a tombstone. Each
+instance also writes to the database the reports of others it has seen that
+are newer than the database's (a report that only reached Redis survives a
+flush that way).
 """
 
 from __future__ import annotations
