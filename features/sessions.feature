@@ -214,25 +214,3 @@ Feature: Sessions: who shares context, when a conversation ends, what a reply se
     Then every message got exactly one reply
     And the reply to "four" came from a new session
     And the database holds 2 sessions for alice in #general
-
-  @multiprocess
-  Scenario: An instance killed while holding a claim does not lose the message
-    # The other instance takes over once the claim has expired and the dead
-    # instance's report (which lists the message) is older than
-    # instance_timeout: a paused instance would look the same until then.
-    Given the memory setting "claim_ttl" is 30
-    And the memory setting "instance_timeout" is 30
-    And two bot instances "A" and "B" are running on the same backends, "B" in a separate process
-    And alice says "hello" in #general
-    When instance "A" is busy with alice's conversation in #general
-    And alice says "are you there?" in #general to instance "B", which is killed while it holds the claim
-    And instance "A" is no longer busy
-    And the clock advances by 31 seconds
-    And Discord delivers "are you there?" again to instance "A"
-    Then every message got exactly one reply
-    And the reply to "are you there?" was generated from these messages in this order:
-      | author | content        |
-      | alice  | hello          |
-      | bot    | ok hello       |
-      | alice  | are you there? |
-    And every message is stored exactly once

@@ -56,18 +56,18 @@ async def health(bot: Any) -> list[HealthReport]:
 
 @hookimpl
 async def claim_message(message: IncomingMessage, bot: Any) -> bool:
-    return await store_of(bot).coordinator.claim(message.id, sent_at=message.timestamp)
+    return await store_of(bot).arbiter.claim(message.id, sent_at=message.timestamp)
 
 
 @hookimpl
 async def message_answered(message: IncomingMessage, bot: Any) -> None:
     # A command or refused input stores no reply record; its claim is done now.
-    await store_of(bot).coordinator.done(message.id)
+    await store_of(bot).arbiter.done(message.id)
 
 
 @hookimpl
 async def confirm_reply(message: IncomingMessage, bot: Any) -> bool:
-    return await store_of(bot).coordinator.confirm(message.id)
+    return await store_of(bot).arbiter.confirm(message.id)
 
 
 @hookimpl
@@ -75,7 +75,7 @@ async def session_lease(message: IncomingMessage, bot: Any) -> Any:
     scope = await bot.hooks.first("session_scope", message=message)
     if not scope:
         scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"
-    return store_of(bot).coordinator.lease(scope)
+    return store_of(bot).leases.lease(scope)
 
 
 @hookimpl

@@ -123,7 +123,6 @@ class DurableStore:
         self.closed = False
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
         self.exists = Batcher(self, self.existing_ids, self.message_exists)
-        self.claim_state = Batcher(self, self.claim_states, lambda item: self.claim_states([item])[0])
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
     # --- plumbing ---------------------------------------------------------------
@@ -157,14 +156,6 @@ class DurableStore:
         self.sql_cols = cols
         self._row_marks = f"({marks})"
         self.multi_row_returning = self.dialect == "postgres" or (self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
-        claim_cols = "message_id, owner, token, expires_at"
-        claim_marks = ", ".join([p] * 4)
-        if self.dialect == "postgres":
-            self.sql_claim = f"INSERT INTO claims ({claim_cols}) VALUES ({claim_marks}) ON CONFLICT (message_id) DO NOTHING"
-        elif self.dialect == "mysql":
-            self.sql_claim = f"INSERT IGNORE INTO claims ({claim_cols}) VALUES ({claim_marks})"
-        else:
-            self.sql_claim = f"INSERT OR IGNORE INTO claims ({claim_cols}) VALUES ({claim_marks})"
 
     def _in_thread(self, fn: Callable[..., T], args: tuple[Any, ...], retry: bool) -> T:
         db = self.db
@@ -309,26 +300,6 @@ class DurableStore:
         found = {row[0] for row in self.db.execute_sql(sql, unique).fetchall()}
         return [i in found for i in ids]
 
-    def claim_states(self, items: list[tuple[str, str, float]]) -> list[str | None]:
-        """Per ``(message id, owner, now)``: ``"answered"`` if its reply is
-        stored, ``"claimed"`` if another owner holds a live database claim
-        on it (taken while it could not reach Redis), else ``None``."""
-        ids = list(dict.fromkeys(item[0] for item in items))
-        marks = ", ".join([self.db.param] * len(ids))
-        replies = {row[0] for row in self.db.execute_sql(f"SELECT message_id FROM messages WHERE message_id IN ({marks})", [f"reply:{i}" for i in ids]).fetchall()}
-        rows = self.db.execute_sql(f"SELECT message_id, owner, expires_at FROM claims WHERE message_id IN ({marks})", ids).fetchall()
-        held = {row[0]: (row[1], float(row[2])) for row in rows}
-        out: list[str | None] = []
-        for message_id, owner, now in items:
-            holder = held.get(message_id)
-            if f"reply:{message_id}" in replies:
-                out.append("answered")
-            elif holder is not None and holder[0] != owner and holder[1] > now:
-                out.append("claimed")
-            else:
-                out.append(None)
-        return out
-
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
         rows = list(self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall())
         rows.reverse()
@@ -340,38 +311,6 @@ class DurableStore:
     def count_messages(self, session_id: str) -> int:
         rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
         return int(rows[0][0])
-
-    # --- claims (used while Redis is unreachable) -----------------------------------
-
-    def try_claim(self, message_id: str, owner: str, token: str, expires_at: float) -> tuple[str, Any]:
-        """``("done", None)`` if the message was answered, ``("mine", None)``
-        if this call claimed it, else ``("held", (owner, token, expires_at))``."""
-        p = self.db.param
-        if self.message_exists(f"reply:{message_id}"):
-            return "done", None
-        if self.db.execute_sql(self.sql_claim, (message_id, owner, token, expires_at)).rowcount:
-            return "mine", None
-        rows = self.db.execute_sql(f"SELECT owner, token, expires_at FROM claims WHERE message_id = {p}", (message_id,)).fetchall()
-        if not rows:
-            return self.try_claim(message_id, owner, token, expires_at)
-        return "held", tuple(rows[0])
-
-    def take_claim(self, message_id: str, owner: str, token: str, expires_at: float, old_token: str) -> bool:
-        """Take over a claim only if it still carries ``old_token``."""
-        p = self.db.param
-        cursor = self.db.execute_sql(
-            f"UPDATE claims SET owner = {p}, token = {p}, expires_at = {p} WHERE message_id = {p} AND token = {p}",
-            (owner, token, expires_at, message_id, old_token),
-        )
-        return bool(cursor.rowcount)
-
-    def release_claim(self, message_id: str, token: str) -> int:
-        """Drop a claim only if it still carries ``token``."""
-        p = self.db.param
-        return int(self.db.execute_sql(f"DELETE FROM claims WHERE message_id = {p} AND token = {p}", (message_id, token)).rowcount)
-
-    def prune_claims(self, before: float) -> int:
-        return int(self.db.execute_sql(f"DELETE FROM claims WHERE expires_at < {self.db.param}", (before,)).rowcount)
 
     # --- sessions ----------------------------------------------------------------
 

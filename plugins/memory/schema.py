@@ -20,7 +20,7 @@ from playhouse.migrate import SchemaMigrator, migrate as run_migrations
 
 log = logging.getLogger("plugins.memory.schema")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass
@@ -180,7 +180,16 @@ def _v3(m: Models) -> None:
     _create_index(m.db, "claims", "claims_expires_at", "expires_at")
 
 
-MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3)]
+def _v4(m: Models) -> None:
+    """A claim's state (claimed, sending, done): the database arbitrates
+    every claim now (docs/MEMORY.md, A1-A4), and expiry is on its clock."""
+    columns = {c.name for c in m.db.get_columns("claims")}
+    if "state" not in columns:
+        migrator = SchemaMigrator.from_database(m.db)
+        run_migrations(migrator.add_column("claims", "state", pw.CharField(max_length=16, default="claimed")))
+
+
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
 
 
 def _ddl(db: pw.Database, template: str) -> str:

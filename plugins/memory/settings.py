@@ -38,37 +38,21 @@ class MemorySettings(PluginSettings):
     probe_interval: float = Field(0.5, gt=0)
     spool_dir: Path | None = None
     max_content_bytes: int = Field(64 * 1024, gt=0)
-    # Claims on incoming messages and leases on sessions expire (bot clock).
-    claim_ttl: float = Field(60.0, gt=0)
+    # A claim on a message expires this long (database-clock seconds) after
+    # its holder last renewed it; holders renew every claim_ttl / 3 while
+    # they work, so a slow model call is never taken over, and a standby
+    # takes over from a dead or frozen holder about this long after it
+    # stopped (docs/MEMORY.md, A2-A3).
+    claim_ttl: float = Field(6.0, gt=0)
+    # Leases on sessions expire (bot clock); a lease still held after
+    # lease_wait (real seconds) is taken over, fenced (L1-L2).
     lease_ttl: float = Field(60.0, gt=0)
-    # A message that nothing can arbitrate between instances (both backends
-    # down, or a Redis claim the database cannot check after Redis may have
-    # lost it) is answered only while it is at most this old (bot-clock
-    # seconds since its timestamp). Older, it is a backlog (this process was
-    # paused, or the message waited elsewhere) that another instance has most
-    # likely answered already: staying silent beats answering twice.
-    unarbitrated_max_age: float = Field(10.0, gt=0)
-    # A message handled this long (bot-clock seconds) after its timestamp is
-    # late (a redelivery, a backlog): before answering it an instance waits
-    # (up to 2 s) for every other live instance to report that it holds no
-    # reply to it, and stays silent if one does or does not report (see
-    # plugins/memory/reports.py).
-    late_message_age: float = Field(2.0, ge=0)
-    # An instance that has not reported for this long (bot-clock seconds) is
-    # gone and not waited for. It bounds the stalls (a paused process, a
-    # frozen VM that still holds a reply) that cannot cause a second answer;
-    # the price: after an instance dies without a clean stop, late messages
-    # stay unanswered for this long, unless it comes back under the same
-    # instance id (BOT_INSTANCE_ID), which replaces its report at once.
-    # Five minutes: the chaos soak pauses a process twice back to back now
-    # and then (about 200 bot-seconds) between sending a reply and storing
-    # it; at 120 s the others counted it gone and answered again.
-    instance_timeout: float = Field(300.0, gt=0)
-    # How often (real seconds) an instance writes its report.
-    report_interval: float = Field(0.5, gt=0)
-    # How long (real seconds) an instance waits for another's claim or lease.
-    claim_wait: float = Field(10.0, ge=0)
     lease_wait: float = Field(10.0, ge=0)
+    # A message that nothing can arbitrate (both backends down) is answered
+    # only while it is at most this old (bot-clock seconds since its
+    # timestamp): an older one is a backlog another instance has most
+    # likely answered, and staying silent beats answering twice (A7).
+    unarbitrated_max_age: float = Field(10.0, gt=0)
     db_threads: int = Field(4, gt=0, le=64)
     # A save that only moves a session's last_active_at (every message
     # touches its session) reaches the database at most this often per

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,13 @@ from core.models import HealthReport, MessageRecord, Role, Session
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
-from plugins.memory.coordination import DONE, DONE_TTL, Coordinator, current_fence, prefetched_session
+from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
+from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
-from plugins.memory.reports import Reports
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
-
-# Database claims (used while Redis is down) are pruned this often, once
-# they are this old.
-PRUNE_EVERY = 3600.0
-CLAIM_KEEP = 24 * 3600.0
 
 
 class MemoryStore:
@@ -63,17 +57,13 @@ class MemoryStore:
         spool_dir = settings.spool_dir or self.data_dir / "spool"
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
-        self.coordinator = Coordinator(self)
-        self.reports = Reports(self)
-        # Spooled replies whose claims this instance has marked done in Redis.
-        self._marked_done: set[str] = set()
+        self.arbiter = Arbiter(self)
+        self.leases = Leases(self)
         self.cache_dirty = False
         self.migrated = False
         self.run_id: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
-        self._report_task: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
-        self._pruned = 0.0
         self._refills: dict[str, asyncio.Task[None]] = {}
         # Per session id: the row as the database holds it, but for
         # last_active_at, and since when (bot clock) it is known to.
@@ -126,11 +116,8 @@ class MemoryStore:
                 await self._invalidate_touched()
         if self.redis_ok:
             await self._keep_epoch_key()
-        # Reported before the first message: an instance others cannot see
-        # is one they would not wait for.
-        await self.reports.publish()
+        self.arbiter.start()
         self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
-        self._report_task = asyncio.create_task(self._report_loop(), name=f"memory-report-{self.instance_id}")
 
     def _problem(self, breaker: Breaker, text: str, fatal: bool = True) -> None:
         log.error("memory: %s", text)
@@ -138,24 +125,20 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
-        self.coordinator.close()
+        await self.arbiter.stop()
         for task in list(self._refills.values()):
             task.cancel()
         if self._refills:
             await asyncio.wait(list(self._refills.values()), timeout=2)
-        for background in (self._probe_task, self._report_task):
-            if background is not None:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await background
-        self._probe_task = self._report_task = None
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probe_task
+        self._probe_task = None
         if self.db_ok:
             with contextlib.suppress(Exception):
                 await self._replay_outbox()
                 await self._invalidate_touched()
-        if not self.spool.files():
-            with contextlib.suppress(Exception):
-                await self.reports.withdraw()
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cache.r.aclose(), 1.0)
@@ -188,6 +171,14 @@ class MemoryStore:
             with contextlib.suppress(BackendDown):
                 await self.db.run(self.db.set_state, DIRTY_PREFIX + self.instance_id, self.clock.now())
 
+    async def dirty_seen(self) -> None:
+        """A claim's round trip found an instance's dirty flag: it wrote to
+        the database while it could not reach Redis, and this instance may
+        still trust the windows it left stale. Bump before reading (D4)."""
+        if self.db_ok and self.redis_ok:
+            with contextlib.suppress(BackendDown):
+                await self._check_dirty_flags()
+
     async def _check_dirty_flags(self) -> None:
         """Bump the epoch if any instance left the cache dirty."""
         assert self.db is not None and self.cache is not None
@@ -213,20 +204,6 @@ class MemoryStore:
                 log.error("memory: health probe was interrupted; probing again")
             except Exception:  # noqa: BLE001 - the probe must outlive anything
                 log.exception("memory: health probe failed")
-
-    async def _report_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.report_interval)
-            try:
-                await self.reports.publish()
-            except Exception:  # noqa: BLE001 - the loop must outlive anything
-                log.exception("memory: instance report failed")
-            # A cancellation that reached a backend call comes back as
-            # BackendDown (a call cut short), which the report shrugs off:
-            # the loop must still end when it was asked to (stop() waits).
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise asyncio.CancelledError
 
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
@@ -266,47 +243,13 @@ class MemoryStore:
             elif self.db_ok and self.redis_ok:
                 with contextlib.suppress(BackendDown):
                     await self._check_dirty_flags()
-            if self.db_ok and time.monotonic() - self._pruned > PRUNE_EVERY:
-                assert self.db is not None
-                self._pruned = time.monotonic()
-                with contextlib.suppress(BackendDown):
-                    await self.db.run(self.db.prune_claims, self.clock.now() - CLAIM_KEEP)
-            if self.redis_ok and self.spool.files():
-                await self._mark_spooled_replies()
             if self.redis_ok:
                 await self._keep_epoch_key()
-
-    async def _mark_spooled_replies(self) -> None:
-        """Replies waiting in this instance's spool (the database was down)
-        were sent: their claims stay "done" in Redis, put back after a flush
-        or a restart emptied it, so that no other instance answers those
-        messages again before the spool reaches the database."""
-        assert self.cache is not None
-        ids = set(self.spooled_reply_ids())
-        if not ids:
-            return
-        # Each reply is marked once; all again only when the marker key is
-        # gone (Redis lost its data), not on every probe of a long outage.
-        marker = f"{self.cache.prefix}spool-marked:{self.instance_id}"
-        try:
-            (kept,) = await self.cache.run(("EXISTS", marker))
-            if not kept:
-                self._marked_done.clear()
-            todo = sorted(ids - self._marked_done)
-            if todo:
-                await self.cache.run(
-                    *[("SET", self.coordinator.claim_key(mid), DONE, "EX", DONE_TTL) for mid in todo],
-                    ("SET", marker, 1, "EX", DONE_TTL),
-                )
-            self._marked_done = (self._marked_done | set(todo)) & ids
-        except BackendDown as exc:
-            self.redis_failed(exc)
 
     async def _keep_epoch_key(self) -> None:
         """Keep the epoch key in Redis (a fresh Redis has none): a flush or
         a restart then shows as an epoch change to every instance's next
-        read, which is how a claim held across it knows to be re-checked
-        before its reply is sent (``Coordinator.still_mine``)."""
+        read (rule D4 of docs/MEMORY.md)."""
         assert self.cache is not None
         if self.cache.epoch != "0":
             return
@@ -384,6 +327,9 @@ class MemoryStore:
         except BackendDown as exc:
             self.db_breaker.trip(exc.reason)
             raise
+        for entry in entries:
+            if entry.get("k") == "msg" and str(entry["d"][0]).startswith("reply:"):
+                self.arbiter.answered_here(str(entry["d"][0])[len("reply:") :])
         # The cache may not have seen these writes (Redis was down too, or a
         # window was rebuilt meanwhile): what they touch is dropped once the
         # database serves reads again (see _db_recovered).
@@ -450,7 +396,7 @@ class MemoryStore:
             try:
                 done = None
                 if record.role is Role.BOT and record.id.startswith("reply:"):
-                    done = self.coordinator.claim_key(record.id[len("reply:") :])
+                    done = self.arbiter.key(record.id[len("reply:") :])
                 if not duplicate:
                     await self.cache.append(record, done)
                 elif done is not None:
@@ -464,7 +410,9 @@ class MemoryStore:
         elif in_db and self.cache is not None:
             await self._mark_dirty()
         if record.role is Role.BOT and record.id.startswith("reply:"):
-            self.coordinator.answered(record.id[len("reply:") :])
+            # A claim is held until its reply is in the database (rule A4):
+            # a reply waiting in the outbox keeps its claim renewed.
+            (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
         return accepted and not degraded
 
     async def _undo_early(self, early: asyncio.Future[None], session_id: str) -> None:
@@ -588,16 +536,6 @@ class MemoryStore:
                             out.append(orjson.loads(line))
         return out
 
-    def spooled_reply_ids(self) -> list[str]:
-        """Ids of the messages whose replies wait in this instance's spool."""
-        if not self.spool.files():
-            return []
-        return [
-            str(e["d"][0])[len("reply:") :]
-            for e in self._spooled_entries()
-            if e.get("k") == "msg" and str(e["d"][0]).startswith("reply:")
-        ]
-
     async def pending_entries(self) -> list[dict[str, Any]]:
         out = self._spooled_entries()
         if self.redis_ok:
@@ -608,60 +546,6 @@ class MemoryStore:
             except BackendDown as exc:
                 self.redis_failed(exc)
         return out
-
-    async def reply_exists(self, message_id: str) -> bool:
-        """Whether the reply to ``message_id`` is stored: in the database, or
-        (while it is unreachable) still queued in the outbox."""
-        reply_id = f"reply:{message_id}"
-        if self.db_ok:
-            assert self.db is not None
-            try:
-                if await self.db.exists(reply_id):
-                    return True
-                # Not in the database yet may still mean answered: a reply
-                # queued while the database was down waits in the outbox
-                # until it is replayed (by this instance or the next life of
-                # a dead one), and a redelivery can arrive before that.
-                if not await self._outbox_may_hold_entries():
-                    return False
-            except BackendDown as exc:
-                self.db_failed(exc)
-        return await self._reply_queued(reply_id)
-
-    async def answered_or_claimed(self, message_id: str) -> str | None:
-        """For a claim won in Redis: ``"answered"`` as :meth:`reply_exists`
-        says, ``"claimed"`` if another instance, claiming in the database
-        because it cannot reach Redis, holds a live claim on it; ``None`` if
-        neither; ``"unknown"`` if the database could not be asked (and the
-        outbox does not hold the reply). One database call for both."""
-        asked = False
-        if self.db_ok:
-            assert self.db is not None
-            try:
-                state = await self.db.claim_state((message_id, self.instance_id, self.clock.now()))
-                if state is not None or not await self._outbox_may_hold_entries():
-                    return state
-                asked = True
-            except BackendDown as exc:
-                self.db_failed(exc)
-        if await self._reply_queued(f"reply:{message_id}"):
-            return "answered"
-        return None if asked else "unknown"
-
-    async def _reply_queued(self, reply_id: str) -> bool:
-        return any(e.get("k") == "msg" and e["d"][0] == reply_id for e in await self.pending_entries())
-
-    async def _outbox_may_hold_entries(self) -> bool:
-        if self.spool.files():
-            return True
-        if not self.redis_ok:
-            return False
-        assert self.cache is not None
-        try:
-            return bool(await self.cache.call(self.cache.r.xlen(self.outbox.stream_key)))
-        except BackendDown as exc:
-            self.redis_failed(exc)
-            return False
 
     # --- sessions ---------------------------------------------------------------
 
@@ -862,11 +746,7 @@ class MemoryStore:
             except BackendDown as exc:
                 self.redis_failed(exc)
                 await self._mark_dirty()
-        # This instance's report lists the messages it answered lately: not
-        # theirs any more (another instance's report drops them within
-        # unarbitrated_max_age).
-        if self.coordinator.forget_answers(result["message_ids"]):
-            await self.reports.report()
+        self.arbiter.forget(result["message_ids"])
         return {"messages": result["messages"], "sessions": result["sessions"], "outbox": queued, "cache_keys": cached}
 
     async def _reach_db(self, why: str) -> None:

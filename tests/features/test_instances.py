@@ -4,10 +4,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-from pytest_bdd import scenarios, when
+from pytest_bdd import given, scenarios, then, when
 
 from tests.harness.harness import Harness, HarnessError
 from tests.harness.instances import InProcessInstance
+from tests.features.test_sessions_steps import redis_dump
 from tests.harness.steps import p
 
 scenarios("instances.feature")
@@ -31,57 +32,62 @@ def _store(harness: Harness, name: str) -> Any:
     return instance.bot.memory
 
 
-@when(p('instance "{name:Name}" freezes'))
-def when_instance_freezes(harness: Harness, name: str) -> None:
-    """As if its process were paused (SIGSTOP): its background work stops,
-    so it neither probes the backends (nor replays its outbox) nor reports
-    to the other instances. Send it nothing until it thaws."""
-    store = _store(harness, name)
-
-    async def freeze() -> None:
-        for task in (store._probe_task, store._report_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    harness.run(freeze(), what=f"freezing instance {name}")
+@when(p('instance "{name:Name}" receives "{text}" late'))
+def when_received_late(harness: Harness, name: str, text: str) -> None:
+    """The message (same id, same timestamp) reaches one instance only now:
+    a paused process handles what its gateway connection buffered when it
+    resumes. Its first delivery there, not a redelivery."""
+    harness.deliver(harness.message_said(text), to=[name])
 
 
-@when("every instance has reported")
-def when_every_instance_reported(harness: Harness) -> None:
-    """Each instance writes its report and reads the others' (what each
-    does every ``report_interval``), twice, so each has seen the rest."""
-    stores = [_store(harness, name) for name in harness.instances]
-
-    async def report() -> None:
-        for _ in range(2):
-            for store in stores:
-                await store.reports.publish()
-
-    harness.run(report(), what="instance reports")
+@given(p("every instance takes {seconds:g} seconds to generate a reply"))
+def given_slow_replies(harness: Harness, seconds: float) -> None:
+    """The test reply plugin of every (in-process) instance waits this long
+    before it answers, as a slow model would."""
+    for name in harness.instances:
+        instance = harness.instance(name)
+        if not isinstance(instance, InProcessInstance):
+            raise HarnessError(f"instance {name} must run in this process to be made slow")
+        instance.replier.delay = seconds
 
 
-@when(p('instance "{name:Name}" thaws'))
-def when_instance_thaws(harness: Harness, name: str) -> None:
-    """Its probe and its reports run again."""
-    store = _store(harness, name)
+@when(p('{user:Name} says "{text}" in {place:Place}, and instance "{name:Name}" is killed while it holds the claim'))
+def when_killed_holding_claim(harness: Harness, user: str, text: str, place: str, name: str) -> None:
+    """Every instance receives the message; ``name`` (a separate process)
+    receives it first, and is SIGKILLed once its claim is in Redis and
+    before it replies (it waits for the session's lease). The others go on
+    handling it in the background: 'instance … answers …' waits for them."""
+    message = harness.new_message(user, place, text)
+    delivery = harness.deliveries[message.id]
+    delivery.times += 1
+    delivery.instances.extend(harness.instances)
+    doomed = harness.instance(name)
+    loop = harness.loop.loop
+    dying = asyncio.run_coroutine_threadsafe(doomed.deliver(message), loop)
 
-    async def thaw() -> None:
-        store._probe_task = asyncio.create_task(store._probe_loop())
-        store._report_task = asyncio.create_task(store._report_loop())
+    def claimed() -> None:
+        dump = redis_dump(harness)
+        value = next((v for k, v in dump.items() if k.endswith(f"claim:{message.id}")), None)
+        assert value is not None, f"no claim on {message.id} in Redis yet"
+        assert f"{name}/" in value, f"claim held by someone else: {value}"
 
-    harness.run(thaw(), what=f"thawing instance {name}")
+    harness.wait_until(claimed, f"instance {name} claims {text!r}")
+    others = [harness.instance(n) for n in harness.instances if n != name]
+    harness._standbys = [(o, asyncio.run_coroutine_threadsafe(o.deliver(message), loop)) for o in others]  # type: ignore[attr-defined]
+    if dying.done():
+        raise HarnessError(f"instance {name} finished {text!r} before it could be killed")
+    harness.kill_instance(name)
+    with contextlib.suppress(Exception):  # the delivery dies with the process, as it should
+        dying.result(15)
 
 
-@when(p('the database is reachable again for instance "{name:Name}"'))
-def when_db_back_for(harness: Harness, name: str) -> None:
-    """Undo the database cut and wait (bounded) until instance ``name``
-    has seen it back (a frozen instance cannot)."""
-    harness.backends.restore_database()
-
-    def healthy() -> None:
-        report = harness.health(name).get("database")
-        assert report is not None and report["ok"], f"instance {name} still reports the database down"
-
-    harness.wait_until(healthy, f"instance {name} reports the database healthy")
+@then(p('instance "{name:Name}" answers "{text}"'))
+def then_standby_answers(harness: Harness, name: str, text: str) -> None:
+    """Wait (bounded) for the background deliveries of 'is killed while it
+    holds the claim' to end; ``name`` sent a reply to ``text``."""
+    message = harness.message_said(text)
+    for instance, future in harness._standbys:  # type: ignore[attr-defined]
+        sent = future.result(60)
+        harness._collect_contexts(instance)
+        harness.sent.extend(sent)
+    assert any(s.instance == name for s in harness.replies_to(message)), f"instance {name} did not answer {text!r}"

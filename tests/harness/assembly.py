@@ -10,6 +10,7 @@ answer was generated from.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +115,13 @@ class RecordingReplier:
     def __init__(self, instance: str) -> None:
         self.instance = instance
         self.contexts: list[RecordedContext] = []
+        # Seconds each reply takes, as a slow model would.
+        self.delay = 0.0
 
     @hookimpl(tryfirst=True)
-    def generate_reply(self, context: Context, message: IncomingMessage) -> Reply:
+    async def generate_reply(self, context: Context, message: IncomingMessage) -> Reply:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         self.contexts.append(
             RecordedContext(
                 instance=self.instance,

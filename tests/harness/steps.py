@@ -16,6 +16,7 @@ naturally either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -411,6 +412,48 @@ def _expect_lines(harness: Harness, lines: list[ContextLine], datatable: list[li
         raise AssertionError(f"{what} differs.\nexpected:\n{show(want)}\nactual:\n{show(got)}")
 
 
+# --- When: an instance busy ------------------------------------------------------------
+
+
+@when(p("instance \"{name:Name}\" is busy with {user:Name}'s conversation in {place:Place}"))
+def when_busy(harness: Harness, name: str, user: str, place: str) -> None:
+    """The instance holds the session lease of ``user``'s conversation in
+    ``place`` (as while handling a slow message) until 'is no longer busy'."""
+    instance: Any = harness.instance(name)
+    if not instance.in_process:
+        raise HarnessError(f"instance {name} must run in this process to be made busy")
+    probe = harness.probe(user, place)
+
+    async def start() -> tuple[asyncio.Event, asyncio.Event, asyncio.Task[None]]:
+        held, release = asyncio.Event(), asyncio.Event()
+
+        async def hold() -> None:
+            lease = await instance.bot.hooks.first("session_lease", message=probe)
+            if lease is None:
+                raise HarnessError("no plugin gives session leases")
+            async with lease:
+                held.set()
+                await release.wait()
+
+        task = asyncio.get_running_loop().create_task(hold())
+        await asyncio.wait_for(held.wait(), 10)
+        return held, release, task
+
+    harness._sessions_busy = harness.run(start(), what="taking the session lease")  # type: ignore[attr-defined]
+
+
+@when(p('instance "{name:Name}" is no longer busy'))
+def when_not_busy(harness: Harness, name: str) -> None:
+    """Release the lease taken by 'is busy with'."""
+    _held, release, task = harness._sessions_busy  # type: ignore[attr-defined]
+
+    async def stop() -> None:
+        release.set()
+        await asyncio.wait_for(task, 10)
+
+    harness.run(stop(), what="releasing the session lease")
+
+
 @then("every message got exactly one reply")
 def then_one_reply_each(harness: Harness) -> None:
     """Across every instance and every delivery, each message said got one
@@ -507,6 +550,13 @@ def then_reply_context_count(harness: Harness, text: str, count: int) -> None:
     context = harness.context_of_reply(harness.message_said(text))
     got = [(harness.label(m), m.content) for m in context.messages]
     assert len(got) == count, f"{len(got)} messages: {got}"
+
+
+@then(p('the reply to "{text}" was generated once'))
+def then_generated_once(harness: Harness, text: str) -> None:
+    """One model call made the reply to ``text``, across every instance
+    (a message taken over from a live holder is generated twice)."""
+    harness.context_of_reply(harness.message_said(text))
 
 
 @then(p('the reply to "{text}" came from a new session'))

@@ -147,7 +147,6 @@ class Backend:
             # The tests drive recovery by calling probe() themselves.
             "probe_interval": 3600,
             "db_timeout": 0.5,
-            "claim_wait": 0.2,
             "lease_wait": 0.2,
         }
         values.update(overrides)

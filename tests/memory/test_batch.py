@@ -46,14 +46,14 @@ def test_concurrent_writes_share_commits_and_each_caller_gets_its_own_answer(bac
     run(go())
 
 
-def test_batched_reply_lookups_answer_per_message(backend: Backend) -> None:
+def test_batched_claims_answer_per_message(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store()) as store:
             assert store.db is not None
             for n in (2, 4):
                 await store.store_message(rec(n, id=f"reply:{1000 + n}", role=Role.BOT, author="bot"))
-            found = await asyncio.gather(*(store.reply_exists(str(1000 + n)) for n in range(1, 6)))
-        assert found == [False, True, False, True, False]
+            found = await asyncio.gather(*(store.arbiter.claim(str(1000 + n), None) for n in range(1, 6)))
+        assert found == [True, False, True, False, True]
 
     run(go())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,14 +47,17 @@ def test_store_read_sessions_claims_and_fences_on_mysql(mysql_backend: Backend) 
             got = await a.load_messages(SESSION, 10)
             assert ids(got) == ["1001", "1002"] and got[0].content == "ünïcode ✓ \U0001f600"
             s = Session("s1", "scope", 1.0, 2.0, user_id="u3", state={"k": 1})
-            async with a.coordinator.lease("scope"):
+            async with a.leases.lease("scope"):
                 assert await a.save_session(s)
             assert await other.load_session("scope") == s
             await a.store_message(rec(3, role=Role.BOT, author="bot", id="reply:1001", reply_to_id="1001"))
             b.redis_down()
-            assert not await other.coordinator.claim("1001")
-            assert await other.coordinator.claim("1005")
-            assert not await a.coordinator.claim("1005")
+            assert not await other.arbiter.claim("1001", None)
+            assert await other.arbiter.claim("1005", None)
+            standby = asyncio.create_task(a.arbiter.claim("1005", None))
+            await asyncio.sleep(0.2)
+            assert not standby.done()  # keeps watch while the other holds it
+            standby.cancel()
             b.redis_up()
             exported = await a.export_user("u3")
             assert {m["id"] for m in exported["messages"]} == {"1001", "1002", "reply:1001"}

@@ -18,7 +18,7 @@ S1 = Session(id="s1", scope_key=SCOPE, opened_at=1.0, last_active_at=1.0, user_i
 def test_the_lease_brings_the_session_and_a_save_makes_it_stale(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            async with a.coordinator.lease(SCOPE):
+            async with a.leases.lease(SCOPE):
                 assert await a.load_session(SCOPE) is None
                 await a.save_session(S1)
             asked: list[str] = []
@@ -29,7 +29,7 @@ def test_the_lease_brings_the_session_and_a_save_makes_it_stale(backend: Backend
                 return await get_session(scope_key)
 
             b.cache.get_session = counting  # type: ignore[method-assign]
-            async with b.coordinator.lease(SCOPE):
+            async with b.leases.lease(SCOPE):
                 first = await b.load_session(SCOPE)
                 assert asked == []  # came with the lease
                 assert first == S1  # ...and is what A saved before releasing it

@@ -281,7 +281,7 @@ def test_export_and_forget_cover_database_cache_and_outbox(backend: Backend) -> 
             await store.store_message(rec(3, session=other, author="u4", content="not yours"))
             await warm(store)
             await store.load_session(SESSION.scope_key)
-            async with store.coordinator.lease(SESSION.scope_key):
+            async with store.leases.lease(SESSION.scope_key):
                 pass  # leaves a fencing counter keyed by the scope
             with database_cut(backend, store):
                 await store.store_message(rec(4))  # queued in the outbox

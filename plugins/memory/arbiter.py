@@ -1,0 +1,481 @@
+"""Who answers a message: rules A1-A7 of docs/MEMORY.md.
+
+The database decides, on its own clock (:mod:`plugins.memory.claim_table`).
+Redis mirrors each claim (``claim:<id>`` = ``"<owner> <state>"`` or
+``done``, expiring after ``claim_ttl``): while the database answers, a live
+mirror can only delay a takeover; while it is down, Redis decides with the
+same rules. With both down, the young-message rule. Per-message state is
+one :class:`Held`; one loop renews every held claim, and each standby's
+watch asks the database through one grouped query per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from plugins.memory.breaker import BackendDown
+from plugins.memory.claim_table import ClaimTable
+from plugins.memory.durable import Batcher
+
+if TYPE_CHECKING:
+    from core.clock import Clock
+    from plugins.memory.cache import Cache
+    from plugins.memory.durable import DurableStore
+    from plugins.memory.settings import MemorySettings
+
+log = logging.getLogger("plugins.memory.arbiter")
+
+DONE = b"done"
+DONE_TTL = 24 * 3600
+# Messages answered here, remembered so a second delivery to this process is
+# dropped without asking anyone.
+MAX_ANSWERED = 10_000
+# A standby's first look comes soon (most replies are quick), then backs off
+# to claim_ttl / POLLS_PER_TTL.
+FIRST_LOOK = 0.05
+POLLS_PER_TTL = 12
+# Claims whose expiry passed this long ago are pruned (database clock).
+CLAIM_KEEP = 24 * 3600.0
+
+# Take the mirror when it is absent (database down: Redis decides, A6).
+CLAIM_LUA = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 'mine'
+end
+if v == 'done' then return 'done' end
+return v
+"""
+# Set this owner's mirror unless the message is done; unless ARGV[3] is '1'
+# (the database has just decided for us), only where the key is absent or
+# already ours. 1 when set.
+RENEW_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v == 'done' then return 0 end
+if (not v) or ARGV[3] == '1' or string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+RELEASE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Backends(Protocol):
+    """What the arbiter needs of the memory store (no import of it)."""
+
+    db: DurableStore | None
+    cache: Cache | None
+    settings: MemorySettings
+    clock: Clock
+    instance_id: str
+
+    @property
+    def db_ok(self) -> bool: ...
+
+    @property
+    def redis_ok(self) -> bool: ...
+
+    def db_failed(self, exc: BackendDown) -> None: ...
+
+    def redis_failed(self, exc: BackendDown) -> None: ...
+
+    async def dirty_seen(self) -> None:
+        """Another instance wrote to the database while it could not reach
+        Redis: make the cache safe to read (rule D4)."""
+
+    async def probe(self) -> None:
+        """Check both backends now (closing the breakers of those that answer)."""
+
+
+@dataclass
+class Held:
+    """A claim this process holds, from winning it to its reply."""
+
+    message_id: str
+    # The pipeline task answering it: when it ends without a reply the
+    # claim is released (A2).
+    task: asyncio.Task[Any] | None
+    # The database has this claim's row (False: won in Redis while the
+    # database was down, or unarbitrated: written back by the next renewal).
+    in_db: bool
+    arbitrated: bool = True
+    state: str = "claimed"
+    lost: bool = False
+    since: float = field(default_factory=time.monotonic)
+
+
+class Arbiter:
+    """Claims for one memory store. ``start()`` after the backends, ``stop()`` before."""
+
+    def __init__(self, backends: Backends) -> None:
+        self.b = backends
+        self.owner = f"{backends.instance_id.replace(' ', '_')}/{secrets.token_hex(4)}"
+        self.held: dict[str, Held] = {}
+        self.answered: OrderedDict[str, None] = OrderedDict()
+        self.watching: set[str] = set()
+        self.takeovers = 0
+        self._table: ClaimTable | None = None
+        self._claims: Batcher | None = None
+        self._looks: Batcher | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._pruned = 0.0
+        self._probing: asyncio.Future[None] | None = None
+
+    @property
+    def ttl(self) -> float:
+        return self.b.settings.claim_ttl
+
+    def start(self) -> None:
+        db = self.b.db
+        if db is not None:
+            table = self._table = ClaimTable(db)
+            self._claims = Batcher(db, table.claim_many, lambda item: table.claim_many([item])[0])
+            self._looks = Batcher(db, lambda ids: list(map(table.watch(ids).__getitem__, ids)), lambda mid: table.watch([mid])[mid])
+        self._renewer = asyncio.create_task(self._renew_loop(), name=f"memory-claims-{self.owner}")
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewer
+            self._renewer = None
+        # A clean stop hands what it holds to the standbys at once.
+        for message_id in list(self.held):
+            with contextlib.suppress(Exception):
+                await self.release(message_id)
+
+    # --- Redis mirror -------------------------------------------------------------
+
+    def key(self, message_id: str) -> str:
+        assert self.b.cache is not None
+        return f"{self.b.cache.prefix}claim:{message_id}"
+
+    def _value(self, state: str) -> bytes:
+        return f"{self.owner} {state}".encode()
+
+    async def _redis(self, *commands: tuple[Any, ...]) -> list[Any] | None:
+        """Run ``commands`` on Redis; ``None`` when it is down."""
+        b = self.b
+        if not b.redis_ok:
+            return None
+        assert b.cache is not None
+        try:
+            return await b.cache.run(*commands)
+        except BackendDown as exc:
+            b.redis_failed(exc)
+            return None
+
+    async def _db(self, fn: Any, *args: Any) -> Any:
+        """Run a claim statement; raises :class:`BackendDown` when the database is down."""
+        b = self.b
+        if not b.db_ok or self._table is None:
+            raise BackendDown("database", "circuit open")
+        assert b.db is not None
+        try:
+            return await b.db.run(fn, *args)
+        except BackendDown as exc:
+            b.db_failed(exc)
+            raise
+
+    async def _mirror(self, message_id: str, state: str, decided: bool) -> bool:
+        """Set this owner's mirror (A6); ``False`` when Redis says the claim
+        is another's or done (only meaningful when ``decided`` is false)."""
+        found = await self._redis(
+            ("EVAL", RENEW_LUA, 1, self.key(message_id), self._value(state), int(self.ttl * 1000), "1" if decided else "0", f"{self.owner} ")
+        )
+        return found is None or bool(found[0])
+
+    def _mirror_later(self, message_id: str, state: str) -> None:
+        task = asyncio.ensure_future(self._mirror(message_id, state, True))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    # --- A1: claim ------------------------------------------------------------------
+
+    async def claim(self, message_id: str, sent_at: float | None) -> bool:
+        """``True`` if this instance answers ``message_id`` now: it won the
+        claim, or kept watch as a standby and took it over (A1, A3)."""
+        if message_id in self.held or message_id in self.answered or message_id in self.watching:
+            return False  # being answered, or answered, here
+        self.watching.add(message_id)
+        try:
+            verdict = await self._first_ask(message_id)
+            if verdict == "unknown":
+                # Both breakers open may be old news (this process was
+                # paused past its connections): A7 needs a probe that
+                # ended after the message arrived to say so.
+                await self._probe_once()
+                verdict = await self._first_ask(message_id)
+            if verdict == "unknown":
+                return self._unarbitrated(message_id, sent_at)
+            delay = FIRST_LOOK
+            while verdict == "live":
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
+                verdict = await self._look(message_id)
+        finally:
+            self.watching.discard(message_id)
+        if verdict == "done":
+            self._remember(message_id)
+        return verdict == "mine"
+
+    async def _first_ask(self, message_id: str) -> str:
+        """``mine``, ``done``, ``live`` (someone else holds it) or
+        ``unknown`` (neither backend answers)."""
+        if self.b.db_ok and self._claims is not None:
+            # The mirror is read in the same moment: a claim Redis decided
+            # while the database was down, not yet written back (A6).
+            mirror = asyncio.ensure_future(self._mirror_says(message_id))
+            try:
+                verdict, holder, dirty = await self._claims((message_id, self.owner, self.ttl))
+            except BackendDown as exc:
+                self.b.db_failed(exc)
+                await mirror
+            else:
+                said = await mirror
+                if verdict == "mine":
+                    return await self._won(message_id, said, dirty)
+                if verdict == "expired":
+                    return await self._take_over(message_id, holder)
+                return str(verdict)
+        return await self._ask_redis(message_id)
+
+    async def _won(self, message_id: str, said: str | None, dirty: bool) -> str:
+        """The database gave us the claim; its mirror may say otherwise."""
+        if said is not None:
+            assert self._table is not None
+            with contextlib.suppress(BackendDown):
+                await self._db(self._table.release, message_id, self.owner)
+            return said
+        self._hold(message_id, in_db=True)
+        self._mirror_later(message_id, "claimed")
+        if dirty:
+            await self.b.dirty_seen()
+        return "mine"
+
+    async def _ask_redis(self, message_id: str) -> str:
+        """The database is down: Redis decides (A6)."""
+        found = await self._redis(("EVAL", CLAIM_LUA, 1, self.key(message_id), self._value("claimed"), int(self.ttl * 1000)))
+        if found is None:
+            return "unknown"
+        if found[0] == b"mine":
+            self._hold(message_id, in_db=False)
+            return "mine"
+        return "done" if found[0] == DONE else "live"
+
+    async def _look(self, message_id: str) -> str:
+        """A standby's look at a claim it watches (A3)."""
+        if self.b.db_ok and self._looks is not None:
+            try:
+                state, holder = await self._looks(message_id)
+            except BackendDown as exc:
+                self.b.db_failed(exc)
+            else:
+                if state in ("done", "live"):
+                    return str(state)
+                if state == "expired":
+                    return await self._take_over(message_id, holder)
+                return await self._claim_absent(message_id)
+        verdict = await self._ask_redis(message_id)
+        return "live" if verdict == "unknown" else verdict
+
+    async def _mirror_says(self, message_id: str) -> str | None:
+        """``done``, ``live`` (another owner's unexpired mirror) or ``None``."""
+        found = await self._redis(("GET", self.key(message_id)))
+        if not found or found[0] is None:
+            return None
+        if found[0] == DONE:
+            return "done"
+        return None if bytes(found[0]).startswith(f"{self.owner} ".encode()) else "live"
+
+    async def _take_over(self, message_id: str, holder: str | None) -> str:
+        """The database says the claim expired: take it over, fenced on its
+        holder, unless its mirror is still renewed (A3, A6)."""
+        said = await self._mirror_says(message_id)
+        if said is not None:
+            return said
+        assert self._table is not None
+        try:
+            won = await self._db(self._table.take_over, message_id, self.owner, holder, self.ttl)
+        except BackendDown:
+            return "live"
+        if not won:
+            return "live"  # another standby won, or the reply landed: the next look says which
+        log.warning("memory: message %s: its holder %s stopped renewing its claim; taking it over", message_id, holder)
+        self.takeovers += 1
+        self._hold(message_id, in_db=True)
+        self._mirror_later(message_id, "claimed")
+        return "mine"
+
+    async def _claim_absent(self, message_id: str) -> str:
+        """No row: claimed in Redis while the database was down (its holder
+        writes it back with its next renewal), or released."""
+        said = await self._mirror_says(message_id)
+        if said is not None:
+            return said
+        assert self._claims is not None
+        try:
+            verdict, _holder, dirty = await self._claims((message_id, self.owner, self.ttl))
+        except BackendDown as exc:
+            self.b.db_failed(exc)
+            return "live"
+        if verdict == "mine":
+            return await self._won(message_id, None, dirty)
+        return "done" if verdict == "done" else "live"
+
+    async def _probe_once(self) -> None:
+        """One probe, shared by every claim that needs it now."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self.b.probe())
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._probing)
+
+    def _unarbitrated(self, message_id: str, sent_at: float | None) -> bool:
+        """Neither backend answers (A7)."""
+        age = None if sent_at is None else self.b.clock.now() - sent_at
+        if age is not None and age > self.b.settings.unarbitrated_max_age:
+            log.warning(
+                "memory: message %s not answered: %.0f s old and neither backend answers, so another instance may have answered it",
+                message_id,
+                age,
+            )
+            return False
+        log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
+        self._hold(message_id, in_db=False, arbitrated=False)
+        return True
+
+    def _hold(self, message_id: str, *, in_db: bool, arbitrated: bool = True) -> None:
+        self.held[message_id] = Held(message_id, asyncio.current_task(), in_db, arbitrated)
+
+    def _remember(self, message_id: str) -> None:
+        self.answered[message_id] = None
+        while len(self.answered) > MAX_ANSWERED:
+            self.answered.popitem(last=False)
+
+    # --- A4: sending, done ------------------------------------------------------------
+
+    async def confirm(self, message_id: str) -> bool:
+        """Right before the reply is sent: ``claimed -> sending`` (A4).
+        ``False`` when another instance took the message over."""
+        held = self.held.get(message_id)
+        if held is None or not held.arbitrated:
+            return True
+        if not held.lost and self._table is not None and self.b.db_ok:
+            try:
+                if await self._db(self._table.sending, message_id, self.owner, self.ttl):
+                    held.state, held.in_db = "sending", True
+                    self._mirror_later(message_id, "sending")
+                    return True
+                held.lost = True
+            except BackendDown:
+                pass
+        if not held.lost and not self.b.db_ok and await self._mirror(message_id, "sending", False):
+            # Redis decides (or, with both down, nothing can: A7, and the
+            # transport's nonce is the last line of defence).
+            held.state = "sending"
+            return True
+        log.warning("memory: reply to message %s not sent: another instance took the message over", message_id)
+        self.held.pop(message_id, None)
+        return False
+
+    def answered_here(self, message_id: str) -> None:
+        """The reply to ``message_id`` is stored (its row, and the ``done``
+        mirror written with the window append, say so to the others)."""
+        self.held.pop(message_id, None)
+        self._remember(message_id)
+
+    def spooled(self, message_id: str) -> None:
+        """The reply went to the outbox (database down): the claim stays held
+        and renewed, by this process alone, until the replay stores it (A4)."""
+        held = self.held.get(message_id)
+        if held is not None:
+            held.task, held.state = None, "sending"
+
+    async def done(self, message_id: str) -> None:
+        """A command's answer (no reply record) was sent: the claim is done."""
+        self.answered_here(message_id)
+        if self._table is not None and self.b.db_ok:
+            with contextlib.suppress(BackendDown):
+                await self._db(self._table.done, message_id, self.owner)
+        await self._redis(("SET", self.key(message_id), DONE, "EX", DONE_TTL))
+
+    async def release(self, message_id: str) -> None:
+        """Give a claim up so a standby takes it over at its next look."""
+        self.held.pop(message_id, None)
+        if self._table is not None and self.b.db_ok:
+            with contextlib.suppress(BackendDown):
+                await self._db(self._table.release, message_id, self.owner)
+        if self.b.cache is not None:
+            await self._redis(("EVAL", RELEASE_LUA, 1, self.key(message_id), f"{self.owner} "))
+
+    def forget(self, message_ids: Any) -> None:
+        for mid in message_ids:
+            self.answered.pop(str(mid), None)
+            self.held.pop(str(mid), None)
+
+    # --- A2: renew ---------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.renew()
+            except Exception:  # noqa: BLE001 - the loop must outlive anything
+                log.exception("memory: renewing claims failed")
+
+    async def renew(self) -> None:
+        """Renew every claim held here; write back those the database lacks;
+        release those whose pipeline ended without a reply (A2, A6)."""
+        for held in list(self.held.values()):
+            if held.task is not None and held.task.done():
+                await self.release(held.message_id)
+        held_now = list(self.held.values())
+        decided = await self._renew_in_db(held_now)
+        if self.b.cache is None or not held_now:
+            return
+        found = await self._redis(
+            *[
+                ("EVAL", RENEW_LUA, 1, self.key(h.message_id), self._value(h.state), int(self.ttl * 1000), "1" if decided else "0", f"{self.owner} ")
+                for h in held_now
+            ]
+        )
+        if found is not None and not decided:
+            for held, kept in zip(held_now, found):
+                if not kept and held.arbitrated:
+                    held.lost = True
+        await self._prune()
+
+    async def _renew_in_db(self, held_now: list[Held]) -> bool:
+        if not held_now or self._table is None or not self.b.db_ok:
+            return False
+        ids = [h.message_id for h in held_now]
+        write_back = [h.message_id for h in held_now if not h.in_db]
+        try:
+            lost = set(await self._db(self._table.renew, self.owner, ids, write_back, self.ttl))
+        except BackendDown:
+            return False
+        for held in held_now:
+            held.in_db = True
+            held.lost = held.lost or held.message_id in lost
+        return True
+
+    async def _prune(self) -> None:
+        if self._table is None or not self.b.db_ok or time.monotonic() - self._pruned < 3600:
+            return
+        self._pruned = time.monotonic()
+        with contextlib.suppress(BackendDown):
+            await self._db(self._table.prune, CLAIM_KEEP)

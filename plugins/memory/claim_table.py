@@ -1,0 +1,179 @@
+"""The ``claims`` table: the arbiter's source of truth (docs/MEMORY.md, A1-A6).
+
+Each method runs on a database worker thread (through ``DurableStore.run``)
+and reads expiry against the database's own clock, so instances whose
+clocks disagree still agree on who holds a claim. A row is
+``(message_id, owner, token, expires_at, state)``: ``owner`` is one process
+life of one instance, ``state`` is ``claimed``, ``sending`` or ``done``;
+``token`` repeats the owner (a column of the first claims schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plugins.memory.durable import DurableStore
+
+CHUNK = 500
+
+
+def now_sql(dialect: str) -> str:
+    """The database's clock, in seconds since the epoch, as SQL."""
+    if dialect == "postgres":
+        return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    if dialect == "mysql":
+        return "UNIX_TIMESTAMP(NOW(6))"
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+class ClaimTable:
+    """Claim statements for one database (see the module docstring)."""
+
+    def __init__(self, store: DurableStore) -> None:
+        self.store = store
+        db = store.db
+        p = db.param
+        self.now = now_sql(store.dialect)
+        insert = "INSERT IGNORE INTO" if store.dialect == "mysql" else "INSERT INTO"
+        conflict = "" if store.dialect == "mysql" else " ON CONFLICT (message_id) DO NOTHING"
+        self.sql_insert = (
+            f"{insert} claims (message_id, owner, token, expires_at, state) "
+            f"VALUES ({p}, {p}, {p}, {self.now} + {p}, {p}){conflict}"
+        )
+        self.sql_row = f"SELECT owner, state, expires_at - {self.now} FROM claims WHERE message_id = {p}"
+        self.sql_take = (
+            f"UPDATE claims SET owner = {p}, token = {p}, expires_at = {self.now} + {p} "
+            f"WHERE message_id = {p} AND owner = {p} AND state <> 'done' AND expires_at <= {self.now}"
+        )
+        self.sql_sending = (
+            f"UPDATE claims SET state = 'sending', expires_at = {self.now} + {p} "
+            f"WHERE message_id = {p} AND owner = {p} AND state <> 'done'"
+        )
+        self.sql_done = f"UPDATE claims SET state = 'done' WHERE message_id = {p}"
+        self.sql_release = f"DELETE FROM claims WHERE message_id = {p} AND owner = {p} AND state <> 'done'"
+
+    def _writing(self) -> Any:
+        """A transaction that writes: on SQLite it takes the write lock at
+        once (a read upgraded to a write later fails without waiting)."""
+        db = self.store.db
+        return db.atomic("IMMEDIATE") if self.store.dialect == "sqlite" else db.atomic()
+
+    def _execute(self, sql: str, params: Any) -> Any:
+        return self.store.db.execute_sql(sql, params)
+
+    def _replied(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` have their reply stored."""
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            marks = ", ".join([self.store.db.param] * len(chunk))
+            rows = self._execute(f"SELECT message_id FROM messages WHERE message_id IN ({marks})", [f"reply:{i}" for i in chunk])
+            found |= {row[0][len("reply:") :] for row in rows.fetchall()}
+        return found
+
+    def _insert(self, message_id: str, owner: str, ttl: float, state: str = "claimed") -> bool:
+        return bool(self._execute(self.sql_insert, (message_id, owner, owner, ttl, state)).rowcount)
+
+    # --- A1: claim, A3: take over ---------------------------------------------------
+
+    def claim(self, message_id: str, owner: str, ttl: float) -> tuple[str, str | None]:
+        """``("mine", None)`` when this call claimed ``message_id``; ``("done",
+        None)`` when it was answered; else ``("live" | "expired", holder)``."""
+        with self._writing():
+            if self._replied([message_id]):
+                return "done", None
+            if self._insert(message_id, owner, ttl):
+                return "mine", None
+            rows = self._execute(self.sql_row, (message_id,)).fetchall()
+        if not rows:
+            return self.claim(message_id, owner, ttl)  # released between the two statements
+        holder, state, remaining = rows[0]
+        if state == "done":
+            return "done", None
+        return ("live" if float(remaining) > 0 else "expired"), str(holder)
+
+    def claim_many(self, items: list[tuple[str, str, float]]) -> list[tuple[str, str | None, bool]]:
+        """:meth:`claim` for each item, and whether any instance left the
+        cache dirty (rule D4: the winner bumps the cache epoch before it
+        reads a window), in one round trip."""
+        found = [self.claim(*item) for item in items]
+        dirty = bool(self.store.dirty_flags())
+        return [(verdict, holder, dirty) for verdict, holder in found]
+
+    def take_over(self, message_id: str, owner: str, old_owner: str, ttl: float) -> bool:
+        """Take a claim whose expiry has passed, fenced on its old owner (of
+        several standbys, one wins); never one whose reply is stored."""
+        with self._writing():
+            if self._replied([message_id]):
+                return False
+            return bool(self._execute(self.sql_take, (owner, owner, ttl, message_id, old_owner)).rowcount)
+
+    def watch(self, ids: list[str]) -> dict[str, tuple[str, str | None]]:
+        """Per message id: ``("done", None)``, ``("absent", None)`` (no row:
+        claimed in Redis while the database was down, or released), or
+        ``("live" | "expired", holder)``."""
+        replied = self._replied(ids)
+        rows: dict[str, tuple[str, str, float]] = {}
+        for chunk in _chunks(ids):
+            marks = ", ".join([self.store.db.param] * len(chunk))
+            sql = f"SELECT message_id, owner, state, expires_at - {self.now} FROM claims WHERE message_id IN ({marks})"
+            for mid, holder, state, remaining in self._execute(sql, chunk).fetchall():
+                rows[mid] = (str(holder), str(state), float(remaining))
+        out: dict[str, tuple[str, str | None]] = {}
+        for mid in ids:
+            row = rows.get(mid)
+            if mid in replied or (row is not None and row[1] == "done"):
+                out[mid] = ("done", None)
+            elif row is None:
+                out[mid] = ("absent", None)
+            else:
+                out[mid] = ("live" if row[2] > 0 else "expired", row[0])
+        return out
+
+    # --- A2: renew, A4: sending and done --------------------------------------------
+
+    def renew(self, owner: str, ids: list[str], write_back: list[str], ttl: float) -> list[str]:
+        """Renew ``owner``'s claims on ``ids`` (inserting those in
+        ``write_back``, won in Redis while the database was down); return
+        the ids it no longer holds (taken over, or forgotten)."""
+        p = self.store.db.param
+        held: set[str] = set()
+        with self._writing():
+            for mid in write_back:
+                self._insert(mid, owner, ttl)
+            for chunk in _chunks(ids):
+                marks = ", ".join([p] * len(chunk))
+                self._execute(
+                    f"UPDATE claims SET expires_at = {self.now} + {p} WHERE owner = {p} AND state <> 'done' AND message_id IN ({marks})",
+                    (ttl, owner, *chunk),
+                )
+                rows = self._execute(f"SELECT message_id FROM claims WHERE owner = {p} AND message_id IN ({marks})", (owner, *chunk))
+                held |= {row[0] for row in rows.fetchall()}
+        return [mid for mid in ids if mid not in held]
+
+    def sending(self, message_id: str, owner: str, ttl: float) -> bool:
+        """``claimed -> sending`` for ``owner`` only (A4); a claim won in
+        Redis while the database was down is inserted first."""
+        with self._writing():
+            if self._insert(message_id, owner, ttl, "sending"):
+                return True
+            return bool(self._execute(self.sql_sending, (ttl, message_id, owner)).rowcount)
+
+    def done(self, message_id: str, owner: str) -> None:
+        with self._writing():
+            if not self._execute(self.sql_done, (message_id,)).rowcount:
+                self._insert(message_id, owner, 0.0, "done")
+
+    def release(self, message_id: str, owner: str) -> int:
+        return int(self._execute(self.sql_release, (message_id, owner)).rowcount)
+
+    def prune(self, keep: float) -> int:
+        """Drop claims that expired more than ``keep`` seconds ago."""
+        p = self.store.db.param
+        return int(self._execute(f"DELETE FROM claims WHERE expires_at < {self.now} - {p}", (keep,)).rowcount)

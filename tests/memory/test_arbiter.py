@@ -1,0 +1,279 @@
+"""Who answers a message (docs/MEMORY.md, rules A1-A7), and session leases
+(L1-L2), across instances, on both backend matrices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from core.models import Role, Session
+from plugins.memory.leases import current_fence
+from tests.memory.conftest import Backend, database_cut, run, started
+from tests.memory.helpers import rec
+
+QUICK = {"claim_ttl": 0.5}
+
+
+def reply(n: int) -> Any:
+    return rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{1000 + n}", reply_to_id=str(1000 + n))
+
+
+async def freeze(store: Any) -> None:
+    """As if the process stopped (SIGSTOP, SIGKILL): nothing renews its claims."""
+    task = store.arbiter._renewer
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@contextlib.contextmanager
+def database_cut_for_all(backend: Backend, *stores: Any) -> Any:
+    """The database unreachable for every store (SQLite: one held lock cuts it for all)."""
+    with contextlib.ExitStack() as stack:
+        for store in stores[:1] if backend.kind == "sqlite" else stores:
+            stack.enter_context(database_cut(backend, store))
+        yield
+
+
+async def answer(store: Any, n: int) -> None:
+    """What the pipeline does after winning message ``n``: store its message, confirm, store the reply."""
+    await store.store_message(rec(n))
+    assert await store.arbiter.confirm(str(1000 + n))
+    await store.store_message(reply(n))
+
+
+def test_a1_one_instance_claims_a_message_the_other_keeps_watch_until_it_is_answered(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.2)
+            assert not standby.done()  # keeps watch while A holds it
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
+def test_a1_an_answered_message_is_not_claimed_again_even_after_a_flush(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            assert not await a.arbiter.claim("1001", None)  # a second delivery here
+            await answer(a, 1)
+            assert not await b.arbiter.claim("1001", None)
+            backend.flush()
+            assert not await b.arbiter.claim("1001", None)
+
+    run(go())
+
+
+def test_a3_a_standby_takes_over_a_holder_that_stopped_renewing(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            assert await a.arbiter.claim("1001", None)
+            await freeze(a)
+            assert await asyncio.wait_for(b.arbiter.claim("1001", None), 10) is True
+
+    run(go())
+
+
+def test_a2_a_renewing_holder_is_not_taken_over(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            assert await a.arbiter.claim("1001", None)
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(4 * QUICK["claim_ttl"])  # a model call far longer than the claim's life
+            assert not standby.done()
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
+def test_a4_a_holder_taken_over_does_not_send(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            assert await a.arbiter.claim("1001", None)
+            await freeze(a)  # paused past its claim
+            assert await asyncio.wait_for(b.arbiter.claim("1001", None), 10)
+            assert await a.arbiter.confirm("1001") is False  # resumed: not sent
+            assert await b.arbiter.confirm("1001") is True
+
+    run(go())
+
+
+def test_a2_a_claim_whose_pipeline_ended_without_a_reply_is_released(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await asyncio.create_task(a.arbiter.claim("1001", None))  # the task ends here
+            await a.arbiter.renew()
+            assert await asyncio.wait_for(b.arbiter.claim("1001", None), 5) is True
+
+    run(go())
+
+
+def test_a1_claims_stay_in_the_database_through_a_flush(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            backend.flush()
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.3)
+            assert not standby.done()
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
+def test_a6_with_the_database_down_redis_decides_and_the_claim_is_written_back(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            with database_cut_for_all(backend, a, b):
+                assert await a.arbiter.claim("1001", None)
+                assert not a.db_ok
+                standby = asyncio.create_task(b.arbiter.claim("1001", None))
+                await asyncio.sleep(0.2)
+                assert not standby.done()
+            await a.probe()
+            await b.probe()
+            await a.arbiter.renew()  # writes A's claim back
+            assert backend.sql("SELECT state FROM claims WHERE message_id = '1001'") == [("claimed",)]
+            await asyncio.sleep(0.3)
+            assert not standby.done()  # the database now says A holds it
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
+def test_a6_a_claim_won_in_redis_is_not_claimed_again_before_it_is_written_back(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            with database_cut(backend, a):
+                assert await a.arbiter.claim("1001", None)
+            await a.probe()
+            # B asks the database, which has no row yet: A's live mirror holds it back.
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.3)
+            assert not standby.done()
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
+def test_a7_with_both_backends_down_a_young_message_is_answered_an_old_one_is_not(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", unarbitrated_max_age=10)) as a:
+            with database_cut(backend, a):
+                backend.redis_down()
+                now = backend.clock.now()
+                assert await a.arbiter.claim("1001", now - 1) is True
+                assert await a.arbiter.claim("1002", now - 30) is False
+                assert await a.arbiter.confirm("1001") is True
+                backend.redis_up()
+
+    run(go())
+
+
+def test_a7_breakers_left_open_by_a_pause_are_probed_before_answering_unarbitrated(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            await answer(a, 1)
+            b.redis_breaker.trip("connection closed while the process was paused")
+            b.db_breaker.trip("connection closed while the process was paused")
+            assert await b.arbiter.claim("1001", backend.clock.now()) is False
+
+    run(go())
+
+
+# --- leases --------------------------------------------------------------------------------
+
+
+def test_leases_serialise_a_scope_and_fence_out_a_stale_holder(backend: Backend) -> None:
+    session = Session("s1", "scope", 1.0, 1.0, user_id="u")
+
+    async def go() -> None:
+        async with started(backend.store("A", lease_ttl=10)) as a, started(backend.store("B", lease_ttl=10)) as b:
+            lease_a = a.leases.lease("scope")
+            await lease_a.__aenter__()
+            fence_a = current_fence.get()
+            assert fence_a is not None and fence_a[0] == "scope"
+            session.state = {"by": "A"}
+            assert await a.save_session(session)
+            # A pauses past its lease; B takes the scope over with a newer token.
+            backend.clock.advance(11)
+
+            async def b_turn() -> None:
+                async with b.leases.lease("scope"):
+                    assert current_fence.get()[1] > fence_a[1]  # type: ignore[index]
+                    s = Session("s1", "scope", 1.0, 2.0, user_id="u", state={"by": "B"})
+                    assert await b.save_session(s)
+
+            await asyncio.create_task(b_turn())
+            session.state = {"by": "A, late"}
+            assert await a.save_session(session) is False  # fenced out
+            await lease_a.__aexit__(None, None, None)
+            assert backend.sql("SELECT state FROM sessions WHERE session_id = 's1'") == [('{"by":"B"}',)]
+
+    run(go())
+
+
+def test_a_live_lease_makes_the_other_instance_wait(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", lease_wait=5)) as a, started(backend.store("B", lease_wait=5)) as b:
+            order: list[str] = []
+            inside, released = asyncio.Event(), asyncio.Event()
+
+            async def holder() -> None:
+                async with a.leases.lease("room"):
+                    order.append("A in")
+                    inside.set()
+                    await released.wait()
+                    order.append("A out")
+
+            async def waiter() -> None:
+                async with b.leases.lease("room"):
+                    order.append("B in")
+
+            task_a = asyncio.create_task(holder())
+            await asyncio.wait_for(inside.wait(), 5)
+            task_b = asyncio.create_task(waiter())
+            await asyncio.sleep(0.1)
+            assert order == ["A in"]
+            released.set()
+            await asyncio.wait_for(asyncio.gather(task_a, task_b), 5)
+            assert order == ["A in", "A out", "B in"]
+
+    run(go())
+
+
+def test_fence_counter_lost_in_a_flush_continues_above_the_database(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            for _ in range(3):
+                async with a.leases.lease("sc"):
+                    await a.save_session(Session("s2", "sc", 1.0, 1.0))
+            stored = backend.sql("SELECT fence FROM sessions WHERE session_id = 's2'")[0][0]
+            backend.flush()
+            async with a.leases.lease("sc"):
+                assert current_fence.get()[1] > stored  # type: ignore[index]
+                assert await a.save_session(Session("s2", "sc", 1.0, 5.0))
+
+    run(go())
+
+
+def test_without_redis_a_lease_is_the_in_process_lock_without_fencing(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            backend.redis_down()
+            await a.probe()
+            async with a.leases.lease("x"):
+                assert current_fence.get() is None
+            backend.redis_up()
+
+    run(go())
