@@ -3,6 +3,8 @@ private redis-server. Each test names the guarantee it proves."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from core.models import Role, Session
@@ -162,6 +164,41 @@ def test_g6_redis_down_reads_and_writes_use_the_database_and_the_cache_is_invali
             await b.probe()
             assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
             assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_g5_redis_back_while_the_database_is_down_serves_no_window_that_lacks_a_write(backend: Backend) -> None:
+    """Redis stops answering (its data kept); A writes to the database
+    only; then the database goes down for A, and Redis comes back. Neither A
+    nor B (which never saw the outage) may now serve the window cached before
+    the write: a context holding message 1 must hold message 2 too. Only A
+    knows of that write until the database is back, so its recovery must
+    invalidate the cache for everyone."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.store_message(rec(1))
+            assert ids(await warm(b)) == ["1001"]  # window cached
+            backend.redis_unreachable()
+            try:
+                await a.probe()  # as its background probe would: A routes around Redis
+                assert await a.store_message(rec(2)) is True  # the database only
+            finally:
+                backend.redis_reachable()
+            with contextlib.ExitStack() as cut:
+                cut.enter_context(database_cut(backend, a))
+                if backend.kind != "sqlite":  # SQLite's lock cuts every instance at once
+                    cut.enter_context(database_cut(backend, b))
+                await a.probe()
+                await b.probe()
+                assert a.redis_ok and b.redis_ok
+                for store in (a, b):
+                    got = ids(await store.load_messages(SESSION, 10))
+                    assert "1001" not in got or "1002" in got, f"{store.instance_id} served {got}: message 1002 is in the database"
+            await a.probe()
+            for store in (a, b):
+                assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
 
     run(go())
 
