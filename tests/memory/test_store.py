@@ -4,6 +4,8 @@ private redis-server. Each test names the guarantee it proves."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 
 import pytest
 
@@ -260,6 +262,42 @@ def test_g6_both_down_the_spool_keeps_writes_and_nothing_is_lost(backend: Backen
             assert store.spool.depth() == 0
             assert db_history(backend) == ["1001", "1002", "1003"]
             assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_g4_the_spool_replays_writes_in_the_order_they_were_made(backend: Backend) -> None:
+    """With both backends down only the local spool holds the writes; when
+    the database returns they are applied oldest first: the session's and
+    the bot state's last saves win, and of two writes of one message id the
+    first one stays (G3). Replayed newest first, each would come out the
+    other way round."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(dataclasses.replace(SESSION, state={"n": 0}))
+            await store.save_bot_state("k", 0)
+            await store.store_message(rec(1))
+            with database_cut(backend, store):
+                backend.redis_down()
+                try:
+                    await store.save_session(dataclasses.replace(SESSION, state={"n": 1}))
+                    await store.save_session(dataclasses.replace(SESSION, state={"n": 2}, closed_at=50.0))
+                    await store.save_bot_state("k", 1)
+                    await store.save_bot_state("k", 2)
+                    assert await store.store_message(rec(2, content="as first written")) is False  # spool only
+                    await store.store_message(rec(2, content="a later copy"))
+                    assert store.spool.depth() == 6
+                finally:
+                    backend.redis_up()
+            await store.probe()
+            await store.probe()
+            assert store.spool.depth() == 0
+            [(state, closed_at)] = backend.sql("SELECT state, closed_at FROM sessions WHERE session_id = ?", (SESSION.id,))
+            assert (json.loads(state), closed_at) == ({"n": 2}, 50.0)
+            assert backend.sql("SELECT content FROM messages WHERE message_id = '1002'") == [("as first written",)]
+            assert await store.load_bot_state("k") == 2
+            assert [r.content for r in await store.load_messages(SESSION, 10)] == ["message 1", "as first written"]
 
     run(go())
 
