@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from core.models import Role, Session
+from core.models import MessageRecord, Role, Session
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import SESSION, db_history, ids, rec, warm, with_attachment
 
@@ -52,6 +52,34 @@ def test_g3_duplicate_writes_are_stored_once(backend: Backend) -> None:
             assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
             assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
         assert backend.sql("SELECT COUNT(*) FROM messages")[0][0] == 2
+
+    run(go())
+
+
+def test_g3_the_first_stored_version_wins_and_a_changed_redelivery_does_not_overwrite_it(backend: Backend) -> None:
+    """A message written again by another instance with other content, and a
+    second instance's different reply to it: each id is stored once, as first
+    written, in the database and in every context, hot or rebuilt."""
+
+    def reply(content: str, ts: float) -> MessageRecord:
+        return rec(1, ts=ts, id="reply:1001", role=Role.BOT, author="bot", content=content, reply_to_id="1001")
+
+    async def go() -> None:
+        expected = ["as first written", "the first answer", "message 2"]
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.store_message(rec(1, content="as first written")) is True
+            await warm(a)
+            assert await b.store_message(rec(1, content="changed on redelivery")) is True
+            await a.store_message(reply("the first answer", 1001.5))
+            await b.store_message(reply("a second answer", 1001.7))
+            await a.store_message(rec(2))
+            for store in (a, b):
+                assert [r.content for r in await store.load_messages(SESSION, 10)] == expected
+            backend.flush()
+            for store in (a, b):
+                assert [r.content for r in await store.load_messages(SESSION, 10)] == expected
+        rows = backend.sql("SELECT message_id, content FROM messages")
+        assert sorted(rows) == [("1001", "as first written"), ("1002", "message 2"), ("reply:1001", "the first answer")]
 
     run(go())
 
