@@ -45,6 +45,9 @@ class Recorder:
 
     seen: list[IncomingMessage] = field(default_factory=list)
     stored: list[MessageRecord] = field(default_factory=list)
+    # /slow answers only once this is set (a test sets it when it has seen
+    # what must happen while a command is still running).
+    slow_done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @hookimpl
     def store_message(self, record: MessageRecord, session: Session) -> bool:
@@ -77,7 +80,7 @@ class Recorder:
         register(Command("secret", "an ephemeral answer", lambda inv: Reply("only you", ephemeral=True)))
 
     async def _slow(self, inv: Any) -> Reply:
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(self.slow_done.wait(), 10)
         return Reply("done slowly")
 
     def _whoami(self, inv: Any) -> Reply:

@@ -111,12 +111,14 @@ def test_unknown_slash_command_gets_a_clear_ephemeral_answer(run, make_bot):
     run(scenario())
 
 
-def test_slow_command_is_deferred_then_followed_up(run, make_bot, monkeypatch):
+def test_slow_command_is_deferred_then_followed_up(run, make_bot, recorder, monkeypatch):
     monkeypatch.setattr("plugins.discord.client.DEFER_AFTER", 0.05)
 
     async def scenario():
         async with discord_world(make_bot) as w:
             interaction = await w.fake.send_interaction("slow", w.alice, w.channel["id"])
+            await w.fake.wait_for_interaction_response(interaction["id"])  # deferred while /slow still runs
+            recorder.slow_done.set()
             responses = await w.fake.wait_for_interaction_response(interaction["id"], count=2)
         assert responses[0]["type"] == 5  # deferred: "bot is thinking"
         assert responses[1]["type"] == "followup" and responses[1]["content"] == "done slowly"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -100,6 +101,8 @@ def redis_server(private_redis: PrivateRedis) -> Iterator[PrivateRedis]:
     """The private redis-server, running and empty for this test."""
     if not private_redis.alive:
         private_redis.start()
+    else:
+        private_redis.process.send_signal(signal.SIGCONT)  # a test that failed while it was paused
     with contextlib.closing(private_redis.client()) as c:
         c.flushall()
     yield private_redis
@@ -193,6 +196,27 @@ class Backend:
             assert self.redis is not None
             if not self.redis.alive:
                 self.redis.start()
+
+    def redis_unreachable(self) -> None:
+        """Redis stops answering but keeps its data (real: the server is
+        paused with SIGSTOP; fast: every command raises ConnectionError).
+        Undo with :meth:`redis_reachable`."""
+        if self.fake_name is not None:
+            from plugins.memory.cache import fake_server
+
+            fake_server(self.fake_name).connected = False
+        else:
+            assert self.redis is not None and self.redis.process is not None
+            self.redis.process.send_signal(signal.SIGSTOP)
+
+    def redis_reachable(self) -> None:
+        if self.fake_name is not None:
+            from plugins.memory.cache import fake_server
+
+            fake_server(self.fake_name).connected = True
+        else:
+            assert self.redis is not None and self.redis.process is not None
+            self.redis.process.send_signal(signal.SIGCONT)
 
     def flush(self) -> None:
         if self.fake_name is not None:

@@ -3,9 +3,13 @@ private redis-server. Each test names the guarantee it proves."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+
 import pytest
 
-from core.models import Role, Session
+from core.models import MessageRecord, Role, Session
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import SESSION, db_history, ids, rec, warm, with_attachment
 
@@ -52,6 +56,34 @@ def test_g3_duplicate_writes_are_stored_once(backend: Backend) -> None:
     run(go())
 
 
+def test_g3_the_first_stored_version_wins_and_a_changed_redelivery_does_not_overwrite_it(backend: Backend) -> None:
+    """A message written again by another instance with other content, and a
+    second instance's different reply to it: each id is stored once, as first
+    written, in the database and in every context, hot or rebuilt."""
+
+    def reply(content: str, ts: float) -> MessageRecord:
+        return rec(1, ts=ts, id="reply:1001", role=Role.BOT, author="bot", content=content, reply_to_id="1001")
+
+    async def go() -> None:
+        expected = ["as first written", "the first answer", "message 2"]
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.store_message(rec(1, content="as first written")) is True
+            await warm(a)
+            assert await b.store_message(rec(1, content="changed on redelivery")) is True
+            await a.store_message(reply("the first answer", 1001.5))
+            await b.store_message(reply("a second answer", 1001.7))
+            await a.store_message(rec(2))
+            for store in (a, b):
+                assert [r.content for r in await store.load_messages(SESSION, 10)] == expected
+            backend.flush()
+            for store in (a, b):
+                assert [r.content for r in await store.load_messages(SESSION, 10)] == expected
+        rows = backend.sql("SELECT message_id, content FROM messages")
+        assert sorted(rows) == [("1001", "as first written"), ("1002", "message 2"), ("reply:1001", "the first answer")]
+
+    run(go())
+
+
 def test_g4_order_is_platform_time_whatever_the_write_order(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store()) as store:
@@ -66,13 +98,22 @@ def test_g4_order_is_platform_time_whatever_the_write_order(backend: Backend) ->
     run(go())
 
 
-def test_g5_append_after_flush_does_not_create_a_one_message_history(backend: Backend) -> None:
+@pytest.mark.parametrize("noticed", [False, True], ids=["append-first", "probe-first"])
+def test_g5_append_after_flush_does_not_create_a_one_message_history(backend: Backend, noticed: bool) -> None:
+    """An append onto a flushed window must not create it. With
+    ``probe-first`` the instance has seen the flush (its health probe put the
+    epoch key back, to the same value) before the next message arrives, so
+    the new message's window key is the one the flush removed: only the
+    append's refusal to create a missing list keeps the history whole."""
+
     async def go() -> None:
         async with started(backend.store()) as store:
             for n in range(1, 4):
                 await store.store_message(rec(n))
             assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
             backend.flush()
+            if noticed:
+                await store.probe()
             await store.store_message(rec(4))
             assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003", "1004"]
             # and the rebuilt window is what later reads are served from
@@ -157,6 +198,41 @@ def test_g6_redis_down_reads_and_writes_use_the_database_and_the_cache_is_invali
     run(go())
 
 
+def test_g5_redis_back_while_the_database_is_down_serves_no_window_that_lacks_a_write(backend: Backend) -> None:
+    """Redis stops answering (its data kept); A writes to the database
+    only; then the database goes down for A, and Redis comes back. Neither A
+    nor B (which never saw the outage) may now serve the window cached before
+    the write: a context holding message 1 must hold message 2 too. Only A
+    knows of that write until the database is back, so its recovery must
+    invalidate the cache for everyone."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await a.store_message(rec(1))
+            assert ids(await warm(b)) == ["1001"]  # window cached
+            backend.redis_unreachable()
+            try:
+                await a.probe()  # as its background probe would: A routes around Redis
+                assert await a.store_message(rec(2)) is True  # the database only
+            finally:
+                backend.redis_reachable()
+            with contextlib.ExitStack() as cut:
+                cut.enter_context(database_cut(backend, a))
+                if backend.kind != "sqlite":  # SQLite's lock cuts every instance at once
+                    cut.enter_context(database_cut(backend, b))
+                await a.probe()
+                await b.probe()
+                assert a.redis_ok and b.redis_ok
+                for store in (a, b):
+                    got = ids(await store.load_messages(SESSION, 10))
+                    assert "1001" not in got or "1002" in got, f"{store.instance_id} served {got}: message 1002 is in the database"
+            await a.probe()
+            for store in (a, b):
+                assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
 def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("B")) as b:
@@ -214,6 +290,42 @@ def test_g6_both_down_the_spool_keeps_writes_and_nothing_is_lost(backend: Backen
             assert store.spool.depth() == 0
             assert db_history(backend) == ["1001", "1002", "1003"]
             assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_g4_the_spool_replays_writes_in_the_order_they_were_made(backend: Backend) -> None:
+    """With both backends down only the local spool holds the writes; when
+    the database returns they are applied oldest first: the session's and
+    the bot state's last saves win, and of two writes of one message id the
+    first one stays (G3). Replayed newest first, each would come out the
+    other way round."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(dataclasses.replace(SESSION, state={"n": 0}))
+            await store.save_bot_state("k", 0)
+            await store.store_message(rec(1))
+            with database_cut(backend, store):
+                backend.redis_down()
+                try:
+                    await store.save_session(dataclasses.replace(SESSION, state={"n": 1}))
+                    await store.save_session(dataclasses.replace(SESSION, state={"n": 2}, closed_at=50.0))
+                    await store.save_bot_state("k", 1)
+                    await store.save_bot_state("k", 2)
+                    assert await store.store_message(rec(2, content="as first written")) is False  # spool only
+                    await store.store_message(rec(2, content="a later copy"))
+                    assert store.spool.depth() == 6
+                finally:
+                    backend.redis_up()
+            await store.probe()
+            await store.probe()
+            assert store.spool.depth() == 0
+            [(state, closed_at)] = backend.sql("SELECT state, closed_at FROM sessions WHERE session_id = ?", (SESSION.id,))
+            assert (json.loads(state), closed_at) == ({"n": 2}, 50.0)
+            assert backend.sql("SELECT content FROM messages WHERE message_id = '1002'") == [("as first written",)]
+            assert await store.load_bot_state("k") == 2
+            assert [r.content for r in await store.load_messages(SESSION, 10)] == ["message 1", "as first written"]
 
     run(go())
 

@@ -3,11 +3,15 @@ store: the pipeline's view of scopes, timeouts, windows and commands."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core.clock import ManualClock
+from core.models import MessageRecord, Session
+from core.plugins import hookimpl
 
 from tests.sessions.standin import Harness, Store
 
@@ -276,3 +280,33 @@ def test_a_failing_storage_call_does_not_start_a_new_conversation(
     # A scope this instance never saw has nothing to fall back on.
     h.say("someone new", user="zoe")
     assert h.recorder.last.session.id != first
+
+
+class LeakyStore(Store):
+    """A storage plugin whose ``load_messages`` ignores the session it is
+    asked about and answers the newest messages of every conversation."""
+
+    @hookimpl
+    def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        found = sorted(self.messages.values(), key=lambda m: m.sort_key)
+        return copy.deepcopy(found[-limit:]) if limit > 0 else []
+
+
+def test_g8_records_of_other_sessions_from_a_storage_plugin_never_reach_the_context(clock: ManualClock, tmp_path: Path) -> None:
+    """Another user's, another channel's and another guild's messages, and
+    alice's own earlier session, all handed back by a storage plugin that
+    does not filter: the context holds only the current session's."""
+    h = Harness(LeakyStore(), clock, {"idle_timeout": 600}, data_dir=tmp_path)
+    try:
+        h.say("alice before the timeout", user="alice", channel="c1")
+        clock.advance(601)
+        h.say("alice here", user="alice", channel="c1")
+        h.say("bob here", user="bob", channel="c1")
+        h.say("alice in another channel", user="alice", channel="c2")
+        h.say("alice in another guild", user="alice", channel="c1", guild="g2")
+        h.say("alice in a DM", user="alice", guild=None)
+        h.say("alice again", user="alice", channel="c1")
+        assert h.recorder.texts() == ["alice here", "ok 1", "alice again"]
+        assert {m.session_id for m in h.recorder.last.messages} == {h.recorder.last.session.id}
+    finally:
+        h.close()
