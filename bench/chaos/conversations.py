@@ -66,8 +66,8 @@ def by_conversation(entries: dict[str, Entry], rows: list[Row]) -> dict[int, lis
 def handling_delay(entry: Entry | None, rules: Rules) -> float:
     """The longest (bot-clock seconds) ``entry`` may have waited before an
     instance handled it."""
-    if entry is None:
-        return rules.idle_timeout  # unknown: any boundary is allowed, none required
+    if entry is None or any(d.outcome == "pending" for d in entry.deliveries):
+        return rules.idle_timeout  # unknown (still being handled when the run ended): any boundary is allowed
     ends = [d.end for d in entry.deliveries if d.end]
     waited = max(ends, default=entry.sent) - entry.sent
     return (max(0.0, waited) + HANDLING_SLACK) * rules.speed
