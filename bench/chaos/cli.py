@@ -74,7 +74,7 @@ TRAFFIC = ("sent", "accepted", "deliveries", "deliveries_gateway", "deliveries_f
            "both_down_seconds", "send_rate", "drained")
 
 
-def table(result: SoakResult) -> str:
+def _counts(result: SoakResult) -> list[str]:
     lines = [f"delivery model: {result.config.get('delivery', '?')}", "violations (all must be 0)"]
     for key in VIOLATIONS:
         value = result.counts.get(key, 0)
@@ -89,6 +89,11 @@ def table(result: SoakResult) -> str:
     latency = result.stats.get("first_reply_s") or {}
     if latency:
         lines.append("first reply after sending (s): " + ", ".join(f"{k} {v}" for k, v in latency.items()))
+    return lines
+
+
+def table(result: SoakResult) -> str:
+    lines = _counts(result)
     lines.append("faults injected")
     for key, value in result.faults.items():
         skipped = result.faults_skipped.get(key, 0)
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos soak could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(table(result))
-    out = args.out or RESULTS / f"chaos-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}{'-quick' if args.quick else ''}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS / f"chaos-{stamp}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = asdict(result)
     payload["git"] = rev

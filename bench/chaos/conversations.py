@@ -137,10 +137,14 @@ def judge_view(view: View, conv_rows: list[Row], entries: dict[str, Entry], rule
     options = acceptable_windows(conv_rows, entries, rules)
     if view.ids in options:
         return None
-    expected = options[0]
-    own = {r.message_id for r in conv_rows}
-    return {"session_id": view.session_id, "served": len(view.ids), "expected": len(expected),
-            "missing": [i for i in expected if i not in view.ids][:5],
-            "foreign": [i for i in view.ids if i not in own][:5],
-            "extra": [i for i in view.ids if i in own and i not in expected][:5],
-            "in_order": [i for i in view.ids if i in expected] == [i for i in expected if i in view.ids]}
+    return {"session_id": view.session_id, **difference(view.ids, options[0], {r.message_id for r in conv_rows})}
+
+
+def difference(served: list[str], expected: list[str], own: set[str]) -> dict[str, Any]:
+    """How a served context differs from the expected one (up to 5 ids each)."""
+    wanted, got = set(expected), set(served)
+    return {"served": len(served), "expected": len(expected),
+            "missing": [i for i in expected if i not in got][:5],
+            "foreign": [i for i in served if i not in own][:5],
+            "extra": [i for i in served if i in own and i not in wanted][:5],
+            "in_order": [i for i in served if i in wanted] == [i for i in expected if i in got]}

@@ -192,20 +192,16 @@ def _duplicates(found: Findings, ledger: Ledger, rows: list[Row]) -> None:
     """One id twice (the UNIQUE index forbids it, but a schema change must
     not make it pass silently), one sent content under several ids, several
     replies answering one message."""
-    content_to_id = {e.content: e.id for e in ledger.entries.values()}
-    for mid, n in Counter(r.message_id for r in rows).items():
-        if n > 1:
-            found.counts["stored_twice"] += n - 1
-            found.note("stored_twice", {"message_id": mid, "rows": n})
-    user_by_content = Counter(r.content for r in rows if r.role == "user" and r.content in content_to_id)
-    for content, n in user_by_content.items():
-        if n > 1:
-            found.counts["stored_twice"] += n - 1
-            found.note("stored_twice", {"content": content, "rows": n})
-    for mid, n in Counter(r.reply_to_id for r in rows if r.role == "bot" and r.reply_to_id).items():
-        if n > 1:
-            found.counts["stored_twice"] += n - 1
-            found.note("stored_twice", {"reply_to": mid, "rows": n})
+    sent_contents = {e.content for e in ledger.entries.values()}
+    for what, keys in (
+        ("message_id", [r.message_id for r in rows]),
+        ("content", [r.content for r in rows if r.role == "user" and r.content in sent_contents]),
+        ("reply_to", [r.reply_to_id for r in rows if r.role == "bot" and r.reply_to_id]),
+    ):
+        for key, n in Counter(keys).items():
+            if n > 1:
+                found.counts["stored_twice"] += n - 1
+                found.note("stored_twice", {what: key, "rows": n})
 
 
 def _stored(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:

@@ -392,7 +392,8 @@ class Soak:
                     task.add_done_callback(_quiet)
                 elif self.watching and not inst.alive and name not in self.busy:
                     code = inst.process.returncode if inst.process else None
-                    self.notes.append(f"instance {name} exited on its own (code {code}) at {self.elapsed():.1f} s; restarted")
+                    self.notes.append(
+                        f"instance {name} exited on its own (code {code}) at {self.elapsed():.1f} s; restarted")
                     log.warning("%s", self.notes[-1])
                     self.busy.add(name)
                     asyncio.get_running_loop().create_task(self.restart_instance(name)).add_done_callback(_quiet)
@@ -514,11 +515,62 @@ class Soak:
             for event in lanes.events if lanes else []:
                 fh.write(json.dumps({"fault": event}) + "\n")
             for entry in self.ledger.entries.values():
-                fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts,
+                fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts, "sent": entry.sent,
                                      "deliveries": [asdict(d) for d in entry.deliveries],
                                      "replies": [[r.instance, r.degraded, r.at] for r in entry.replies]}) + "\n")
 
     # --- the whole run -------------------------------------------------------------
+
+    async def _settle(self) -> dict[str, Any]:
+        """Every fault restored, every bot running: wait (bounded) for the
+        deliveries to return and the outboxes to drain."""
+        assert self.backends is not None
+        timeout = self.cfg.drain_timeout
+        await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
+        for name, inst in list(self.instances.items()):
+            inst.resume()
+            if not inst.alive:
+                self.instances[name] = await self._start(name, inst.generation + 1)
+        unreplied_tasks = await self._wait_replies(timeout)
+        if unreplied_tasks:
+            self.notes.append(f"{unreplied_tasks} messages still had deliveries out after {timeout:.0f} s")
+        self.abandon = True
+        late = await self._wait_tasks(self.delivery_tasks, 30)
+        if late:
+            self.notes.append(f"{late} deliveries still unanswered 30 s after the end (not counted)")
+        drained = await self.drain(timeout)
+        if not drained["drained"]:
+            self.notes.append(f"outboxes not drained within {timeout:.0f} s: {drained['health']}")
+        return drained
+
+    def _plan(self) -> FaultPlan:
+        cfg = self.cfg
+        expected = cfg.messages / cfg.rate
+        if cfg.duration is not None:
+            expected = min(expected, cfg.duration)
+        ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
+        # A pause outlasts the claims and leases (and the redeliver model's retry_after), whatever the model,
+        # so runs under both models meet the same faults.
+        hold = max(ttl_real, cfg.retry_after)
+        plan = FaultPlan(gaps={}, pause_hold=(hold + 1.0, hold + 3.0))
+        for kind in KINDS:
+            pace = expected / max(1, cfg.faults_per_kind)
+            # Process faults are paced start to start (their holds overlap); the others end to start.
+            plan.gaps[kind] = max(0.3, pace if kind in PROCESS_KINDS else pace - plan.mean_hold(kind))
+        return plan
+
+    async def _judge(self, events: list[dict[str, Any]], sending_from: float, sending_to: float) -> dict[str, Any]:
+        """Read the database and the bots' contexts, and check the ledger."""
+        cfg = self.cfg
+        rows = await asyncio.get_running_loop().run_in_executor(None, self.rows)
+        views = await self.read_back()
+        rules = Rules(window=cfg.window, idle_timeout=cfg.idle_timeout, speed=cfg.speed)
+        result = check(self.ledger, rows, views, rules, events)
+        result["stats"]["both_down_seconds"] = round(sum(e - s for s, e in both_down(events)), 1)
+        faulty, overlapped = coverage(faults_from(events), sending_from, sending_to)
+        result["stats"]["fault_seconds"] = faulty
+        result["stats"]["fault_overlap_seconds"] = overlapped
+        return result
 
     async def run(self) -> SoakResult:
         cfg = self.cfg
@@ -535,18 +587,8 @@ class Soak:
             self.instances = {inst.name: inst for inst in started}
             timings["startup"] = round(self.elapsed(), 2)
             ticker = asyncio.get_running_loop().create_task(self.ticker())
-            expected = cfg.messages / cfg.rate
-            if cfg.duration is not None:
-                expected = min(expected, cfg.duration)
-            ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
-            # A pause outlasts the claims and leases, and Discord's redelivery (retry_after) happens during it.
-            plan = FaultPlan(gaps={}, pause_hold=(max(ttl_real, cfg.retry_after) + 1.0, max(ttl_real, cfg.retry_after) + 3.0))
-            for kind in KINDS:
-                pace = expected / max(1, cfg.faults_per_kind)
-                # Process faults are paced start to start (their holds overlap); the others end to start.
-                plan.gaps[kind] = max(0.3, pace if kind in PROCESS_KINDS else pace - plan.mean_hold(kind))
             if cfg.faults:
-                lanes = FaultLanes(self, plan, cfg.seed, cfg.kinds)
+                lanes = FaultLanes(self, self._plan(), cfg.seed, cfg.kinds)
                 lanes.start()
             t_send = time.monotonic()
             self.watching = True
@@ -556,31 +598,9 @@ class Soak:
             t_end = time.monotonic()
             if lanes is not None:
                 await lanes.stop()
-            await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
-            for name, inst in list(self.instances.items()):
-                inst.resume()
-                if not inst.alive:
-                    self.instances[name] = await self._start(name, inst.generation + 1)
-            unreplied_tasks = await self._wait_replies(cfg.drain_timeout)
-            if unreplied_tasks:
-                self.notes.append(f"{unreplied_tasks} messages still had no reply after {cfg.drain_timeout:.0f} s")
-            self.abandon = True
-            late = await self._wait_tasks(self.delivery_tasks, 30)
-            if late:
-                self.notes.append(f"{late} deliveries still unanswered 30 s after the end (not counted)")
-            drained = await self.drain(cfg.drain_timeout)
-            if not drained["drained"]:
-                self.notes.append(f"outboxes not drained within {cfg.drain_timeout:.0f} s: {drained['health']}")
+            drained = await self._settle()
             timings["settle"] = round(time.monotonic() - t_end, 2)
-            rows = await asyncio.get_running_loop().run_in_executor(None, self.rows)
-            views = await self.read_back()
-            events = lanes.events if lanes else []
-            rules = Rules(window=cfg.window, idle_timeout=cfg.idle_timeout, speed=cfg.speed)
-            result = check(self.ledger, rows, views, rules, events)
-            result["stats"]["both_down_seconds"] = round(sum(e - s for s, e in both_down(events)), 1)
-            faulty, overlapped = coverage(faults_from(events), t_send - self.t0, t_end - self.t0)
-            result["stats"]["fault_seconds"] = faulty
-            result["stats"]["fault_overlap_seconds"] = overlapped
+            result = await self._judge(lanes.events if lanes else [], t_send - self.t0, t_end - self.t0)
             self._dump(lanes)
             result["stats"]["sent"] = sent
             result["stats"]["restarts"] = self.restarts
