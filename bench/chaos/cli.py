@@ -1,6 +1,7 @@
 """``python -m bench.chaos``: run the soak, print the table, write JSON,
-exit 1 when any loss / duplicate / order / reply / context count is not 0
-(2 when the soak itself could not run)."""
+exit 1 when any violation count (loss, duplicate, order, unanswered,
+doubled reply without overlapping faults, split, context) is not 0 (2 when
+the soak itself could not run)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.chaos.faults import KINDS
-from bench.chaos.ledger import VIOLATIONS
-from bench.chaos.soak import SoakConfig, SoakResult, run_soak
+from bench.chaos.ledger import COUNTED, VIOLATIONS
+from bench.chaos.soak import DELIVERY_MODELS, SoakConfig, SoakResult, run_soak
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -29,6 +30,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--instances", type=int, choices=(2, 3), default=3)
     p.add_argument("--quick", action="store_true", help="the test suite's ~1 minute version")
+    p.add_argument("--delivery", choices=DELIVERY_MODELS, default="gateway",
+                   help="gateway (default): every running instance receives each message once, nothing is "
+                        "redelivered; redeliver: one instance, again elsewhere when unanswered (earlier soaks)")
+    p.add_argument("--sample-conversations", type=int,
+                   help="read back the context of this many conversations (default: all)")
     p.add_argument("--duration", type=float, help="stop sending after this many seconds")
     p.add_argument("--rate", type=float, help="messages per second (default 40; --quick: 25)")
     p.add_argument("--faults-per-kind", type=int, help="faults of each kind aimed for (default 60; --quick: 4)")
@@ -42,7 +48,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from(args: argparse.Namespace) -> SoakConfig:
-    cfg = SoakConfig(seed=args.seed, instances=args.instances, speed=args.speed, faults=not args.no_faults)
+    cfg = SoakConfig(seed=args.seed, instances=args.instances, speed=args.speed, faults=not args.no_faults,
+                     delivery=args.delivery)
     if args.kinds:
         cfg.kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
         unknown = set(cfg.kinds) - set(KINDS)
@@ -52,32 +59,49 @@ def config_from(args: argparse.Namespace) -> SoakConfig:
         for key, value in QUICK.items():
             setattr(cfg, key, value)
         cfg.label = "quick"
-    for key in ("messages", "rate", "duration", "faults_per_kind"):
+    for key in ("messages", "rate", "duration", "faults_per_kind", "sample_conversations"):
         value = getattr(args, key)
         if value is not None:
             setattr(cfg, key, value)
     return cfg
 
 
-def table(result: SoakResult) -> str:
-    lines = ["violations (all must be 0)"]
+TRAFFIC = ("sent", "accepted", "deliveries", "deliveries_gateway", "deliveries_first", "deliveries_redelivery",
+           "deliveries_rolling", "deliveries_retry", "delivered_twice_to_one_instance", "degraded_replies",
+           "replies_sent_unreported", "stored_without_reply", "unknown_rows", "restarts", "conversations",
+           "sessions_used", "windows_seen", "windows_without_own_message", "windows_answering_older_message",
+           "views_checked_cached", "views_checked_rebuilt", "fault_seconds", "fault_overlap_seconds",
+           "both_down_seconds", "send_rate", "drained")
+
+
+def _counts(result: SoakResult) -> list[str]:
+    lines = [f"delivery model: {result.config.get('delivery', '?')}", "violations (all must be 0)"]
     for key in VIOLATIONS:
         value = result.counts.get(key, 0)
-        lines.append(f"  {key:<28}{value:>10}{'' if value == 0 else '   <-- FAIL'}")
+        lines.append(f"  {key:<32}{value:>10}{'' if value == 0 else '   <-- FAIL'}")
+    lines.append("counted (not violations)")
+    for key in COUNTED:
+        lines.append(f"  {key:<32}{result.counts.get(key, 0):>10}")
+    if result.stats.get("doubled_by_faults"):
+        lines.append("doubled replies by the faults their message lived through")
+        for key, value in result.stats["doubled_by_faults"].items():
+            lines.append(f"  {key:<56}{value:>8}")
+    latency = result.stats.get("first_reply_s") or {}
+    if latency:
+        lines.append("first reply after sending (s): " + ", ".join(f"{k} {v}" for k, v in latency.items()))
+    return lines
+
+
+def table(result: SoakResult) -> str:
+    lines = _counts(result)
     lines.append("faults injected")
     for key, value in result.faults.items():
         skipped = result.faults_skipped.get(key, 0)
-        lines.append(f"  {key:<28}{value:>10}{f'   ({skipped} skipped)' if skipped else ''}")
+        lines.append(f"  {key:<32}{value:>10}{f'   ({skipped} skipped)' if skipped else ''}")
     lines.append("traffic")
-    for key in ("sent", "accepted", "deliveries", "deliveries_first", "deliveries_redelivery", "deliveries_rolling",
-                "deliveries_retry", "degraded_replies", "replies_doubled_memory_down", "both_down_seconds", "replies_sent_unreported", "stored_without_reply", "unknown_rows", "restarts",
-                "windows_seen", "windows_without_own_message", "windows_answering_older_message", "views_checked", "send_rate", "drained"):
+    for key in TRAFFIC:
         if key in result.stats:
-            lines.append(f"  {key:<28}{result.stats[key]!s:>10}")
-    if result.stats.get("doubled_by_pattern"):
-        lines.append("doubled replies by (deliveries that answered, instances, memory state)")
-        for key, value in result.stats["doubled_by_pattern"].items():
-            lines.append(f"  {key:<48}{value:>8}")
+            lines.append(f"  {key:<32}{result.stats[key]!s:>10}")
     lines.append("timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
     for note in result.notes:
         lines.append(f"note: {note}")
@@ -107,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chaos soak could not run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(table(result))
-    out = args.out or RESULTS / f"chaos-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}{'-quick' if args.quick else ''}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or RESULTS / f"chaos-{stamp}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = asdict(result)
     payload["git"] = rev

@@ -1,26 +1,32 @@
 """Driving one soak bot process: the harness's :class:`WorkerInstance`
-started as :mod:`bench.chaos.worker`, plus pause/resume (SIGSTOP/SIGCONT)."""
+started as :mod:`bench.chaos.worker`, plus pause/resume (SIGSTOP/SIGCONT)
+and the worker's ``sent`` events (a reply the moment it is sent)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
-from tests.harness.instances import WorkerInstance
+from tests.harness.instances import WorkerError, WorkerInstance
 
 WORKER_MODULE = "bench.chaos.worker"
 
 
 class SoakInstance(WorkerInstance):
-    """A bot process; ``generation`` counts restarts of the same name."""
+    """A bot process; ``generation`` counts restarts of the same name.
+    ``on_event(name, event)`` receives each event line the worker writes."""
 
     worker_module = WORKER_MODULE
 
-    def __init__(self, *args: Any, generation: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, generation: int = 1,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.generation = generation
         self.paused = False
+        self.on_event = on_event
 
     def worker_env(self) -> dict[str, str]:
         # The process runs the world's clock itself (CLOCK_MONOTONIC is the
@@ -28,6 +34,31 @@ class SoakInstance(WorkerInstance):
         # for a real bot, instead of standing still until the next request.
         clock = self.clock
         return {"CHAOS_CLOCK": f"{clock.base!r},{clock.t0!r},{clock.speed!r}"}
+
+    async def _read(self) -> None:
+        # The harness's reader, plus event lines: a reply is seen when it is
+        # sent, even if the process is killed before its delivery returns.
+        assert self.process is not None and self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                break
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if "event" in answer:
+                if self.on_event is not None:
+                    self.on_event(self.name, answer)
+                continue
+            future = self._pending.pop(answer.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+        error = WorkerError(f"worker {self.name} exited (code {await self._returncode()}); log: {self.log_tail()}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
 
     @property
     def alive(self) -> bool:

@@ -1,15 +1,15 @@
-"""The ledger of a soak (what the driver sent, what each instance answered)
-and the checker that compares it with the database and the bot's views.
+"""The ledger of a soak (what the driver sent, what each instance received
+and answered) and the checker that compares it with the database, the
+fault events and the bot's views.
 
 The checker is plain functions over plain data, so a test can hand it a
 ledger with a deliberate fault in it and see the fault counted.
 
 Definitions (docs/CHAOS.md explains them):
 
-- a message is **accepted** when some instance answered its delivery with a
-  reply: the pipeline sends a reply only after ``store_message`` returned
-  (degraded or not). A delivery whose instance died before answering
-  accepts nothing; the driver redelivers it elsewhere.
+- a message is **accepted** when some instance sent a reply to it: the
+  pipeline sends a reply only after ``store_message`` returned (degraded or
+  not). A delivery whose instance died before answering accepts nothing.
 - **lost**: accepted, but its row (or its reply's row ``reply:<id>``) is not
   in ``messages`` after the outboxes drained.
 - **stored twice**: two rows for one sent message (same content under two
@@ -17,15 +17,18 @@ Definitions (docs/CHAOS.md explains them):
 - **out of order**: a stored row whose timestamp/content differs from what
   was sent, a reply row that sorts before its message, or a context window
   an instance generated a reply from that is not in the database's order.
-- **replies missing / doubled**: per incoming message id, across instances
-  and redeliveries, exactly one reply must have been sent. The one excuse
-  for a doubled reply is a real double outage: one of its replies said
-  memory is degraded *and* was sent while Redis and the database were both
-  really down (a Redis restart or blackhole overlapping a database cut, see
-  :func:`both_down`). Anything else, e.g. an instance whose own view of the
-  backends was stale, is a violation.
-- **context mismatch**: for a sampled conversation, what an instance serves
-  as its last N messages differs from the database's last N for that session.
+- **unanswered**: no reply, though an instance received the message and
+  lived on (it was not killed with the message in hand). A message whose
+  every receiver was killed before answering is **unanswerable**: counted,
+  not a violation (nobody could answer it).
+- **doubled replies**: more than one reply to one message, each extra reply
+  counting one, across instances and deliveries. Each is placed by the
+  faults its message lived through (from its sending to its last reply, see
+  :mod:`bench.chaos.overlaps`): **overlapping** when two of those faults
+  were under way at the same moment, else **non-overlapping** (one fault at
+  a time, or none): a violation.
+- **conversation splits** and **context mismatches**: per conversation, see
+  :mod:`bench.chaos.conversations`.
 """
 
 from __future__ import annotations
@@ -34,28 +37,36 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.chaos import conversations as conv_mod
+from bench.chaos.conversations import Rules, order_key
+from bench.chaos.overlaps import Fault, during, faults_from, label, overlapping
+from bench.stats import percentile
+
+__all__ = ["Rules", "order_key"]  # re-exported: the tests and the soak build them from here
+
 VIOLATIONS = (
     "lost_messages",
     "lost_replies",
     "stored_twice",
     "out_of_order",
-    "replies_missing",
-    "replies_doubled",
+    "unanswered",
+    "replies_doubled_nonoverlapping",
+    "conversation_splits",
     "context_mismatch",
 )
+# Counted and shown, not violations.
+COUNTED = ("unanswerable", "replies_doubled", "replies_doubled_overlapping")
 
-
-def order_key(message_id: str, ts: float) -> tuple[float, int, str]:
-    """The database's order: (ts, length(message_id), message_id)."""
-    return (ts, len(message_id), message_id)
+DIED = "died"  # a delivery's outcome when its process was killed with the message in hand
+NOT_DELIVERED = "not delivered"  # its process was already down: it never received the message
 
 
 @dataclass
 class Delivery:
     instance: str
-    kind: str  # first | redelivery | rolling | retry
-    outcome: str = "pending"  # pending | replied | no-reply | error: ...
-    start: float = 0.0  # seconds since the soak started (for tracing a violation with --keep)
+    kind: str  # gateway | first | redelivery | rolling | retry
+    outcome: str = "pending"  # pending | replied | no-reply | died | not delivered | error: ...
+    start: float = 0.0  # seconds since the soak started
     end: float = 0.0
 
 
@@ -64,8 +75,7 @@ class Reply:
     instance: str
     content: str
     degraded: bool
-    # When its context was built (seconds since the soak started): the user
-    # message was stored just before, so this is when "degraded" was decided.
+    # When it was sent (seconds since the soak started), if known.
     at: float | None = None
 
 
@@ -77,16 +87,27 @@ class Entry:
     conversation: int
     session_hint: str
     content: str
-    ts: float
+    ts: float  # its timestamp (bot clock)
+    sent: float = 0.0  # when the driver sent it (seconds since the soak started)
     deliveries: list[Delivery] = field(default_factory=list)
     replies: list[Reply] = field(default_factory=list)
-    # The reply is stored though no reply was reported (found at the end):
-    # the driver stops redelivering it.
+    # The reply is stored though no reply was reported (found at the end).
     reply_stored: bool = False
 
     @property
     def accepted(self) -> bool:
         return bool(self.replies)
+
+    def first_reply_at(self) -> float | None:
+        """When its first reply was sent (or, without that, reported)."""
+        times = [r.at for r in self.replies if r.at is not None]
+        times += [d.end for d in self.deliveries if d.outcome == "replied"]
+        return min(times, default=None)
+
+    def last_reply_at(self) -> float:
+        times = [r.at for r in self.replies if r.at is not None]
+        times += [d.end for d in self.deliveries if d.outcome == "replied"]
+        return max(times, default=self.sent)
 
 
 @dataclass
@@ -98,6 +119,7 @@ class View:
     session_id: str | None
     ids: list[str] | None  # None: the instance could not answer (``error``)
     error: str | None = None
+    phase: str = "cached"  # cached: as the run left it | rebuilt: after a Redis flush
 
 
 @dataclass
@@ -121,7 +143,7 @@ class Ledger:
         self.windows_seen = 0
         self.windows_without_self = 0
         # Windows where something newer than the message answered was already
-        # stored (a redelivered or overtaken message): allowed, counted.
+        # stored (an overtaken message): allowed, counted.
         self.current_not_newest = 0
 
     def add(self, entry: Entry) -> Entry:
@@ -153,179 +175,172 @@ class Ledger:
                 self.current_not_newest += 1
 
 
-# A degraded reply is decided a little before its delivery ends (the user
-# message is stored, then the reply generated and sent), and an instance sees
-# a backend back only at its next probe (every 0.5 s) plus the recovery work
-# (outbox replay): the margins by which a reply still counts as sent during
-# a double outage.
-DECIDED_BEFORE_END = 2.0
-RECOVERY_GRACE = 2.0
+class Findings:
+    """Counts, statistics and up to 10 examples of each."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter({k: 0 for k in VIOLATIONS + COUNTED})
+        self.stats: dict[str, Any] = defaultdict(int)
+        self.examples: dict[str, list[Any]] = defaultdict(list)
+
+    def note(self, kind: str, what: Any) -> None:
+        if len(self.examples[kind]) < 10:
+            self.examples[kind].append(what)
 
 
-def both_down(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The times (seconds since the soak started) when Redis and the
-    database were both really unreachable: a Redis restart or blackhole
-    overlapping a database cut."""
-    redis = [(e["at"], e["end"]) for e in events if e["kind"] in ("redis_restart", "redis_blackhole") and "end" in e]
-    db = [(e["at"], e["end"]) for e in events if e["kind"] == "db_cut" and "end" in e]
-    out = []
-    for r0, r1 in redis:
-        for d0, d1 in db:
-            start, end = max(r0, d0), min(r1, d1)
-            if start < end:
-                out.append((start, end))
-    return sorted(out)
+def _duplicates(found: Findings, ledger: Ledger, rows: list[Row]) -> None:
+    """One id twice (the UNIQUE index forbids it, but a schema change must
+    not make it pass silently), one sent content under several ids, several
+    replies answering one message."""
+    sent_contents = {e.content for e in ledger.entries.values()}
+    for what, keys in (
+        ("message_id", [r.message_id for r in rows]),
+        ("content", [r.content for r in rows if r.role == "user" and r.content in sent_contents]),
+        ("reply_to", [r.reply_to_id for r in rows if r.role == "bot" and r.reply_to_id]),
+    ):
+        for key, n in Counter(keys).items():
+            if n > 1:
+                found.counts["stored_twice"] += n - 1
+                found.note("stored_twice", {what: key, "rows": n})
 
 
-def _during(t0: float, t1: float, outages: list[tuple[float, float]]) -> bool:
-    return any(t0 <= end + RECOVERY_GRACE and start <= t1 for start, end in outages)
+def _stored(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:
+    """Its rows: stored as sent, and stored at all when accepted."""
+    row = by_id.get(entry.id)
+    if row is not None:
+        found.stats["stored"] += 1
+        if row.ts != entry.ts or row.content != entry.content or row.role != "user":
+            found.counts["out_of_order"] += 1
+            found.note("out_of_order", {"id": entry.id, "sent_ts": entry.ts, "stored_ts": row.ts, "role": row.role})
+    if not entry.accepted:
+        if row is not None:
+            found.stats["stored_without_reply"] += 1
+        return
+    found.stats["accepted"] += 1
+    if row is None:
+        found.counts["lost_messages"] += 1
+        found.note("lost_messages", {"id": entry.id, "conversation": entry.conversation,
+                                     "replies": [r.instance for r in entry.replies]})
+    reply_row = by_id.get(f"reply:{entry.id}")
+    if reply_row is None:
+        found.counts["lost_replies"] += 1
+        found.note("lost_replies", {"id": entry.id})
+    elif row is not None and order_key(reply_row.message_id, reply_row.ts) <= order_key(row.message_id, row.ts):
+        found.counts["out_of_order"] += 1
+        found.note("out_of_order", {"id": entry.id, "reply_ts": reply_row.ts, "message_ts": row.ts})
+
+
+def _deliveries(entry: Entry) -> list[tuple[str, str, str]]:
+    return [(d.instance, d.kind, d.outcome) for d in entry.deliveries]
+
+
+def _unreplied(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:
+    if f"reply:{entry.id}" in by_id:
+        # The reply is stored, so it was sent (the pipeline stores a reply
+        # only after sending it), by a process killed before it could
+        # report the send: answered, as Discord would show.
+        found.stats["replies_sent_unreported"] += 1
+    elif any(d.outcome not in (DIED, NOT_DELIVERED) for d in entry.deliveries):
+        found.counts["unanswered"] += 1
+        found.note("unanswered", {"id": entry.id, "conversation": entry.conversation, "sent": entry.sent,
+                                  "deliveries": _deliveries(entry)})
+    else:
+        found.counts["unanswerable"] += 1
+
+
+def _doubled(found: Findings, entry: Entry, faults: list[Fault], by_overlap: Counter[str]) -> None:
+    extra = len(entry.replies) - 1
+    t0, t1 = entry.sent, entry.last_reply_at()
+    lived = during(faults, t0, t1)
+    both = overlapping(lived, t0, t1)
+    kind = "overlapping" if both else "nonoverlapping"
+    found.counts["replies_doubled"] += extra
+    found.counts[f"replies_doubled_{kind}"] += extra
+    what = label(both or lived)
+    by_overlap[f"{kind}: {what}"] += extra
+    found.note(f"replies_doubled_{kind}", {
+        "id": entry.id, "conversation": entry.conversation, "faults": what,
+        "during": [f.describe() for f in lived], "sent": t0, "last_reply": t1,
+        "replies": [(r.instance, r.at, r.degraded) for r in entry.replies], "deliveries": _deliveries(entry)})
+
+
+def _latency(entries: list[Entry]) -> dict[str, float]:
+    waits = sorted(at - e.sent for e in entries if (at := e.first_reply_at()) is not None)
+    if not waits:
+        return {}
+    return {f"p{q}": round(percentile(waits, q), 2) for q in (50, 90, 99)} | {"max": round(waits[-1], 2)}
+
+
+def _replies(found: Findings, ledger: Ledger, by_id: dict[str, Row], faults: list[Fault]) -> None:
+    by_overlap: Counter[str] = Counter()
+    for entry in ledger.entries.values():
+        found.stats["deliveries"] += len(entry.deliveries)
+        for d in entry.deliveries:
+            found.stats[f"deliveries_{d.kind}"] += 1
+        seen = Counter(d.instance for d in entry.deliveries if d.outcome != NOT_DELIVERED)
+        found.stats["delivered_twice_to_one_instance"] += sum(n - 1 for n in seen.values())
+        if not entry.replies:
+            _unreplied(found, entry, by_id)
+        elif len(entry.replies) > 1:
+            _doubled(found, entry, faults, by_overlap)
+        if any(r.degraded for r in entry.replies):
+            found.stats["degraded_replies"] += 1
+        _stored(found, entry, by_id)
+    found.stats["doubled_by_faults"] = dict(by_overlap.most_common())
+    found.stats["first_reply_s"] = _latency(list(ledger.entries.values()))
+
+
+def _conversations(found: Findings, ledger: Ledger, rows: list[Row], views: list[View], rules: Rules) -> None:
+    per_conv = conv_mod.by_conversation(ledger.entries, rows)
+    for conv, conv_rows in sorted(per_conv.items()):
+        where = conv_mod.splits(conv_rows, ledger.entries, rules)
+        if where:
+            found.counts["conversation_splits"] += 1
+            found.note("conversation_splits", {"conversation": conv, "sessions": len({r.session_id for r in conv_rows}),
+                                               "splits": where[:3]})
+        found.stats["sessions_used"] += len({r.session_id for r in conv_rows})
+    found.stats["conversations"] = len(per_conv)
+    wrong: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for view in views:
+        found.stats[f"views_checked_{view.phase}"] += 1
+        problem = conv_mod.judge_view(view, per_conv.get(view.conversation, []), ledger.entries, rules)
+        if problem is not None:
+            wrong[view.conversation].append({"instance": view.instance, "phase": view.phase, **problem})
+    found.counts["context_mismatch"] = len(wrong)
+    for conv, problems in sorted(wrong.items()):
+        found.note("context_mismatch", {"conversation": conv, "views": problems[:3]})
 
 
 def check(
-    ledger: Ledger, rows: list[Row], views: list[View], window: int, outages: list[tuple[float, float]] | None = None
+    ledger: Ledger,
+    rows: list[Row],
+    views: list[View],
+    rules: Rules | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Compare the ledger with the database rows and the instances' views.
+    """Compare the ledger with the database rows, the fault events (the
+    lanes' ``events``) and the instances' views.
 
-    ``outages`` are the real double outages (:func:`both_down`); a doubled
-    reply is excused only when a degraded reply of it was sent during one.
-
-    Returns ``{"counts": {...}, "examples": {...}}``; every name in
+    Returns ``{"counts", "stats", "examples"}``; every name in
     :data:`VIOLATIONS` must count 0 for the soak to pass.
     """
-    by_id: dict[str, Row] = {}
-    id_count: Counter[str] = Counter()
-    for row in rows:
-        id_count[row.message_id] += 1
-        by_id[row.message_id] = row
-    examples: dict[str, list[Any]] = defaultdict(list)
-
-    def note(kind: str, what: Any) -> None:
-        if len(examples[kind]) < 10:
-            examples[kind].append(what)
-
-    counts: Counter[str] = Counter({k: 0 for k in VIOLATIONS})
-    content_to_id = {e.content: e.id for e in ledger.entries.values()}
-
-    # Duplicated rows: one id twice (the UNIQUE index forbids it, but a
-    # schema change must not make it pass silently), one sent content under
-    # several ids, several replies answering one message.
-    for mid, n in id_count.items():
-        if n > 1:
-            counts["stored_twice"] += n - 1
-            note("stored_twice", {"message_id": mid, "rows": n})
-    user_by_content: Counter[str] = Counter(r.content for r in rows if r.role == "user" and r.content in content_to_id)
-    for content, n in user_by_content.items():
-        if n > 1:
-            counts["stored_twice"] += n - 1
-            note("stored_twice", {"content": content, "rows": n})
-    replies_to: Counter[str] = Counter(r.reply_to_id for r in rows if r.role == "bot" and r.reply_to_id)
-    for mid, n in replies_to.items():
-        if n > 1:
-            counts["stored_twice"] += n - 1
-            note("stored_twice", {"reply_to": mid, "rows": n})
-
-    stats: Counter[str] = Counter({"replies_doubled_memory_down": 0})
-    doubled_by: Counter[str] = Counter()
-    for entry in ledger.entries.values():
-        n_replies = len(entry.replies)
-        stats["deliveries"] += len(entry.deliveries)
-        for d in entry.deliveries:
-            stats[f"deliveries_{d.kind}"] += 1
-        if n_replies == 0 and f"reply:{entry.id}" in by_id:
-            # The reply is stored, so it was sent (the pipeline stores a reply
-            # only after sending it), by a process killed before it could
-            # report the send to the driver: answered, as Discord would show.
-            stats["replies_sent_unreported"] += 1
-        elif n_replies == 0:
-            counts["replies_missing"] += 1
-            note("replies_missing", {"id": entry.id, "deliveries": [(d.instance, d.kind, d.outcome) for d in entry.deliveries]})
-        elif n_replies > 1:
-            # Which deliveries answered, on how many instances, with memory healthy or degraded.
-            kinds = "+".join(sorted(d.kind for d in entry.deliveries if d.outcome == "replied"))
-            where = "same-instance" if len({r.instance for r in entry.replies}) == 1 else "cross-instance"
-            flags = [r.degraded for r in entry.replies]
-            memory = "all-degraded" if all(flags) else "some-degraded" if any(flags) else "healthy"
-            during_outage = any(
-                r.degraded and _during(r.at, r.at, outages or []) for r in entry.replies if r.at is not None
-            ) or any(
-                # Without the time a reply was generated: the delivery's end, less a margin.
-                d.outcome == "replied" and _during(d.end - DECIDED_BEFORE_END, d.end, outages or [])
-                for d in entry.deliveries
-                if d.instance in {r.instance for r in entry.replies if r.degraded and r.at is None}
-            )
-            if during_outage:
-                # A degraded reply sent while both backends were really down:
-                # G6 has the instance answer anyway, and with no backend
-                # nothing can arbitrate between instances. Counted and shown,
-                # but the availability guarantee's price, not a violation of
-                # "one reply per message".
-                stats["replies_doubled_memory_down"] += n_replies - 1
-                memory = "both-down"
-            else:
-                counts["replies_doubled"] += n_replies - 1
-            doubled_by[f"{kinds} {where} {memory}"] += n_replies - 1
-            note("replies_doubled", {"id": entry.id, "replies": [r.instance for r in entry.replies],
-                                     "deliveries": [(d.instance, d.kind, d.outcome) for d in entry.deliveries]})
-        if any(r.degraded for r in entry.replies):
-            stats["degraded_replies"] += 1
-        row = by_id.get(entry.id)
-        if row is not None:
-            stats["stored"] += 1
-            if row.ts != entry.ts or row.content != entry.content or row.role != "user":
-                counts["out_of_order"] += 1
-                note("out_of_order", {"id": entry.id, "sent_ts": entry.ts, "stored_ts": row.ts, "role": row.role})
-        if not entry.accepted:
-            if row is not None:
-                stats["stored_without_reply"] += 1
-            continue
-        stats["accepted"] += 1
-        if row is None:
-            counts["lost_messages"] += 1
-            note("lost_messages", {"id": entry.id, "replies": [r.instance for r in entry.replies]})
-        reply_row = by_id.get(f"reply:{entry.id}")
-        if reply_row is None:
-            counts["lost_replies"] += 1
-            note("lost_replies", {"id": entry.id})
-        elif row is not None and order_key(reply_row.message_id, reply_row.ts) <= order_key(row.message_id, row.ts):
-            counts["out_of_order"] += 1
-            note("out_of_order", {"id": entry.id, "reply_ts": reply_row.ts, "message_ts": row.ts})
-
-    counts["out_of_order"] += len(ledger.unsorted_windows)
+    rules = rules or Rules()
+    by_id = {row.message_id: row for row in rows}
+    found = Findings()
+    _duplicates(found, ledger, rows)
+    _replies(found, ledger, by_id, faults_from(events or []))
+    found.counts["out_of_order"] += len(ledger.unsorted_windows)
     for w in ledger.unsorted_windows[:3]:
-        note("out_of_order", {"unsorted_window": w})
-
+        found.note("out_of_order", {"unsorted_window": w})
     known = set(ledger.entries) | {f"reply:{i}" for i in ledger.entries}
-    stats["unknown_rows"] = sum(1 for r in rows if r.message_id not in known)
-
-    by_session: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_session[row.session_id].append(row)
-    for view in views:
-        stats["views_checked"] += 1
-        if view.ids is None:
-            counts["context_mismatch"] += 1
-            note("context_mismatch", {"conversation": view.conversation, "instance": view.instance, "error": view.error})
-            continue
-        if view.session_id is None:
-            expected: list[str] = []
-        else:
-            session_rows = sorted(by_session.get(view.session_id, []), key=lambda r: order_key(r.message_id, r.ts))
-            expected = [r.message_id for r in session_rows[-window:]]
-        if view.ids != expected:
-            counts["context_mismatch"] += 1
-            missing = [i for i in expected if i not in view.ids]
-            extra = [i for i in view.ids if i not in expected]
-            note("context_mismatch", {"conversation": view.conversation, "instance": view.instance,
-                                      "session_id": view.session_id, "served": len(view.ids), "db": len(expected),
-                                      "missing": missing[:5], "extra": extra[:5]})
-    stats["windows_seen"] = ledger.windows_seen
-    stats["windows_without_own_message"] = ledger.windows_without_self
-    stats["windows_answering_older_message"] = ledger.current_not_newest
-    stats["messages"] = len(ledger.entries)
-    result_stats: dict[str, Any] = dict(stats)
-    result_stats["doubled_by_pattern"] = dict(doubled_by.most_common())
-    result_stats["rows"] = len(rows)
-    return {"counts": dict(counts), "stats": result_stats, "examples": dict(examples)}
+    found.stats["unknown_rows"] = sum(1 for r in rows if r.message_id not in known)
+    _conversations(found, ledger, rows, views, rules)
+    found.stats["windows_seen"] = ledger.windows_seen
+    found.stats["windows_without_own_message"] = ledger.windows_without_self
+    found.stats["windows_answering_older_message"] = ledger.current_not_newest
+    found.stats["messages"] = len(ledger.entries)
+    found.stats["rows"] = len(rows)
+    return {"counts": dict(found.counts), "stats": dict(found.stats), "examples": dict(found.examples)}
 
 
 def passed(result: dict[str, Any]) -> bool:

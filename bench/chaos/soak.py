@@ -1,6 +1,22 @@
 """The soak driver: starts the backends and the bot processes, sends the
 traffic, runs the fault lanes, then restores everything, lets the outboxes
-drain and checks the ledger (see :mod:`bench.chaos.ledger`)."""
+drain and checks the ledger (see :mod:`bench.chaos.ledger`).
+
+Delivery models (``SoakConfig.delivery``):
+
+- ``gateway`` (the default, Discord's): every bot process connected when a
+  message is sent receives it, once; nothing is ever delivered again. A
+  killed process's deliveries are gone, and a process that is down (killed,
+  not yet started again) when a message is sent never receives it. A
+  paused (SIGSTOPped) process stays connected: the message waits in its
+  input pipe and is handled when it resumes, as a frozen bot's socket
+  buffers the gateway's events (or, once the gateway has dropped it for
+  missed heartbeats, its RESUME replays them to it): in both cases the same
+  process receives each event once, late.
+- ``redeliver`` (the model of earlier soaks, kept for comparison): each
+  message goes to one process (10 % to two, 5 % twice to the same one), and
+  a message without a reply is delivered again to another process.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +37,8 @@ from core.ids import snowflake
 from core.models import IncomingMessage
 from bench.chaos.faults import KINDS, PROCESS_KINDS, FaultLanes, FaultPlan
 from bench.chaos.instances import SoakInstance
-from bench.chaos.ledger import Delivery, Entry, Ledger, Reply, Row, View, both_down, check
+from bench.chaos.ledger import DIED, NOT_DELIVERED, Delivery, Entry, Ledger, Reply, Row, Rules, View, check
+from bench.chaos.overlaps import both_down, coverage, faults_from
 from tests.harness.backends import RealBackends
 from tests.harness.instances import WorkerError
 from tests.harness.world import message_to_dict
@@ -31,6 +48,7 @@ log = logging.getLogger("bench.chaos")
 PLUGINS = ["memory", "sessions", "llm"]
 ENTITY_EPOCH = 1_600_000_000.0
 NAMES = "ABC"
+DELIVERY_MODELS = ("gateway", "redeliver")
 WORDS = ("tea", "rain", "map", "bread", "river", "clock", "stone", "violin", "salt", "lamp", "garden", "owl")
 
 
@@ -46,13 +64,16 @@ class SoakConfig:
     speed: float = 10.0  # bot-clock seconds per real second
     faults: bool = True
     faults_per_kind: int = 60  # aimed for over the sending time
+    delivery: str = "gateway"  # gateway | redeliver (see the module docstring)
+    # Only with ``redeliver``:
     redelivery_share: float = 0.05  # delivered twice to the same instance
     rolling_share: float = 0.10  # delivered to two instances
     retry_after: float = 8.0  # redeliver elsewhere when no reply after this long (shorter than a pause)
     redeliver_delay: float = 1.0  # after every delivery ended without a reply
-    max_in_flight: int = 400
+    max_in_flight: int = 400  # messages waiting for a reply before sending pauses (Discord never waits: redeliver only)
     window: int = 50  # sessions' window_messages (the default)
-    sample_conversations: int = 60
+    idle_timeout: float = 1800.0  # sessions' idle_timeout, bot-clock seconds (the default)
+    sample_conversations: int | None = None  # conversations whose context is read back (None: all)
     drain_timeout: float = 120.0
     label: str = ""
     kinds: tuple[str, ...] = KINDS
@@ -162,7 +183,8 @@ class Soak:
     # --- instances -----------------------------------------------------------------
 
     def _new_instance(self, name: str, generation: int) -> SoakInstance:
-        return SoakInstance(name, self.workdir / "instances" / name, self.sections, self.clock, PLUGINS, generation=generation)
+        return SoakInstance(name, self.workdir / "instances" / name, self.sections, self.clock, PLUGINS,
+                            generation=generation, on_event=self.on_event)
 
     async def _start(self, name: str, generation: int) -> SoakInstance:
         last: Exception | None = None
@@ -221,6 +243,13 @@ class Soak:
         inst = self.instances.get(name)
         return inst is not None and inst.alive
 
+    def on_event(self, name: str, event: dict[str, Any]) -> None:
+        """A reply the moment an instance sent it (the worker's event line)."""
+        entry = self.ledger.entries.get(event.get("message_id", ""))
+        if event.get("event") == "sent" and entry is not None:
+            entry.replies.append(Reply(name, event["content"], MEMORY_DEGRADED in event.get("notes", []),
+                                       at=round(float(event["at"]) - self.t0_wall, 3)))
+
     async def pick_target(self, exclude: set[str] = frozenset()) -> str:  # type: ignore[assignment]
         deadline = time.monotonic() + 60
         while True:
@@ -251,27 +280,37 @@ class Soak:
     async def _deliver(self, entry: Entry, raw: dict[str, Any], name: str, delivery: Delivery) -> None:
         inst = self.instances.get(name)
         if inst is None or not inst.alive:
-            delivery.outcome = "error: not running"
+            delivery.outcome = NOT_DELIVERED
             return
         try:
             answer = await inst.request("deliver", message=raw, now=self.clock.now())
-        except (WorkerError, OSError) as exc:  # OSError: the pipe of a process killed meanwhile
-            delivery.outcome = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        except OSError:  # the pipe of a process killed meanwhile
+            delivery.outcome = DIED
             return
-        sent = answer.get("sent", [])
-        contexts = answer.get("contexts", [])
-        at = contexts[-1].get("at") if contexts else None
-        for s in sent:
-            entry.replies.append(Reply(name, s["content"], MEMORY_DEGRADED in s.get("notes", []),
-                                       at=None if at is None else round(at - self.t0_wall, 3)))
+        except WorkerError as exc:
+            text = str(exc)
+            # "not running": never written to it; "exited": killed with it in hand; else the bot failed on it.
+            delivery.outcome = (NOT_DELIVERED if "is not running" in text else DIED if "exited" in text
+                                else f"error: {text.splitlines()[0][:120] if text else ''}")
+            return
+        # The replies themselves arrived as events (on_event), before this answer.
         self.ledger.note_windows(entry.id, name, answer.get("contexts", []))
-        delivery.outcome = "replied" if sent else "no-reply"
+        delivery.outcome = "replied" if answer.get("sent") else "no-reply"
 
     async def _later(self, delay: float, entry: Entry, raw: dict[str, Any], name: str, kind: str) -> None:
         await asyncio.sleep(delay)
         await self.deliver(entry, raw, name, kind)
 
+    async def broadcast(self, entry: Entry, raw: dict[str, Any]) -> None:
+        """The gateway model: every connected instance receives the message
+        once, now (the writes to their pipes happen in sending order)."""
+        targets = [n for n in sorted(self.instances) if self.connected(n)]
+        tasks = [self._spawn(self.deliver(entry, raw, name, "gateway"), self.delivery_tasks) for name in targets]
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def run_message(self, entry: Entry, raw: dict[str, Any], pattern: str) -> None:
+        """The redeliver model (see the module docstring)."""
         mine: set[asyncio.Task[None]] = set()
         names: dict[asyncio.Task[None], str] = {}
 
@@ -318,7 +357,7 @@ class Soak:
             delay = start + i / cfg.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            while len(self.message_tasks) >= cfg.max_in_flight:
+            while cfg.delivery == "redeliver" and len(self.message_tasks) >= cfg.max_in_flight:
                 await asyncio.sleep(0.01)
             conv = self.rng.choices(self.conversations, self.weights)[0]
             words = " ".join(self.rng.choice(WORDS) for _ in range(self.rng.randint(1, 6)))
@@ -330,8 +369,11 @@ class Soak:
             )
             conv.messages += 1
             message = self._message(conv, f"m{i} c{conv.index} {words}", self.clock.now())
-            entry = self.ledger.add(Entry(message.id, conv.index, conv.channel_id, message.content, message.timestamp))
-            self._spawn(self.run_message(entry, message_to_dict(message), pattern), self.message_tasks)
+            entry = self.ledger.add(Entry(message.id, conv.index, conv.channel_id, message.content, message.timestamp,
+                                          sent=round(self.elapsed(), 3)))
+            raw = message_to_dict(message)
+            job = self.broadcast(entry, raw) if cfg.delivery == "gateway" else self.run_message(entry, raw, pattern)
+            self._spawn(job, self.message_tasks)
             sent += 1
         return sent
 
@@ -350,7 +392,8 @@ class Soak:
                     task.add_done_callback(_quiet)
                 elif self.watching and not inst.alive and name not in self.busy:
                     code = inst.process.returncode if inst.process else None
-                    self.notes.append(f"instance {name} exited on its own (code {code}) at {self.elapsed():.1f} s; restarted")
+                    self.notes.append(
+                        f"instance {name} exited on its own (code {code}) at {self.elapsed():.1f} s; restarted")
                     log.warning("%s", self.notes[-1])
                     self.busy.add(name)
                     asyncio.get_running_loop().create_task(self.restart_instance(name)).add_done_callback(_quiet)
@@ -418,29 +461,52 @@ class Soak:
         raw = self.backends.query("SELECT message_id, session_id, role, content, ts, reply_to_id FROM messages")
         return [Row(r[0], r[1], r[2], r[3], float(r[4]), r[5]) for r in raw]
 
-    async def views(self) -> list[View]:
-        rng = random.Random(f"{self.cfg.seed}:sample")
+    def sample(self) -> list[Conversation]:
+        """The conversations whose context is read back (all, by default)."""
         spoken = [c for c in self.conversations if c.messages]
-        sample = spoken if len(spoken) <= self.cfg.sample_conversations else rng.sample(spoken, self.cfg.sample_conversations)
+        n = self.cfg.sample_conversations
+        if n is None or len(spoken) <= n:
+            return spoken
+        return sorted(random.Random(f"{self.cfg.seed}:sample").sample(spoken, n), key=lambda c: c.index)
+
+    async def views(self, phase: str) -> list[View]:
+        """What every instance serves as each sampled conversation's context
+        (read-only: the probe message is not stored)."""
         out = []
         stuck: dict[str, str] = {}
-        for conv in sorted(sample, key=lambda c: c.index):
+
+        async def one(conv: Conversation, name: str, inst: SoakInstance, probe: dict[str, Any]) -> View:
+            if name in stuck:
+                return View(conv.index, name, None, None, phase=phase,
+                            error=f"instance did not answer earlier: {stuck[name]}")
+            try:
+                answer = await asyncio.wait_for(
+                    inst.request("context", message=probe, limit=self.cfg.window, now=self.clock.now()), 30
+                )
+            except (WorkerError, asyncio.TimeoutError) as exc:
+                # An instance that cannot serve a context is a mismatch, not a crash of the soak.
+                stuck[name] = f"{type(exc).__name__}: {exc}"[:200]
+                return View(conv.index, name, None, None, error=stuck[name], phase=phase)
+            return View(conv.index, name, answer["session_id"], [m["id"] for m in answer["messages"]], phase=phase)
+
+        for conv in self.sample():
             probe = message_to_dict(self._message(conv, "(probe)", self.clock.now()))
-            for name, inst in sorted(self.instances.items()):
-                if name in stuck:
-                    out.append(View(conv.index, name, None, None, error=f"instance did not answer earlier: {stuck[name]}"))
-                    continue
-                try:
-                    answer = await asyncio.wait_for(
-                        inst.request("context", message=probe, limit=self.cfg.window, now=self.clock.now()), 30
-                    )
-                except (WorkerError, asyncio.TimeoutError) as exc:
-                    # An instance that cannot serve a context is a mismatch, not a crash of the soak.
-                    stuck[name] = f"{type(exc).__name__}: {exc}"[:200]
-                    out.append(View(conv.index, name, None, None, error=stuck[name]))
-                    continue
-                out.append(View(conv.index, name, answer["session_id"], [m["id"] for m in answer["messages"]]))
+            out += await asyncio.gather(*(one(conv, n, i, probe) for n, i in sorted(self.instances.items())))
         return out
+
+    async def read_back(self) -> list[View]:
+        """Each conversation's context as the run left it, then rebuilt from
+        the database after a FLUSHALL (what a user would get next)."""
+        assert self.backends is not None
+        views = []
+        try:
+            views += await self.views("cached")
+            await asyncio.get_running_loop().run_in_executor(None, self.backends.flush_redis)
+            views += await self.views("rebuilt")
+        except Exception as exc:  # noqa: BLE001 - the ledger checks still run
+            log.exception("reading the bots' views failed")
+            self.notes.append(f"views not read: {type(exc).__name__}: {exc}")
+        return views
 
     def _dump(self, lanes: FaultLanes | None) -> None:
         """The whole ledger and the fault events, as JSON lines in the work
@@ -449,18 +515,70 @@ class Soak:
             for event in lanes.events if lanes else []:
                 fh.write(json.dumps({"fault": event}) + "\n")
             for entry in self.ledger.entries.values():
-                fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts,
+                fh.write(json.dumps({"id": entry.id, "conv": entry.conversation, "ts": entry.ts, "sent": entry.sent,
                                      "deliveries": [asdict(d) for d in entry.deliveries],
                                      "replies": [[r.instance, r.degraded, r.at] for r in entry.replies]}) + "\n")
 
     # --- the whole run -------------------------------------------------------------
+
+    async def _settle(self) -> dict[str, Any]:
+        """Every fault restored, every bot running: wait (bounded) for the
+        deliveries to return and the outboxes to drain."""
+        assert self.backends is not None
+        timeout = self.cfg.drain_timeout
+        await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
+        for name, inst in list(self.instances.items()):
+            inst.resume()
+            if not inst.alive:
+                self.instances[name] = await self._start(name, inst.generation + 1)
+        unreplied_tasks = await self._wait_replies(timeout)
+        if unreplied_tasks:
+            self.notes.append(f"{unreplied_tasks} messages still had deliveries out after {timeout:.0f} s")
+        self.abandon = True
+        late = await self._wait_tasks(self.delivery_tasks, 30)
+        if late:
+            self.notes.append(f"{late} deliveries still unanswered 30 s after the end (not counted)")
+        drained = await self.drain(timeout)
+        if not drained["drained"]:
+            self.notes.append(f"outboxes not drained within {timeout:.0f} s: {drained['health']}")
+        return drained
+
+    def _plan(self) -> FaultPlan:
+        cfg = self.cfg
+        expected = cfg.messages / cfg.rate
+        if cfg.duration is not None:
+            expected = min(expected, cfg.duration)
+        ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
+        # A pause outlasts the claims and leases (and the redeliver model's retry_after), whatever the model,
+        # so runs under both models meet the same faults.
+        hold = max(ttl_real, cfg.retry_after)
+        plan = FaultPlan(gaps={}, pause_hold=(hold + 1.0, hold + 3.0))
+        for kind in KINDS:
+            pace = expected / max(1, cfg.faults_per_kind)
+            # Process faults are paced start to start (their holds overlap); the others end to start.
+            plan.gaps[kind] = max(0.3, pace if kind in PROCESS_KINDS else pace - plan.mean_hold(kind))
+        return plan
+
+    async def _judge(self, events: list[dict[str, Any]], sending_from: float, sending_to: float) -> dict[str, Any]:
+        """Read the database and the bots' contexts, and check the ledger."""
+        cfg = self.cfg
+        rows = await asyncio.get_running_loop().run_in_executor(None, self.rows)
+        views = await self.read_back()
+        rules = Rules(window=cfg.window, idle_timeout=cfg.idle_timeout, speed=cfg.speed)
+        result = check(self.ledger, rows, views, rules, events)
+        result["stats"]["both_down_seconds"] = round(sum(e - s for s, e in both_down(events)), 1)
+        faulty, overlapped = coverage(faults_from(events), sending_from, sending_to)
+        result["stats"]["fault_seconds"] = faulty
+        result["stats"]["fault_overlap_seconds"] = overlapped
+        return result
 
     async def run(self) -> SoakResult:
         cfg = self.cfg
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self._make_world()
         self.backends = await asyncio.get_running_loop().run_in_executor(None, RealBackends, self.workdir / "backends")
-        self.sections = {"memory": self.backends.memory_section(), "sessions": {"window_messages": cfg.window}, "llm": {}}
+        self.sections = {"memory": self.backends.memory_section(),
+                         "sessions": {"window_messages": cfg.window, "idle_timeout": cfg.idle_timeout}, "llm": {}}
         timings: dict[str, float] = {}
         lanes: FaultLanes | None = None
         ticker: asyncio.Task[None] | None = None
@@ -469,18 +587,8 @@ class Soak:
             self.instances = {inst.name: inst for inst in started}
             timings["startup"] = round(self.elapsed(), 2)
             ticker = asyncio.get_running_loop().create_task(self.ticker())
-            expected = cfg.messages / cfg.rate
-            if cfg.duration is not None:
-                expected = min(expected, cfg.duration)
-            ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
-            # A pause outlasts the claims and leases, and Discord's redelivery (retry_after) happens during it.
-            plan = FaultPlan(gaps={}, pause_hold=(max(ttl_real, cfg.retry_after) + 1.0, max(ttl_real, cfg.retry_after) + 3.0))
-            for kind in KINDS:
-                pace = expected / max(1, cfg.faults_per_kind)
-                # Process faults are paced start to start (their holds overlap); the others end to start.
-                plan.gaps[kind] = max(0.3, pace if kind in PROCESS_KINDS else pace - plan.mean_hold(kind))
             if cfg.faults:
-                lanes = FaultLanes(self, plan, cfg.seed, cfg.kinds)
+                lanes = FaultLanes(self, self._plan(), cfg.seed, cfg.kinds)
                 lanes.start()
             t_send = time.monotonic()
             self.watching = True
@@ -490,32 +598,9 @@ class Soak:
             t_end = time.monotonic()
             if lanes is not None:
                 await lanes.stop()
-            await asyncio.get_running_loop().run_in_executor(None, self.backends.restore_all)
-            for name, inst in list(self.instances.items()):
-                inst.resume()
-                if not inst.alive:
-                    self.instances[name] = await self._start(name, inst.generation + 1)
-            unreplied_tasks = await self._wait_replies(cfg.drain_timeout)
-            if unreplied_tasks:
-                self.notes.append(f"{unreplied_tasks} messages still had no reply after {cfg.drain_timeout:.0f} s")
-            self.abandon = True
-            late = await self._wait_tasks(self.delivery_tasks, 30)
-            if late:
-                self.notes.append(f"{late} deliveries still unanswered 30 s after the end (not counted)")
-            drained = await self.drain(cfg.drain_timeout)
-            if not drained["drained"]:
-                self.notes.append(f"outboxes not drained within {cfg.drain_timeout:.0f} s: {drained['health']}")
+            drained = await self._settle()
             timings["settle"] = round(time.monotonic() - t_end, 2)
-            rows = await asyncio.get_running_loop().run_in_executor(None, self.rows)
-            try:
-                views = await self.views()
-            except Exception as exc:  # noqa: BLE001 - the ledger checks still run
-                log.exception("reading the bots' views failed")
-                self.notes.append(f"views not read: {type(exc).__name__}: {exc}")
-                views = []
-            outages = both_down(lanes.events) if lanes else []
-            result = check(self.ledger, rows, views, cfg.window, outages)
-            result["stats"]["both_down_seconds"] = round(sum(e - s for s, e in outages), 1)
+            result = await self._judge(lanes.events if lanes else [], t_send - self.t0, t_end - self.t0)
             self._dump(lanes)
             result["stats"]["sent"] = sent
             result["stats"]["restarts"] = self.restarts

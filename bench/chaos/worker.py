@@ -8,18 +8,23 @@ from, and returns ``None`` so the llm plugin answers.
 
 ``deliver`` answers with ``contexts``: compact summaries ``{session_id,
 ids, ts, notes}`` of each window built for the message, so the driver can
-check their order without keeping whole windows.
+check their order without keeping whole windows. Each reply is also written
+the moment it is sent, as an event line ``{"event": "sent", message_id,
+content, notes, at}`` (no ``id``): a user sees a reply when it is sent, and
+a process killed before its delivery returns must not hide one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from typing import Any
 
 from core.clock import ManualClock
-from core.models import Context, IncomingMessage
+from core.ids import snowflake
+from core.models import Context, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
 from tests.harness import assembly
 from tests.harness import worker as base
@@ -69,13 +74,30 @@ class ChaosWorker(base.Worker):
         if spec:
             base_s, t0, speed = (float(x) for x in spec.split(","))
             self.clock = RunningClock(base_s, t0, speed)
+
+    async def deliver(self, message: IncomingMessage) -> list[assembly.SentReply]:
+        """:func:`tests.harness.assembly.deliver`, announcing each send."""
+        sent: list[assembly.SentReply] = []
+
+        async def send(reply: Reply) -> Sent:
+            now = self.bot.clock.now()
+            sent_id = snowflake(now, worker=2)
+            sent.append(assembly.SentReply(self.instance, message.id, message.channel_id, reply.content,
+                                           list(reply.notes), sent_id, now))
+            self.answer({"event": "sent", "message_id": message.id, "content": reply.content,
+                         "notes": list(reply.notes), "at": time.time()})
+            return Sent(id=sent_id, timestamp=now)
+
+        await self.bot.handle(dataclasses.replace(message), send)
+        return sent
+
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") == "deliver" and self.bot is not None:
             from tests.harness.world import message_from_dict
 
             self._now(request)
             message = message_from_dict(request["message"])
-            sent = await assembly.deliver(self.bot, self.instance, message)
+            sent = await self.deliver(message)
             contexts = self.replier.by_message.pop(message.id, [])
             return {"sent": [s.to_dict() for s in sent], "contexts": contexts}
         return await super().run(request)
