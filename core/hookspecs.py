@@ -301,7 +301,16 @@ def load_bot_state(key: str, bot: Any) -> Any:
 
 
 @hookspec
+def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
+    """Return every durable bot-wide value whose key starts with ``prefix``,
+    as ``{key: value}`` (``{}`` when there is none), or ``None`` when the
+    store cannot answer now (unknown is not empty: the caller keeps what it
+    last read). **First answer.**
+    """
+
+
+@hookspec
 def save_bot_state(key: str, value: Any, bot: Any) -> None:
-    """Durably store a bot-wide value (e.g. plugins switched off at run time
-    by an admin). **Broadcast.**
+    """Durably store a bot-wide value (e.g. the plugins switched at run
+    time, :mod:`core.switches`). **Broadcast.**
     """

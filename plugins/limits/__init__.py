@@ -23,6 +23,10 @@ from plugins.limits.limiter import Limiter, describe
 
 log = logging.getLogger("plugins.limits")
 
+# Abuse protection for everyone: a server's administrators cannot switch it
+# off in their server; only the bot's owners can, for the whole bot.
+SWITCHED_BY_OWNERS_ONLY = True
+
 # One fakeredis server per name, shared by every bot in this process that
 # names it (tests run several instances on the "same Redis").
 _FAKE_SERVERS: dict[str, Any] = {}
