@@ -284,9 +284,13 @@ class Bot:
         if message.author_is_bot:
             return None
         # Claimed first: with several instances receiving every event, each
-        # message (command or not) is answered once.
-        if await self.hooks.first("claim_message", message=message) is False:
-            return None
+        # message (command or not) is answered once. A claim may refuse with
+        # a reply (a limit's notice) rather than drop the message silently.
+        try:
+            if await self.hooks.first("claim_message", message=message) is False:
+                return None
+        except Refused as refused:
+            return await self._answer(message, Reply(refused.reply), send)
         problem = self._check_input(message)
         if problem:
             return await self._answer(message, Reply(problem), send)

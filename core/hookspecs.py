@@ -140,8 +140,9 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     Return ``True`` to handle it, ``False`` when it was or is being handled
     elsewhere (another instance, or an earlier delivery of the same id): the
     core then drops it silently. May wait (e.g. for another instance's claim
-    to expire). ``None`` means no opinion. **First answer**; with no answer
-    the message is handled.
+    to expire), or raise :class:`~core.errors.Refused` to answer with the
+    refusal instead of handling it (a limit's one notice). ``None`` means no
+    opinion. **First answer**; with no answer the message is handled.
     """
 
 

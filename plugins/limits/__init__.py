@@ -92,6 +92,12 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
         return None
     parsed = parse_command(message.content, bot.settings.bot.command_prefix)
     command = parsed[0] if parsed and not message.attachments else None
+    if command is not None and command in limiter.settings.data_rights_commands:
+        return None
+    notice = limiter.owed_notice(message)
+    if notice:
+        # The one notice of the noise limit, instead of silence.
+        raise Refused(notice)
     if not limiter.is_quiet(message, command):
         return None
     log.debug("limits: dropped message %s from %s quietly (already told about the limit)", message.id, message.author_id)
