@@ -9,9 +9,9 @@ window → generate the reply → send it → store the reply.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -30,15 +30,17 @@ from core.models import (
     SendReply,
     Session,
 )
-from core.plugins import PluginHost, get_plugin_manager
+from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
 from core.settings import Settings
+from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
 log = logging.getLogger("core.bot")
 
-PLUGIN_STATE_KEY = "plugins.runtime"
-# How often an instance re-reads the plugins switched at run time by an admin
-# on another instance.
-PLUGIN_STATE_REFRESH = 10.0
+_NONE: frozenset[str] = frozenset()
+# A plugin implementing one of these is switched for the whole bot only.
+OWNERS_ONLY_HOOKS = frozenset(
+    {"claim_message", "session_scope", "resolve_session", "session_lease", "export_user", "forget_user"}
+)
 
 MEMORY_DEGRADED = "memory is degraded: this message may not be remembered"
 
@@ -58,12 +60,19 @@ class Bot:
         self.clock = clock or Clock()
         self.instance_id = instance_id or settings.env.instance_id
         self.plugins: PluginHost = get_plugin_manager(settings.plugins, entry_points)
-        self.hooks = Hooks(self.plugins.pm, {"bot": self})
+        self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild)
         self.commands = CommandRegistry()
         self.transports: dict[str, Any] = {}
         self.image_providers: dict[str, Any] = {}
+        # The transport this instance serves (set by the CLI before start):
+        # essential here, whatever a stored switch says.
+        self.running_transport: str | None = None
+        self.transport_plugins: dict[str, str] = {}
+        self.switches = StoredSwitches()
+        self._guild_off: dict[str, set[str]] = {}
+        self._local_states: dict[str, Any] = {}
+        self._follower: asyncio.Task[None] | None = None
         self.started = False
-        self._plugin_state_checked = 0.0
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -71,10 +80,16 @@ class Bot:
         for name in list(self.plugins.enabled()):
             await self._start_plugin(name)
         self._collect_registries()
-        await self._apply_plugin_state()
+        await self.refresh_plugin_state()
+        self._follower = asyncio.create_task(self._follow_forever())
         self.started = True
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._follower
+            self._follower = None
         if self.started:
             await self.hooks.broadcast("shutdown")
         self.started = False
@@ -94,7 +109,9 @@ class Bot:
         self.commands = CommandRegistry()
         self.hooks.call_registry("register_commands", self.commands.register_for)
         self.transports = {}
+        self.transport_plugins = {}
         self.image_providers = {}
+        plugin_of: dict[str, dict[str, str]] = {"transport": self.transport_plugins, "image provider": {}}
 
         def registrar(target: dict[str, Any], what: str) -> Any:
             def make(plugin: str) -> Any:
@@ -103,6 +120,7 @@ class Bot:
                         log.warning("%s %r from %r ignored: already registered", what, name, plugin)
                         return
                     target[name] = value
+                    plugin_of[what][name] = plugin
 
                 return register
 
@@ -111,24 +129,123 @@ class Bot:
         self.hooks.call_registry("register_transports", registrar(self.transports, "transport"))
         self.hooks.call_registry("register_image_providers", registrar(self.image_providers, "image provider"))
 
-    # --- plugins switched at run time ------------------------------------------
+    # --- plugins switched at run time (rules: core.switches) -----------------
 
-    async def set_plugin_enabled(self, name: str, enabled: bool) -> str:
-        """Switch a plugin on or off now, and store the choice durably so
-        every instance, and this one after a restart, follows it."""
-        if enabled:
-            if not self.plugins.enable(name) or not await self._start_plugin(name):
-                return f"plugin {name!r} could not be enabled: {self.plugins.info[name].reason}"
-        else:
-            if self.plugins.pm.has_plugin(name):
-                await self._stop_plugin(name)
-            self.plugins.disable(name)
+    def essential_plugins(self) -> set[str]:
+        """Plugins nobody switches off at run time: the core, every plugin
+        that stores messages, and the transport this instance runs on."""
+        essential = set(ESSENTIAL)
+        essential |= {i.name for i in self.plugins.info.values() if i.state == "enabled" and "store_message" in i.hooks}
+        running = self.transport_plugins.get(self.running_transport or "")
+        if running:
+            essential.add(running)
+        return essential
+
+    def owners_only_plugins(self) -> set[str]:
+        """Plugins a guild administrator cannot switch in their guild:
+        essential ones, transports, those that declare it (limits), and
+        those that decide which conversation a message belongs to or hold
+        people's data (sessions): off in one guild, they would split its
+        conversations (G9) and take ``/export`` and ``/forget`` away."""
+        by_role = {i.name for i in self.plugins.info.values() if OWNERS_ONLY_HOOKS & set(i.hooks)}
+        declared = {i.name for i in self.plugins.info.values() if i.owners_only}
+        return self.essential_plugins() | set(self.transport_plugins.values()) | declared | by_role
+
+    def off_in_guild(self, guild_id: str | None) -> set[str]:
+        """The plugins switched off in ``guild_id`` (empty for DMs)."""
+        return self._guild_off.get(guild_id, _NONE) if guild_id else _NONE
+
+    async def switch_plugin(self, name: str, enabled: bool, *, guild_id: str | None, by: str) -> str:
+        """Switch plugin ``name`` for one guild, or for the whole bot when
+        ``guild_id`` is ``None``, and store the choice so every instance
+        follows it. Who may call this is the caller's check; which plugin
+        may be switched where is checked here (``ValueError`` says why not)."""
+        if name not in self.plugins.candidates:
+            raise ValueError(f"unknown plugin {name!r}; installed: {', '.join(sorted(self.plugins.candidates))}")
+        if not enabled and name in self.essential_plugins():
+            raise ValueError(f"plugin {name!r} is essential here ({self._why_essential(name)}) and cannot be switched off")
+        if guild_id is None:
+            return await self._switch_bot_wide(name, enabled, by)
+        return await self._switch_in_guild(name, enabled, guild_id, by)
+
+    def _why_essential(self, name: str) -> str:
+        if name in ESSENTIAL:
+            return "the core"
+        if name == self.transport_plugins.get(self.running_transport or ""):
+            return "the transport this instance runs on"
+        return "it stores the messages"
+
+    async def _switch_bot_wide(self, name: str, enabled: bool, by: str) -> str:
+        states = await self._load_states()
+        board = SwitchBoard.from_stored((states or {}).get(BOT_KEY)) if states is not None else self.switches.bot
+        if enabled and not self.plugins.pm.has_plugin(name) and not await self._turn_on(name):
+            return f"plugin {name!r} could not be switched on: {self.plugins.info[name].reason}"
+        board.switches[name] = Switch(enabled, by, self.clock.now())
+        await self._save_state(BOT_KEY, board.to_stored())
+        self.switches.bot = board
+        await self._follow()
         self._collect_registries()
-        state = await self._load_plugin_state()
-        disabled = set(state.get("disabled", []))
-        disabled.discard(name) if enabled else disabled.add(name)
-        await self.hooks.broadcast("save_bot_state", key=PLUGIN_STATE_KEY, value={"disabled": sorted(disabled)})
-        return f"plugin {name!r} {'enabled' if enabled else 'disabled'}"
+        return f"plugin {name!r} switched {'on' if enabled else 'off'} for the whole bot"
+
+    async def _switch_in_guild(self, name: str, enabled: bool, guild_id: str, by: str) -> str:
+        if name in self.owners_only_plugins():
+            raise ValueError(f"plugin {name!r} can only be switched for the whole bot, by the bot's owners")
+        if enabled and self.plugins.info[name].state != "enabled":
+            raise ValueError(f"plugin {name!r} is off for the whole bot; only the bot's owners can switch it on")
+        states = await self._load_states()
+        key = guild_key(guild_id)
+        if states is not None:
+            board = SwitchBoard.from_stored(states.get(key), key)
+        else:
+            board = self.switches.guilds.get(guild_id, SwitchBoard())
+        if enabled:
+            board.switches.pop(name, None)
+        else:
+            board.switches[name] = Switch(False, by, self.clock.now())
+        await self._save_state(key, board.to_stored())
+        self.switches.guilds[guild_id] = board
+        self._index_guild_switches()
+        return f"plugin {name!r} switched {'on' if enabled else 'off'} in this server"
+
+    async def refresh_plugin_state(self) -> bool:
+        """Read every stored switch and follow it. ``False`` when the store
+        cannot answer now: the switches last read stay in force."""
+        states = await self._load_states()
+        if states is None:
+            return False
+        self.switches = StoredSwitches.from_states(states)
+        await self._follow()
+        return True
+
+    async def _follow(self) -> None:
+        """Make this instance's plugins what config and the bot-wide
+        switches say, in both directions."""
+        essential = self.essential_plugins()
+        changed = False
+        for name, info in list(self.plugins.info.items()):
+            switch = self.switches.bot.switches.get(name)
+            info.switch = switch
+            if info.state not in ("enabled", "disabled") or name in essential:
+                continue
+            wanted = switch.enabled if switch else info.configured
+            if wanted and info.state == "disabled":
+                changed |= await self._turn_on(name)
+            elif not wanted and info.state == "enabled":
+                await self._stop_plugin(name)
+                self.plugins.disable(name, f"switched off for the whole bot{_by(switch)}")
+                changed = True
+        if changed:
+            self._collect_registries()
+        self._index_guild_switches()
+
+    def _index_guild_switches(self) -> None:
+        # What a guild switched off, less what no guild may switch: a stored
+        # switch never outranks the rules, whoever wrote it.
+        protected = self.owners_only_plugins()
+        self._guild_off = {g: off for g, b in self.switches.guilds.items() if (off := b.off() - protected)}
+
+    async def _turn_on(self, name: str) -> bool:
+        return self.plugins.enable(name) and await self._start_plugin(name)
 
     async def _stop_plugin(self, name: str) -> None:
         plugin = self.plugins.pm.get_plugin(name)
@@ -136,27 +253,28 @@ class Bot:
             if impl.plugin is plugin:
                 await self.hooks._call("shutdown", impl, {"bot": self})
 
-    async def _load_plugin_state(self) -> dict[str, Any]:
-        state = await self.hooks.first("load_bot_state", key=PLUGIN_STATE_KEY)
-        return state if isinstance(state, dict) else {}
+    async def _load_states(self) -> dict[str, Any] | None:
+        """Every stored switch, or ``None`` when the store cannot answer.
+        Without a plugin that stores bot state, the switches live in this
+        process only."""
+        if not self.hooks.implementations("load_bot_states"):
+            return dict(self._local_states)
+        states = await self.hooks.first("load_bot_states", prefix=STATE_PREFIX)
+        return states if isinstance(states, dict) else None
 
-    async def _apply_plugin_state(self) -> None:
-        self._plugin_state_checked = time.monotonic()
-        state = await self._load_plugin_state()
-        wanted_off = set(state.get("disabled", []))
-        changed = False
-        for name in list(self.plugins.enabled()):
-            if name in wanted_off and name not in ("core",):
-                await self._stop_plugin(name)
-                self.plugins.disable(name, "disabled at run time by an admin")
-                changed = True
-        for name, info in list(self.plugins.info.items()):
-            if info.state == "disabled" and info.reason.endswith("by an admin") and name not in wanted_off:
-                if self.plugins.enable(name):
-                    await self._start_plugin(name)
-                    changed = True
-        if changed:
-            self._collect_registries()
+    async def _save_state(self, key: str, value: Any) -> None:
+        self._local_states[key] = value
+        await self.hooks.broadcast("save_bot_state", key=key, value=value)
+
+    async def _follow_forever(self) -> None:
+        """Follow switches made on other instances, whether or not
+        messages arrive here."""
+        while True:
+            await asyncio.sleep(self.settings.bot.plugin_state_refresh)
+            try:
+                await self.refresh_plugin_state()
+            except Exception as exc:  # noqa: BLE001 - keep following
+                log.error("could not refresh the plugins switched at run time: %s", exc)
 
     # --- the pipeline ----------------------------------------------------
 
@@ -165,12 +283,14 @@ class Bot:
         when nothing was sent (bot author, or handled by another instance)."""
         if message.author_is_bot:
             return None
-        if time.monotonic() - self._plugin_state_checked > PLUGIN_STATE_REFRESH:
-            await self._apply_plugin_state()
         # Claimed first: with several instances receiving every event, each
-        # message (command or not) is answered once.
-        if await self.hooks.first("claim_message", message=message) is False:
-            return None
+        # message (command or not) is answered once. A claim may refuse with
+        # a reply (a limit's notice) rather than drop the message silently.
+        try:
+            if await self.hooks.first("claim_message", message=message) is False:
+                return None
+        except Refused as refused:
+            return await self._answer(message, Reply(refused.reply), send)
         problem = self._check_input(message)
         if problem:
             return await self._answer(message, Reply(problem), send)
@@ -301,3 +421,7 @@ class Bot:
 
     async def health(self) -> list[HealthReport]:
         return [r for r in await self.hooks.collect("health") if isinstance(r, HealthReport)]
+
+
+def _by(switch: Switch | None) -> str:
+    return f" by {switch.by}" if switch and switch.by else ""

@@ -30,14 +30,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 async def _serve(settings: Settings, transport: str | None) -> int:
     bot = Bot(settings)
+    if transport is None:
+        discord_on = bot.plugins.info.get("discord") is not None and bot.plugins.info["discord"].state == "enabled"
+        transport = "discord" if settings.env.discord_token and discord_on else "console"
+        if settings.env.discord_token and not discord_on:
+            log.warning("DISCORD_TOKEN is set but the discord plugin is not enabled; using the terminal")
+    # Known before start: no stored switch can take away the transport this
+    # instance serves (the terminal cannot be locked out from Discord).
+    bot.running_transport = transport
     await bot.start()
     try:
         for problem in bot.plugins.problems + bot.commands.problems:
             log.warning("%s", problem)
-        if transport is None:
-            transport = "discord" if settings.env.discord_token and "discord" in bot.transports else "console"
-            if settings.env.discord_token and "discord" not in bot.transports:
-                log.warning("DISCORD_TOKEN is set but the discord plugin is not enabled; using the terminal")
         run = bot.transports.get(transport)
         if run is None:
             print(f"transport {transport!r} is not available (enabled: {', '.join(bot.transports) or 'none'})", file=sys.stderr)
@@ -56,14 +60,33 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(_settings(args), "console"))
 
 
-def cmd_plugins(args: argparse.Namespace) -> int:
-    bot = Bot(_settings(args))
+async def _plugins(settings: Settings) -> int:
+    # Started, so the listing shows the switches stored at run time, as a
+    # running instance would follow them.
+    bot = Bot(settings)
+    await bot.start()
+    try:
+        read = await bot.refresh_plugin_state()
+    finally:
+        await bot.stop()
     print(f"{'plugin':<12} {'state':<9} {'source':<28} note")
     for info in bot.plugins.listing():
-        print(f"{info.name:<12} {info.state:<9} {info.source:<28} {info.reason}")
+        notes = [info.reason] if info.reason else []
+        if info.switch is not None and info.switch.enabled and info.state == "enabled":
+            notes.append(f"switched on for the whole bot by {info.switch.by or '?'}")
+        print(f"{info.name:<12} {info.state:<9} {info.source:<28} {'; '.join(notes)}".rstrip())
+    for guild, board in sorted(bot.switches.guilds.items()):
+        for name, switch in sorted(board.switches.items()):
+            print(f"guild {guild}: {name} switched {'on' if switch.enabled else 'off'} by {switch.by or '?'}")
+    if not read:
+        print("problem: the switches stored at run time could not be read (memory unreachable)")
     for problem in bot.plugins.problems:
         print(f"problem: {problem}")
     return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    return asyncio.run(_plugins(_settings(args)))
 
 
 async def _check(settings: Settings) -> int:

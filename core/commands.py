@@ -23,8 +23,13 @@ def parse(content: str, prefix: str) -> tuple[str, str] | None:
     return name.lower(), args.strip()
 
 
+def is_owner(message: IncomingMessage, owner_ids: list[str]) -> bool:
+    """A configured bot owner: marked by the transport, or named by id."""
+    return message.is_owner or message.author_id in owner_ids
+
+
 def is_allowed(command: Command, message: IncomingMessage, owner_ids: list[str]) -> bool:
-    owner = message.is_owner or message.author_id in owner_ids
+    owner = is_owner(message, owner_ids)
     perms = message.permissions
     if command.permission == "everyone" or owner:
         return True
@@ -62,6 +67,8 @@ class CommandRegistry:
         prefix = bot.settings.bot.command_prefix
         if command is None:
             return Reply(f"Unknown command {prefix}{name}. Try {prefix}help for the list.")
+        if command.plugin in _off_here(bot, message):
+            return Reply(f"{prefix}{name} is switched off in this server (plugin {command.plugin!r}).")
         if not is_allowed(command, message, bot.settings.bot.owner_ids):
             return Reply(f"You do not have permission to use {prefix}{name} (it needs: {command.permission}).")
         try:
@@ -77,3 +84,14 @@ class CommandRegistry:
             log.error("command %s from plugin %r failed: %s", name, command.plugin, exc, exc_info=exc)
             return Reply(f"{prefix}{name} failed inside plugin {command.plugin!r}; the error was logged.")
         return result if isinstance(result, Reply) else Reply(str(result))
+
+
+def _off_here(bot: Any, message: IncomingMessage) -> set[str]:
+    off_in_guild = getattr(bot, "off_in_guild", None)
+    return off_in_guild(message.guild_id) if off_in_guild is not None else set()
+
+
+def available(bot: Any, message: IncomingMessage) -> list[Command]:
+    """The commands ``message``'s author can reach where they are, by name."""
+    off = _off_here(bot, message)
+    return sorted((c for c in bot.commands.commands.values() if c.plugin not in off), key=lambda c: c.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.commands import available, is_owner
 from core.hookspecs import PROJECT_NAME
 from core.models import Command, Context, HealthReport, Invocation, Reply
 import pluggy
@@ -23,27 +24,61 @@ def generate_reply(context: Context) -> Reply:
 
 async def _help(inv: Invocation) -> Reply:
     prefix = inv.bot.settings.bot.command_prefix
-    lines = [f"{prefix}{c.name} - {c.description}" for c in sorted(inv.bot.commands.commands.values(), key=lambda c: c.name)]
+    lines = [f"{prefix}{c.name} - {c.description}" for c in available(inv.bot, inv.message)]
     return Reply("Commands:\n" + "\n".join(lines))
 
 
+SCOPES = ("here", "everywhere")
+
+
 async def _plugins(inv: Invocation) -> Reply:
-    bot = inv.bot
-    action, _, name = inv.args.partition(" ")
-    action, name = action.strip().lower(), name.strip()
-    if action in ("enable", "disable"):
-        if not (inv.message.is_owner or inv.message.author_id in bot.settings.bot.owner_ids or "administrator" in inv.message.permissions):
-            return Reply("Only the bot's owners and server administrators can switch plugins.")
-        if not name:
-            return Reply(f"Usage: {bot.settings.bot.command_prefix}plugins {action} NAME")
-        try:
-            return Reply(await bot.set_plugin_enabled(name, action == "enable"))
-        except ValueError as exc:
-            return Reply(str(exc))
-    if action not in ("", "list"):
-        return Reply(f"Usage: {bot.settings.bot.command_prefix}plugins [list | enable NAME | disable NAME]")
-    lines = [f"{i.name}: {i.state}{f' ({i.reason})' if i.reason else ''}" for i in bot.plugins.listing()]
-    return Reply("Plugins:\n" + "\n".join(lines))
+    """``/plugins [list | enable NAME [here|everywhere] | disable NAME [here|everywhere]]``.
+
+    In a server the default scope is ``here`` (that server: its
+    administrators and the owners); ``everywhere`` (the whole bot) is for
+    the owners only, and the only scope in DMs and the terminal."""
+    bot, message = inv.bot, inv.message
+    prefix = bot.settings.bot.command_prefix
+    words = inv.args.split()
+    action = words[0].lower() if words else "list"
+    if action == "list" and len(words) <= 1:
+        return Reply(listing(bot, message.guild_id))
+    scope = words[2].lower() if len(words) == 3 else ("here" if message.guild_id else "everywhere")
+    if action not in ("enable", "disable") or len(words) not in (2, 3) or scope not in SCOPES:
+        return Reply(f"Usage: {prefix}plugins [list | enable NAME [here|everywhere] | disable NAME [here|everywhere]]")
+    owner = is_owner(message, bot.settings.bot.owner_ids)
+    if scope == "everywhere" and not owner:
+        return Reply(
+            "Only the bot's owners can switch a plugin for the whole bot. "
+            f"Server administrators can switch it in their server: {prefix}plugins {action} {words[1]} here"
+        )
+    if scope == "here" and not message.guild_id:
+        return Reply(f"There is no server here: use {prefix}plugins {action} {words[1]} everywhere (owners only).")
+    if scope == "here" and not (owner or "administrator" in message.permissions):
+        return Reply("Only this server's administrators and the bot's owners can switch plugins in this server.")
+    guild = message.guild_id if scope == "here" else None
+    try:
+        return Reply(await bot.switch_plugin(words[1], action == "enable", guild_id=guild, by=message.author_id))
+    except ValueError as exc:
+        return Reply(str(exc))
+
+
+def listing(bot: Any, guild_id: str | None) -> str:
+    """Every plugin and its state, as seen from ``guild_id`` (``None``: the
+    whole bot)."""
+    guild_board = bot.switches.guilds.get(guild_id) if guild_id else None
+    off_here = bot.off_in_guild(guild_id)
+    lines = []
+    for info in bot.plugins.listing():
+        notes = [info.reason] if info.reason else []
+        if info.switch is not None and info.switch.enabled and info.state == "enabled":
+            notes.append(f"switched on for the whole bot{f' by {info.switch.by}' if info.switch.by else ''}")
+        if info.state == "enabled" and info.name in off_here and guild_board is not None:
+            by = guild_board.switches[info.name].by
+            notes.append(f"switched off in this server{f' by {by}' if by else ''}")
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"{info.name}: {info.state}{note}")
+    return "Plugins:\n" + "\n".join(lines)
 
 
 @hookimpl
@@ -52,9 +87,13 @@ def register_commands(register: Any) -> None:
     register(
         Command(
             "plugins",
-            "list plugins; admins: enable or disable one",
+            "list plugins; server admins: switch one in this server; owners: everywhere",
             _plugins,
-            options={"action": "list, enable or disable", "name": "plugin name"},
+            options={
+                "action": "list, enable or disable",
+                "name": "plugin name",
+                "scope": "here (this server, the default) or everywhere (owners only)",
+            },
         )
     )
 

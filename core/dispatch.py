@@ -11,11 +11,13 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
 
 from core.errors import Refused
+from core.switches import guild_of
 
 log = logging.getLogger("core.hooks")
 
@@ -34,15 +36,30 @@ class Hooks:
     command can say which plugin misbehaved.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, context: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        context: dict[str, Any] | None = None,
+        off_in_guild: Callable[[str | None], set[str]] | None = None,
+    ) -> None:
         self.pm = pm
         # Arguments every hook may take (``bot``), merged into each call.
         self.context = context or {}
+        # The plugins switched off in a guild (core.switches): a call that
+        # concerns that guild skips them.
+        self.off_in_guild = off_in_guild
         self.failures: list[HookFailure] = []
 
     def implementations(self, name: str) -> list[Any]:
         caller = getattr(self.pm.hook, name)
         return list(reversed(caller.get_hookimpls()))
+
+    def _active(self, name: str, kwargs: dict[str, Any]) -> list[Any]:
+        impls = self.implementations(name)
+        if self.off_in_guild is None:
+            return impls
+        off = self.off_in_guild(guild_of(kwargs))
+        return [i for i in impls if i.plugin_name not in off] if off else impls
 
     async def _call(self, name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         args = {arg: kwargs[arg] for arg in impl.argnames}
@@ -70,7 +87,7 @@ class Hooks:
         that did not raise."""
         kwargs = self._kwargs(kwargs)
         results = []
-        for impl in self.implementations(name):
+        for impl in self._active(name, kwargs):
             ok, result = await self._call(name, impl, kwargs)
             if ok:
                 results.append((impl.plugin_name, result))
@@ -79,7 +96,7 @@ class Hooks:
     async def first(self, name: str, **kwargs: Any) -> Any:
         """Return the first non-``None`` result, or ``None``."""
         kwargs = self._kwargs(kwargs)
-        for impl in self.implementations(name):
+        for impl in self._active(name, kwargs):
             ok, result = await self._call(name, impl, kwargs)
             if ok and result is not None:
                 return result

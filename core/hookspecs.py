@@ -140,8 +140,9 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     Return ``True`` to handle it, ``False`` when it was or is being handled
     elsewhere (another instance, or an earlier delivery of the same id): the
     core then drops it silently. May wait (e.g. for another instance's claim
-    to expire). ``None`` means no opinion. **First answer**; with no answer
-    the message is handled.
+    to expire), or raise :class:`~core.errors.Refused` to answer with the
+    refusal instead of handling it (a limit's one notice). ``None`` means no
+    opinion. **First answer**; with no answer the message is handled.
     """
 
 
@@ -301,7 +302,16 @@ def load_bot_state(key: str, bot: Any) -> Any:
 
 
 @hookspec
+def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
+    """Return every durable bot-wide value whose key starts with ``prefix``,
+    as ``{key: value}`` (``{}`` when there is none), or ``None`` when the
+    store cannot answer now (unknown is not empty: the caller keeps what it
+    last read). **First answer.**
+    """
+
+
+@hookspec
 def save_bot_state(key: str, value: Any, bot: Any) -> None:
-    """Durably store a bot-wide value (e.g. plugins switched off at run time
-    by an admin). **Broadcast.**
+    """Durably store a bot-wide value (e.g. the plugins switched at run
+    time, :mod:`core.switches`). **Broadcast.**
     """

@@ -27,6 +27,7 @@ import pluggy
 from core import hookspecs
 from core.hookspecs import PROJECT_NAME
 from core.settings import PluginsSection
+from core.switches import Switch
 
 log = logging.getLogger("core.plugins")
 
@@ -45,6 +46,13 @@ class PluginInfo:
     source: str = ""
     reason: str = ""
     hooks: list[str] = field(default_factory=list)
+    # What config asks for; a bot-wide switch (core.switches) overrides it.
+    configured: bool = True
+    # The bot-wide switch this instance follows, if any.
+    switch: Switch | None = None
+    # Declared by the plugin (``SWITCHED_BY_OWNERS_ONLY = True``): guild
+    # administrators cannot switch it in their guild.
+    owners_only: bool = False
 
 
 @dataclass(slots=True)
@@ -95,7 +103,17 @@ class PluginHost:
             return False
         self._loaded[name] = plugin
         hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-        self.info[name] = PluginInfo(name, "enabled", candidate.source, "", hooks)
+        before = self.info.get(name)
+        self.info[name] = PluginInfo(
+            name,
+            "enabled",
+            candidate.source,
+            "",
+            hooks,
+            configured=before.configured if before else True,
+            switch=before.switch if before else None,
+            owners_only=getattr(plugin, "SWITCHED_BY_OWNERS_ONLY", False) is True,
+        )
         return True
 
     def fail(self, name: str, reason: str) -> None:
@@ -108,7 +126,7 @@ class PluginHost:
 
     # --- switching at run time --------------------------------------------
 
-    def disable(self, name: str, reason: str = "disabled at run time") -> str:
+    def disable(self, name: str, reason: str = "switched off at run time") -> str:
         if name in ESSENTIAL:
             raise ValueError(f"plugin {name!r} is essential and cannot be disabled")
         if name not in self.candidates:
@@ -166,5 +184,5 @@ def get_plugin_manager(
         if name in ESSENTIAL or (wanted and name not in config.disabled):
             host.load(name)
         else:
-            host.info[name] = PluginInfo(name, "disabled", candidate.source, "disabled in config")
+            host.info[name] = PluginInfo(name, "disabled", candidate.source, "disabled in config", configured=False)
     return host

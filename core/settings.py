@@ -53,6 +53,9 @@ class BotSection(BaseModel):
     owner_ids: list[str] = Field(default_factory=list)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_message_chars: int = Field(4000, gt=0)
+    # Seconds between two reads of the plugins switched at run time, so an
+    # instance follows a switch made on another within this time.
+    plugin_state_refresh: float = Field(10.0, gt=0)
 
 
 class PluginsSection(BaseModel):

@@ -38,3 +38,34 @@ Feature: Plugins are switched on and off through config
     Then the bot reports the unknown plugin "imagess"
     And alice says "hello"
     And the bot answers
+
+  Scenario: A server administrator switches a plugin off in their server only
+    Given a reply plugin "parrot" that answers "squawk"
+    When the bot starts
+    And in server "one" an administrator says "/plugins disable parrot"
+    Then the bot answers "plugin 'parrot' switched off in this server"
+    When in server "one" alice says "hello"
+    Then the bot does not answer "squawk"
+    When in server "two" alice says "hello"
+    Then the bot answers "squawk"
+
+  Scenario: Only the bot's owners switch a plugin off for the whole bot
+    Given a reply plugin "parrot" that answers "squawk"
+    When the bot starts
+    And in server "one" an administrator says "/plugins disable parrot everywhere"
+    Then the bot's answer starts with "Only the bot's owners can switch a plugin for the whole bot"
+    When in server "one" the owner says "/plugins disable parrot everywhere"
+    And in server "two" alice says "hello"
+    Then the bot does not answer "squawk"
+    And the plugin list shows "parrot" as disabled
+
+  Scenario: A plugin that guards the bot cannot be switched off by a server administrator
+    Given a plugin "guard" that only the bot's owners may switch
+    When the bot starts
+    And in server "one" an administrator says "/plugins disable guard"
+    Then the bot answers "plugin 'guard' can only be switched for the whole bot, by the bot's owners"
+
+  Scenario: Nobody switches off an essential plugin at run time
+    When the bot starts
+    And in server "one" the owner says "/plugins disable core everywhere"
+    Then the bot answers "plugin 'core' is essential here (the core) and cannot be switched off"

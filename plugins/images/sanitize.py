@@ -1,10 +1,13 @@
 """Decoding images from strangers, safely.
 
-Everything here is synchronous, CPU-bound Pillow work: callers run it off the
-event loop (``asyncio.to_thread``). The order of checks matters: cheap checks
-on the raw bytes come before Pillow sees them, and the pixel count is checked
-from the header before anything is decoded, so a small file that would
-inflate to gigabytes (a decompression bomb) is refused without allocating.
+Everything here is synchronous, CPU-bound Pillow work: callers run it in a
+worker process (``plugins.images.decoder``) bounded in time and memory. The
+order of checks matters: cheap checks on the raw bytes come before Pillow
+sees them, and the pixel count is checked from the header before anything
+is decoded, so a small file that would inflate to gigabytes (a
+decompression bomb) is refused without allocating. A PNG's chunks are
+counted and its metadata chunks measured first too: Pillow walks chunks in
+pure Python and inflates text chunks whole.
 
 What comes out is a fresh encoding of the pixels only: no EXIF (so no GPS),
 no XMP, no comments, no ICC profile (colours are converted to sRGB first).
@@ -18,7 +21,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageCms, ImageOps, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, ImageStat, PngImagePlugin, UnidentifiedImageError
 
 MIB = 1024 * 1024
 SAFE_MODES = ("RGB", "RGBA")
@@ -30,11 +33,15 @@ class ImageRejected(Exception):
 
 @dataclass(slots=True)
 class Limits:
+    """The per-image decode budget, checked before decoding (docs/SECURITY.md)."""
+
     max_bytes: int = 10 * MIB
-    max_pixels: int = 40_000_000
+    max_pixels: int = 4096 * 4096
     allowed_formats: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF")
     upload_limit: int = 10 * MIB
     thumbnail_size: int = 256
+    max_png_chunks: int = 4096
+    max_metadata_chunk: int = MIB
 
 
 @dataclass(slots=True)
@@ -173,7 +180,30 @@ def check_bytes(data: bytes, limits: Limits) -> tuple[str, int, int]:
             f"the image claims {width}×{height} = {width * height:,} pixels; the limit is {limits.max_pixels:,} "
             "(it could be a decompression bomb)"
         )
+    if fmt == "PNG":
+        check_png_chunks(data, limits)
     return fmt, width, height
+
+
+_PNG_METADATA = frozenset({b"tEXt", b"zTXt", b"iTXt", b"iCCP", b"eXIf"})
+
+
+def check_png_chunks(data: bytes, limits: Limits) -> None:
+    """Count the chunks and measure the metadata chunks from their headers,
+    without reading their contents."""
+    pos, count, end = 8, 0, len(data)
+    while pos + 8 <= end:
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        count += 1
+        if count > limits.max_png_chunks:
+            raise ImageRejected(f"the PNG has more than {limits.max_png_chunks:,} chunks, the limit")
+        if kind in _PNG_METADATA and length > limits.max_metadata_chunk:
+            raise ImageRejected(
+                f"its {kind.decode('latin-1')} metadata chunk is {_mb(length)}; the limit is {_mb(limits.max_metadata_chunk)}"
+            )
+        if kind == b"IEND":
+            return
+        pos += 12 + length
 
 
 # --- decoding -----------------------------------------------------------------
@@ -220,6 +250,15 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, str, list[str]]:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageRejected(f"the image is too large to decode safely ({exc})") from None
+    except ValueError as exc:
+        if "MAX_TEXT" in str(exc):
+            # Pillow's own bounds on PNG text: one chunk inflating past 1 MiB,
+            # or all of them past 64 MiB.
+            raise ImageRejected(
+                f"a metadata (text) chunk inflates past the limit of {_mb(PngImagePlugin.MAX_TEXT_CHUNK)} per chunk, "
+                f"{_mb(PngImagePlugin.MAX_TEXT_MEMORY)} in all"
+            ) from None
+        raise ImageRejected(f"the {fmt} file is damaged or truncated (ValueError)") from None
     except (UnidentifiedImageError, SyntaxError, EOFError, OSError, ValueError, struct.error, IndexError) as exc:
         raise ImageRejected(f"the {fmt} file is damaged or truncated ({type(exc).__name__})") from None
     if data_has_metadata(data):
@@ -281,7 +320,8 @@ def encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
     """Encode the pixels only. Pillow's encoders copy ``image.info`` (JPEG
     comment, ICC profile, ...) into the file by default, so the info is
     emptied first."""
-    image = image.copy()
+    # The images here are our own decodes: emptying their info in place
+    # spares a full-size copy.
     image.info = {}
     out = io.BytesIO()
     if fmt == "JPEG":
@@ -318,9 +358,10 @@ def fit_to_limit(image: Image.Image, fmt: str, limit: int, notes: list[str], *,
 
 
 def make_thumbnail(image: Image.Image, side: int) -> bytes:
-    thumb = image.copy()
-    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return encode(thumb, "PNG")
+    scale = min(1.0, side / max(image.width, image.height))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # resize allocates the small result only (thumbnail() works on a full copy).
+    return encode(image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0), "PNG")
 
 
 _COLOURS = {
@@ -334,7 +375,7 @@ _COLOURS = {
 
 def dominant_colour(image: Image.Image) -> str:
     """A rough name for the average colour: a cheap one-word description."""
-    small = image.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)
+    small = image.resize((16, 16), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("RGB")
     mean = ImageStat.Stat(small).mean
     return min(_COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(_COLOURS[name], mean)))
 

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,8 @@ from plugins.images.providers import (
 )
 from plugins.images.ratelimit import RateLimiter
 from plugins.images.render import PillowProvider
-from plugins.images.sanitize import CleanImage, ImageRejected, Limits, sanitize, sniff_format
+from plugins.images.decoder import DecodeBudget, DecodePool
+from plugins.images.sanitize import CleanImage, ImageRejected, Limits, check_bytes, sanitize, sniff_format
 from plugins.images.settings import ImagesSettings
 
 log = logging.getLogger("plugins.images")
@@ -73,11 +73,15 @@ class ImagesService:
             allowed_formats=tuple(settings.allowed_formats),
             upload_limit=settings.upload_limit,
             thumbnail_size=settings.thumbnail_size,
+            max_png_chunks=settings.max_png_chunks,
+            max_metadata_chunk=settings.max_metadata_chunk,
         )
         self.rate = RateLimiter(settings.rate_limit, settings.rate_window, bot.clock.now)
-        # Decoding a large image takes a few hundred MB; a burst of them must
-        # not take the machine's memory, so only a few run at once.
-        self._decode_slots = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        # One user's image must not stall the bot or other users: decodes run
+        # in a few worker processes, each bounded in time and memory.
+        self.decoder = DecodePool(
+            DecodeBudget(settings.decode_timeout, settings.decode_memory, settings.decode_workers)
+        )
         self._http: aiohttp.ClientSession | None = None
         self.providers = self._build_providers()
         # provider name -> (clock time it may be tried again, why it is down)
@@ -108,6 +112,7 @@ class ImagesService:
                     await closer()
         if self._http is not None and not self._http.closed:
             await self._http.close()
+        await asyncio.to_thread(self.decoder.close)
         await asyncio.to_thread(self.media.close)
 
     # --- user images ---------------------------------------------------------------
@@ -131,14 +136,28 @@ class ImagesService:
         ``message.attachments`` is replaced by a new list of new objects:
         the transport's own attachments are left as they came (another
         instance may be handed the same message)."""
-        checked: list[tuple[int, Attachment, CleanImage]] = []
+        fetched: list[tuple[int, Attachment, bytes]] = []
+        pixels = 0
         for index, attachment in enumerate(message.attachments):
             if not self.looks_like_image(attachment):
                 continue
             try:
                 data = attachment.data if attachment.data is not None else await self._fetch(attachment)
-                async with self._decode_slots:
-                    clean = await asyncio.to_thread(sanitize, data, self.limits)
+                # The budget, before anything is decoded: header checks only.
+                _fmt, width, height = check_bytes(data, self.limits)
+            except ImageRejected as rejected:
+                raise Refused(self._refusal(attachment, str(rejected))) from None
+            pixels += width * height
+            if pixels > self.settings.max_message_pixels:
+                raise Refused(
+                    f"The images of this message hold more than {self.settings.max_message_pixels:,} pixels "
+                    "together, the limit per message. Nothing was stored: please send them in separate messages."
+                )
+            fetched.append((index, attachment, data))
+        checked: list[tuple[int, Attachment, CleanImage]] = []
+        for index, attachment, data in fetched:
+            try:
+                clean = await self.decoder.run(sanitize, data, self.limits)
             except ImageRejected as rejected:
                 raise Refused(self._refusal(attachment, str(rejected))) from None
             checked.append((index, attachment, clean))
@@ -256,8 +275,7 @@ class ImagesService:
             )
             if not isinstance(raw, (bytes, bytearray)):
                 raise ProviderError("the provider returned no image bytes")
-            async with self._decode_slots:
-                clean = await asyncio.to_thread(sanitize, bytes(raw), self.limits, force_png=True)
+            clean = await self.decoder.run(sanitize, bytes(raw), self.limits, force_png=True)
         except asyncio.TimeoutError:
             self.rate.refund(user)
             self._mark_down(f"no answer within {s.timeout:g} s")

@@ -47,7 +47,16 @@ class ImagesSettings(PluginSettings):
     response_format: str | None = "b64_json"
 
     max_bytes: int = Field(10 * MIB, gt=0)
-    max_pixels: int = Field(40_000_000, gt=0)
+    # The decode budget (docs/SECURITY.md, "Image cost"): checked before
+    # anything is decoded, per image and per message.
+    max_pixels: int = Field(4096 * 4096, gt=0)
+    max_message_pixels: int = Field(2 * 4096 * 4096, gt=0, description="all images of one message together")
+    max_png_chunks: int = Field(4096, gt=0)
+    max_metadata_chunk: int = Field(MIB, gt=0, description="bytes of one PNG text/ICC/EXIF chunk")
+    # Decoding runs in worker processes, each decode bounded in time and memory.
+    decode_timeout: float = Field(3.0, gt=0, description="seconds one image may take to decode and re-encode")
+    decode_memory: int = Field(512 * MIB, ge=64 * MIB, description="bytes one decode may use above the worker's own")
+    decode_workers: int = Field(2, ge=1, le=16, description="images decoded at once")
     allowed_formats: list[str] = Field(default_factory=lambda: list(FORMATS))
     upload_limit: int = Field(10 * MIB, gt=0, le=500 * MIB)
     thumbnail_size: int = Field(256, ge=16, le=1024)

@@ -23,6 +23,10 @@ from plugins.limits.limiter import Limiter, describe
 
 log = logging.getLogger("plugins.limits")
 
+# Abuse protection for everyone: a server's administrators cannot switch it
+# off in their server; only the bot's owners can, for the whole bot.
+SWITCHED_BY_OWNERS_ONLY = True
+
 # One fakeredis server per name, shared by every bot in this process that
 # names it (tests run several instances on the "same Redis").
 _FAKE_SERVERS: dict[str, Any] = {}
@@ -88,6 +92,12 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
         return None
     parsed = parse_command(message.content, bot.settings.bot.command_prefix)
     command = parsed[0] if parsed and not message.attachments else None
+    if command is not None and command in limiter.settings.data_rights_commands:
+        return None
+    notice = limiter.owed_notice(message)
+    if notice:
+        # The one notice of the noise limit, instead of silence.
+        raise Refused(notice)
     if not limiter.is_quiet(message, command):
         return None
     log.debug("limits: dropped message %s from %s quietly (already told about the limit)", message.id, message.author_id)

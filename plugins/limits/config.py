@@ -113,6 +113,9 @@ class LimitsSettings(PluginSettings):
     user_noise: OptionalRate = Field(default_factory=lambda: Rate(10, 60.0))
     # Commands that cost what an image costs (they also count against *_images).
     image_commands: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["imagine"])
+    # Data-rights commands: never quieted, never counted as noise (a deletion
+    # request must never be dropped); the command rate still applies, with a reply.
+    data_rights_commands: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["forget", "export"])
     max_attachments: int = Field(4, ge=0)
     # Discord's upload limit for bots without boosts; the images plugin checks pixels and formats.
     max_attachment_bytes: int = Field(10 * 1024 * 1024, gt=0)
@@ -138,7 +141,7 @@ class LimitsSettings(PluginSettings):
     def _rate(cls, value: Any) -> Rate | None:
         return parse_rate(value)
 
-    @field_validator("image_commands", mode="before")
+    @field_validator("image_commands", "data_rights_commands", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -72,6 +72,9 @@ class Limiter:
         # window key -> clock time until which its over-limit messages are
         # dropped without a reply (the user was told once already).
         self._quiet_until: dict[str, float] = {}
+        # noise key -> the notice not yet sent: the answer that went over
+        # the noise limit was already sent, so the next message carries it.
+        self._notice_owed: dict[str, Rule] = {}
         # Ids of messages a rate rule already looked at (the rest of what the
         # core answers is "noise": unknown commands, refusals of bad input).
         self._counted: OrderedDict[str, None] = OrderedDict()
@@ -144,7 +147,7 @@ class Limiter:
         messages can still ask ``/session``). In-process and cheap (no
         Redis): a flood costs one reply per window per instance, not one
         reply per message."""
-        if not self._quiet_until:
+        if not self._quiet_until or (command is not None and command.lower() in self.settings.data_rights_commands):
             return False
         now = self.clock.now()
         rules = self.command_rules(command, message) if command is not None else self.message_rules(message)
@@ -169,7 +172,22 @@ class Limiter:
         answer itself was already sent."""
         if message.id in self._counted or self.is_exempt(message, owner_ids):
             return
-        await self.acquire(f"noise:{message.id}", self.noise_rules(message))
+        rules = self.noise_rules(message)
+        if await self.acquire(f"noise:{message.id}", rules) and self.settings.quiet_after_notice:
+            self._notice_owed[rules[0].key] = rules[0]
+
+    def owed_notice(self, message: IncomingMessage) -> str | None:
+        """The noise notice this user is owed, once, while the quiet lasts."""
+        if not self._notice_owed:
+            return None
+        rule = self._notice_owed.pop(self._keys(message)[0] + ":noise", None)
+        if rule is None:
+            return None
+        left = self._quiet_until.get(rule.key, 0.0) - self.clock.now()
+        if left <= 0:
+            return None
+        self.counted(message.id)  # the notice itself is not more noise
+        return rule.refusal.format(limit=rule.rate.describe(), retry=_retry_text(left)) + " Until then I will not answer you."
 
     def _quiet(self, key: str, until: float) -> None:
         if len(self._quiet_until) > 10_000:

@@ -119,6 +119,11 @@ async def load_bot_state(key: str, bot: Any) -> Any:
 
 
 @hookimpl
+async def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
+    return await store_of(bot).load_bot_states(prefix)
+
+
+@hookimpl
 async def save_bot_state(key: str, value: Any, bot: Any) -> None:
     await store_of(bot).save_bot_state(key, value)
 

@@ -694,6 +694,23 @@ class MemoryStore:
                 latest = entry["d"]["value"]
         return latest
 
+    async def load_bot_states(self, prefix: str) -> dict[str, Any] | None:
+        """Every state whose key starts with ``prefix``, writes still queued
+        in the outbox included; ``None`` while the database cannot answer
+        (unknown is not empty)."""
+        if not self.db_ok:
+            return None
+        assert self.db is not None
+        try:
+            states: dict[str, Any] = await self.db.run(self.db.states_with_prefix, prefix)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return None
+        for entry in await self.pending_entries():
+            if entry.get("k") == "state" and str(entry["d"]["key"]).startswith(prefix):
+                states[entry["d"]["key"]] = entry["d"]["value"]
+        return states
+
     async def save_bot_state(self, key: str, value: Any) -> None:
         if self.db_ok:
             assert self.db is not None

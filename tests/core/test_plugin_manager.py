@@ -96,16 +96,17 @@ def test_a_plugin_whose_startup_raises_is_taken_out(tmp_path: Path) -> None:
 def test_runtime_disable_and_enable(tmp_path: Path) -> None:
     bot = make_bot(tmp_path, {"a": _replier("a")})
     owner = {"is_owner": True}
-    assert say(bot, "/plugins disable a", **owner)[0].content == "plugin 'a' disabled"
+    assert say(bot, "/plugins disable a everywhere", **owner)[0].content == "plugin 'a' switched off for the whole bot"
     assert "No reply plugin" in say(bot, "hello")[0].content
-    assert say(bot, "/plugins enable a", **owner)[0].content == "plugin 'a' enabled"
+    assert say(bot, "/plugins enable a everywhere", **owner)[0].content == "plugin 'a' switched on for the whole bot"
     assert say(bot, "hello")[0].content == "a"
 
 
 def test_runtime_plugin_switch_needs_authority(tmp_path: Path) -> None:
     bot = make_bot(tmp_path, {"a": _replier("a")})
-    assert "Only the bot's owners" in say(bot, "/plugins disable a")[0].content
-    assert say(bot, "/plugins disable a", permissions=frozenset({"administrator"}))[0].content.endswith("disabled")
+    assert "Only this server's administrators" in say(bot, "/plugins disable a")[0].content
+    admin = {"permissions": frozenset({"administrator"})}
+    assert say(bot, "/plugins disable a", **admin)[0].content == "plugin 'a' switched off in this server"
 
 
 def test_third_party_plugin_installed_with_pip_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -78,6 +78,16 @@ def config_disables(world: World, name: str) -> None:
     (world.tmp_path / "bot.toml").write_text(f"[plugins]\ndisabled = [{listed}]\n")
 
 
+@given(parsers.parse('a plugin "{name}" that only the bot\'s owners may switch'))
+def owners_only_plugin(world: World, name: str) -> None:
+    """A plugin that declares ``SWITCHED_BY_OWNERS_ONLY = True``, as the
+    limits plugin does."""
+    module = types.ModuleType(name)
+    module.SWITCHED_BY_OWNERS_ONLY = True  # type: ignore[attr-defined]
+    module.startup = hookimpl(lambda: None)  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
 # --- When --------------------------------------------------------------------
 
 
@@ -103,12 +113,37 @@ def alice_says(world: World, text: str) -> None:
     asyncio.run(world.bot.handle(message(text), send))
 
 
+SPEAKERS: dict[str, dict[str, Any]] = {
+    "alice": {},
+    "an administrator": {"author": "ada", "permissions": frozenset({"administrator"})},
+    "the owner": {"author": "olive", "is_owner": True},
+}
+
+
+@when(parsers.parse('in server "{guild}" {who} says "{text}"'))
+def says_in_server(world: World, guild: str, who: str, text: str) -> None:
+    """Sends a message in ``guild`` from alice (a member), an administrator
+    of that server, or the bot's owner; only this message's answer is kept."""
+    assert world.bot is not None
+    world.replies.clear()
+
+    async def send(reply: Reply) -> None:
+        world.replies.append(reply)
+
+    asyncio.run(world.bot.handle(message(text, guild_id=guild, **SPEAKERS[who]), send))
+
+
 # --- Then --------------------------------------------------------------------
 
 
 @then(parsers.parse('the bot answers "{text}"'))
 def answers(world: World, text: str) -> None:
     assert [r.content for r in world.replies] == [text]
+
+
+@then(parsers.parse('the bot\'s answer starts with "{text}"'))
+def answer_starts_with(world: World, text: str) -> None:
+    assert len(world.replies) == 1 and world.replies[0].content.startswith(text), world.replies
 
 
 @then("the bot answers")

@@ -103,8 +103,9 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def make_bot(tmp_path: Path, recorder: Recorder) -> Callable[..., Bot]:
-    def make(**bot_section: Any) -> Bot:
+    def make(extra_plugins: dict[str, Any] | None = None, **bot_section: Any) -> Bot:
         settings = Settings(env=EnvSettings(_env_file=None, data_dir=tmp_path, instance_id="A"), bot=BotSection(**bot_section))
-        return Bot(settings, entry_points=[_EntryPoint("recorder", recorder)])
+        extra = [_EntryPoint(name, obj) for name, obj in (extra_plugins or {}).items()]
+        return Bot(settings, entry_points=[_EntryPoint("recorder", recorder), *extra])
 
     return make

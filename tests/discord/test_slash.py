@@ -3,7 +3,12 @@ the caller's Discord permissions, answered through the interaction API."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+
+from core.models import Command, Reply
+from core.plugins import hookimpl
 
 from tests.discord.test_chat import build_world, discord_world
 from tests.fake_discord.inprocess import connected
@@ -140,28 +145,58 @@ def test_long_and_ephemeral_answers(run, make_bot):
     run(scenario())
 
 
-def test_admin_switches_a_plugin_off_and_its_commands_leave_discord(run, make_bot):
-    async def scenario():
-        async with discord_world(make_bot) as w:
-            refused = await w.fake.send_interaction("plugins", w.alice, w.channel["id"],
-                                                    {"action": "disable", "name": "recorder"})
-            assert "Only the bot's owners" in content(await w.fake.wait_for_interaction_response(refused["id"]))
+class Toy:
+    """A plugin to switch: the recorder stores messages, so it is essential."""
 
-            done = await w.fake.send_interaction("plugins", w.admin, w.channel["id"],
-                                                 {"action": "disable", "name": "recorder"})
-            assert content(await w.fake.wait_for_interaction_response(done["id"])) == "plugin 'recorder' disabled"
-            await w.fake.wait_until(lambda: "say" not in {c["name"] for c in w.fake.commands[None]},
+    @hookimpl
+    def register_commands(self, register: Any) -> None:
+        register(Command("toy", "the toy's command", lambda inv: Reply("toy ok")))
+
+
+def with_toy(make_bot: Any) -> Any:
+    return lambda **options: make_bot(extra_plugins={"toy": Toy()}, **options)
+
+
+def test_admin_switches_a_plugin_off_in_their_server_only(run, make_bot):
+    async def scenario():
+        async with discord_world(with_toy(make_bot)) as w:
+            async def ask(who, options=None, name="plugins", channel=None):
+                sent = await w.fake.send_interaction(name, who, channel or w.channel["id"], options or {})
+                return content(await w.fake.wait_for_interaction_response(sent["id"]))
+
+            refused = await ask(w.alice, {"action": "disable", "name": "toy"})
+            assert refused.startswith("Only this server's administrators")
+            assert await ask(w.admin, {"action": "disable", "name": "toy"}) == "plugin 'toy' switched off in this server"
+            # The slash command stays (it is global); in this server it says why it does nothing.
+            assert await ask(w.alice, name="toy") == "/toy is switched off in this server (plugin 'toy')."
+            assert "toy: enabled (switched off in this server" in await ask(w.alice)
+            everywhere = await ask(w.admin, {"action": "disable", "name": "toy", "scope": "everywhere"})
+            assert everywhere.startswith("Only the bot's owners can switch a plugin for the whole bot")
+            assert await ask(w.admin, {"action": "enable", "name": "toy"}) == "plugin 'toy' switched on in this server"
+            assert await ask(w.alice, name="toy") == "toy ok"
+
+    run(scenario())
+
+
+def test_owner_switches_a_plugin_off_everywhere_and_its_commands_leave_discord(run, make_bot):
+    async def scenario():
+        async with discord_world(with_toy(make_bot)) as w:
+            owner, owner_dm = w.fake.owner_user, w.fake.dm_channel(w.fake.owner_user)["id"]
+
+            async def ask(options=None, name="plugins", who=owner, channel=owner_dm):
+                sent = await w.fake.send_interaction(name, who, channel, options or {})
+                return content(await w.fake.wait_for_interaction_response(sent["id"]))
+
+            assert "essential" in await ask({"action": "disable", "name": "recorder"})  # it stores the messages
+            assert await ask({"action": "disable", "name": "toy"}) == "plugin 'toy' switched off for the whole bot"
+            await w.fake.wait_until(lambda: "toy" not in {c["name"] for c in w.fake.commands[None]},
                                     what="the commands to be resynced")
             # A user whose Discord still shows the old command gets told.
-            stale = await w.fake.send_interaction("say", w.alice, w.channel["id"], {"text": "hi"})
-            assert content(await w.fake.wait_for_interaction_response(stale["id"])).startswith("Unknown command /say")
-
-            listing = await w.fake.send_interaction("plugins", w.alice, w.channel["id"])
-            assert "recorder: disabled" in content(await w.fake.wait_for_interaction_response(listing["id"]))
-
-            back = await w.fake.send_interaction("plugins", w.admin, w.channel["id"], {"action": "enable", "name": "recorder"})
-            assert content(await w.fake.wait_for_interaction_response(back["id"])) == "plugin 'recorder' enabled"
-            await w.fake.wait_until(lambda: "say" in {c["name"] for c in w.fake.commands[None]},
+            stale = await ask(name="toy", who=w.alice, channel=w.channel["id"])
+            assert stale.startswith("Unknown command /toy")
+            assert "toy: disabled" in await ask(who=w.alice, channel=w.channel["id"])
+            assert await ask({"action": "enable", "name": "toy"}) == "plugin 'toy' switched on for the whole bot"
+            await w.fake.wait_until(lambda: "toy" in {c["name"] for c in w.fake.commands[None]},
                                     what="the commands to come back")
 
     run(scenario())

@@ -91,3 +91,48 @@ def webp(width: int = 50, height: int = 40) -> bytes:
 
 
 NOT_AN_IMAGE = b"This is a text file wearing a .png name.\n" * 3
+
+
+# --- costly shapes: small files, inside the byte limit, expensive to decode ----
+
+
+@functools.lru_cache(maxsize=None)
+def big_flat_png(side: int = 6324) -> bytes:
+    """A flat RGBA PNG: ~155 KB on disk, ``side``² pixels to inflate."""
+    return encode(Image.new("RGBA", (side, side), (10, 20, 30, 255)), "PNG", optimize=False, compress_level=9)
+
+
+@functools.lru_cache(maxsize=None)
+def big_progressive_jpeg(side: int = 6000) -> bytes:
+    """A flat progressive JPEG: ~200 KB, progressive decoding keeps every
+    coefficient of ``side``² pixels in memory."""
+    return encode(Image.new("RGB", (side, side), (90, 120, 150)), "JPEG", progressive=True, quality=50)
+
+
+@functools.lru_cache(maxsize=None)
+def big_noise_webp(side: int = 6300) -> bytes:
+    """Noise in a lossy WebP at low quality: a few MB, slow to decode."""
+    rng = random.Random(7)
+    return encode(Image.frombytes("RGB", (side, side), rng.randbytes(side * side * 3)), "WEBP", quality=1, method=0)
+
+
+@functools.lru_cache(maxsize=None)
+def png_of_empty_chunks(total_bytes: int = 10 * 1024 * 1024 - 4096) -> bytes:
+    """A valid tiny PNG padded with empty ancillary chunks up to
+    ``total_bytes``: ~800k chunks for a chunk-by-chunk parser to walk."""
+    small = plain_png(8, 8)
+    empty = png_chunk(b"zzZz", b"")
+    count = max(0, (total_bytes - len(small)) // len(empty))
+    head, tail = small[:33], small[33:]  # signature + IHDR, then the rest
+    return head + empty * count + tail
+
+
+@functools.lru_cache(maxsize=None)
+def png_with_huge_text(kind: bytes = b"zTXt", inflated: int = 50 * 1024 * 1024) -> bytes:
+    """A small PNG with one compressed text chunk that inflates to
+    ``inflated`` bytes."""
+    small = plain_png(8, 8)
+    body = b"Comment\x00\x00" + zlib.compress(b"A" * inflated, 9)
+    if kind == b"iTXt":
+        body = b"Comment\x00\x01\x00\x00\x00" + zlib.compress(b"A" * inflated, 9)
+    return small[:33] + png_chunk(kind, body) + small[33:]

@@ -24,7 +24,7 @@ def settings(tmp_path: Path, section: dict[str, object]) -> ImagesSettings:
 
 def test_defaults(tmp_path: Path) -> None:
     s = settings(tmp_path, {})
-    assert (s.provider, s.max_bytes, s.upload_limit, s.max_pixels) == ("pillow", 10 * 2**20, 10 * 2**20, 40_000_000)
+    assert (s.provider, s.max_bytes, s.upload_limit, s.max_pixels) == ("pillow", 10 * 2**20, 10 * 2**20, 4096 * 4096)
     assert s.allowed_formats == ["PNG", "JPEG", "WEBP", "GIF"]
     assert s.resolved_media_dir(tmp_path) == tmp_path / "media"
     assert s.resolved_base_url("openai") == "https://api.openai.com/v1"

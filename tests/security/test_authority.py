@@ -77,18 +77,18 @@ def say(bot: Any, message: IncomingMessage) -> str:
 
 
 @pytest.mark.parametrize(
-    "who",
+    ("who", "refusal"),
     [
-        {},
-        {"permissions": frozenset({"manage_messages"})},
-        {"permissions": frozenset({"manage_guild", "kick_members"})},
-        {"is_dm": True, "guild_id": None},
+        ({}, "Only this server's administrators"),
+        ({"permissions": frozenset({"manage_messages"})}, "Only this server's administrators"),
+        ({"permissions": frozenset({"manage_guild", "kick_members"})}, "Only this server's administrators"),
+        ({"is_dm": True, "guild_id": None}, "Only the bot's owners can switch a plugin for the whole bot"),
     ],
     ids=["member", "moderator", "other-perms", "in-dm"],
 )
-def test_plugins_disable_is_refused_for_a_non_admin(bot: Any, who: dict[str, Any]) -> None:
+def test_plugins_disable_is_refused_for_a_non_admin(bot: Any, who: dict[str, Any], refusal: str) -> None:
     reply = say(bot, msg("/plugins disable toy", **who))
-    assert "Only the bot's owners and server administrators" in reply
+    assert refusal in reply
     assert "toy" in bot.plugins.enabled()
     assert say(bot, msg("hello")) == "toy answers"
 
@@ -98,12 +98,23 @@ def test_plugins_disable_is_refused_for_a_non_admin(bot: Any, who: dict[str, Any
     [{"permissions": frozenset({"administrator"})}, {"author": OWNER}, {"is_owner": True}],
     ids=["administrator", "configured-owner-id", "transport-owner"],
 )
-def test_plugins_disable_and_enable_are_allowed_for_admins_and_owners(bot: Any, who: dict[str, Any]) -> None:
-    assert say(bot, msg("/plugins disable toy", **who)) == "plugin 'toy' disabled"
-    assert "toy" not in bot.plugins.enabled()
+def test_plugins_disable_and_enable_in_a_server_are_allowed_for_admins_and_owners(bot: Any, who: dict[str, Any]) -> None:
+    assert say(bot, msg("/plugins disable toy", **who)) == "plugin 'toy' switched off in this server"
     assert say(bot, msg("hello")) != "toy answers"
-    assert say(bot, msg("/plugins enable toy", **who)) == "plugin 'toy' enabled"
+    assert say(bot, msg("hello", guild_id="g2")) == "toy answers"
+    assert say(bot, msg("/plugins enable toy", **who)) == "plugin 'toy' switched on in this server"
     assert say(bot, msg("hello")) == "toy answers"
+
+
+@pytest.mark.parametrize("who", [{"author": OWNER}, {"is_owner": True}], ids=["configured-owner-id", "transport-owner"])
+def test_only_owners_switch_plugins_for_the_whole_bot(bot: Any, who: dict[str, Any]) -> None:
+    admin = {"permissions": frozenset({"administrator"})}
+    assert "Only the bot's owners" in say(bot, msg("/plugins disable toy everywhere", **admin))
+    assert say(bot, msg("/plugins disable toy everywhere", **who)) == "plugin 'toy' switched off for the whole bot"
+    assert "toy" not in bot.plugins.enabled()
+    assert say(bot, msg("hello", guild_id="g2")) != "toy answers"
+    assert say(bot, msg("/plugins enable toy everywhere", **who)) == "plugin 'toy' switched on for the whole bot"
+    assert say(bot, msg("hello", guild_id="g2")) == "toy answers"
 
 
 def test_listing_plugins_is_open_to_everyone(bot: Any) -> None:

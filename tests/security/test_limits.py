@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import plugins.limits as limits_plugin
+import plugins.sessions as sessions_plugin
 from core.bot import Bot
 from core.clock import ManualClock
 from core.errors import ConfigError
@@ -304,7 +305,8 @@ class Recorder:
         return module
 
 
-def make_bot(tmp_path: Path, recorder: Recorder, owner_ids: list[str] | None = None, **section: Any) -> Bot:
+def make_bot(tmp_path: Path, recorder: Recorder, owner_ids: list[str] | None = None,
+             plugins: dict[str, Any] | None = None, **section: Any) -> Bot:
     from core.settings import BotSection
 
     settings = Settings(
@@ -313,6 +315,7 @@ def make_bot(tmp_path: Path, recorder: Recorder, owner_ids: list[str] | None = N
         sections={"limits": {"redis_url": "fakeredis://" + uuid.uuid4().hex, **section}},
     )
     eps = [FakeEntryPoint("limits", limits_plugin), FakeEntryPoint("recorder", recorder.module())]
+    eps += [FakeEntryPoint(name, module) for name, module in (plugins or {}).items()]
     return Bot(settings, clock=ManualClock(), entry_points=eps)
 
 
@@ -433,11 +436,31 @@ def test_a_command_flood_gets_one_reply_too(run: Any, tmp_path: Path) -> None:
 def test_answers_that_do_nothing_are_limited_too(run: Any, tmp_path: Path, text: str, who: dict[str, Any]) -> None:
     bot = make_bot(tmp_path, Recorder(), user_noise="3/1m")
     replies = [say(run, bot, msg(text, **who)) for _ in range(7)]
-    # The core answers before the limit is known, so the 4th still gets its answer; then quiet.
-    assert [len(r) for r in replies] == [1, 1, 1, 1, 0, 0, 0]
+    # The core answers before the limit is known, so the 4th still gets its
+    # answer; the 5th gets the one notice naming the limit; then quiet.
+    assert [len(r) for r in replies] == [1, 1, 1, 1, 1, 0, 0]
+    assert replies[4][0].startswith("Too many requests I cannot act on (the limit is 3 per minute). Try again in")
+    assert replies[4][0].endswith("Until then I will not answer you.")
     assert len(say(run, bot, msg(text, author="bob"))) == 1  # others are not affected
     bot.clock.advance(61)  # type: ignore[attr-defined]
     assert len(say(run, bot, msg(text))) == 1
+    run(bot.stop())
+
+
+@pytest.mark.parametrize("quieted_by", ["noise", "commands", "messages"])
+def test_data_rights_commands_are_never_dropped(run: Any, tmp_path: Path, quieted_by: str) -> None:
+    bot = make_bot(tmp_path, Recorder(), user_noise="2/1m", user_commands="3/1m", user_messages="2/1m",
+                   plugins={"sessions": sessions_plugin})
+    flood = {"noise": "/nosuchcommand", "commands": "/help", "messages": "hello"}[quieted_by]
+    replies = [say(run, bot, msg(flood)) for _ in range(6)]
+    assert [len(r) for r in replies][-1] == 0, "the flood should be quiet by now"
+    forget = say(run, bot, msg("/forget"))
+    assert len(forget) == 1, "a deletion request must never be dropped silently"
+    if quieted_by == "commands":
+        # The command rate still applies to it, with a reply naming the limit.
+        assert forget[0].startswith("You are using commands too fast (the limit is 3 per minute)")
+    else:
+        assert "confirm" in forget[0].lower(), forget
     run(bot.stop())
 
 
