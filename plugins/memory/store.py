@@ -8,7 +8,9 @@ dirty so it is invalidated before it is trusted again.
 
 Read (``load_messages``): the hot window; on a miss, one database query that
 also rebuilds the window. Redis down: the database. Database down: the
-window, or the outbox entries of that session.
+window, or this instance's copy with the outbox entries of that session.
+Sessions under faults (the copy, provisional sessions and their join, the
+background rebuild after a flush): docs/MEMORY_SESSIONS.md.
 
 A background probe checks both backends every ``probe_interval``; it alone
 closes a tripped breaker, after the recovery work (epoch bump for Redis,
