@@ -638,7 +638,9 @@ class MemoryStore:
             self._refills["(recent)"] = task
             task.add_done_callback(lambda _t: self._refills.pop("(recent)", None))
         for data in self.recent.provisional_sessions():
-            await self._settle_provisional(data)
+            settled = await self._settle_provisional(data)
+            if settled is not None:
+                self.recent.note_session(settled)
 
     async def _rebuild_recent(self) -> None:
         """Put back the session and the window of each recent conversation
