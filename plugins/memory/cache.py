@@ -426,6 +426,12 @@ class Cache:
             return None, counter
         return out, counter
 
+    async def has_window(self, session_id: str) -> bool:
+        """Whether the session's hot window exists (in the current epoch)."""
+        epoch, exists = await self.run(("GET", self.epoch_key), ("EXISTS", self.window_key(session_id)))
+        # A moved epoch means the key asked about was an old generation's.
+        return not self._seen_epoch(epoch) and bool(exists)
+
     async def counter(self, session_id: str) -> Any:
         epoch, value = await self.run(("GET", self.epoch_key), ("GET", self.counter_key(session_id)))
         self._seen_epoch(epoch)

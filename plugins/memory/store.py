@@ -8,7 +8,9 @@ dirty so it is invalidated before it is trusted again.
 
 Read (``load_messages``): the hot window; on a miss, one database query that
 also rebuilds the window. Redis down: the database. Database down: the
-window, or the outbox entries of that session.
+window, or this instance's copy with the outbox entries of that session.
+Sessions under faults (the copy, provisional sessions and their join, the
+background rebuild after a flush): docs/MEMORY_SESSIONS.md.
 
 A background probe checks both backends every ``probe_interval``; it alone
 closes a tripped breaker, after the recovery work (epoch bump for Redis,
@@ -36,9 +38,21 @@ from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
+from plugins.memory.provisional import Settled, settle
+from plugins.memory.recent import RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
+
+# After a flush or a Redis restart, the windows of this many of the
+# conversations served last are rebuilt in the background.
+REBUILD_SCOPES = 256
+
+
+class SessionStateUnreachable(BackendDown):
+    """Neither Redis, nor the database, nor a copy here or in the outbox
+    knows the scope's session: the caller must not take that for "none"
+    (the sessions plugin opens a provisional session)."""
 
 
 class MemoryStore:
@@ -71,6 +85,10 @@ class MemoryStore:
         # Sessions and scopes written by an outbox replay, to drop from the cache.
         self._touched_sessions: set[str] = set()
         self._touched_scopes: set[str] = set()
+        # The last resort of a read (docs/MEMORY_SESSIONS.md).
+        self.recent = RecentConversations(settings.window_size)
+        # Cache.epoch_changes when recent windows were last rebuilt.
+        self._rebuilt_at = -1
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -245,6 +263,7 @@ class MemoryStore:
                     await self._check_dirty_flags()
             if self.redis_ok:
                 await self._keep_epoch_key()
+            await self._keep_recent()
 
     async def _keep_epoch_key(self) -> None:
         """Keep the epoch key in Redis (a fresh Redis has none): a flush or
@@ -413,7 +432,7 @@ class MemoryStore:
             # A claim is held until its reply is in the database (rule A4):
             # a reply waiting in the outbox keeps its claim renewed.
             (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
-        return accepted and not degraded
+        return await self._written(record, accepted and not degraded)
 
     async def _undo_early(self, early: asyncio.Future[None], session_id: str) -> None:
         """The database refused a row the window may already show: drop the
@@ -441,6 +460,9 @@ class MemoryStore:
             return False
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        """The last ``limit`` messages of ``session``: the hot window, else
+        the database (which rebuilds the window), else (both failed) this
+        instance's copy and the outbox together."""
         if limit <= 0:
             return []
         counter = epoch = None
@@ -449,6 +471,7 @@ class MemoryStore:
             try:
                 hot, counter = await self.cache.window(session, limit)
                 if hot is not None:
+                    self.recent.note_window(session.id, hot)
                     return hot
                 epoch = self.cache.epoch
             except BackendDown as exc:
@@ -456,10 +479,12 @@ class MemoryStore:
         if self.db_ok:
             assert self.db is not None
             try:
-                return await self._rebuild(session, limit, counter, epoch)
+                found = await self._rebuild(session, limit, counter, epoch)
+                self.recent.note_window(session.id, found)
+                return found
             except BackendDown as exc:
                 self.db_failed(exc)
-        return await self._from_outbox(session, limit)
+        return await self._from_copies(session, limit)
 
     async def _rebuild(self, session: Session, limit: int, counter: Any, epoch: str | None) -> list[MessageRecord]:
         """A cold read: one database query of ``limit`` rows. When that is
@@ -515,16 +540,77 @@ class MemoryStore:
         except Exception:  # noqa: BLE001 - a background refill must never take anything down
             log.exception("memory: refilling the window of %s failed", session_id)
 
-    async def _from_outbox(self, session: Session, limit: int) -> list[MessageRecord]:
-        """Both the window and the database are out of reach: what the
-        outbox holds for this session is the best context there is."""
-        entries = await self.pending_entries()
-        found: dict[str, MessageRecord] = {}
-        for entry in entries:
+    async def _from_copies(self, session: Session, limit: int) -> list[MessageRecord]:
+        """Both the window and the database are out of reach: this
+        instance's copy of the window, with what the outbox holds for the
+        session (written since, here or by another instance)."""
+        found = {r.id: r for r in self.recent.window(session.id) or []}
+        for entry in await self.pending_entries():
             if entry.get("k") == "msg" and entry["d"][1] == session.id:
                 record = records.from_row(tuple(entry["d"]))
                 found[record.id] = record
         return sorted(found.values(), key=_sort_key)[-limit:]
+
+    async def _written(self, record: MessageRecord, durable: bool) -> bool:
+        """After every message write: the copy takes it too. ``False``
+        (memory degraded) when the reply about to be generated cannot see
+        the conversation's earlier messages: the session is provisional, or
+        it was read here, the database is down and neither the hot window
+        nor a copy here holds its messages."""
+        self.recent.add(record)
+        sid = record.session_id
+        if self.recent.is_provisional(sid):
+            return False
+        if record.role is Role.USER and not self.db_ok and self.recent.knows(sid) and self.recent.window(sid) is None:
+            return durable and await self._has_window(sid)
+        return durable
+
+    async def _has_window(self, session_id: str) -> bool:
+        if not self.redis_ok:
+            return False
+        assert self.cache is not None
+        try:
+            return await self.cache.has_window(session_id)
+        except BackendDown as exc:
+            self.redis_failed(exc)
+            return False
+
+    async def _keep_recent(self) -> None:
+        """After each probe: once the cache epoch moved (a flush, a restart,
+        an invalidation), rebuild the windows of the conversations served
+        last, in the background; settle the provisional sessions known here."""
+        if self.cache is None or not (self.redis_ok and self.db_ok):
+            return
+        if self.cache.epoch_changes != self._rebuilt_at and "(recent)" not in self._refills:
+            self._rebuilt_at = self.cache.epoch_changes
+            task = asyncio.create_task(self._rebuild_recent(), name=f"memory-rebuild-{self.instance_id}")
+            self._refills["(recent)"] = task
+            task.add_done_callback(lambda _t: self._refills.pop("(recent)", None))
+        for data in self.recent.provisional_sessions():
+            settled = await self._settle_provisional(data)
+            if settled is not None:
+                self.recent.note_session(settled)
+
+    async def _rebuild_recent(self) -> None:
+        """Put back the session and the window of each recent conversation
+        (from the database; a rebuild never overwrites what a write put
+        there meanwhile: see Cache.fill)."""
+        assert self.cache is not None and self.db is not None
+        for scope in self.recent.scopes(REBUILD_SCOPES):
+            if not (self.redis_ok and self.db_ok):
+                self._rebuilt_at = -1  # again after the next probe
+                return
+            epoch = self.cache.epoch
+            try:
+                data = await self.db.run(self.db.latest_session, scope)
+                if data is not None:
+                    await self.cache.put_session(data, only_if_missing=True, epoch=epoch)
+            except BackendDown as exc:
+                (self.redis_failed if exc.backend == "redis" else self.db_failed)(exc)
+                self._rebuilt_at = -1
+                return
+            if data is not None:
+                await self._refill(data["id"])
 
     def _spooled_entries(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -573,17 +659,22 @@ class MemoryStore:
                 self.db_failed(exc)
         if not in_db:
             await self._queue(self.outbox.entry("session", {"s": data, "f": fence}))
+        self.recent.note_session(data, written=True)
+        await self._cache_session(data, in_db)
+        return True
+
+    async def _cache_session(self, data: dict[str, Any], in_db: bool) -> None:
+        """Put a saved session in Redis; if Redis missed a row the database
+        took, the cache is dirty."""
         if self.redis_ok:
             assert self.cache is not None
             try:
                 await self.cache.put_session(data)
+                return
             except BackendDown as exc:
                 self.redis_failed(exc)
-                if in_db:
-                    await self._mark_dirty()
-        elif in_db and self.cache is not None:
+        if in_db and self.cache is not None:
             await self._mark_dirty()
-        return True
 
     def _only_touched(self, data: dict[str, Any]) -> bool:
         """Whether saving ``data`` would only move the database row's
@@ -612,44 +703,115 @@ class MemoryStore:
             rows.popitem(last=False)
 
     async def load_session(self, scope_key: str) -> Session | None:
-        if self.redis_ok:
-            assert self.cache is not None
-            try:
-                ahead = prefetched_session.get()
-                if ahead and ahead[0] == scope_key and ahead[1] == self.cache.epoch:
-                    raw = ahead[2]
-                    ahead.clear()
-                    data = orjson.loads(raw) if raw else None
-                else:
-                    data = await self.cache.get_session(scope_key)
-                if data is not None:
-                    # Redis gets a session only after the database did (or
-                    # its outbox): what it holds is the row, but for touches.
-                    self._known_row(data)
-                    return records.session_from_dict(data)
-            except BackendDown as exc:
-                self.redis_failed(exc)
-        if self.db_ok:
-            assert self.db is not None
-            epoch = self.cache.epoch if self.cache is not None else None
-            try:
-                data = await self.db.run(self.db.latest_session, scope_key)
-            except BackendDown as exc:
-                self.db_failed(exc)
+        """The scope's latest session: Redis, else the database, else (both
+        failed) the newest copy here or in the outbox. Raises
+        :class:`SessionStateUnreachable` when none of them knows it. A
+        provisional session is settled first when the database allows."""
+        data, answered = await self._session_from_cache(scope_key)
+        if not answered:
+            data, answered = await self._session_from_db(scope_key)
+        if not answered:
+            data = await self._session_from_copies(scope_key)
+        if is_provisional(data):
+            assert data is not None
+            data = await self._settle_provisional(data)
+        if data is None:
+            return None
+        self.recent.note_session(data)
+        return records.session_from_dict(data)
+
+    async def _session_from_cache(self, scope_key: str) -> tuple[dict[str, Any] | None, bool]:
+        """``(data, True)`` on a hit; a miss says nothing (Redis may have lost it)."""
+        if not self.redis_ok:
+            return None, False
+        assert self.cache is not None
+        try:
+            ahead = prefetched_session.get()
+            if ahead and ahead[0] == scope_key and ahead[1] == self.cache.epoch:
+                raw = ahead[2]
+                ahead.clear()
+                data = orjson.loads(raw) if raw else None
             else:
-                if data is not None:
-                    self._known_row(data)
-                if data is not None and self.redis_ok:
-                    assert self.cache is not None
-                    with contextlib.suppress(BackendDown):
-                        await self.cache.put_session(data, only_if_missing=True, epoch=epoch)
-                return records.session_from_dict(data) if data else None
-        # Degraded: the newest save still queued in the outbox.
-        latest = None
+                data = await self.cache.get_session(scope_key)
+        except BackendDown as exc:
+            self.redis_failed(exc)
+            return None, False
+        if data is None:
+            return None, False
+        # Redis gets a session only after the database did (or its outbox):
+        # what it holds is the row, but for touches.
+        self._known_row(data)
+        return data, True
+
+    async def _session_from_db(self, scope_key: str) -> tuple[dict[str, Any] | None, bool]:
+        """``(data or None, True)`` when the database answered."""
+        if not self.db_ok:
+            return None, False
+        assert self.db is not None
+        epoch = self.cache.epoch if self.cache is not None else None
+        try:
+            data = await self.db.run(self.db.latest_session, scope_key)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return None, False
+        if data is not None:
+            self._known_row(data)
+            if self.redis_ok:
+                assert self.cache is not None
+                with contextlib.suppress(BackendDown):
+                    await self.cache.put_session(data, only_if_missing=True, epoch=epoch)
+        return data, True
+
+    async def _session_from_copies(self, scope_key: str) -> dict[str, Any]:
+        """Both backends failed: the newest of this instance's copy and the
+        saves still queued in the outbox (other instances' too, while Redis
+        holds the stream)."""
+        queued = None
         for entry in await self.pending_entries():
             if entry.get("k") == "session" and entry["d"]["s"]["scope_key"] == scope_key:
-                latest = entry["d"]["s"]
-        return records.session_from_dict(latest) if latest else None
+                queued = newest(queued, entry["d"]["s"])
+        found = newest(self.recent.session(scope_key), queued)
+        if found is None:
+            raise SessionStateUnreachable("memory", "the session state of this conversation is unreachable (Redis lost it, the database is down)")
+        return found
+
+    async def _settle_provisional(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """A provisional session read back: settle it (join it to the
+        conversation it continues) once the database answers and no write
+        waits in the outbox; until then it is used as it is. A session
+        opened blind twice in a row settles step by step, hence the loop."""
+        for _ in range(3):
+            if not is_provisional(data) or not self.db_ok or await self._outbox_may_hold_entries():
+                return data
+            assert self.db is not None
+            try:
+                settled = await self.db.run(settle, self.db, data["id"])
+                if settled is None:  # settled by another instance meanwhile
+                    data = await self.db.run(self.db.latest_session, data["scope_key"])
+                    if data is None:
+                        return None
+                    continue
+            except BackendDown as exc:
+                self.db_failed(exc)
+                return data
+            await self._after_settle(settled)
+            data = settled.session
+        return data
+
+    async def _after_settle(self, settled: Settled) -> None:
+        data = settled.session
+        self._known_row(data, written=True)
+        if settled.joined_from is None:
+            self.recent.note_session(data)
+            await self._invalidate(set(), {data["scope_key"]})
+            return
+        log.warning(
+            "memory: session %s, opened while its state was unreachable, joined to %s (%d messages moved)",
+            settled.joined_from, data["id"], settled.moved,
+        )
+        self._session_rows.pop(settled.joined_from, None)
+        self.recent.note_session(data)
+        await self._invalidate({data["id"], settled.joined_from}, {data["scope_key"]})
 
     async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
         assert self.db is not None
@@ -752,6 +914,7 @@ class MemoryStore:
         queued = await self.outbox.forget(mine, self.redis_ok)
         result = await self.db.run(self.db.forget_user, user_id, slow=True)
         cached = 0
+        self.recent.forget(result["touched"], user_id)
         for sid in result["touched"]:
             self._session_rows.pop(sid, None)  # gone: the next save must write it whole
             task = self._refills.get(sid)

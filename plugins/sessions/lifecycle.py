@@ -26,6 +26,12 @@ key holds user ids).
 In a shared scope (channel, thread) ``user_id`` is left empty: the session
 belongs to no single user, so forgetting one user never deletes the others'
 conversation record with it.
+
+When the stored state of a scope cannot be reached at all (``load`` raises
+:class:`StateUnreachable`), the session opened is *provisional*:
+``state["provisional"]`` records the timeouts it was opened under, so that
+storage can join it to the conversation it continues once the state is
+back (docs/MEMORY_SESSIONS.md, "Sessions under faults").
 """
 
 from __future__ import annotations
@@ -40,6 +46,19 @@ from plugins.sessions.scope import is_shared
 
 LoadSession = Callable[[str], Awaitable[Session | None]]
 SaveSession = Callable[[Session], Awaitable[Any]]
+
+PROVISIONAL = "provisional"
+
+
+class StateUnreachable(Exception):
+    """Storage could not say whether the scope has a session (not "none")."""
+
+
+def provisional(session: Session, idle_timeout: float, max_age: float | None) -> Session:
+    """Mark ``session`` as opened without knowing the scope's state."""
+    session.state = {**session.state, PROVISIONAL: {"idle_timeout": idle_timeout, "max_age": max_age}}
+    return session
+
 
 def _base36(number: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -110,8 +129,14 @@ async def resolve(
     save: SaveSession,
 ) -> Session:
     """The session ``message`` belongs to: the stored one if still usable
-    (touched), else a new one (the stored one closed if it was open)."""
-    current = await load(scope_key)
+    (touched), else a new one (the stored one closed if it was open), or a
+    provisional one when the stored state is unreachable."""
+    try:
+        current = await load(scope_key)
+    except StateUnreachable:
+        blind = provisional(open_session(message, scope_key, now), idle_timeout, max_age)
+        await save(blind)
+        return blind
     if current is not None and usable(current, now, idle_timeout, max_age):
         # Another instance's clock may run a little ahead; never move back.
         current.last_active_at = max(current.last_active_at, now)
@@ -136,7 +161,10 @@ async def reset(
 ) -> tuple[Session | None, Session]:
     """Close the scope's open session (if any) and open a new one now.
     Returns ``(closed or None, opened)``."""
-    current = await load(scope_key)
+    try:
+        current = await load(scope_key)
+    except StateUnreachable:
+        current = None  # a reset starts anew whatever was there
     closed = None
     if current is not None and current.closed_at is None:
         closed = close(current, now, "reset")

@@ -87,7 +87,9 @@ def forget_cached(bot: Any, user_id: str) -> None:
 
 async def load_for_message(bot: Any, key: str) -> Session | None:
     """``load_session`` for the pipeline: when every storage plugin raised,
-    fall back on the session this instance last saw for ``key`` (a copy)."""
+    fall back on the session this instance last saw for ``key`` (a copy);
+    without one, raise :class:`~.lifecycle.StateUnreachable` (the caller
+    opens a provisional session rather than act as if there were none)."""
     answers = await bot.hooks.broadcast("load_session", scope_key=key)
     for _plugin, found in answers:
         if isinstance(found, Session):
@@ -97,6 +99,7 @@ async def load_for_message(bot: Any, key: str) -> Session | None:
         if known is not None:
             log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)
             return Session(**{f: getattr(known, f) for f in Session.__dataclass_fields__})
+        raise lifecycle.StateUnreachable(key)
     return None
 
 

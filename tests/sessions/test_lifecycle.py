@@ -169,3 +169,18 @@ def test_any_sequence_keeps_one_open_session(
     for older, newer in zip(sessions, sessions[1:]):
         assert older.closed_at is not None and older.closed_at <= newer.opened_at
         assert older.state["closed_reason"] in ("idle", "max_age", "reset")
+
+
+class Unreachable(Sessions):
+    async def load(self, key: str) -> Session | None:
+        raise lifecycle.StateUnreachable(key)
+
+
+def test_a_session_opened_while_the_state_is_unreachable_is_provisional() -> None:
+    store = Unreachable()
+    blind = resolve(store, T0, idle=600, max_age=3600)
+    assert blind.state == {"provisional": {"idle_timeout": 600, "max_age": 3600}}
+    assert store.by_id[blind.id].state == blind.state  # saved with its mark
+    # A reset means to start anew: not provisional.
+    _closed, opened = asyncio.run(lifecycle.reset(msg(), KEY, T0 + 5, store.load, store.save))
+    assert _closed is None and opened.state == {}

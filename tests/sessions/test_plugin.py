@@ -280,6 +280,9 @@ def test_a_failing_storage_call_does_not_start_a_new_conversation(
     # A scope this instance never saw has nothing to fall back on.
     h.say("someone new", user="zoe")
     assert h.recorder.last.session.id != first
+    # ...so its session is provisional: storage joins it to whatever the
+    # scope had once the state is back.
+    assert h.recorder.last.session.state["provisional"] == {"idle_timeout": 1800.0, "max_age": None}
 
 
 class LeakyStore(Store):

@@ -1,0 +1,101 @@
+"""Settling a provisional session once its scope's stored state is back.
+
+A session the sessions plugin had to open while the scope's stored state
+was unreachable (Redis lost it and the database was down, and this instance
+held no copy) is *provisional*: ``state["provisional"]`` holds the
+``idle_timeout`` and ``max_age`` it was opened under. Once the database
+answers and no write waits in the outbox, it is settled, in one transaction:
+
+- if the scope's session before it would still have continued when it was
+  opened (not closed, not idle, not too old), the provisional session is
+  *joined* to it: its messages move there (message order is their own
+  timestamps) and its row is deleted, so the conversation is one session;
+- otherwise it was a new conversation anyway: it only loses the mark.
+
+The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from plugins.memory.durable import DurableStore
+from plugins.memory.recent import PROVISIONAL
+
+
+@dataclass(slots=True)
+class Settled:
+    """The session to go on with; ``joined_from`` is the provisional session
+    whose messages it took over (``None`` when nothing was joined)."""
+
+    session: dict[str, Any]
+    joined_from: str | None = None
+    moved: int = 0
+
+
+def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float | None) -> bool:
+    """Whether a message arriving when ``blind`` was opened would have
+    continued ``before``, under the timeouts ``blind`` was opened with."""
+    mark = blind["state"].get(PROVISIONAL) or {}
+    opened = blind["opened_at"]
+    if before["closed_at"] is not None and before["closed_at"] <= opened:
+        return False
+    active = max(before["last_active_at"], newest_write or 0.0)
+    idle = float(mark.get("idle_timeout") or 0)
+    if idle > 0 and opened >= active + idle:
+        return False
+    max_age = mark.get("max_age")
+    return not (max_age and opened >= before["opened_at"] + float(max_age))
+
+
+def settle(store: DurableStore, session_id: str) -> Settled | None:
+    """Settle provisional session ``session_id`` (run on a database thread).
+    ``None`` when it is gone (settled meanwhile by another instance)."""
+    S = store.m.SessionRow
+    with store.db.atomic():
+        row = S.select().where(S.session_id == session_id).first()
+        if row is None:
+            return None
+        blind = store._session_dict(row)
+        if not blind["state"].get(PROVISIONAL):
+            return Settled(blind)
+        before_row = (
+            S.select()
+            .where((S.scope_key == blind["scope_key"]) & (S.session_id != session_id) & (S.opened_at <= blind["opened_at"]))
+            .order_by(S.opened_at.desc(), S.last_active_at.desc())
+            .first()
+        )
+        before = store._session_dict(before_row) if before_row is not None else None
+        if before is None or not continues(before, blind, _newest_write(store, before["id"])):
+            blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
+            S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
+            return Settled(blind)
+        return _join(store, blind, before)
+
+
+def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) -> Settled:
+    S, M = store.m.SessionRow, store.m.Message
+    moved = M.update(session_id=before["id"]).where(M.session_id == blind["id"]).execute()
+    before["last_active_at"] = max(before["last_active_at"], blind["last_active_at"])
+    if blind["closed_at"] is not None:
+        # Reset (or timed out) while provisional: the conversation ended then.
+        before["closed_at"] = blind["closed_at"]
+        before["state"] = {**before["state"], "closed_reason": blind["state"].get("closed_reason", "reset")}
+    S.update(
+        last_active_at=before["last_active_at"],
+        closed_at=before["closed_at"],
+        state=orjson.dumps(before["state"]).decode(),
+    ).where(S.session_id == before["id"]).execute()
+    S.delete().where(S.session_id == blind["id"]).execute()
+    return Settled(before, blind["id"], int(moved or 0))
+
+
+def _newest_write(store: DurableStore, session_id: str) -> float | None:
+    # The row's last_active_at lags (session_touch_interval); every message
+    # is stored, so the newest one says when the session was last active.
+    M = store.m.Message
+    row = M.select(M.created_at).where(M.session_id == session_id).order_by(M.ts.desc()).limit(1).tuples().first()
+    return float(row[0]) if row and row[0] is not None else None

@@ -1,0 +1,185 @@
+"""Sessions under faults (docs/MEMORY_SESSIONS.md): the copy of recent
+conversations, provisional sessions and how they are settled, the
+background rebuild after a flush."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from core.models import Session
+from plugins.memory.recent import RecentConversations
+from plugins.memory.store import SessionStateUnreachable
+from tests.memory.conftest import Backend, database_cut, run, started
+from tests.memory.helpers import ids, rec
+
+SCOPE = "dm:u3"
+S = Session(id="s-old", scope_key=SCOPE, opened_at=1000.0, last_active_at=1000.0, user_id="u3")
+BLIND = {"provisional": {"idle_timeout": 1800.0, "max_age": None}}
+
+
+def _p(at: float, **state: object) -> Session:
+    return Session(id="s-blind", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(state or BLIND))
+
+
+def session_ids(backend: Backend) -> list[str]:
+    return sorted({r[0] for r in backend.sql("SELECT session_id FROM messages WHERE scope_key = ?", (SCOPE,))})
+
+
+def rows(backend: Backend) -> list[str]:
+    return sorted(r[0] for r in backend.sql("SELECT session_id FROM sessions WHERE scope_key = ?", (SCOPE,)))
+
+
+# --- the copy ------------------------------------------------------------------------
+
+
+def test_the_copy_is_bounded_and_merges_reads_with_writes() -> None:
+    copies = RecentConversations(window_size=3, max_scopes=2, max_messages=100)
+    copies.note_session(dataclasses.asdict(S))
+    copies.add(rec(1, session=S))
+    assert copies.window(S.id) is None  # an append alone is no history
+    copies.note_window(S.id, [rec(2, session=S), rec(3, session=S)])
+    copies.note_window(S.id, [rec(3, session=S)])  # a shorter read loses nothing
+    copies.add(rec(4, session=S))
+    assert ids(copies.window(S.id) or []) == ["1002", "1003", "1004"]
+    copies.add(rec(5, session=S))
+    assert ids(copies.window(S.id) or []) == ["1003", "1004", "1005"]  # the last window_size
+    for n in range(2):
+        copies.note_session({**dataclasses.asdict(S), "id": f"x{n}", "scope_key": f"other{n}"})
+    assert len(copies) == 2 and copies.session(SCOPE) is None  # least recently used went first
+    fresh = {**dataclasses.asdict(S), "id": "new", "opened_at": 5.0, "last_active_at": 5.0}
+    copies.note_session(fresh, written=True)
+    assert copies.window("new") == []  # opened here: known empty
+
+
+def test_the_copy_answers_only_when_redis_and_the_database_both_fail(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            for n in (1, 2):
+                await store.store_message(rec(n, session=S))
+            await store.load_messages(S, 10)
+            backend.flush()
+            with database_cut(backend, store):
+                assert await store.store_message(rec(3, session=S)) is True  # queued, not degraded
+                assert not store.db_ok
+                found = await store.load_session(SCOPE)
+                assert found is not None and found.id == S.id
+                assert ids(await store.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_with_no_copy_anywhere_the_state_is_unreachable_not_empty(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            await a.save_session(S)
+        async with started(backend.store("B")) as b:
+            backend.flush()
+            with database_cut(backend, b):
+                b.db_breaker.trip("cut")  # SQLite would still let it read
+                with pytest.raises(SessionStateUnreachable):
+                    await b.load_session(SCOPE)
+
+    run(go())
+
+
+def test_a_forgotten_user_leaves_no_copy(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            await store.store_message(rec(1, session=S))
+            await store.load_messages(S, 10)
+            await store.forget_user("u3")
+            assert store.recent.session(SCOPE) is None and store.recent.window(S.id) is None
+
+    run(go())
+
+
+# --- provisional sessions ----------------------------------------------------------------
+
+
+async def _blind_after(backend: Backend, store: object, opened: float) -> None:
+    """``S`` with two messages is stored; then, with the database cut, a
+    provisional session opened at ``opened`` gets message 3; the database
+    returns and the outbox drains."""
+    await store.save_session(S)  # type: ignore[attr-defined]
+    for n in (1, 2):
+        await store.store_message(rec(n, session=S))  # type: ignore[attr-defined]
+    blind = _p(opened)
+    with database_cut(backend, store):  # type: ignore[arg-type]
+        await store.save_session(blind)  # type: ignore[attr-defined]
+        assert await store.store_message(rec(3, session=blind)) is False  # memory degraded
+    await store.probe()  # type: ignore[attr-defined]
+    assert store.db_ok  # type: ignore[attr-defined]
+
+
+def test_a_provisional_session_is_joined_to_the_conversation_it_continues(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await _blind_after(backend, store, 1010.0)
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+            found = await store.load_session(SCOPE)
+            assert found is not None and found.id == "s-old" and found.last_active_at >= 1010.0
+            assert ids(await store.load_messages(found, 10)) == ["1001", "1002", "1003"]
+            assert await store.store_message(rec(4, session=found)) is True
+
+    run(go())
+
+
+def test_a_provisional_session_after_the_timeout_stays_a_conversation_of_its_own(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            # S's last message is stored at the bot clock: past it + 1800 s, S had ended.
+            await _blind_after(backend, store, backend.clock.now() + 1800)
+            found = await store.load_session(SCOPE)
+            assert found is not None and found.id == "s-blind" and found.state == {}
+            assert rows(backend) == ["s-blind", "s-old"] and session_ids(backend) == ["s-blind", "s-old"]
+
+    run(go())
+
+
+def test_a_provisional_session_waits_for_the_outbox(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            blind = _p(1010.0)
+            with database_cut(backend, store):
+                await store.save_session(blind)
+                await store.store_message(rec(3, session=blind))
+                # The database is still cut: the provisional session is used as it is.
+                assert (await store.load_session(SCOPE)) == blind
+            assert store.spool.files()  # written while the database was cut, not replayed yet
+            store.db_breaker.reset()  # the database answers, the probe has not run
+            found = await store.load_session(SCOPE)
+            assert found is not None and found.id == "s-blind"  # not settled before the outbox drained
+            await store.probe()
+            found = await store.load_session(SCOPE)
+            assert found is not None and found.id == "s-old" and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
+# --- the background rebuild -----------------------------------------------------------------
+
+
+def test_after_a_flush_the_probe_rebuilds_recent_windows(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            for n in (1, 2):
+                await store.store_message(rec(n, session=S))
+            await store.load_messages(S, 10)
+            backend.flush()
+            await store.probe()
+            task = store._refills.get("(recent)")
+            assert task is not None
+            await asyncio.wait([task])
+            assert store.cache is not None
+            hot, _counter = await store.cache.window(S, 10)
+            assert hot is not None and ids(hot) == ["1001", "1002"]
+            assert await store.cache.get_session(SCOPE) is not None
+
+    run(go())
