@@ -622,6 +622,19 @@ class MemoryStore:
                             out.append(orjson.loads(line))
         return out
 
+    async def _outbox_may_hold_entries(self) -> bool:
+        """Whether writes may still wait in the outbox (spool or stream)."""
+        if self.spool.files():
+            return True
+        if not self.redis_ok:
+            return False
+        assert self.cache is not None
+        try:
+            return bool(await self.cache.call(self.cache.r.xlen(self.outbox.stream_key)))
+        except BackendDown as exc:
+            self.redis_failed(exc)
+            return False
+
     async def pending_entries(self) -> list[dict[str, Any]]:
         out = self._spooled_entries()
         if self.redis_ok:

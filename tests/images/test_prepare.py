@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from PIL import ExifTags, Image
 
-import plugins.images.service as service_module
 from core.models import Attachment, Role
-from plugins.images.sanitize import sanitize
 from tests.images import corpus
-from tests.images.helpers import WAIT, make_bot, send_one, serve, user_message
+from tests.images.helpers import make_bot, send_one, serve, user_message
 
 
 def media_files(data_dir: Path) -> list[Path]:
