@@ -425,6 +425,8 @@ class TransportMixin:
                 await interaction.response.send_message(**kwargs)
             else:
                 await interaction.followup.send(**kwargs)
+        # The claim is done: a standby watching it stops (docs/MEMORY.md, A4).
+        await self.core.hooks.broadcast("message_answered", message=incoming, reply=reply)
         if frozenset(self.core.commands.commands) != self.installed:
             # e.g. /plugins disable images: /imagine must go from Discord too.
             self.schedule_resync()

@@ -112,6 +112,20 @@ class MemoryStore:
         if self.db is None and self.cache is None:
             raise RuntimeError("; ".join(self.problems) + " (memory cannot start without either backend)")
 
+        await self._connect(db_url, redis_url)
+        if self.db_ok and self.redis_ok:
+            await self._check_dirty_flags()
+            with contextlib.suppress(BackendDown):
+                await self._replay_outbox()
+                await self._invalidate_touched()
+        if self.redis_ok:
+            await self._keep_epoch_key()
+        self.arbiter.start()
+        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
+
+    async def _connect(self, db_url: str, redis_url: str) -> None:
+        """First contact with each configured backend; a backend that does
+        not answer starts degraded (its breaker open), with the reason."""
         if self.cache is not None:
             try:
                 self.run_id, _depth = await self.cache.ping()
@@ -127,15 +141,6 @@ class MemoryStore:
                 self._problem(self.db_breaker, f"DATABASE_URL {describe_url(db_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
             except Exception as exc:  # noqa: BLE001 - e.g. authentication failures, missing database
                 self._problem(self.db_breaker, f"DATABASE_URL {describe_url(db_url)} cannot be used ({_first_line(exc)}); starting degraded", fatal=False)
-        if self.db_ok and self.redis_ok:
-            await self._check_dirty_flags()
-            with contextlib.suppress(BackendDown):
-                await self._replay_outbox()
-                await self._invalidate_touched()
-        if self.redis_ok:
-            await self._keep_epoch_key()
-        self.arbiter.start()
-        self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
 
     def _problem(self, breaker: Breaker, text: str, fatal: bool = True) -> None:
         log.error("memory: %s", text)
@@ -226,34 +231,8 @@ class MemoryStore:
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
         async with self._recovering:
-            redis_back = False
-            stream_depth = 0
-            if self.cache is not None:
-                try:
-                    run_id, stream_depth = await self.cache.ping()
-                    restarted = bool(run_id and self.run_id and run_id != self.run_id)
-                    self.run_id = run_id or self.run_id
-                    if not restarted:
-                        self.cache.run_id = self.run_id  # else only once recovered (below)
-                    if not self.redis_breaker.ok or restarted:
-                        redis_back = True
-                        if restarted:
-                            # A restarted Redis may hold an old snapshot that lacks later appends.
-                            self.cache_dirty = True
-                except BackendDown as exc:
-                    self.redis_breaker.trip(exc.reason)
-            db_back = False
-            if self.db is not None:
-                try:
-                    await self.db.ping()
-                    if not self.migrated:
-                        await self.db.migrate()
-                        self.migrated = True
-                    db_back = not self.db_breaker.ok
-                except BackendDown as exc:
-                    self.db_breaker.trip(exc.reason)
-                except Exception as exc:  # noqa: BLE001
-                    self.db_breaker.trip(_first_line(exc))
+            redis_back, stream_depth = await self._probe_redis()
+            db_back = await self._probe_db()
             if redis_back:
                 await self._redis_recovered()
             if db_back or (self.db_breaker.ok and (stream_depth or self.spool.files())):
@@ -264,6 +243,40 @@ class MemoryStore:
             if self.redis_ok:
                 await self._keep_epoch_key()
             await self._keep_recent()
+
+    async def _probe_redis(self) -> tuple[bool, int]:
+        """``(Redis came back or restarted, outbox stream depth)``."""
+        if self.cache is None:
+            return False, 0
+        try:
+            run_id, stream_depth = await self.cache.ping()
+        except BackendDown as exc:
+            self.redis_breaker.trip(exc.reason)
+            return False, 0
+        restarted = bool(run_id and self.run_id and run_id != self.run_id)
+        self.run_id = run_id or self.run_id
+        if not restarted:
+            self.cache.run_id = self.run_id  # else only once recovered
+        if restarted:
+            # A restarted Redis may hold an old snapshot that lacks later appends.
+            self.cache_dirty = True
+        return (not self.redis_breaker.ok or restarted), stream_depth
+
+    async def _probe_db(self) -> bool:
+        """Whether the database came back (migrating it if it never was)."""
+        if self.db is None:
+            return False
+        try:
+            await self.db.ping()
+            if not self.migrated:
+                await self.db.migrate()
+                self.migrated = True
+            return not self.db_breaker.ok
+        except BackendDown as exc:
+            self.db_breaker.trip(exc.reason)
+        except Exception as exc:  # noqa: BLE001
+            self.db_breaker.trip(_first_line(exc))
+        return False
 
     async def _keep_epoch_key(self) -> None:
         """Keep the epoch key in Redis (a fresh Redis has none): a flush or
@@ -373,7 +386,6 @@ class MemoryStore:
         shared outbox), ``False`` when only the local spool took it."""
         records.check_record(record, self.settings.max_content_bytes)
         row = records.to_row(record, self.clock.now())
-        in_db = duplicate = False
         # A user's message goes to the window while the database commits it
         # (one round trip hidden behind the other); if the database says it
         # was stored before, the window is dropped and rebuilt. A bot
@@ -383,56 +395,63 @@ class MemoryStore:
         if record.role is not Role.BOT and self.redis_ok and self.db_ok:
             assert self.cache is not None
             early = asyncio.ensure_future(self.cache.append(record))
-        if self.db_ok:
-            assert self.db is not None
-            try:
-                duplicate = not await self.db.insert(row)
-                in_db = True
-            except BackendDown as exc:
-                self.db_failed(exc)
-            except BaseException:
-                if early is not None:
-                    await self._undo_early(early, record.session_id)
-                raise
-        accepted = in_db
-        degraded = False
+        in_db, duplicate = await self._insert(row, early, record.session_id)
+        accepted, degraded = in_db, False
         if not in_db:
             accepted, degraded = True, not await self._queue(self.outbox.entry("msg", list(row)))
-        if early is not None:
-            try:
+        await self._to_window(record, early, in_db, duplicate)
+        if record.role is Role.BOT and record.id.startswith("reply:"):
+            # A claim is held until its reply is in the database (rule A4):
+            # a reply waiting in the outbox keeps its claim renewed.
+            (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
+        return await self._written(record, accepted and not degraded)
+
+    async def _insert(self, row: tuple[Any, ...], early: asyncio.Future[None] | None, session_id: str) -> tuple[bool, bool]:
+        """``(in the database, was there before)``; a refused row undoes the early append."""
+        if not self.db_ok:
+            return False, False
+        assert self.db is not None
+        try:
+            return True, not await self.db.insert(row)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return False, False
+        except BaseException:
+            if early is not None:
+                await self._undo_early(early, session_id)
+            raise
+
+    async def _to_window(self, record: MessageRecord, early: asyncio.Future[None] | None, in_db: bool, duplicate: bool) -> None:
+        """The window's part of a write (rule D4): the early append, or the
+        append after the database answered (a reply marks its claim done in
+        the same script); a write Redis missed marks the cache dirty."""
+        if early is None and not self.redis_ok:
+            if in_db and self.cache is not None:
+                await self._mark_dirty()
+            return
+        assert self.cache is not None
+        try:
+            if early is not None:
                 await early
                 if duplicate:
                     # Stored before, maybe in another session (one that
                     # timed out between two deliveries): the window may now
                     # show it where the database does not. Rebuild it.
                     await self.cache.drop_window(record.session_id)
-            except BackendDown as exc:
-                self.redis_failed(exc)
-                if in_db:
-                    await self._mark_dirty()
-        elif self.redis_ok:
-            assert self.cache is not None
-            try:
-                done = None
-                if record.role is Role.BOT and record.id.startswith("reply:"):
-                    done = self.arbiter.key(record.id[len("reply:") :])
-                if not duplicate:
-                    await self.cache.append(record, done)
-                elif done is not None:
-                    # The database already had this id: its first write is
-                    # the one the window holds (or will be rebuilt with).
-                    await self.cache.run(("SET", done, DONE, "EX", DONE_TTL))
-            except BackendDown as exc:
-                self.redis_failed(exc)
-                if in_db:
-                    await self._mark_dirty()
-        elif in_db and self.cache is not None:
-            await self._mark_dirty()
-        if record.role is Role.BOT and record.id.startswith("reply:"):
-            # A claim is held until its reply is in the database (rule A4):
-            # a reply waiting in the outbox keeps its claim renewed.
-            (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
-        return await self._written(record, accepted and not degraded)
+                return
+            done = None
+            if record.role is Role.BOT and record.id.startswith("reply:"):
+                done = self.arbiter.key(record.id[len("reply:") :])
+            if not duplicate:
+                await self.cache.append(record, done)
+            elif done is not None:
+                # The database already had this id: its first write is
+                # the one the window holds (or will be rebuilt with).
+                await self.cache.run(("SET", done, DONE, "EX", DONE_TTL))
+        except BackendDown as exc:
+            self.redis_failed(exc)
+            if in_db:
+                await self._mark_dirty()
 
     async def _undo_early(self, early: asyncio.Future[None], session_id: str) -> None:
         """The database refused a row the window may already show: drop the

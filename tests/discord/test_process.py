@@ -46,11 +46,11 @@ def test_entry_point_chats_and_context_survives_a_restart(tmp_path):
             # Runtime plugin management from Discord: refused to a member, done
             # by the application's owner, and still in force after a restart.
             owner = discord.fake.owner_user
-            assert "Only the bot's owners" in discord.interaction("plugins", alice, channel["id"],
+            assert "administrators and the bot's owners" in discord.interaction("plugins", alice, channel["id"],
                                                                   {"action": "disable", "name": "images"})
             owner_dm = discord.dm_channel(owner)
             assert discord.interaction("plugins", owner, owner_dm["id"],
-                                       {"action": "disable", "name": "images"}) == "plugin 'images' disabled"
+                                       {"action": "disable", "name": "images"}) == "plugin 'images' switched off for the whole bot"
             bot.restart()
             assert "images: disabled" in discord.interaction("plugins", alice, channel["id"])
             assert "imagine" not in {c["name"] for c in discord.fake.commands[None]}
