@@ -28,6 +28,72 @@ class TimedLease:
             self.sink["lease exit (memory)"].append((time.perf_counter_ns() - start) / 1e6)
 
 
+class Trips:
+    """Round trips and commands this process sends, counted at the client
+    (an ``EVAL`` is one command, a pipeline one round trip): Redis through
+    redis-py's ``execute_command`` and pipeline ``execute``, the database as
+    statements on a cursor (``BEGIN``/``COMMIT`` included: each is a round
+    trip to a server). ``mark()`` snapshots them (e.g. when the reply is sent)."""
+
+    def __init__(self, bot: Any) -> None:
+        from redis.asyncio.client import Pipeline, Redis
+
+        self.redis_trips = self.redis_commands = self.db_trips = 0
+        self.marks: list[tuple[int, int, int]] = []
+        self._undo: list[Any] = []
+        counter = self
+        plain, piped = Redis.execute_command, Pipeline.execute
+
+        async def execute_command(client: Any, *args: Any, **options: Any) -> Any:
+            counter.redis_trips += 1
+            counter.redis_commands += 1
+            return await plain(client, *args, **options)
+
+        async def execute(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            if pipe.command_stack:
+                counter.redis_trips += 1
+                counter.redis_commands += len(pipe.command_stack)
+            return await piped(pipe, *args, **kwargs)
+
+        Redis.execute_command = execute_command  # type: ignore[method-assign]
+        Pipeline.execute = execute  # type: ignore[method-assign]
+        self._undo.append(lambda: (setattr(Redis, "execute_command", plain), setattr(Pipeline, "execute", piped)))
+        db = getattr(getattr(getattr(bot, "memory", None), "db", None), "db", None)
+        if db is not None:
+            cursor = db.cursor
+
+            def counting_cursor(*args: Any, **kwargs: Any) -> Any:
+                return _CountingCursor(cursor(*args, **kwargs), counter)
+
+            db.cursor = counting_cursor
+            self._undo.append(lambda: db.__dict__.pop("cursor", None))
+
+    def now(self) -> tuple[int, int, int]:
+        return (self.redis_commands, self.redis_trips, self.db_trips)
+
+    def mark(self) -> None:
+        self.marks.append(self.now())
+
+    def stop(self) -> None:
+        for undo in self._undo:
+            undo()
+
+
+class _CountingCursor:
+    def __init__(self, inner: Any, counter: Trips) -> None:
+        self._inner, self._counter = inner, counter
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        self._counter.db_trips += 1
+        return self._inner.execute(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._inner)
+
+
 class Breakdown:
     """Patch ``bot.hooks._call`` on one bot instance; ``stop()`` undoes it."""
 

@@ -23,7 +23,7 @@ from bench import data
 from bench import floors as floors_mod
 from bench import ours as ours_mod
 from bench import peers as peers_mod
-from bench.breakdown import Breakdown
+from bench.breakdown import Breakdown, Trips
 from bench.report import Row, machine, markdown, ratio, table, versions, write_json
 from bench.servers import Blackhole, PostgresDatabase, RedisServer, free_port
 from bench.stats import Op, Result, measure, summarise
@@ -382,17 +382,38 @@ class Run:
         probe = Breakdown(ours.bot)
         n = max(20, self.cfg.iterations)
         cmds0, cpu0 = await self.redis_commands(), time.process_time()
+        trips = Trips(ours.bot)
+        before: list[tuple[int, int, int]] = []
+        after: list[tuple[int, int, int]] = []
+        sent: list[tuple[int, int, int]] = []
+
+        async def send(reply: Any) -> Any:
+            sent.append(trips.now())
+            return await ours_mod.no_op_send(reply)
+
         try:
             for i in range(n):
-                await handle(10_000_000 + i)
+                before.append(trips.now())
+                await ours.bot.handle(ours_mod.incoming(10_000_000 + i, tag=tag), send)
+                after.append(trips.now())
         finally:
+            trips.stop()
             probe.stop()
         cpu = (time.process_time() - cpu0) * 1000 / n
         self.breakdown = probe.summary(n)
+
+        def per(k: int, ends: list[tuple[int, int, int]]) -> float:
+            return round(sum(e[k] - b[k] for b, e in zip(before, ends)) / n, 1)
+
         # The probe's own commands (INFO) and the bench's own queries are a few per run, not per message.
         self.per_message = {
             "redis_commands": round((await self.redis_commands() - cmds0) / n, 1),
             "process_cpu_ms": round(cpu, 3),
+            "client_redis_commands": per(0, after),
+            "redis_round_trips": per(1, after),
+            "redis_round_trips_before_send": per(1, sent),
+            "db_round_trips": per(2, after),
+            "db_round_trips_before_send": per(2, sent),
         }
         row.extra["per_message"] = self.per_message
         row.extra["breakdown"] = [
@@ -742,6 +763,10 @@ def main(argv: list[str] | None = None) -> int:
         pm = meta.get("pipeline_per_message") or {}
         print(f"  per message: {pm.get('redis_commands')} Redis commands (pipelined ones counted singly), "
               f"{pm.get('process_cpu_ms')} ms of process CPU (all threads)")
+        print(f"  per message, sent by the client: {pm.get('client_redis_commands')} Redis commands (a script is one) "
+              f"in {pm.get('redis_round_trips')} round trips ({pm.get('redis_round_trips_before_send')} before the reply "
+              f"is sent); {pm.get('db_round_trips')} database round trips ({pm.get('db_round_trips_before_send')} before "
+              f"the reply is sent; a statement, BEGIN or COMMIT is one)")
     for figure, counts in (meta.get("plugin_warnings") or {}).items():
         print(f"plugin warnings during {figure}:")
         for message, count in sorted(counts.items(), key=lambda kv: -kv[1])[:6]:

@@ -144,7 +144,7 @@ class Arbiter:
         db = self.b.db
         if db is not None:
             table = self._table = ClaimTable(db)
-            self._claims = Batcher(db, table.claim_many, lambda item: table.claim_many([item])[0])
+            self._claims = Batcher(db, table.claim_many, lambda item: table.claim(*item))
             self._looks = Batcher(db, lambda ids: list(map(table.watch(ids).__getitem__, ids)), lambda mid: table.watch([mid])[mid])
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"memory-claims-{self.owner}")
 
@@ -377,8 +377,9 @@ class Arbiter:
         if not held.lost and self._table is not None and self.b.db_ok:
             try:
                 if await self._db(self._table.sending, message_id, self.owner, self.ttl):
+                    # The mirror says "sending" from the next renewal on:
+                    # while the database answers, only it decides (A6).
                     held.state, held.in_db = "sending", True
-                    self._mirror_later(message_id, "sending")
                     return True
                 held.lost = True
             except BackendDown:

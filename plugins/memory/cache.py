@@ -146,6 +146,13 @@ return {n, previous}
 """
 
 
+# The epoch, the window's last ARGV[1] entries and its write counter: one
+# command. A missing key reads as "" (a nil would cut Lua's reply short).
+WINDOW = """
+return {redis.call('GET', KEYS[1]) or '', redis.call('LRANGE', KEYS[2], ARGV[1], -1), redis.call('GET', KEYS[3]) or ''}
+"""
+
+
 class AutoPipeline(Grouped):
     """``await pipeline.run(("GET", key), ("INCR", other))`` -> their replies.
 
@@ -416,9 +423,9 @@ class Cache:
         of a generation another instance invalidated (it wrote to the
         database while Redis was unreachable) is never served, even by an
         instance that did not see the outage and whose probe has not run."""
-        epoch, entries, counter = await self.run(
-            ("GET", self.epoch_key), ("LRANGE", self.window_key(session.id), -limit, -1), ("GET", self.counter_key(session.id))
-        )
+        keys = (self.epoch_key, self.window_key(session.id), self.counter_key(session.id))
+        ((epoch, entries, counter),) = await self.run(("EVAL", WINDOW, len(keys), *keys, -limit))
+        epoch, counter = epoch or None, counter or None
         if self._seen_epoch(epoch) or not entries:
             return None, counter
         out = records.decode_entries(entries, session)

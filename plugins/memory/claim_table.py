@@ -48,9 +48,30 @@ class ClaimTable:
             f"VALUES ({p}, {p}, {p}, {self.now} + {p}, {p}){conflict}"
         )
         self.sql_row = f"SELECT owner, state, expires_at - {self.now} FROM claims WHERE message_id = {p}"
+        # A claim is inserted only while the message has no stored reply.
+        unanswered = f"WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_id = {p})"
+        dual = " FROM DUAL" if store.dialect == "mysql" else ""
+        self.sql_claim = (
+            f"{insert} claims (message_id, owner, token, expires_at, state) "
+            f"SELECT {p}, {p}, {p}, {self.now} + {p}, 'claimed'{dual} {unanswered}{conflict}"
+        )
+        # Dirty flags are bot_state keys memory.cache_dirty.<instance>: a key
+        # range, so the primary key's index answers it.
+        key = '"key"' if store.dialect == "sqlite" else "`key`" if store.dialect == "mysql" else "key"
+        self.sql_dirty = f"SELECT 1 FROM bot_state WHERE {key} >= 'memory.cache_dirty.' AND {key} < 'memory.cache_dirty/'"
+        if store.dialect == "postgres":
+            # One statement, one round trip: the insert, and what the caller
+            # needs when it did not land (the holder) or did (dirty flags).
+            self.sql_claim = (
+                f"WITH ins AS ({self.sql_claim} RETURNING 1) "
+                f"SELECT (SELECT COUNT(*) FROM ins), EXISTS (SELECT 1 FROM messages WHERE message_id = {p}), "
+                f"EXISTS ({self.sql_dirty}), c.owner, c.state, c.expires_at - {self.now} "
+                f"FROM (SELECT 1) AS one LEFT JOIN claims c ON c.message_id = {p}"
+            )
         self.sql_take = (
             f"UPDATE claims SET owner = {p}, token = {p}, expires_at = {self.now} + {p} "
-            f"WHERE message_id = {p} AND owner = {p} AND state <> 'done' AND expires_at <= {self.now}"
+            f"WHERE message_id = {p} AND owner = {p} AND state <> 'done' AND expires_at <= {self.now} "
+            f"AND NOT EXISTS (SELECT 1 FROM messages WHERE message_id = {p})"
         )
         self.sql_sending = (
             f"UPDATE claims SET state = 'sending', expires_at = {self.now} + {p} "
@@ -82,37 +103,39 @@ class ClaimTable:
 
     # --- A1: claim, A3: take over ---------------------------------------------------
 
-    def claim(self, message_id: str, owner: str, ttl: float) -> tuple[str, str | None]:
-        """``("mine", None)`` when this call claimed ``message_id``; ``("done",
-        None)`` when it was answered; else ``("live" | "expired", holder)``."""
-        with self._writing():
-            if self._replied([message_id]):
-                return "done", None
-            if self._insert(message_id, owner, ttl):
-                return "mine", None
+    def claim(self, message_id: str, owner: str, ttl: float) -> tuple[str, str | None, bool]:
+        """``("mine", None, dirty)`` when this call claimed ``message_id``
+        (``dirty``: some instance left the cache dirty, rule D4); ``("done",
+        None, False)`` when it was answered; else ``("live" | "expired",
+        holder, False)``. One statement on PostgreSQL, two elsewhere; no
+        transaction (the insert is atomic by itself)."""
+        reply = f"reply:{message_id}"
+        if self.store.dialect == "postgres":
+            row = self._execute(self.sql_claim, (message_id, owner, owner, ttl, reply, reply, message_id)).fetchone()
+            inserted, replied, dirty, holder, state, remaining = row
+            if inserted:
+                return "mine", None, bool(dirty)
+        else:
+            if self._execute(self.sql_claim, (message_id, owner, owner, ttl, reply)).rowcount:
+                return "mine", None, bool(self._execute(self.sql_dirty, ()).fetchall())
+            replied = bool(self._replied([message_id]))
             rows = self._execute(self.sql_row, (message_id,)).fetchall()
-        if not rows:
-            return self.claim(message_id, owner, ttl)  # released between the two statements
-        holder, state, remaining = rows[0]
-        if state == "done":
-            return "done", None
-        return ("live" if float(remaining) > 0 else "expired"), str(holder)
+            holder, state, remaining = rows[0] if rows else (None, None, None)
+        if replied or state == "done":
+            return "done", None, False
+        if holder is None:
+            return "live", None, False  # released, or inserted by a statement this one could not see: look again
+        return ("live" if float(remaining) > 0 else "expired"), str(holder), False
 
     def claim_many(self, items: list[tuple[str, str, float]]) -> list[tuple[str, str | None, bool]]:
-        """:meth:`claim` for each item, and whether any instance left the
-        cache dirty (rule D4: the winner bumps the cache epoch before it
-        reads a window), in one round trip."""
-        found = [self.claim(*item) for item in items]
-        dirty = bool(self.store.dirty_flags())
-        return [(verdict, holder, dirty) for verdict, holder in found]
+        """:meth:`claim` for each item (one database call for a group)."""
+        return [self.claim(*item) for item in items]
 
     def take_over(self, message_id: str, owner: str, old_owner: str, ttl: float) -> bool:
         """Take a claim whose expiry has passed, fenced on its old owner (of
         several standbys, one wins); never one whose reply is stored."""
-        with self._writing():
-            if self._replied([message_id]):
-                return False
-            return bool(self._execute(self.sql_take, (owner, owner, ttl, message_id, old_owner)).rowcount)
+        params = (owner, owner, ttl, message_id, old_owner, f"reply:{message_id}")
+        return bool(self._execute(self.sql_take, params).rowcount)
 
     def watch(self, ids: list[str]) -> dict[str, tuple[str, str | None]]:
         """Per message id: ``("done", None)``, ``("absent", None)`` (no row:
@@ -159,16 +182,15 @@ class ClaimTable:
 
     def sending(self, message_id: str, owner: str, ttl: float) -> bool:
         """``claimed -> sending`` for ``owner`` only (A4); a claim won in
-        Redis while the database was down is inserted first."""
-        with self._writing():
-            if self._insert(message_id, owner, ttl, "sending"):
-                return True
-            return bool(self._execute(self.sql_sending, (ttl, message_id, owner)).rowcount)
+        Redis while the database was down is inserted (one statement in the
+        common case)."""
+        if self._execute(self.sql_sending, (ttl, message_id, owner)).rowcount:
+            return True
+        return self._insert(message_id, owner, ttl, "sending")
 
     def done(self, message_id: str, owner: str) -> None:
-        with self._writing():
-            if not self._execute(self.sql_done, (message_id,)).rowcount:
-                self._insert(message_id, owner, 0.0, "done")
+        if not self._execute(self.sql_done, (message_id,)).rowcount:
+            self._insert(message_id, owner, 0.0, "done")
 
     def release(self, message_id: str, owner: str) -> int:
         return int(self._execute(self.sql_release, (message_id, owner)).rowcount)

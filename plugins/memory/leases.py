@@ -44,6 +44,16 @@ end
 return 0
 """
 
+# Take the lease if free and draw a fencing token, reading what the caller
+# needs next (the holder when not won, the epoch, the cached session): one
+# command. A missing key reads as "" (a nil would cut Lua's reply short).
+ACQUIRE = """
+local won = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2])
+local fence = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return {won and 1 or 0, fence, redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or ''}
+"""
+
 # (scope key, fencing token) of the lease the current task holds.
 current_fence: contextvars.ContextVar[tuple[str, int] | None] = contextvars.ContextVar("memory_fence", default=None)
 # The scope's cached session as read in the lease's own round trip:
@@ -130,14 +140,9 @@ class Lease:
             value = orjson.dumps({"o": store.instance_id, "t": self.token, "x": now + store.settings.lease_ttl})
             # The fencing token is drawn with the attempt (one round trip); a
             # token drawn by a failed attempt is simply never used.
-            won, fence, _, raw, epoch, session = await cache.run(
-                ("SET", self.key, value, "NX", "EX", BACKSTOP_TTL),
-                ("INCR", fence_key),
-                ("EXPIRE", fence_key, FENCE_TTL),
-                ("GET", self.key),
-                ("GET", cache.epoch_key),
-                ("GET", cache.session_key(self.scope_key)),
-            )
+            keys = (self.key, fence_key, cache.epoch_key, cache.session_key(self.scope_key))
+            ((won, fence, raw, epoch, session),) = await cache.run(("EVAL", ACQUIRE, len(keys), *keys, value, BACKSTOP_TTL, FENCE_TTL))
+            raw, epoch, session = raw or None, epoch or None, session or None
             if won:
                 # Read after the lease was won: nobody else writes it now.
                 if not cache._seen_epoch(epoch):
