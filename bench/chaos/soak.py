@@ -548,7 +548,7 @@ class Soak:
         expected = cfg.messages / cfg.rate
         if cfg.duration is not None:
             expected = min(expected, cfg.duration)
-        ttl_real = 60.0 / cfg.speed  # claim_ttl and lease_ttl are 60 bot-seconds (defaults)
+        ttl_real = 6.0  # claim_ttl (default): claims and leases expire on the backends' clocks, in real seconds
         # A pause outlasts the claims and leases (and the redeliver model's retry_after), whatever the model,
         # so runs under both models meet the same faults.
         hold = max(ttl_real, cfg.retry_after)

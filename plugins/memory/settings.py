@@ -38,16 +38,12 @@ class MemorySettings(PluginSettings):
     probe_interval: float = Field(0.5, gt=0)
     spool_dir: Path | None = None
     max_content_bytes: int = Field(64 * 1024, gt=0)
-    # A claim on a message expires this long (database-clock seconds) after
-    # its holder last renewed it; holders renew every claim_ttl / 3 while
-    # they work, so a slow model call is never taken over, and a standby
-    # takes over from a dead or frozen holder about this long after it
-    # stopped (docs/MEMORY.md, A2-A3).
+    # A claim on a message (database clock) and a lease on a session (Redis's
+    # clock) expire this long after their holder last renewed them; holders
+    # renew every claim_ttl / 3 while they work, so a slow model call is
+    # never taken over, and a standby takes over from a dead or frozen holder
+    # about this long after it stopped (docs/MEMORY.md, A2-A3, L1).
     claim_ttl: float = Field(6.0, gt=0)
-    # Leases on sessions expire (bot clock); a lease still held after
-    # lease_wait (real seconds) is taken over, fenced (L1-L2).
-    lease_ttl: float = Field(60.0, gt=0)
-    lease_wait: float = Field(10.0, ge=0)
     # A message that nothing can arbitrate (both backends down) is answered
     # only while it is at most this old (bot-clock seconds since its
     # timestamp): an older one is a backlog another instance has most

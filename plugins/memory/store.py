@@ -121,6 +121,7 @@ class MemoryStore:
         if self.redis_ok:
             await self._keep_epoch_key()
         self.arbiter.start()
+        self.leases.start()
         self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
 
     async def _connect(self, db_url: str, redis_url: str) -> None:
@@ -149,6 +150,7 @@ class MemoryStore:
 
     async def stop(self) -> None:
         await self.arbiter.stop()
+        await self.leases.stop()
         for task in list(self._refills.values()):
             task.cancel()
         if self._refills:

@@ -150,7 +150,6 @@ class Backend:
             # The tests drive recovery by calling probe() themselves.
             "probe_interval": 3600,
             "db_timeout": 0.5,
-            "lease_wait": 0.2,
         }
         values.update(overrides)
         return MemorySettings(**values)

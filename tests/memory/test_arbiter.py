@@ -198,15 +198,16 @@ def test_leases_serialise_a_scope_and_fence_out_a_stale_holder(backend: Backend)
     session = Session("s1", "scope", 1.0, 1.0, user_id="u")
 
     async def go() -> None:
-        async with started(backend.store("A", lease_ttl=10)) as a, started(backend.store("B", lease_ttl=10)) as b:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
             lease_a = a.leases.lease("scope")
             await lease_a.__aenter__()
             fence_a = current_fence.get()
             assert fence_a is not None and fence_a[0] == "scope"
             session.state = {"by": "A"}
             assert await a.save_session(session)
-            # A pauses past its lease; B takes the scope over with a newer token.
-            backend.clock.advance(11)
+            # A pauses past its lease (nothing renews it); B takes the scope
+            # over once it expires, with a newer token.
+            await a.leases.stop()
 
             async def b_turn() -> None:
                 async with b.leases.lease("scope"):
@@ -214,7 +215,7 @@ def test_leases_serialise_a_scope_and_fence_out_a_stale_holder(backend: Backend)
                     s = Session("s1", "scope", 1.0, 2.0, user_id="u", state={"by": "B"})
                     assert await b.save_session(s)
 
-            await asyncio.create_task(b_turn())
+            await asyncio.wait_for(asyncio.create_task(b_turn()), 10)
             session.state = {"by": "A, late"}
             assert await a.save_session(session) is False  # fenced out
             await lease_a.__aexit__(None, None, None)
@@ -223,9 +224,27 @@ def test_leases_serialise_a_scope_and_fence_out_a_stale_holder(backend: Backend)
     run(go())
 
 
+def test_a_renewed_lease_outlives_claim_ttl(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            entered = asyncio.Event()
+
+            async def b_turn() -> None:
+                async with b.leases.lease("room"):
+                    entered.set()
+
+            async with a.leases.lease("room"):
+                waiter = asyncio.create_task(b_turn())
+                await asyncio.sleep(4 * QUICK["claim_ttl"])  # a slow model call
+                assert not entered.is_set()
+            await asyncio.wait_for(waiter, 5)
+
+    run(go())
+
+
 def test_a_live_lease_makes_the_other_instance_wait(backend: Backend) -> None:
     async def go() -> None:
-        async with started(backend.store("A", lease_wait=5)) as a, started(backend.store("B", lease_wait=5)) as b:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
             order: list[str] = []
             inside, released = asyncio.Event(), asyncio.Event()
 
