@@ -26,7 +26,12 @@ Definitions (docs/CHAOS.md explains them):
   faults its message lived through (from its sending to its last reply, see
   :mod:`bench.chaos.overlaps`): **overlapping** when two of those faults
   were under way at the same moment, else **non-overlapping** (one fault at
-  a time, or none): a violation.
+  a time, or none): a violation. Except **resent after a kill**: the first
+  reply came from an instance killed with the message in hand (after
+  sending, before storing): a standby takes the claim over and sends again
+  with the same Discord nonce, and Discord (``enforce_nonce``) keeps one
+  message (rule A5 of docs/MEMORY.md). The soak's transport has no nonce, so
+  these are counted apart, not as violations.
 - **conversation splits** and **context mismatches**: per conversation, see
   :mod:`bench.chaos.conversations`.
 """
@@ -55,7 +60,7 @@ VIOLATIONS = (
     "context_mismatch",
 )
 # Counted and shown, not violations.
-COUNTED = ("unanswerable", "replies_doubled", "replies_doubled_overlapping")
+COUNTED = ("unanswerable", "replies_doubled", "replies_doubled_overlapping", "replies_doubled_resent_after_kill")
 
 DIED = "died"  # a delivery's outcome when its process was killed with the message in hand
 NOT_DELIVERED = "not delivered"  # its process was already down: it never received the message
@@ -253,7 +258,9 @@ def _doubled(found: Findings, entry: Entry, faults: list[Fault], by_overlap: Cou
     t0, t1 = entry.sent, entry.last_reply_at()
     lived = during(faults, t0, t1)
     both = overlapping(lived, t0, t1)
-    kind = "overlapping" if both else "nonoverlapping"
+    first = min(entry.replies, key=lambda r: r.at)
+    killed = any(d.instance == first.instance and d.outcome == DIED for d in entry.deliveries)
+    kind = "resent_after_kill" if killed else "overlapping" if both else "nonoverlapping"
     found.counts["replies_doubled"] += extra
     found.counts[f"replies_doubled_{kind}"] += extra
     what = label(both or lived)

@@ -577,7 +577,10 @@ class Soak:
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self._make_world()
         self.backends = await asyncio.get_running_loop().run_in_executor(None, RealBackends, self.workdir / "backends")
-        self.sections = {"memory": self.backends.memory_section(),
+        # The young-message rule (A7) is about real seconds of backlog: the
+        # bots' clock runs `speed` times faster than real time here.
+        memory = {**self.backends.memory_section(), "unarbitrated_max_age": 10.0 * cfg.speed}
+        self.sections = {"memory": memory,
                          "sessions": {"window_messages": cfg.window, "idle_timeout": cfg.idle_timeout}, "llm": {}}
         timings: dict[str, float] = {}
         lanes: FaultLanes | None = None

@@ -90,6 +90,9 @@ class Backends(Protocol):
     @property
     def redis_ok(self) -> bool: ...
 
+    @property
+    def db_down_confirmed(self) -> bool: ...
+
     def db_failed(self, exc: BackendDown) -> None: ...
 
     def redis_failed(self, exc: BackendDown) -> None: ...
@@ -100,6 +103,9 @@ class Backends(Protocol):
 
     async def probe(self) -> None:
         """Check both backends now (closing the breakers of those that answer)."""
+
+    async def answers(self) -> bool:
+        """Whether either backend answers a ping now (no recovery work)."""
 
 
 @dataclass
@@ -215,11 +221,7 @@ class Arbiter:
         try:
             verdict = await self._first_ask(message_id)
             if verdict == "unknown":
-                # Both breakers open may be old news (this process was
-                # paused past its connections): A7 needs a probe that
-                # ended after the message arrived to say so.
-                await self._probe_once()
-                verdict = await self._first_ask(message_id)
+                verdict = await self._ask_once_back(message_id)
             if verdict == "unknown":
                 return self._unarbitrated(message_id, sent_at)
             delay = FIRST_LOOK
@@ -268,7 +270,13 @@ class Arbiter:
         return "mine"
 
     async def _ask_redis(self, message_id: str) -> str:
-        """The database is down: Redis decides (A6)."""
+        """The database is down: Redis decides (A6), but only once a probe
+        since the breaker opened confirmed it (a slow call alone may have
+        opened it, while the others still claim in the database)."""
+        if not self.b.db_down_confirmed and self.b.db is not None:
+            await self._probe_once()
+            if self.b.db_ok:
+                return "live"  # the database answers again: the next look asks it
         found = await self._redis(("EVAL", CLAIM_LUA, 1, self.key(message_id), self._value("claimed"), int(self.ttl * 1000)))
         if found is None:
             return "unknown"
@@ -336,6 +344,19 @@ class Arbiter:
         if verdict == "mine":
             return await self._won(message_id, None, dirty)
         return "done" if verdict == "done" else "live"
+
+    async def _ask_once_back(self, message_id: str) -> str:
+        """Both breakers are open, which may be old news (this process was
+        paused past its connections): A7 applies only if neither backend
+        answers a ping made now. One that answers is waited for (its
+        breaker closes after its recovery work), then asked (bounded by
+        claim_ttl)."""
+        deadline = time.monotonic() + self.ttl
+        verdict = "unknown"
+        while verdict == "unknown" and time.monotonic() < deadline and await self.b.answers():
+            await self._probe_once()
+            verdict = await self._first_ask(message_id)
+        return verdict
 
     async def _probe_once(self) -> None:
         """One probe, shared by every claim that needs it now."""

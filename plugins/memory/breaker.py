@@ -33,19 +33,29 @@ class Breaker:
         self.since = time.monotonic()
         self.failures = 0
         self.recoveries = 0
+        # When (monotonic) a health probe last found the backend down: a
+        # breaker a slow call opened is confirmed only by a probe after it.
+        self.probed_down = -1e18
 
     def check(self) -> None:
         """Raise :class:`BackendDown` at once when the breaker is open."""
         if not self.ok:
             raise BackendDown(self.name, self.reason or "circuit open")
 
-    def trip(self, reason: str) -> None:
+    def trip(self, reason: str, probed: bool = False) -> None:
         if self.ok:
             log.warning("memory: %s is down (%s); routing around it", self.name, reason)
             self.since = time.monotonic()
         self.ok = False
         self.reason = reason
         self.failures += 1
+        if probed:
+            self.probed_down = time.monotonic()
+
+    @property
+    def confirmed(self) -> bool:
+        """Open, and a probe since it opened found the backend down too."""
+        return not self.ok and self.probed_down >= self.since
 
     def reset(self) -> None:
         if not self.ok:

@@ -246,6 +246,25 @@ class MemoryStore:
                 await self._keep_epoch_key()
             await self._keep_recent()
 
+    @property
+    def db_down_confirmed(self) -> bool:
+        """The database breaker is open and a probe since confirmed it."""
+        return self.db is not None and self.db_breaker.confirmed
+
+    async def answers(self) -> bool:
+        """Whether either backend answers a ping now, both asked at once
+        (no recovery work: the probe does that)."""
+
+        async def pinged(ping: Any) -> bool:
+            try:
+                await ping()
+                return True
+            except Exception:  # noqa: BLE001 - e.g. SQLite's "database is locked": not answering
+                return False
+
+        asked = [pinged(backend.ping) for backend in (self.cache, self.db) if backend is not None]
+        return any(await asyncio.gather(*asked))
+
     async def _probe_redis(self) -> tuple[bool, int]:
         """``(Redis came back or restarted, outbox stream depth)``."""
         if self.cache is None:
@@ -275,9 +294,9 @@ class MemoryStore:
                 self.migrated = True
             return not self.db_breaker.ok
         except BackendDown as exc:
-            self.db_breaker.trip(exc.reason)
+            self.db_breaker.trip(exc.reason, probed=True)
         except Exception as exc:  # noqa: BLE001
-            self.db_breaker.trip(_first_line(exc))
+            self.db_breaker.trip(_first_line(exc), probed=True)
         return False
 
     async def _keep_epoch_key(self) -> None:

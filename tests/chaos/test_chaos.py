@@ -211,6 +211,18 @@ def test_a_doubled_reply_under_overlapping_faults_is_counted_apart_with_the_over
     assert passed(result)  # counted and listed, not a violation
 
 
+def test_a_reply_sent_again_after_its_sender_was_killed_is_counted_apart() -> None:
+    # A sent, then died before storing: B took the claim over and sent again.
+    # On Discord the shared nonce keeps one message (rule A5).
+    ledger, rows, views = clean_world()
+    doubled_at(ledger, "1000", 50.0)
+    ledger.entries["1000"].deliveries[0].outcome = "died"
+    result = check(ledger, rows, views, RULES, [{"kind": "bot_kill", "at": 50.1, "end": 52.0, "instance": "A"}])
+    assert result["counts"]["replies_doubled_resent_after_kill"] == 1
+    assert result["counts"]["replies_doubled_nonoverlapping"] == 0
+    assert passed(result)
+
+
 def test_faults_that_overlapped_only_outside_the_messages_life_do_not_excuse_it() -> None:
     events = [{"kind": "redis_blackhole", "at": 39.0, "end": 41.0}, {"kind": "db_cut", "at": 39.5, "end": 43.0},
               {"kind": "redis_blackhole", "at": 79.0, "end": 81.0}]  # Redis alone is down at 80

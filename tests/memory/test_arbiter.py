@@ -165,6 +165,22 @@ def test_a6_a_claim_won_in_redis_is_not_claimed_again_before_it_is_written_back(
     run(go())
 
 
+def test_a6_a_breaker_a_slow_call_opened_does_not_let_redis_decide(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            await asyncio.sleep(0.1)  # A's mirror lands...
+            backend.flush()  # ...and is gone: nothing in Redis says A holds it
+            b.db_breaker.trip("no answer within 0.5s")  # one slow call; no probe has seen the database down
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.3)
+            assert not standby.done()  # it asked the database again, which says A holds it
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 5) is False
+
+    run(go())
+
+
 def test_a7_with_both_backends_down_a_young_message_is_answered_an_old_one_is_not(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A", unarbitrated_max_age=10)) as a:
