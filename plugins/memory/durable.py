@@ -225,7 +225,9 @@ class DurableStore:
 
     async def ping(self) -> None:
         """Raise :class:`BackendDown` unless a trivial query answers."""
-        await self._submit(self._probe_executor, self._ping, (), False, self.timeout)
+        # A connection the server closed while this process was paused says
+        # nothing of now: one fresh attempt, within the same timeout.
+        await self._submit(self._probe_executor, self._ping, (), True, self.timeout)
 
     def _ping(self) -> None:
         if self.dialect == "sqlite":
