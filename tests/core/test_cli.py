@@ -1,0 +1,98 @@
+"""The command line refuses to start on invalid configuration, with one
+clear line per problem and no traceback (docs/SECURITY.md, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Variables of this machine that would change what the bot reads.
+_PREFIXES = ("BOT_", "DISCORD_", "LIMITS_", "MEMORY_", "SESSIONS_", "IMAGES_", "LLM_", "REDIS_", "DATABASE_")
+
+
+def run_cli(tmp_path: Path, *args: str, toml: str | None = None, stdin: bytes = b"/quit\n", **env: str) -> subprocess.CompletedProcess[str]:
+    if toml is not None:
+        (tmp_path / "bot.toml").write_text(toml)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES)}
+    clean.setdefault("BOT_DATA_DIR", str(tmp_path / "data"))
+    clean.update(env)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", *args],
+        cwd=tmp_path,
+        env=clean,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def assert_refused(done: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Chatting with" not in done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.startswith("config error:")]
+    for text in expected:
+        assert any(text in line for line in lines), done.stderr
+
+
+def test_a_wrong_type_in_a_plugin_section_refuses_to_start(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "chat", toml='[limits]\nuser_messages = "abc"\n')
+    assert_refused(done, "plugin limits: bot.toml [limits]: user_messages: rate 'abc' is not COUNT/PERIOD")
+
+
+def test_a_wrong_environment_variable_is_named(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "chat", LIMITS_USER_MESSAGES="abc")
+    assert_refused(done, "LIMITS_USER_MESSAGES (environment): rate 'abc'")
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[limit]\nuser_messages = '5/1m'\n", "unknown section [limit]; did you mean 'limits'?"),
+        ("[sessions]\nidle_timout = 60\n", "unknown key 'idle_timout'; did you mean 'idle_timeout'?"),
+        ("[bot]\nnmae = 'x'\n", "[bot]: nmae: Extra inputs are not permitted; did you mean 'name'?"),
+    ],
+)
+def test_an_unknown_section_or_key_names_the_closest_one(tmp_path: Path, toml: str, expected: str) -> None:
+    assert_refused(run_cli(tmp_path, "chat", toml=toml), expected)
+
+
+def test_check_never_says_config_ok_above_a_refused_plugin(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "check", toml="[sessions]\nidle_timeout = 'soon'\n")
+    assert done.returncode == 1
+    assert "config: OK" not in done.stdout
+    assert "config: FAIL plugin sessions:" in done.stdout and "idle_timeout" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"BOT_LOG_LEVEL": "NOPE"}, "BOT_LOG_LEVEL: log level 'NOPE' is not one of"),
+        ({"BOT_DATA_DIR": ""}, "BOT_DATA_DIR: empty; unset it"),
+    ],
+)
+def test_bad_environment_is_one_line_not_a_traceback(tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    done = run_cli(tmp_path, "chat", **env)
+    assert_refused(done, expected)
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_a_data_dir_that_cannot_be_written_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    done = run_cli(tmp_path, "chat", BOT_DATA_DIR=str(tmp_path / "a-file" / "data"))
+    assert_refused(done, "BOT_DATA_DIR", "cannot be written")
+
+
+def test_a_bad_log_level_option_is_refused(tmp_path: Path) -> None:
+    assert_refused(run_cli(tmp_path, "--log-level", "loud", "check"), "--log-level: log level 'loud'")
+
+
+def test_a_valid_configuration_starts(tmp_path: Path) -> None:
+    done = run_cli(tmp_path, "chat", toml="[limits]\nuser_messages = '5/1m'\n", stdin=b"hello\n/quit\n")
+    assert done.returncode == 0, done.stderr
+    assert "Chatting with" in done.stdout and "bot> " in done.stdout
