@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
-from core.logs import secret_filter, secret_values
+from core.logs import secret_filter, secret_shape, secret_values
 
 DEFAULT_CONFIG_FILE = "bot.toml"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
@@ -201,7 +201,7 @@ def _explain(exc: ValidationError, where: str, model: type[BaseModel] | None = N
         # A value the environment set is named by its variable, not by the
         # file's table, so the operator looks in the right place.
         env = _env_variable(model, str(err["loc"][0])) if model is not None and err["loc"] else None
-        label = key if not env else env if where == "environment" else f"{env} (environment)"
+        label = key if not env else env if where == "environment" else f"{key} (set by {env} in the environment)"
         parts.append(f"{where}: {label}: {msg}")
     # One line per problem, each naming where it is.
     return "\n".join(parts)
@@ -267,6 +267,14 @@ def _check_no_secrets(data: Any, where: str, path: str = "") -> None:
         if _URL_WITH_PASSWORD.match(value) or _WEBHOOK_URL.match(value):
             raise ConfigError(
                 f"{where}: {name!r} holds a URL with a password or token; put it in an environment variable instead"
+            )
+        # Wherever it sits: a key pasted into a system prompt or a bot name
+        # would be sent to a model or shown to every user.
+        kind = secret_shape(value)
+        if kind:
+            raise ConfigError(
+                f"{where}: {name!r} holds what looks like {kind}; secrets come from environment variables only "
+                "(see .env.example), never from the config file"
             )
 
 

@@ -47,7 +47,7 @@ def test_a_wrong_type_in_a_plugin_section_refuses_to_start(tmp_path: Path) -> No
 
 def test_a_wrong_environment_variable_is_named(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "chat", LIMITS_USER_MESSAGES="abc")
-    assert_refused(done, "LIMITS_USER_MESSAGES (environment): rate 'abc'")
+    assert_refused(done, "[limits]: user_messages (set by LIMITS_USER_MESSAGES in the environment): rate 'abc'")
 
 
 @pytest.mark.parametrize(
