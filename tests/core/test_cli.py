@@ -96,3 +96,32 @@ def test_a_valid_configuration_starts(tmp_path: Path) -> None:
     done = run_cli(tmp_path, "chat", toml="[limits]\nuser_messages = '5/1m'\n", stdin=b"hello\n/quit\n")
     assert done.returncode == 0, done.stderr
     assert "Chatting with" in done.stdout and "bot> " in done.stdout
+
+
+def test_with_redis_killed_mid_chat_commands_answer_without_a_traceback(tmp_path: Path) -> None:
+    from tests.harness.backends import RedisServer
+
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_PREFIXES)}
+    clean.update(BOT_DATA_DIR=str(tmp_path / "data"), REDIS_URL=f"redis://127.0.0.1:{redis.port}/0")
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "core", "chat"], cwd=tmp_path, env=clean, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        assert chat.stdin is not None and chat.stdout is not None
+        chat.stdin.write("hello\n")
+        chat.stdin.flush()
+        seen = [chat.stdout.readline() for _ in range(2)]  # the greeting, then the reply
+        assert seen[1].startswith("bot> "), seen
+        redis.kill()
+        commands = ["/session", "/history", "/reset", "hello again", "/export", "/plugins", "/forget confirm"]
+        out, err = chat.communicate("\n".join(commands) + "\n", timeout=120)
+    finally:
+        chat.kill()
+        redis.stop()
+    assert chat.returncode == 0, err
+    assert "Traceback" not in out + err and "BackendDown" not in out + err
+    assert "redis: DOWN" in out and "Done: I deleted everything" in out
+    assert (out.count("\nbot> ") + 1) >= len(commands)
