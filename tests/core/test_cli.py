@@ -1,5 +1,6 @@
 """The command line refuses to start on invalid configuration, with one
-clear line per problem and no traceback (docs/SECURITY.md, "Configuration")."""
+clear line per problem and no traceback (docs/SECURITY.md, "Configuration");
+the plugin-section cases are scenarios of features/configuration.feature."""
 
 from __future__ import annotations
 
@@ -40,33 +41,10 @@ def assert_refused(done: subprocess.CompletedProcess[str], *expected: str) -> No
         assert any(text in line for line in lines), done.stderr
 
 
-def test_a_wrong_type_in_a_plugin_section_refuses_to_start(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "chat", toml='[limits]\nuser_messages = "abc"\n')
-    assert_refused(done, "plugin limits: bot.toml [limits]: user_messages: rate 'abc' is not COUNT/PERIOD")
-
-
-def test_a_wrong_environment_variable_is_named(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "chat", LIMITS_USER_MESSAGES="abc")
-    assert_refused(done, "[limits]: user_messages (set by LIMITS_USER_MESSAGES in the environment): rate 'abc'")
-
-
-@pytest.mark.parametrize(
-    ("toml", "expected"),
-    [
-        ("[limit]\nuser_messages = '5/1m'\n", "unknown section [limit]; did you mean 'limits'?"),
-        ("[sessions]\nidle_timout = 60\n", "unknown key 'idle_timout'; did you mean 'idle_timeout'?"),
-        ("[bot]\nnmae = 'x'\n", "[bot]: nmae: Extra inputs are not permitted; did you mean 'name'?"),
-    ],
-)
-def test_an_unknown_section_or_key_names_the_closest_one(tmp_path: Path, toml: str, expected: str) -> None:
-    assert_refused(run_cli(tmp_path, "chat", toml=toml), expected)
-
-
-def test_check_never_says_config_ok_above_a_refused_plugin(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "check", toml="[sessions]\nidle_timeout = 'soon'\n")
-    assert done.returncode == 1
-    assert "config: OK" not in done.stdout
-    assert "config: FAIL plugin sessions:" in done.stdout and "idle_timeout" in done.stdout
+def test_an_unknown_key_of_the_bot_table_names_the_closest_one(tmp_path: Path) -> None:
+    # The plugin sections' cases are scenarios of features/configuration.feature.
+    done = run_cli(tmp_path, "chat", toml="[bot]\nnmae = 'x'\n")
+    assert_refused(done, "[bot]: nmae: Extra inputs are not permitted; did you mean 'name'?")
 
 
 @pytest.mark.parametrize(
@@ -90,12 +68,6 @@ def test_a_data_dir_that_cannot_be_written_refuses_to_start(tmp_path: Path) -> N
 
 def test_a_bad_log_level_option_is_refused(tmp_path: Path) -> None:
     assert_refused(run_cli(tmp_path, "--log-level", "loud", "check"), "--log-level: log level 'loud'")
-
-
-def test_a_valid_configuration_starts(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, "chat", toml="[limits]\nuser_messages = '5/1m'\n", stdin=b"hello\n/quit\n")
-    assert done.returncode == 0, done.stderr
-    assert "Chatting with" in done.stdout and "bot> " in done.stdout
 
 
 def test_with_redis_killed_mid_chat_commands_answer_without_a_traceback(tmp_path: Path) -> None:
