@@ -18,14 +18,6 @@ from core.settings import Settings, check_log_level, load_settings, unknown_sect
 log = logging.getLogger("core.cli")
 
 
-class ConfigProblems(ConfigError):
-    """Several configuration problems, one line each."""
-
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__("\n".join(lines))
-        self.lines = lines
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     problems = unknown_sections(settings, [c.name for c in discover()])
@@ -36,7 +28,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         except ValueError as exc:
             problems.append(f"--log-level: {exc}")
     if problems:
-        raise ConfigProblems(problems)
+        # One line per problem: main() prints each as a "config error:" line.
+        raise ConfigError("\n".join(problems))
     secrets = [settings.env.discord_token.get_secret_value()] if settings.env.discord_token else []
     level = args.log_level or settings.env.log_level
     terminal_chat = args.command == "chat" or (args.command in (None, "run") and not settings.env.discord_token)
@@ -191,9 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     try:
         return commands[command][0](args)
-    except ConfigProblems as exc:
-        _print_problems(exc.lines)
-        return 2
     except ConfigError as exc:
         _print_problems(str(exc).splitlines())
         return 2
