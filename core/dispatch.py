@@ -83,7 +83,9 @@ class Hooks:
         # everything (a traceback would bury it), and whoever starts the bot
         # reports it (the command line refuses to start on it).
         if config:
-            log.info("plugin %r refused its configuration in hook %s: %s", plugin, hook, exc)
+            # At start-up the caller reports it; later, nobody else will.
+            level = logging.INFO if hook == "startup" else logging.ERROR
+            log.log(level, "plugin %r refused its configuration in hook %s: %s", plugin, hook, exc)
         else:
             log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
         self.failures.append(HookFailure(plugin, hook, str(exc) if config else f"{type(exc).__name__}: {exc}", config))
