@@ -250,6 +250,6 @@ def then_redis_nothing(harness: Harness, user: str, one: str, two: str) -> None:
 def then_check_fails(check: subprocess.CompletedProcess[str], named: str) -> None:
     out = check.stdout + check.stderr
     assert check.returncode == 1, f"exit {check.returncode}:\n{out}"
-    assert "plugin sessions: FAILED" in out and "[sessions]" in out, out
+    assert "config: FAIL plugin sessions:" in out and "[sessions]" in out and "config: OK" not in out, out
     assert named in out, out
     assert "verdict: FAIL" in out, out
