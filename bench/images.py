@@ -29,6 +29,7 @@ CASES = {
     # the largest accepted shapes
     "4096² flat RGBA PNG": ("big_flat_png", (4096,)),
     "4096² progressive JPEG": ("big_progressive_jpeg", (4096,)),
+    "4096² baseline JPEG photo": ("big_photo_jpeg", (4096,)),
     "2048² noise WebP": ("big_noise_webp", (2048,)),
     "1200² noise PNG": ("noise_png", (1200, 1200)),
     # ordinary

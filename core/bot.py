@@ -101,7 +101,8 @@ class Bot:
         for impl in impls:
             await self.hooks._call("startup", impl, {"bot": self})
         if len(self.hooks.failures) > before:
-            self.plugins.fail(name, f"startup failed: {self.hooks.failures[-1].error}")
+            failure = self.hooks.failures[-1]
+            self.plugins.fail(name, f"startup failed: {failure.error}", bad_config=failure.config)
             return False
         return True
 

@@ -6,18 +6,30 @@ import argparse
 import asyncio
 import logging
 import sys
+import tempfile
 from typing import Any
 
 from core.bot import Bot
 from core.errors import ConfigError
 from core.logs import setup_logging
-from core.settings import Settings, load_settings
+from core.plugins import discover
+from core.settings import Settings, check_log_level, load_settings, unknown_sections
 
 log = logging.getLogger("core.cli")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
+    problems = unknown_sections(settings, [c.name for c in discover()])
+    problems += _data_dir_problems(settings)
+    if args.log_level:
+        try:
+            args.log_level = check_log_level(args.log_level)
+        except ValueError as exc:
+            problems.append(f"--log-level: {exc}")
+    if problems:
+        # One line per problem: main() prints each as a "config error:" line.
+        raise ConfigError("\n".join(problems))
     secrets = [settings.env.discord_token.get_secret_value()] if settings.env.discord_token else []
     level = args.log_level or settings.env.log_level
     terminal_chat = args.command == "chat" or (args.command in (None, "run") and not settings.env.discord_token)
@@ -26,6 +38,30 @@ def _settings(args: argparse.Namespace) -> Settings:
         level = "WARNING"
     setup_logging(level, secrets)
     return settings
+
+
+def _data_dir_problems(settings: Settings) -> list[str]:
+    """The embedded database, the spool, the media store and the terminal's
+    files all live in the data directory: one that cannot be written is
+    refused here, not found out on the first message."""
+    folder = settings.data_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return [f"BOT_DATA_DIR {str(folder)!r} cannot be written: {exc.strerror or exc}"]
+    return []
+
+
+def _plugin_config_problems(bot: Bot) -> list[str]:
+    """One line per plugin that refused its configuration at start-up."""
+    return [
+        f"plugin {i.name}: {line}"
+        for i in bot.plugins.listing()
+        if i.bad_config
+        for line in i.reason.removeprefix("startup failed: ").splitlines()
+    ]
 
 
 async def _serve(settings: Settings, transport: str | None) -> int:
@@ -40,6 +76,12 @@ async def _serve(settings: Settings, transport: str | None) -> int:
     bot.running_transport = transport
     await bot.start()
     try:
+        # A plugin whose settings are wrong is not left out quietly: a typo
+        # in [limits] would turn rate limiting off.
+        refused = _plugin_config_problems(bot)
+        if refused:
+            _print_problems(refused)
+            return 2
         for problem in bot.plugins.problems + bot.commands.problems:
             log.warning("%s", problem)
         run = bot.transports.get(transport)
@@ -96,12 +138,16 @@ async def _check(settings: Settings) -> int:
         reports = await bot.health()
     finally:
         await bot.stop()
-    failed = False
-    print("config: OK" + (f" ({settings.config_file})" if settings.config_file else " (defaults)"))
+    refused = _plugin_config_problems(bot)
+    failed = bool(refused)
+    for problem in refused:
+        print(f"config: FAIL {problem}")
+    if not refused:
+        print("config: OK" + (f" ({settings.config_file})" if settings.config_file else " (defaults)"))
     for problem in bot.plugins.problems + bot.commands.problems:
         print(f"config: WARNING {problem}")
     for info in bot.plugins.listing():
-        if info.state == "failed":
+        if info.state == "failed" and not info.bad_config:
             failed = True
             print(f"plugin {info.name}: FAILED {info.reason}")
     for report in reports:
@@ -113,6 +159,12 @@ async def _check(settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(_check(_settings(args)))
+
+
+def _print_problems(lines: list[str]) -> None:
+    for line in lines:
+        print(f"config error: {line}", file=sys.stderr)
+    print("not started: fix the configuration above (`python -m core check` checks it)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[command][0](args)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        _print_problems(str(exc).splitlines())
         return 2
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,7 @@ from typing import Any
 
 import pluggy
 
-from core.errors import Refused
+from core.errors import ConfigError, Refused
 from core.switches import guild_of
 
 log = logging.getLogger("core.hooks")
@@ -27,6 +27,9 @@ class HookFailure:
     plugin: str
     hook: str
     error: str
+    # The plugin refused its configuration (a ConfigError): the operator's
+    # mistake, not the plugin's, and the command line refuses to start on it.
+    config: bool = False
 
 
 class Hooks:
@@ -75,8 +78,17 @@ class Hooks:
         return True, result
 
     def _failed(self, hook: str, plugin: str, exc: BaseException) -> None:
-        log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
-        self.failures.append(HookFailure(plugin, hook, f"{type(exc).__name__}: {exc}"))
+        config = isinstance(exc, ConfigError)
+        # A configuration error is an expected condition: its message says
+        # everything (a traceback would bury it), and whoever starts the bot
+        # reports it (the command line refuses to start on it).
+        if config:
+            # At start-up the caller reports it; later, nobody else will.
+            level = logging.INFO if hook == "startup" else logging.ERROR
+            log.log(level, "plugin %r refused its configuration in hook %s: %s", plugin, hook, exc)
+        else:
+            log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
+        self.failures.append(HookFailure(plugin, hook, str(exc) if config else f"{type(exc).__name__}: {exc}", config))
         del self.failures[:-50]
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,27 @@ _TOKEN_SHAPES = re.compile(
 )
 
 
+# ``?password=...`` in a URL's query string: the key ends with a secret word.
+_QUERY_SECRET = re.compile(
+    r"(?i)[?&;][\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|signature)"
+    r"=[^&#\s]+"
+)
+_SHAPES = (
+    ("a private key", _PRIVATE_KEY),
+    ("a URL with a password", _URL_PASSWORD),
+    ("a secret in a URL's query string", _QUERY_SECRET),
+    ("a token or API key", _TOKEN_SHAPES),
+)
+
+
+def secret_shape(text: str) -> str | None:
+    """What kind of secret ``text`` holds somewhere, by its shape (a private
+    key, a URL with a password or a secret query parameter, a token or API
+    key), or ``None``. Never returns the secret itself. Unlike :func:`redact`
+    it does not flag ``name: value`` pairs, which ordinary prose has."""
+    return next((kind for kind, pattern in _SHAPES if pattern.search(text)), None)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask known ``secrets`` and anything shaped like a secret in ``text``."""
     # Longest first, so a secret that contains another is masked whole.

@@ -53,6 +53,8 @@ class PluginInfo:
     # Declared by the plugin (``SWITCHED_BY_OWNERS_ONLY = True``): guild
     # administrators cannot switch it in their guild.
     owners_only: bool = False
+    # Failed because its configuration is invalid (``reason`` says how).
+    bad_config: bool = False
 
 
 @dataclass(slots=True)
@@ -116,12 +118,12 @@ class PluginHost:
         )
         return True
 
-    def fail(self, name: str, reason: str) -> None:
+    def fail(self, name: str, reason: str, *, bad_config: bool = False) -> None:
         """Take out a plugin that broke at start-up."""
         if self.pm.has_plugin(name):
             self.pm.unregister(name=name)
         info = self.info.get(name) or PluginInfo(name, "failed")
-        info.state, info.reason = "failed", reason
+        info.state, info.reason, info.bad_config = "failed", reason, bad_config
         self.info[name] = info
 
     # --- switching at run time --------------------------------------------

@@ -19,6 +19,8 @@ only: the file is refused when it holds one, and every secret is a
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import socket
@@ -26,11 +28,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
-from core.logs import secret_filter, secret_values
+from core.logs import secret_filter, secret_shape, secret_values
 
 DEFAULT_CONFIG_FILE = "bot.toml"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a Discord conversation. Be concise."
@@ -78,6 +80,31 @@ class EnvSettings(BaseSettings):
     log_level: str = "INFO"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_named(cls, value: Any) -> Any:
+        # Path("") is the working directory: the database would land wherever
+        # the bot happened to be started.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty; unset it for the default ./data, or name a directory")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_known(cls, value: str) -> str:
+        return check_log_level(value)
+
+
+def check_log_level(value: str) -> str:
+    """``value`` upper-cased when it names a logging level, else ``ValueError``."""
+    level = value.strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseModel):
@@ -141,27 +168,72 @@ class PluginSettings(BaseSettings):
 _P = TypeVar("_P", bound=BaseModel)
 
 
+def closest(name: str, known: Any) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``name``, else ``""``."""
+    match = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
 def load_plugin_settings(model: type[_P], section: dict[str, Any], where: str = "config") -> _P:
     known = set(model.model_fields)
     for key in section:
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known)) or 'none'})")
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{closest(key, known)} (known: {', '.join(sorted(known)) or 'none'})"
+            )
     try:
         return model(**section)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, where)) from None
+        raise ConfigError(_explain(exc, where, model)) from None
     except SettingsError as exc:
         # A malformed complex value in an environment variable (e.g. JSON);
         # pydantic-settings' message names the field, never the value.
         raise ConfigError(f"{where} (or its environment variable): {exc}") from None
 
 
-def _explain(exc: ValidationError, where: str) -> str:
+def _explain(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(value)"
-        parts.append(f"{key}: {err['msg']}")
-    return f"{where}: " + "; ".join(parts)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and model is not None and err["loc"]:
+            msg += closest(str(err["loc"][0]), model.model_fields)
+        # A value the environment set is named by its variable, not by the
+        # file's table, so the operator looks in the right place.
+        env = _env_variable(model, str(err["loc"][0])) if model is not None and err["loc"] else None
+        label = key if not env else env if where == "environment" else f"{key} (set by {env} in the environment)"
+        parts.append(f"{where}: {label}: {msg}")
+    # One line per problem, each naming where it is.
+    return "\n".join(parts)
+
+
+def _env_variable(model: type[BaseModel], field: str) -> str | None:
+    """The environment variable that set ``field`` of a settings model, if one did."""
+    prefix = str(model.model_config.get("env_prefix") or "")
+    if not issubclass(model, BaseSettings) or field not in model.model_fields:
+        return None
+    alias = model.model_fields[field].validation_alias
+    names = [f"{prefix}{field}"]
+    choices = getattr(alias, "choices", None)
+    if choices:
+        names += [c for c in choices if isinstance(c, str)]
+    elif isinstance(alias, str):
+        names.append(alias)
+    upper = {k.upper() for k in os.environ}
+    return next((n.upper() for n in names if n.upper() in upper), None)
+
+
+def unknown_sections(settings: Settings, plugins: Any) -> list[str]:
+    """A problem line for each table of the config file that names no
+    installed plugin (``[limit]`` for ``[limits]``): silently ignored, a typo
+    would leave that plugin on its defaults."""
+    known = set(plugins) | {"bot", "plugins"}
+    return [
+        f"{settings.config_file or 'config'}: unknown section [{name}]{closest(name, known)} "
+        f"(known: {', '.join(sorted(known))})"
+        for name in settings.sections
+        if name not in known
+    ]
 
 
 def _is_secret_key(key: str) -> bool:
@@ -196,6 +268,14 @@ def _check_no_secrets(data: Any, where: str, path: str = "") -> None:
             raise ConfigError(
                 f"{where}: {name!r} holds a URL with a password or token; put it in an environment variable instead"
             )
+        # Wherever it sits: a key pasted into a system prompt or a bot name
+        # would be sent to a model or shown to every user.
+        kind = secret_shape(value)
+        if kind:
+            raise ConfigError(
+                f"{where}: {name!r} holds what looks like {kind}; secrets come from environment variables only "
+                "(see .env.example), never from the config file"
+            )
 
 
 def load_settings(config_file: str | Path | None = None, *, env_file: str | Path | None = ".env") -> Settings:
@@ -207,7 +287,7 @@ def load_settings(config_file: str | Path | None = None, *, env_file: str | Path
     try:
         env = EnvSettings(_env_file=env_file)  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, "environment")) from None
+        raise ConfigError(_explain(exc, "environment", EnvSettings)) from None
     except SettingsError as exc:
         raise ConfigError(f"environment: {exc}") from None
 
@@ -234,11 +314,11 @@ def load_settings(config_file: str | Path | None = None, *, env_file: str | Path
     try:
         bot = BotSection(**raw.get("bot", {}))
     except (ValidationError, TypeError) as exc:
-        raise ConfigError(_explain(exc, f"{where} [bot]") if isinstance(exc, ValidationError) else f"{where} [bot]: {exc}") from None
+        raise ConfigError(_explain(exc, f"{where} [bot]", BotSection) if isinstance(exc, ValidationError) else f"{where} [bot]: {exc}") from None
     try:
         plugins = PluginsSection(**raw.get("plugins", {}))
     except (ValidationError, TypeError) as exc:
-        raise ConfigError(_explain(exc, f"{where} [plugins]") if isinstance(exc, ValidationError) else f"{where} [plugins]: {exc}") from None
+        raise ConfigError(_explain(exc, f"{where} [plugins]", PluginsSection) if isinstance(exc, ValidationError) else f"{where} [plugins]: {exc}") from None
     return Settings(env=env, bot=bot, plugins=plugins, sections=sections, config_file=path)
 
 

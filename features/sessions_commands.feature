@@ -85,6 +85,7 @@ Feature: Session commands and people's data
     Then the reply to "/forget confirm" contains "Done"
     And the database holds nothing of alice, "swordfish" or "green tea"
     And Redis holds nothing of alice, "swordfish" or "green tea"
+    And no file the bot wrote holds "swordfish" or "green tea"
     And the bot's context for bob in #general holds 2 messages
     When alice says "hello?" in #general
     Then the reply to "hello?" was generated from 1 messages

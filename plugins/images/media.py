@@ -76,6 +76,8 @@ class MediaStore:
                                    isolation_level=None)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Forgotten ownership rows are overwritten, not left in free pages.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -190,6 +192,9 @@ class MediaStore:
                 ).fetchone():
                     db.execute("DELETE FROM media WHERE sha256 = ?", (thumb,))
                     deleted_files += self._unlink(thumb)
+        with self._lock:
+            # The write-ahead log still holds the rows as they were.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return {"images": len(shas), "image_files": deleted_files}
 
     def _unlink(self, sha256: str) -> int:

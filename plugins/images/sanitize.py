@@ -42,6 +42,11 @@ class Limits:
     thumbnail_size: int = 256
     max_png_chunks: int = 4096
     max_metadata_chunk: int = MIB
+    # A JPEG whose longer side exceeds this is decoded at 1/2, 1/4 or 1/8
+    # scale (libjpeg's scaled DCT), never below this side: most of the cost
+    # of the largest accepted JPEGs goes, and nothing is lost that a chat
+    # shows. 0 decodes every JPEG at full size.
+    jpeg_decode_side: int = 2048
 
 
 @dataclass(slots=True)
@@ -232,6 +237,7 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, str, list[str]]:
         with _open(data, fmt, limits) as probe:
             probe.verify()
         image = _open(data, fmt, limits)
+        _reduce_jpeg(image, limits.jpeg_decode_side, notes)
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             notes.append(f"animated, first of {frames} frames kept")
@@ -264,6 +270,20 @@ def decode(data: bytes, limits: Limits) -> tuple[Image.Image, str, list[str]]:
     if data_has_metadata(data):
         notes.append("metadata removed")
     return image, fmt, notes
+
+
+def _reduce_jpeg(image: Image.Image, side: int, notes: list[str]) -> None:
+    """Ask libjpeg for a scaled decode (``Image.draft``) when the JPEG is
+    larger than ``side``: it skips the work for the pixels dropped, instead
+    of decoding them all and resizing after."""
+    width, height = image.size
+    longer = max(width, height)
+    if image.format != "JPEG" or not side or longer < 2 * side:
+        return
+    # draft() picks the largest of 1/8, 1/4, 1/2 that keeps at least this size.
+    wanted = (max(1, width * side // longer), max(1, height * side // longer))
+    if image.draft(None, wanted) is not None and image.size != (width, height):
+        notes.append(f"decoded at reduced size {image.width}×{image.height} (from {width}×{height})")
 
 
 def _orientation(image: Image.Image) -> int | None:

@@ -75,6 +75,7 @@ class ImagesService:
             thumbnail_size=settings.thumbnail_size,
             max_png_chunks=settings.max_png_chunks,
             max_metadata_chunk=settings.max_metadata_chunk,
+            jpeg_decode_side=settings.jpeg_decode_side,
         )
         self.rate = RateLimiter(settings.rate_limit, settings.rate_window, bot.clock.now)
         # One user's image must not stall the bot or other users: decodes run

@@ -53,6 +53,9 @@ class ImagesSettings(PluginSettings):
     max_message_pixels: int = Field(2 * 4096 * 4096, gt=0, description="all images of one message together")
     max_png_chunks: int = Field(4096, gt=0)
     max_metadata_chunk: int = Field(MIB, gt=0, description="bytes of one PNG text/ICC/EXIF chunk")
+    jpeg_decode_side: int = Field(
+        2048, ge=0, description="a JPEG at least twice this on its longer side is decoded at 1/2, 1/4 or 1/8 scale; 0: full size"
+    )
     # Decoding runs in worker processes, each decode bounded in time and memory.
     decode_timeout: float = Field(3.0, gt=0, description="seconds one image may take to decode and re-encode")
     decode_memory: int = Field(512 * MIB, ge=64 * MIB, description="bytes one decode may use above the worker's own")

@@ -89,7 +89,13 @@ def open_database(url: str, timeout: float) -> pw.Database:
         # A lock held elsewhere must fail a write before the call's own
         # timeout does, so the breaker trips on a clean error.
         busy = max(0.05, timeout * 0.8)
-        params.update(timeout=busy, pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": int(busy * 1000)})
+        # secure_delete: a deleted row's bytes are overwritten, not left in a
+        # free page where /forget would leave them readable on disk (many
+        # SQLite builds default to it; not all).
+        params.update(
+            timeout=busy,
+            pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": int(busy * 1000), "secure_delete": 1},
+        )
     try:
         db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -469,6 +475,8 @@ class DurableStore:
             touched |= {r[0] for r in own}
             scopes |= {r[1] for r in own}
             sessions = S.delete().where(S.user_id == user_id).execute()
+        if self.dialect == "sqlite":
+            self._truncate_wal()
         return {
             "messages": deleted,
             "sessions": sessions,
@@ -476,6 +484,16 @@ class DurableStore:
             "scopes": sorted(scopes),
             "message_ids": message_ids,
         }
+
+    def _truncate_wal(self) -> None:
+        """Copy the write-ahead log into the database file and empty it: the
+        log still holds the forgotten rows as they were before the delete.
+        A reader in the middle of a read keeps the log from being emptied;
+        that is reported, and the next forget or SQLite's own checkpoint
+        finishes the job."""
+        busy, _frames, _done = self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("memory: after a forget, the SQLite write-ahead log could not be emptied yet (a read was in progress)")
 
     # --- bot state -------------------------------------------------------------------
 

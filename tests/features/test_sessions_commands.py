@@ -210,6 +210,20 @@ def then_db_nothing(harness: Harness, user: str, one: str, two: str) -> None:
     assert not problems, f"{user}'s data is still in the database: " + "; ".join(problems)
 
 
+@then(parsers.re(r'no file the bot wrote holds "(?P<one>[^"]+)" or "(?P<two>[^"]+)"'))
+def then_no_file_holds(harness: Harness, one: str, two: str) -> None:
+    """Every file under the scenario's directory, read as bytes while the
+    bot runs: the SQLite database and its write-ahead log (fast matrix), the
+    media index, the spool. A deleted row left in the log or in a free page
+    is still on disk."""
+    found = [
+        str(path.relative_to(harness.tmp_path))
+        for path in harness.tmp_path.rglob("*")
+        if path.is_file() and any(word.encode() in path.read_bytes() for word in (one, two))
+    ]
+    assert not found, f"forgotten text still on disk in: {', '.join(found)}"
+
+
 @then(parsers.re(r'Redis holds nothing of (?P<user>[A-Za-z][\w-]*), "(?P<one>[^"]+)" or "(?P<two>[^"]+)"'))
 def then_redis_nothing(harness: Harness, user: str, one: str, two: str) -> None:
     """Every key and value of the scenario's Redis, read directly: neither
@@ -236,6 +250,6 @@ def then_redis_nothing(harness: Harness, user: str, one: str, two: str) -> None:
 def then_check_fails(check: subprocess.CompletedProcess[str], named: str) -> None:
     out = check.stdout + check.stderr
     assert check.returncode == 1, f"exit {check.returncode}:\n{out}"
-    assert "plugin sessions: FAILED" in out and "[sessions]" in out, out
+    assert "config: FAIL plugin sessions:" in out and "[sessions]" in out and "config: OK" not in out, out
     assert named in out, out
     assert "verdict: FAIL" in out, out

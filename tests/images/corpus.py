@@ -110,6 +110,17 @@ def big_progressive_jpeg(side: int = 6000) -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
+def big_photo_jpeg(side: int = 4096) -> bytes:
+    """A baseline JPEG with photo-like detail (smooth gradients plus grain),
+    the common shape of a large accepted upload."""
+    rng = random.Random(11)
+    gradient = Image.linear_gradient("L").resize((side, side))
+    grain = Image.frombytes("L", (side, side), rng.randbytes(side * side)).point(lambda v: v // 8)
+    base = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_90), grain))
+    return encode(base, "JPEG", quality=85)
+
+
+@functools.lru_cache(maxsize=None)
 def big_noise_webp(side: int = 6300) -> bytes:
     """Noise in a lossy WebP at low quality: a few MB, slow to decode."""
     rng = random.Random(7)

@@ -168,7 +168,7 @@ def test_terminal_chat_saves_the_png_and_prints_its_path(tmp_path: Path) -> None
     match = re.search(r"\[file saved to (.+\.png)\]", printed)
     assert match, printed
     saved = Path(match.group(1))
-    assert saved.is_file() and saved.parent == (tmp_path / "files").resolve()
+    assert saved.is_file() and saved.parent.parent == (tmp_path / "files").resolve()
     assert Image.open(saved).size == (200, 100)
 
 

@@ -168,3 +168,38 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
     assert stored.mode == "RGB" and stored.size == (16, 8)
     red, green, blue = stored.getpixel((8, 4))
     assert red > 200 and green < 60 and blue < 60
+
+
+# --- JPEG decoded at reduced scale (Image.draft) ----------------------------------
+
+
+def _jpeg(width: int, height: int, orientation: int | None = None, progressive: bool = False) -> bytes:
+    image = Image.new("RGB", (width, height), (90, 120, 150))
+    image.paste((200, 40, 40), (0, 0, width // 2, height))  # left half red
+    exif = Image.Exif()
+    if orientation:
+        exif[ExifTags.Base.Orientation] = orientation
+    return corpus.encode(image, "JPEG", exif=exif, quality=60, progressive=progressive)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_the_largest_jpegs_are_decoded_at_reduced_scale(progressive: bool) -> None:
+    clean = sanitize(_jpeg(4096, 4096, progressive=progressive), LIMITS)
+    assert (clean.width, clean.height) == (2048, 2048)
+    assert "decoded at reduced size 2048×2048 (from 4096×4096)" in clean.notes
+    picture = reopen(clean.data).convert("RGB")
+    assert picture.getpixel((10, 10))[0] > 150 and picture.getpixel((2040, 10))[0] < 150
+
+
+def test_a_reduced_jpeg_keeps_its_orientation_and_never_goes_below_the_side() -> None:
+    # Half of 4000 is below 2048: decoded at full size.
+    assert "decoded at reduced size" not in " ".join(sanitize(_jpeg(4000, 2000), LIMITS).notes)
+    rotated = sanitize(_jpeg(4096, 2048, orientation=6), LIMITS)
+    assert (rotated.width, rotated.height) == (1024, 2048)
+    assert "EXIF orientation applied" in rotated.notes
+
+
+def test_other_formats_and_a_zero_side_decode_at_full_size() -> None:
+    assert sanitize(corpus.plain_png(4096, 64), LIMITS).width == 4096
+    full = Limits(jpeg_decode_side=0)
+    assert sanitize(_jpeg(4096, 4096), full).width == 4096

@@ -268,3 +268,35 @@ def test_isolation_holds_across_a_restart_a_flush_and_a_second_instance(tmp_path
 
     run(first())
     run(second())
+
+
+def _files_holding(root: Path, needle: bytes) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and needle in p.read_bytes())
+
+
+def test_forget_leaves_no_trace_of_the_text_on_disk_while_the_bot_runs(tmp_path: Path) -> None:
+    # SQLite keeps deleted rows in the write-ahead log and in free pages
+    # until they are overwritten; a forgotten message must not be readable
+    # from the files meanwhile.
+    world = World(tmp_path)
+    marker = f"alice-zebra-{uuid.uuid4().hex}"
+    alice = f"alice-{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        bot = await _started(world)
+        try:
+            for n in range(5):
+                await say(bot, msg(f"{marker} {n}", alice))
+            await say(bot, msg("a picture", alice, attachments=[png((9, 8, 7))]))
+            await say(bot, msg("bob-otter", "bob"))
+            assert _files_holding(tmp_path, marker.encode())  # the check can see it
+            assert _files_holding(tmp_path, alice.encode())
+            assert (await say(bot, msg("/forget confirm", alice))).content.startswith("Done")
+            assert _files_holding(tmp_path, marker.encode()) == []
+            # Not even the user's id: the image index forgets its owner too.
+            assert _files_holding(tmp_path, alice.encode()) == []
+            assert "bob-otter" in (await say(bot, msg("bob-again", "bob"))).content
+        finally:
+            await bot.stop()
+
+    run(scenario())

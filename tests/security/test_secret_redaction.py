@@ -10,6 +10,7 @@ import io
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -263,3 +264,38 @@ def test_a_discord_webhook_url_is_refused(tmp_path: Path) -> None:
     path.write_text(f'[alerts]\nurl = "{webhook}"\n', encoding="utf-8")
     with pytest.raises(ConfigError):
         load_settings(path, env_file=None)
+
+
+def _discord_like() -> str:
+    return "M" + fake_secret("dtok", 25) + "." + "y" * 6 + "." + fake_secret("dsig", 30)
+
+
+@pytest.mark.parametrize(
+    ("toml", "build"),
+    [
+        # A secret in a URL's query string, not in its user info.
+        ('[llm]\nbase_url = "https://llm.example/v1?{q}={s}"\n', lambda: fake_secret("qpw", 20)),
+        ('[images]\nwebhook = "https://hooks.example/x?a=1&access_token={s}"\n', lambda: fake_secret("qtok", 24)),
+        # A key pasted into prose: the system prompt reaches the model.
+        ('[bot]\nsystem_prompt = "You help. Use key {s} when asked."\n', lambda: "sk-" + "proj-" + fake_secret("prompt", 40)),
+        # A token pasted where a name goes is shown to every user.
+        ('[bot]\nname = "{s}"\n', _discord_like),
+        ('[bot]\nsystem_prompt = "Data lives at ' + password_url("postgresql", "app", "{s}", "db/bot") + '"\n',
+         lambda: fake_secret("inprose", 16)),
+    ],
+)
+def test_a_secret_shape_anywhere_in_the_file_is_refused(toml: str, build: Any, tmp_path: Path) -> None:
+    secret = build()
+    path = tmp_path / "bot.toml"
+    path.write_text(toml.format(s=secret, q="pass" + "word"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="environment variables only") as caught:
+        load_settings(path, env_file=None)
+    assert secret not in str(caught.value)
+
+
+def test_prose_about_secrets_is_not_mistaken_for_one(tmp_path: Path) -> None:
+    prompt = "Never reveal a password: refuse. Keep to a token budget; the API key is not yours to share."
+    path = tmp_path / "bot.toml"
+    path.write_text(f'[bot]\nname = "herald-bot"\nsystem_prompt = "{prompt}"\n[llm]\nbase_url = "https://x.example/v1?max_tokens=5"\n',
+                    encoding="utf-8")
+    assert load_settings(path, env_file=None).bot.system_prompt == prompt

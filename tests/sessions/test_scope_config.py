@@ -155,6 +155,6 @@ def test_core_check_reports_a_malformed_scope(tmp_path: Path) -> None:
     )
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
-    assert "plugin sessions: FAILED" in out, out
+    assert "config: FAIL plugin sessions:" in out and "config: OK" not in out, out
     assert "overrides.guild:1.scope" in out, out
     assert "verdict: FAIL" in out, out
