@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +34,8 @@ class Hooks:
     """Dispatches a hook to every registered implementation.
 
     ``failures`` keeps the last failures (newest last) so a transport or a
-    command can say which plugin misbehaved.
+    command can say which plugin misbehaved; ``failure_counts`` counts every
+    failure by ``(plugin, hook)`` since start, for metrics.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class Hooks:
         # concerns that guild skips them.
         self.off_in_guild = off_in_guild
         self.failures: list[HookFailure] = []
+        self.failure_counts: Counter[tuple[str, str]] = Counter()
 
     def implementations(self, name: str) -> list[Any]:
         caller = getattr(self.pm.hook, name)
@@ -77,6 +80,7 @@ class Hooks:
     def _failed(self, hook: str, plugin: str, exc: BaseException) -> None:
         log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
         self.failures.append(HookFailure(plugin, hook, f"{type(exc).__name__}: {exc}"))
+        self.failure_counts[(plugin, hook)] += 1
         del self.failures[:-50]
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
