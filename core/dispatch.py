@@ -18,6 +18,7 @@ from typing import Any
 import pluggy
 
 from core.errors import Refused
+from core.logs import PLUGIN, note_message
 from core.switches import guild_of
 
 log = logging.getLogger("core.hooks")
@@ -66,6 +67,8 @@ class Hooks:
 
     async def _call(self, name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         args = {arg: kwargs[arg] for arg in impl.argnames}
+        _note_context(kwargs)
+        plugin = PLUGIN.set(impl.plugin_name)
         try:
             result = impl.function(**args)
             if inspect.isawaitable(result):
@@ -75,6 +78,8 @@ class Hooks:
         except Exception as exc:  # noqa: BLE001 - isolation is the point
             self._failed(name, impl.plugin_name, exc)
             return False, None
+        finally:
+            PLUGIN.reset(plugin)
         return True, result
 
     def _failed(self, hook: str, plugin: str, exc: BaseException) -> None:
@@ -131,3 +136,14 @@ class Hooks:
                     raise TypeError(f"{name} must be a plain def, not async")
             except Exception as exc:  # noqa: BLE001
                 self._failed(name, impl.plugin_name, exc)
+
+
+def _note_context(kwargs: dict[str, Any]) -> None:
+    """Tell the log lines which message, session and instance a hook call
+    is about (core.logs: the JSON log format)."""
+    message, session, bot = kwargs.get("message"), kwargs.get("session"), kwargs.get("bot")
+    message_id = getattr(message, "id", None)
+    if message_id is None and (record := kwargs.get("record")) is not None:
+        # store_message: the user's record, or the reply to it.
+        message_id = getattr(record, "reply_to_id", None) or getattr(record, "id", None)
+    note_message(message_id, getattr(session, "id", None), getattr(bot, "instance_id", None))
