@@ -1,7 +1,9 @@
-"""Operations plugin: health and metrics over HTTP.
+"""Operations plugin: health and metrics over HTTP, and the admin commands
+of the command line that need nothing but the core's hooks.
 
-Hooks only; the logic is in :mod:`plugins.ops.metrics` (what is measured)
-and :mod:`plugins.ops.http` (the listener). The pipeline hooks are implemented ``tryfirst`` and answer
+Hooks only; the logic is in :mod:`plugins.ops.metrics` (what is measured),
+:mod:`plugins.ops.http` (the listener) and :mod:`plugins.ops.admin` (the
+commands). The pipeline hooks are implemented ``tryfirst`` and answer
 nothing: they only note when a message reached each stage. Each bot gets its
 own :class:`Ops` as ``bot.ops`` (several bots may share a process).
 """
@@ -107,3 +109,10 @@ def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
 def _degraded(reply: Reply) -> bool:
     return MEMORY_DEGRADED in reply.notes
 
+
+@hookimpl
+def register_admin_commands(register: Any) -> None:
+    from plugins.ops.admin import COMMANDS
+
+    for command in COMMANDS:
+        register(command)
