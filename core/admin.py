@@ -62,7 +62,7 @@ class AdminCommand:
 
     name: str
     help: str
-    run: Callable[[Any, argparse.Namespace, "Output"], Awaitable[int]]
+    run: Callable[[Any, argparse.Namespace, Output], Awaitable[int]]
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     start: bool = True
     plugin: str = ""

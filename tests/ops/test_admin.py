@@ -99,7 +99,7 @@ def test_sessions_export_and_forget_a_user(harness: Harness, monkeypatch: pytest
     assert code == 0
     assert "remember me" in json.dumps(doc["export"]) and "not me" not in json.dumps(doc["export"])
 
-    code, doc, err = _cli(harness, monkeypatch, "forget", "--user", alice)
+    code, doc, _ = _cli(harness, monkeypatch, "forget", "--user", alice)
     assert code == 2 and "--yes" in doc["error"]
     code, doc, _ = _cli(harness, monkeypatch, "forget", "--user", alice, "--yes")
     assert code == 0 and doc["deleted"]["messages"] >= 1
