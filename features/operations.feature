@@ -33,6 +33,7 @@ Feature: Operators see the bot's health and metrics over HTTP
     And the metric bot_breaker_open for backend "redis" is 1
     And the metric bot_component_up for component "redis" is 0
     And the metric bot_outbox_depth is more than 0
+    And the metric bot_outbox_oldest_seconds is more than 0
     And the metric bot_replies_degraded_total for transport "test" is 1
     When Redis is started again
     And the database is reachable again
@@ -40,5 +41,6 @@ Feature: Operators see the bot's health and metrics over HTTP
     And the metric bot_breaker_open for backend "redis" is 0
     And the metric bot_breaker_open for backend "database" is 0
     And the metric bot_outbox_depth is 0
+    And the metric bot_outbox_oldest_seconds is 0
     And the metric bot_breaker_recoveries_total for backend "redis" is more than 0
     And every message got exactly one reply

@@ -17,6 +17,7 @@ needs no locking.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -85,15 +86,39 @@ async def readiness(bot: Any, timeout: float) -> Readiness:
 
 
 async def outbox_oldest(bot: Any, reports: list[HealthReport]) -> float | None:
-    """Age in seconds of the oldest write waiting in the outbox, read only
-    when the outbox report says something waits."""
+    """Age in seconds of the oldest write waiting in the outbox, looked up
+    only when the outbox report says something waits, and cheaply: the
+    first line of each spool file (they are append-only) in a thread, and
+    the id of the stream's first entry (a Redis stream id starts with the
+    entry's insertion time in milliseconds). Never the whole outbox: a
+    scrape during a long outage must not read it all on the event loop."""
     outbox = next((r for r in reports if r.component == "outbox"), None)
     memory = getattr(bot, "memory", None)
     if outbox is None or outbox.ok or memory is None:
         return None
-    entries = await memory.pending_entries()
-    stamps = [e["at"] for e in entries if isinstance(e.get("at"), (int, float))]
+    stamps: list[float] = []
+    spooled = await asyncio.get_running_loop().run_in_executor(None, _first_spooled, memory.spool.files())
+    stamps.extend(spooled)
+    cache = getattr(memory, "cache", None)
+    if cache is not None and memory.redis_ok and memory.outbox.stream_key:
+        first = await cache.call(cache.r.xrange(memory.outbox.stream_key, count=1))
+        if first:
+            entry_id = first[0][0].decode() if isinstance(first[0][0], bytes) else str(first[0][0])
+            stamps.append(int(entry_id.split("-")[0]) / 1000)
     return max(0.0, time.time() - min(stamps)) if stamps else None
+
+
+def _first_spooled(files: list[Any]) -> list[float]:
+    stamps = []
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                first = json.loads(fh.readline() or b"{}")
+        except (OSError, ValueError):
+            continue
+        if isinstance(first.get("at"), (int, float)):
+            stamps.append(float(first["at"]))
+    return stamps
 
 
 class OpsServer:

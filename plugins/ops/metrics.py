@@ -111,7 +111,10 @@ class PipelineMetrics:
         flight = self.in_flight.pop(message_id, None)
         now = time.perf_counter()
         if answer:
-            self.handled.labels(transport, "answer").inc()
+            # A refusal after the session was resolved (prepare_message) was
+            # counted as a conversation already.
+            if flight is None or flight.stage == STAGES[0]:
+                self.handled.labels(transport, "answer").inc()
         elif flight is not None:
             self.stage_latency.labels(flight.stage).observe(now - flight.stage_started)
         self.replies.labels(transport).inc()
