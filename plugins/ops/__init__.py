@@ -31,7 +31,7 @@ class Ops:
     def __init__(self, bot: Any, settings: OpsSettings) -> None:
         self.settings = settings
         self.registry = CollectorRegistry()
-        self.pipeline = PipelineMetrics(self.registry)
+        self.pipeline = PipelineMetrics(self.registry, settings.active_window)
         self.state = StateCollector(bot)
         self.registry.register(self.state)  # type: ignore[arg-type]
         self.server = OpsServer(bot, self.registry, self.state, settings.health_timeout)
@@ -98,6 +98,7 @@ def confirm_reply(message: IncomingMessage, bot: Any) -> None:
 def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
     if (ops := _ops(bot)) is not None:
         ops.pipeline.replied(message.id, message.transport, _degraded(reply), answer=False)
+        ops.pipeline.session_active(session.id)
 
 
 @hookimpl

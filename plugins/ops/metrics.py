@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from core.models import HealthReport
@@ -40,6 +40,8 @@ STAGES = ("claim", "store", "context", "generate", "send")
 # Messages whose pipeline has not finished here: a standby's message never
 # does (another instance answers it), so the oldest are dropped past this.
 MAX_IN_FLIGHT = 4096
+# Sessions remembered for bot_sessions_active, at most.
+MAX_SESSIONS = 100_000
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -57,7 +59,9 @@ class InFlight:
 class PipelineMetrics:
     """Counters and histograms fed by the pipeline hooks."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, active_window: float = 1800.0, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.received = Counter(
             "bot_messages_received", "Messages received by this instance, before the claim", ["transport"], registry=registry
         )
@@ -87,6 +91,15 @@ class PipelineMetrics:
             registry=registry,
         )
         self.in_flight: OrderedDict[str, InFlight] = OrderedDict()
+        # Session id -> when this instance last replied in it, oldest first.
+        self.sessions: OrderedDict[str, float] = OrderedDict()
+        self.active_window = active_window
+        self.now = now
+        Gauge(
+            "bot_sessions_active",
+            "Sessions this instance replied in within the last active_window seconds",
+            registry=registry,
+        ).set_function(self.active_sessions)
 
     def received_message(self, message_id: str, transport: str) -> None:
         self.received.labels(transport).inc()
@@ -105,6 +118,18 @@ class PipelineMetrics:
         flight.stage, flight.stage_started = stage, now
         if stage == "store":
             self.handled.labels(flight.transport, "conversation").inc()
+
+    def session_active(self, session_id: str) -> None:
+        self.sessions[session_id] = self.now()
+        self.sessions.move_to_end(session_id)
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+
+    def active_sessions(self) -> float:
+        horizon = self.now() - self.active_window
+        while self.sessions and next(iter(self.sessions.values())) < horizon:
+            self.sessions.popitem(last=False)
+        return float(len(self.sessions))
 
     def replied(self, message_id: str, transport: str, degraded: bool, answer: bool) -> None:
         """The reply to ``message_id`` was sent (and, for a conversation, stored)."""

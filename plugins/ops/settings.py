@@ -23,6 +23,9 @@ class OpsSettings(PluginSettings):
     # Seconds a readiness check or a scrape waits for the backends' health
     # reports before answering with what it knows.
     health_timeout: float = Field(2.0, gt=0)
+    # bot_sessions_active counts the sessions replied in within this many
+    # seconds: set it to the sessions plugin's idle_timeout when you change that.
+    active_window: float = Field(1800.0, gt=0)
 
     @field_validator("listen")
     @classmethod

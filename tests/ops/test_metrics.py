@@ -46,3 +46,17 @@ def test_messages_another_instance_answers_do_not_pile_up() -> None:
         metrics.received_message(f"m{i}", "discord")  # a standby: never finishes here
     assert len(metrics.in_flight) == MAX_IN_FLIGHT
     assert "m0" not in metrics.in_flight
+
+
+def test_sessions_count_as_active_until_the_window_passes() -> None:
+    registry = CollectorRegistry()
+    clock = [0.0]
+    metrics = PipelineMetrics(registry, active_window=60.0, now=lambda: clock[0])
+    metrics.session_active("s1")
+    clock[0] = 30.0
+    metrics.session_active("s2")
+    metrics.session_active("s1")  # s1 is fresh again
+    clock[0] = 80.0
+    assert _value(registry, "bot_sessions_active") == 2
+    clock[0] = 95.0
+    assert _value(registry, "bot_sessions_active") == 0
