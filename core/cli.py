@@ -194,13 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         if wanted.command in CORE_COMMANDS or (wanted.command is None and not _asks_help(argv)):
             args = _parser(None).parse_args(argv)
             return CORE_COMMANDS[args.command or "run"][0](args)
-        # Admin commands (and --help) need the plugins' registry: config first.
-        settings = load_settings(wanted.config)
-        bot, registry = admin_commands(settings)
+        # Admin commands (and --help) need the plugins' registry: config
+        # and logging first.
+        bot, registry = admin_commands(_settings(wanted))
         args = _parser(registry).parse_args(argv)
         if args.command in CORE_COMMANDS or args.command is None:
             return CORE_COMMANDS[args.command or "run"][0](args)
-        _settings(args)
         for problem in registry.problems:
             log.warning("%s", problem)
         return asyncio.run(_admin(bot, registry.commands[args.command], args))
