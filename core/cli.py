@@ -1,4 +1,6 @@
-"""Command line: ``python -m core run | chat | plugins | check``."""
+"""Command line: ``python -m core run | chat | plugins | check``, and the
+admin commands that enabled plugins register (``migrate``, ``outbox``,
+``doctor``...: :mod:`core.admin`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 import tempfile
 from typing import Any
 
+from core.admin import EXIT_USAGE, AdminCommand, AdminError, AdminRegistry, Output
 from core.bot import Bot
 from core.errors import ConfigError
 from core.logs import setup_logging
@@ -33,10 +36,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     secrets = [settings.env.discord_token.get_secret_value()] if settings.env.discord_token else []
     level = args.log_level or settings.env.log_level
     terminal_chat = args.command == "chat" or (args.command in (None, "run") and not settings.env.discord_token)
-    if terminal_chat and not args.log_level and "log_level" not in settings.env.model_fields_set:
-        # The chat shares the terminal with the log: only what needs attention.
+    quiet = terminal_chat or args.command not in (None, "run", "plugins", "check")
+    if quiet and not args.log_level and "log_level" not in settings.env.model_fields_set:
+        # The chat and the admin commands share the terminal with the log:
+        # only what needs attention.
         level = "WARNING"
-    setup_logging(level, secrets)
+    setup_logging(level, secrets, log_format=settings.env.log_format, instance_id=settings.env.instance_id)
     return settings
 
 
@@ -167,25 +172,95 @@ def _print_problems(lines: list[str]) -> None:
     print("not started: fix the configuration above (`python -m core check` checks it)", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def admin_commands(settings: Settings) -> tuple[Bot, AdminRegistry]:
+    """The admin commands the enabled plugins register, on a bot not started."""
+    bot = Bot(settings)
+    registry = AdminRegistry()
+    bot.hooks.call_registry("register_admin_commands", registry.register_for)
+    return bot, registry
+
+
+async def _admin(bot: Bot, command: AdminCommand, args: argparse.Namespace) -> int:
+    out = Output(getattr(args, "json", False))
+    # Read by plugins that must not act as a serving instance here (the ops
+    # plugin's HTTP listener).
+    bot.admin_command = command.name  # type: ignore[attr-defined]
+    error = None
+    if command.start:
+        await bot.start()
+    try:
+        code = await command.run(bot, args, out)
+    except AdminError as exc:
+        code, error = exc.code, str(exc)
+    finally:
+        if command.start:
+            await bot.stop()
+    out.finish(command.name, code, error)
+    return code
+
+
+def _parser(registry: AdminRegistry | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="A Discord bot that never forgets.")
     parser.add_argument("--config", help="TOML config file (default: $BOT_CONFIG or ./bot.toml)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     sub = parser.add_subparsers(dest="command")
-    commands: dict[str, Any] = {
-        "run": (cmd_run, "run the bot: Discord when DISCORD_TOKEN is set, else terminal chat"),
-        "chat": (cmd_chat, "chat with the bot in this terminal"),
-        "plugins": (cmd_plugins, "list plugins and their state"),
-        "check": (cmd_check, "validate config and reach every configured backend"),
-    }
-    for name, (_, help_text) in commands.items():
+    for name, (_, help_text) in CORE_COMMANDS.items():
         sub.add_parser(name, help=help_text)
-    args = parser.parse_args(argv)
-    command = args.command or "run"
+    for command in (registry.commands.values() if registry else ()):
+        command_parser = sub.add_parser(command.name, help=f"{command.help} [{command.plugin}]")
+        command.arguments(command_parser)
+        _add_json_option(command_parser)
+    return parser
+
+
+def _add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json`` on a command and on each of its sub-commands, so it may
+    come last (``sessions list --user 1 --json``)."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document for scripts")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_json_option(child)
+
+
+CORE_COMMANDS: dict[str, Any] = {
+    "run": (cmd_run, "run the bot: Discord when DISCORD_TOKEN is set, else terminal chat"),
+    "chat": (cmd_chat, "chat with the bot in this terminal"),
+    "plugins": (cmd_plugins, "list plugins and their state"),
+    "check": (cmd_check, "validate config and reach every configured backend"),
+}
+
+
+def _wanted(argv: list[str] | None) -> argparse.Namespace:
+    """The global options and the command name, before the plugins are known."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("--log-level")
+    pre.add_argument("command", nargs="?")
+    return pre.parse_known_args(argv)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    wanted = _wanted(argv)
     try:
-        return commands[command][0](args)
+        if wanted.command in CORE_COMMANDS or (wanted.command is None and not _asks_help(argv)):
+            args = _parser(None).parse_args(argv)
+            return CORE_COMMANDS[args.command or "run"][0](args)
+        # Admin commands (and --help) need the plugins' registry: config
+        # and logging first.
+        bot, registry = admin_commands(_settings(wanted))
+        args = _parser(registry).parse_args(argv)
+        if args.command in CORE_COMMANDS or args.command is None:
+            return CORE_COMMANDS[args.command or "run"][0](args)
+        for problem in registry.problems:
+            log.warning("%s", problem)
+        return asyncio.run(_admin(bot, registry.commands[args.command], args))
     except ConfigError as exc:
         _print_problems(str(exc).splitlines())
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _asks_help(argv: list[str] | None) -> bool:
+    return any(a in ("-h", "--help") for a in (sys.argv[1:] if argv is None else argv))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pluggy
 
 from core.errors import ConfigError, Refused
+from core.logs import PLUGIN, note_message
 from core.switches import guild_of
 
 log = logging.getLogger("core.hooks")
@@ -36,7 +38,8 @@ class Hooks:
     """Dispatches a hook to every registered implementation.
 
     ``failures`` keeps the last failures (newest last) so a transport or a
-    command can say which plugin misbehaved.
+    command can say which plugin misbehaved; ``failure_counts`` counts every
+    failure by ``(plugin, hook)`` since start, for metrics.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Hooks:
         # concerns that guild skips them.
         self.off_in_guild = off_in_guild
         self.failures: list[HookFailure] = []
+        self.failure_counts: Counter[tuple[str, str]] = Counter()
 
     def implementations(self, name: str) -> list[Any]:
         caller = getattr(self.pm.hook, name)
@@ -66,6 +70,8 @@ class Hooks:
 
     async def _call(self, name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         args = {arg: kwargs[arg] for arg in impl.argnames}
+        _note_context(kwargs)
+        plugin = PLUGIN.set(impl.plugin_name)
         try:
             result = impl.function(**args)
             if inspect.isawaitable(result):
@@ -75,6 +81,8 @@ class Hooks:
         except Exception as exc:  # noqa: BLE001 - isolation is the point
             self._failed(name, impl.plugin_name, exc)
             return False, None
+        finally:
+            PLUGIN.reset(plugin)
         return True, result
 
     def _failed(self, hook: str, plugin: str, exc: BaseException) -> None:
@@ -89,6 +97,7 @@ class Hooks:
         else:
             log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
         self.failures.append(HookFailure(plugin, hook, str(exc) if config else f"{type(exc).__name__}: {exc}", config))
+        self.failure_counts[(plugin, hook)] += 1
         del self.failures[:-50]
 
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -139,3 +148,14 @@ class Hooks:
                     raise TypeError(f"{name} must be a plain def, not async")
             except Exception as exc:  # noqa: BLE001
                 self._failed(name, impl.plugin_name, exc)
+
+
+def _note_context(kwargs: dict[str, Any]) -> None:
+    """Tell the log lines which message, session and instance a hook call
+    is about (core.logs: the JSON log format)."""
+    message, session, bot = kwargs.get("message"), kwargs.get("session"), kwargs.get("bot")
+    message_id = getattr(message, "id", None)
+    if message_id is None and (record := kwargs.get("record")) is not None:
+        # store_message: the user's record, or the reply to it.
+        message_id = getattr(record, "reply_to_id", None) or getattr(record, "id", None)
+    note_message(message_id, getattr(session, "id", None), getattr(bot, "instance_id", None))

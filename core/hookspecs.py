@@ -107,6 +107,18 @@ def register_image_providers(register: Any, bot: Any) -> None:
     """
 
 
+@hookspec
+def register_admin_commands(register: Any, bot: Any) -> None:
+    """Contribute commands of the command line beside ``run``/``chat``/
+    ``plugins``/``check``: ``register(AdminCommand(...))`` (see
+    :class:`core.admin.AdminCommand`), e.g. ``python -m core migrate show``.
+
+    Called on a bot that is not started yet; a command says whether the
+    core starts the plugins before running it. Names are unique; a taken
+    name is refused and reported. **Registry.**
+    """
+
+
 # --- Commands ------------------------------------------------------------------
 
 

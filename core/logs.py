@@ -14,13 +14,22 @@ Two layers, because neither alone is enough:
 The filter rewrites the fully formatted message, the traceback text and the
 stack text of each record, so a secret hidden in a log argument or an
 exception message is masked too.
+
+``log_format="json"`` writes one JSON object per line instead of text, with
+the pipeline's context on every line: the message and session being
+handled and the plugin running (context variables the hook dispatcher sets,
+:func:`note_message`), and the instance id. The JSON is built from the
+record after the filter masked it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import IO, Any
 
 MASK = "**********"
@@ -176,16 +185,87 @@ def secret_filter() -> RedactingFilter:
     return _FILTER
 
 
-def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), stream: IO[str] | None = None) -> None:
-    """Log to ``stream`` (stderr by default) through the redacting filter.
+# What the pipeline is working on, for the JSON log lines. Set (not reset)
+# by each hook call that concerns a message, so the core's own lines between
+# two hooks carry them too; each message's first hook overwrites them.
+MESSAGE_ID: ContextVar[str | None] = ContextVar("log_message_id", default=None)
+SESSION_ID: ContextVar[str | None] = ContextVar("log_session_id", default=None)
+INSTANCE_ID: ContextVar[str | None] = ContextVar("log_instance_id", default=None)
+# The plugin whose hook implementation runs now.
+PLUGIN: ContextVar[str | None] = ContextVar("log_plugin", default=None)
+
+
+def note_message(message_id: str | None, session_id: str | None, instance_id: str | None) -> None:
+    """Record the message (and its session, once known) a hook call is about."""
+    if message_id is not None and message_id != MESSAGE_ID.get():
+        MESSAGE_ID.set(message_id)
+        SESSION_ID.set(None)
+    if session_id is not None:
+        SESSION_ID.set(session_id)
+    if instance_id is not None:
+        INSTANCE_ID.set(instance_id)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the
+    pipeline's context and the traceback (all already redacted)."""
+
+    def __init__(self, instance_id: str | None = None) -> None:
+        super().__init__()
+        self.instance_id = instance_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "instance_id": INSTANCE_ID.get() or self.instance_id,
+            "message_id": MESSAGE_ID.get(),
+            "session_id": SESSION_ID.get(),
+            "plugin": PLUGIN.get() or _plugin_of(record.name),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(self.formatException(record.exc_info), _FILTER.secrets)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        if record.stack_info:
+            line["stack"] = record.stack_info
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def _plugin_of(logger_name: str) -> str | None:
+    # plugins.memory.store -> memory: a line logged outside a hook call (a
+    # background task) still says whose it is.
+    parts = logger_name.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "plugins" else None
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def setup_logging(
+    level: str = "INFO",
+    secrets: Iterable[str] = (),
+    stream: IO[str] | None = None,
+    log_format: str = "text",
+    instance_id: str | None = None,
+) -> None:
+    """Log to ``stream`` (stderr by default) through the redacting filter,
+    as text or as JSON lines (``log_format``).
 
     The filter sits on the handler, not on a logger, so records from every
     logger (discord.py, redis, aiohttp...) pass through it.
     """
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     for secret in secrets:
         _FILTER.add(secret)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(instance_id))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_FILTER)
     root = logging.getLogger()
     root.handlers[:] = [handler]

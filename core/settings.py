@@ -26,7 +26,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -78,6 +78,9 @@ class EnvSettings(BaseSettings):
     config: Path | None = None
     data_dir: Path = Path("data")
     log_level: str = "INFO"
+    # text (people) or json (one object per line, with message, session,
+    # instance and plugin: log collectors).
+    log_format: Literal["text", "json"] = "text"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
 

@@ -467,6 +467,8 @@ async def serve(core_bot: Any) -> None:
         raise ConfigError("DISCORD_TOKEN is not set: the Discord transport needs the bot token in the environment")
     with use_endpoints(config.api_base, config.gateway_url, config.cdn_base), _stop_on_sigterm() as terminated:
         client = build_client(core_bot, config)
+        # Read by /readyz (plugins/ops): ready once the gateway handshake is done.
+        core_bot.discord_client = client
         try:
             async with client:
                 await client.start(token)

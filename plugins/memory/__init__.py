@@ -128,4 +128,13 @@ async def save_bot_state(key: str, value: Any, bot: Any) -> None:
     await store_of(bot).save_bot_state(key, value)
 
 
+@hookimpl
+def register_admin_commands(register: Any) -> None:
+    # Imported here: the command line is the only user of these modules.
+    from plugins.memory.admin import COMMANDS
+
+    for command in COMMANDS:
+        register(command)
+
+
 __all__ = ["BackendDown", "MemorySettings", "MemoryStore", "store_of"]
