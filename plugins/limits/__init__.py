@@ -97,9 +97,11 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     notice = limiter.owed_notice(message)
     if notice:
         # The one notice of the noise limit, instead of silence.
+        limiter.refusals["notice"] += 1
         raise Refused(notice)
     if not limiter.is_quiet(message, command):
         return None
+    limiter.refusals["dropped"] += 1
     log.debug("limits: dropped message %s from %s quietly (already told about the limit)", message.id, message.author_id)
     return False
 
@@ -107,15 +109,19 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
 @hookimpl(tryfirst=True)
 async def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
     # tryfirst: refuse before other plugins decode images or spend anything.
-    problem = await _limiter(bot).check_message(message, bot.settings.bot.owner_ids)
+    limiter = _limiter(bot)
+    problem = await limiter.check_message(message, bot.settings.bot.owner_ids)
     if problem:
+        limiter.refusals["message"] += 1
         raise Refused(problem)
 
 
 @hookimpl(tryfirst=True)
 async def before_command(command: Any, message: IncomingMessage, bot: Any) -> None:
-    problem = await _limiter(bot).check_command(command.name, message, bot.settings.bot.owner_ids)
+    limiter = _limiter(bot)
+    problem = await limiter.check_command(command.name, message, bot.settings.bot.owner_ids)
     if problem:
+        limiter.refusals["command"] += 1
         raise Refused(problem)
 
 

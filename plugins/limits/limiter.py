@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +78,9 @@ class Limiter:
         # Ids of messages a rate rule already looked at (the rest of what the
         # core answers is "noise": unknown commands, refusals of bad input).
         self._counted: OrderedDict[str, None] = OrderedDict()
+        # What the limits refused, by kind (message, command, notice,
+        # dropped): read by the ops plugin's metrics.
+        self.refusals: Counter[str] = Counter()
         self.redis_failures = 0
         self.last_redis_error = ""
 

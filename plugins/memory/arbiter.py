@@ -134,7 +134,9 @@ class Arbiter:
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
         self.watching: set[str] = set()
-        self.takeovers = 0
+        # Claims won at once, taken over from a dead holder, and conceded
+        # (another instance answered): the ops plugin's metrics.
+        self.won = self.takeovers = self.conceded = 0
         self._table: ClaimTable | None = None
         self._claims: Batcher | None = None
         self._looks: Batcher | None = None
@@ -232,6 +234,7 @@ class Arbiter:
         finally:
             self.watching.discard(message_id)
         if verdict == "done":
+            self.conceded += 1
             self._remember(message_id)
         return verdict == "mine"
 
@@ -263,6 +266,7 @@ class Arbiter:
             with contextlib.suppress(BackendDown):
                 await self._db(self._table.release, message_id, self.owner)
             return said
+        self.won += 1
         self._hold(message_id, in_db=True)
         self._mirror_later(message_id, "claimed")
         if dirty:

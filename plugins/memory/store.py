@@ -72,6 +72,9 @@ class MemoryStore:
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
         self.arbiter = Arbiter(self)
+        # Window reads Redis answered, and those it missed (rebuilt from the
+        # database): the cache hit ratio, for the ops plugin's metrics.
+        self.window_hits = self.window_misses = 0
         self.leases = Leases(self)
         self.cache_dirty = False
         self.migrated = False
@@ -511,8 +514,10 @@ class MemoryStore:
             try:
                 hot, counter = await self.cache.window(session, limit)
                 if hot is not None:
+                    self.window_hits += 1
                     self.recent.note_window(session.id, hot)
                     return hot
+                self.window_misses += 1
                 epoch = self.cache.epoch
             except BackendDown as exc:
                 self.redis_failed(exc)

@@ -169,6 +169,7 @@ class StateCollector:
     def collect(self) -> Iterator[Metric]:
         yield from self._health()
         yield from self._memory()
+        yield from self._limits()
         yield from self._plugins()
 
     def _health(self) -> Iterator[Metric]:
@@ -213,7 +214,16 @@ class StateCollector:
         if arbiter is not None:
             takeovers = CounterMetricFamily("bot_claims_taken_over", "Claims this instance took over from a dead or frozen holder")
             takeovers.add_metric([], float(arbiter.takeovers))
-            yield takeovers
+            claims = CounterMetricFamily(
+                "bot_claims", "Claims on messages by outcome: won at once, or conceded (another instance answered)", labels=["outcome"]
+            )
+            claims.add_metric(["won"], float(getattr(arbiter, "won", 0)))
+            claims.add_metric(["conceded"], float(getattr(arbiter, "conceded", 0)))
+            yield from (takeovers, claims)
+        reads = CounterMetricFamily("bot_window_reads", "Context window reads by where they came from", labels=["source"])
+        reads.add_metric(["redis"], float(getattr(memory, "window_hits", 0)))
+        reads.add_metric(["rebuilt"], float(getattr(memory, "window_misses", 0)))
+        yield reads
         cache = getattr(memory, "cache", None)
         if cache is not None:
             epochs = CounterMetricFamily(
@@ -221,6 +231,13 @@ class StateCollector:
             )
             epochs.add_metric([], float(cache.epoch_changes))
             yield epochs
+
+    def _limits(self) -> Iterator[Metric]:
+        limiter = getattr(self.bot, "_limits_limiter", None)
+        refused = CounterMetricFamily("bot_rate_limit_refusals", "Messages and commands the limits refused, by kind", labels=["kind"])
+        for kind, count in sorted(getattr(limiter, "refusals", {}).items()):
+            refused.add_metric([kind], float(count))
+        yield refused
 
     def _plugins(self) -> Iterator[Metric]:
         errors = CounterMetricFamily(

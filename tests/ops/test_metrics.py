@@ -60,3 +60,25 @@ def test_sessions_count_as_active_until_the_window_passes() -> None:
     assert _value(registry, "bot_sessions_active") == 2
     clock[0] = 95.0
     assert _value(registry, "bot_sessions_active") == 0
+
+
+def test_claims_cache_reads_and_limit_refusals_are_exported() -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from plugins.memory.breaker import Breaker
+    from plugins.ops.metrics import StateCollector
+
+    memory = SimpleNamespace(
+        redis_breaker=Breaker("redis"), db_breaker=Breaker("database"), cache=None, window_hits=9, window_misses=1,
+        arbiter=SimpleNamespace(takeovers=1, won=5, conceded=7),
+    )
+    bot = SimpleNamespace(memory=memory, _limits_limiter=SimpleNamespace(refusals=Counter(message=2, notice=1)),
+                          hooks=SimpleNamespace(failure_counts={}), plugins=SimpleNamespace(listing=lambda: []))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in StateCollector(bot).collect() for s in m.samples}
+    assert samples[("bot_claims_total", (("outcome", "won"),))] == 5
+    assert samples[("bot_claims_total", (("outcome", "conceded"),))] == 7
+    assert samples[("bot_window_reads_total", (("source", "redis"),))] == 9
+    assert samples[("bot_window_reads_total", (("source", "rebuilt"),))] == 1
+    assert samples[("bot_rate_limit_refusals_total", (("kind", "message"),))] == 2
+    assert samples[("bot_rate_limit_refusals_total", (("kind", "notice"),))] == 1
