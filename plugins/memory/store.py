@@ -89,6 +89,10 @@ class MemoryStore:
         self.recent = RecentConversations(settings.window_size)
         # Cache.epoch_changes when recent windows were last rebuilt.
         self._rebuilt_at = -1
+        # Provisional sessions this instance saved or replayed from an
+        # outbox, by id, until settled: the copy alone forgets them when the
+        # instance that opened one restarts (docs/MEMORY_SESSIONS.md, rule 6).
+        self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -388,6 +392,9 @@ class MemoryStore:
         # database serves reads again (see _db_recovered).
         self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"}
         self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+        for entry in entries:
+            if entry.get("k") == "session":
+                self._note_unsettled(entry["d"]["s"])
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -626,10 +633,27 @@ class MemoryStore:
             task = asyncio.create_task(self._rebuild_recent(), name=f"memory-rebuild-{self.instance_id}")
             self._refills["(recent)"] = task
             task.add_done_callback(lambda _t: self._refills.pop("(recent)", None))
-        for data in self.recent.provisional_sessions():
+        await self._settle_known()
+
+    async def _settle_known(self) -> None:
+        """Settle the provisional sessions this instance knows of: in its
+        copy, saved here, or written to the database by its outbox replay
+        (their opener may have been killed before it could settle them)."""
+        known = {d["id"]: d for d in self.recent.provisional_sessions()}
+        known.update(self._unsettled)
+        for sid, data in known.items():
             settled = await self._settle_provisional(data)
             if settled is not None:
                 self.recent.note_session(settled)
+            if settled is None or settled["id"] != sid or not is_provisional(settled):
+                self._unsettled.pop(sid, None)
+
+    def _note_unsettled(self, data: dict[str, Any]) -> None:
+        if not is_provisional(data):
+            return
+        self._unsettled[data["id"]] = dict(data)
+        while len(self._unsettled) > 10_000:
+            self._unsettled.popitem(last=False)
 
     async def _rebuild_recent(self) -> None:
         """Put back the session and the window of each recent conversation
@@ -712,6 +736,7 @@ class MemoryStore:
                 self.db_failed(exc)
         if not in_db:
             await self._queue(self.outbox.entry("session", {"s": data, "f": fence}))
+        self._note_unsettled(data)
         self.recent.note_session(data, written=True)
         await self._cache_session(data, in_db)
         return True
