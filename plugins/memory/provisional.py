@@ -12,9 +12,10 @@ answers and no write waits in the outbox, it is settled, in one transaction:
   timestamps) and its row is deleted, so the conversation is one session;
 - otherwise it was a new conversation anyway: it only loses the mark.
 
-The provisional row and the row before it are locked first (newer before
-older), so concurrent settles of a chain of provisional sessions never
-move messages into a row another join deletes. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
+The provisional row and the row before it are locked first, so concurrent
+settles of a chain of provisional sessions never move messages into a row
+another join deletes; a row already locked means "settle later", never a
+wait. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
 """
 
 from __future__ import annotations
@@ -53,9 +54,36 @@ def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float
     return not (max_age and opened >= before["opened_at"] + float(max_age))
 
 
+class SettleLater(Exception):
+    """A row the settle needs is locked by another transaction (another
+    settle, a save, or a paused instance mid-write): nothing changed; the
+    next read or probe tries again. A settle never waits for a lock: a
+    database worker stuck behind a paused instance's transaction would
+    time out and mark the database down."""
+
+
 def settle(store: DurableStore, session_id: str) -> Settled | None:
     """Settle provisional session ``session_id`` (run on a database thread).
-    ``None`` when it is gone (settled meanwhile by another instance)."""
+    ``None`` when it is gone (settled meanwhile by another instance).
+    Raises :class:`SettleLater` when a row it needs is locked."""
+    try:
+        return _settle(store, session_id)
+    except Exception as exc:
+        if _lock_refused(exc):
+            raise SettleLater(session_id) from None
+        raise
+
+
+def _lock_refused(exc: BaseException) -> bool:
+    # peewee wraps the driver's error: PostgreSQL 55P03 lock_not_available,
+    # MySQL 3572 ER_LOCK_NOWAIT.
+    for err in (exc, exc.__context__, *(exc.args[:1] if exc.args else ())):
+        if getattr(err, "pgcode", None) == "55P03" or (isinstance(err, BaseException) and err.args[:1] == (3572,)):
+            return True
+    return False
+
+
+def _settle(store: DurableStore, session_id: str) -> Settled | None:
     S = store.m.SessionRow
     with _transaction(store):
         row = _locked(store, S.select().where(S.session_id == session_id)).first()
@@ -82,8 +110,9 @@ def _transaction(store: DurableStore) -> Any:
 
 def _locked(store: DurableStore, query: Any) -> Any:
     """``query`` locking its rows until the transaction ends, where the
-    database has row locks (SQLite locks the whole file: see _transaction)."""
-    return query.for_update() if store.db.for_update else query
+    database has row locks (SQLite locks the whole file: see _transaction);
+    a row already locked raises at once (see SettleLater)."""
+    return query.for_update(nowait=True) if store.db.for_update else query
 
 
 def _before(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:

@@ -38,7 +38,7 @@ from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
-from plugins.memory.provisional import Settled, settle
+from plugins.memory.provisional import Settled, SettleLater, settle
 from plugins.memory.recent import RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -871,6 +871,8 @@ class MemoryStore:
                     continue
             except BackendDown as exc:
                 self.db_failed(exc)
+                return data
+            except SettleLater:
                 return data
             await self._after_settle(settled)
             data = settled.session

@@ -196,10 +196,11 @@ def _locks_awaited(backend: Backend) -> int:
 def test_two_instances_settling_a_chain_of_provisional_sessions_lose_no_message(backend: Backend) -> None:
     """P1 continues S and P2 continues P1 (two outages in a row). One
     instance joins P1 into S while another settles P2: P2's messages end in
-    S, never in P1's deleted row."""
+    S, never in P1's deleted row; a settle never waits for a lock another
+    transaction holds (a paused instance may hold it for seconds)."""
     import psycopg2
 
-    from plugins.memory.provisional import settle
+    from plugins.memory.provisional import SettleLater, settle
 
     async def go() -> None:
         async with started(backend.store()) as store:
@@ -223,8 +224,41 @@ def test_two_instances_settling_a_chain_of_provisional_sessions_lose_no_message(
                 other.commit()
             finally:
                 other.close()
-            settled = await task
+            try:
+                settled = await task
+            except SettleLater:  # it found P1 locked and changed nothing: the next probe tries again
+                settled = await store.db.run(settle, store.db, "s-p2")
             assert settled is not None and settled.session["id"] == "s-old"
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
+@pytest.mark.real  # row locks between connections: SQLite takes the file's write lock instead
+def test_a_settle_does_not_wait_for_a_row_another_transaction_holds(backend: Backend) -> None:
+    """An instance paused mid-write holds its row lock for seconds: a settle
+    that waited would time out and mark the database down. It leaves the
+    session provisional for the next probe instead."""
+    import psycopg2
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            await store.store_message(rec(1, session=S))
+            blind = _p(1010.0)
+            with database_cut(backend, store):
+                await store.save_session(blind)
+                await store.store_message(rec(2, session=blind))
+            other = psycopg2.connect(backend.database_url)  # the paused instance, mid-save of S
+            try:
+                with other.cursor() as cur:
+                    cur.execute("SELECT 1 FROM sessions WHERE session_id = 's-old' FOR UPDATE")
+                await store.probe()  # the database is back: replay, then settle
+                assert store.db_ok and rows(backend) == ["s-blind", "s-old"]
+            finally:
+                other.rollback()
+                other.close()
+            await store.probe()
             assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
 
     run(go())
