@@ -89,10 +89,12 @@ class MemoryStore:
         self.recent = RecentConversations(settings.window_size)
         # Cache.epoch_changes when recent windows were last rebuilt.
         self._rebuilt_at = -1
-        # Provisional sessions this instance saved or replayed from an
-        # outbox, by id, until settled: the copy alone forgets them when the
-        # instance that opened one restarts (docs/MEMORY_SESSIONS.md, rule 6).
+        # Provisional sessions this instance saved, replayed from an outbox
+        # or found in the database when it started, by id, until settled:
+        # the copy alone forgets them when the instance that opened or
+        # replayed one restarts (docs/MEMORY_SESSIONS.md, rule 6).
         self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -637,8 +639,18 @@ class MemoryStore:
 
     async def _settle_known(self) -> None:
         """Settle the provisional sessions this instance knows of: in its
-        copy, saved here, or written to the database by its outbox replay
-        (their opener may have been killed before it could settle them)."""
+        copy, saved here, written to the database by its outbox replay, or
+        found there at its first probe with both backends up (whoever opened
+        or replayed them may have been killed before settling them)."""
+        if not self._scanned:
+            assert self.db is not None
+            try:
+                for data in await self.db.run(self.db.provisional_sessions, slow=True):
+                    self._note_unsettled(data)
+                self._scanned = True
+            except BackendDown as exc:
+                self.db_failed(exc)
+                return
         known = {d["id"]: d for d in self.recent.provisional_sessions()}
         known.update(self._unsettled)
         for sid, data in known.items():

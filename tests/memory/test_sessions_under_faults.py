@@ -185,6 +185,28 @@ def test_a_provisional_session_is_settled_by_the_instance_that_replays_it(backen
     run(go())
 
 
+def test_a_provisional_session_left_in_the_database_is_settled_by_the_next_instance_to_start(backend: Backend) -> None:
+    """Whoever replayed it was killed before settling it, and no outbox
+    holds it any more: an instance finds it in the database at its first
+    probe."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            await a.save_session(S)
+            await a.store_message(rec(1, session=S))
+            a.recent = RecentConversations(a.settings.window_size)  # a replaying instance, killed:
+            a._unsettled.clear()  # it knows nothing of what it wrote
+            assert a.db is not None
+            blind = dataclasses.asdict(_p(1010.0))
+            await a.db.run(a.db.upsert_session, blind, None)
+            await a.store_message(rec(2, session=_p(1010.0)))
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
 def _locks_awaited(backend: Backend) -> int:
     found = backend.sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
