@@ -398,6 +398,13 @@ class DurableStore:
             "state": orjson.loads(row.state or "{}"),
         }
 
+    def provisional_sessions(self) -> list[dict[str, Any]]:
+        """Every session still marked provisional (a scan of the sessions
+        table: run once per process, see MemoryStore._settle_known)."""
+        S = self.m.SessionRow
+        rows = S.select().where(S.state.contains('"provisional"'))
+        return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("provisional")]
+
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:
         S = self.m.SessionRow
         row = _one(S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()))

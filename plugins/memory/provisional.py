@@ -12,7 +12,10 @@ answers and no write waits in the outbox, it is settled, in one transaction:
   timestamps) and its row is deleted, so the conversation is one session;
 - otherwise it was a new conversation anyway: it only loses the mark.
 
-The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
+The provisional row and the row before it are locked first, so concurrent
+settles of a chain of provisional sessions never move messages into a row
+another join deletes; a row already locked means "settle later", never a
+wait. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
 """
 
 from __future__ import annotations
@@ -51,29 +54,86 @@ def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float
     return not (max_age and opened >= before["opened_at"] + float(max_age))
 
 
+class SettleLater(Exception):
+    """A row the settle needs is locked by another transaction (another
+    settle, a save, or a paused instance mid-write): nothing changed; the
+    next read or probe tries again. A settle never waits for a lock: a
+    database worker stuck behind a paused instance's transaction would
+    time out and mark the database down."""
+
+
 def settle(store: DurableStore, session_id: str) -> Settled | None:
     """Settle provisional session ``session_id`` (run on a database thread).
-    ``None`` when it is gone (settled meanwhile by another instance)."""
+    ``None`` when it is gone (settled meanwhile by another instance).
+    Raises :class:`SettleLater` when a row it needs is locked."""
+    try:
+        return _settle(store, session_id)
+    except Exception as exc:
+        if _lock_refused(exc):
+            raise SettleLater(session_id) from None
+        raise
+
+
+def _lock_refused(exc: BaseException) -> bool:
+    # peewee wraps the driver's error: PostgreSQL 55P03 lock_not_available,
+    # MySQL 3572 ER_LOCK_NOWAIT.
+    for err in (exc, exc.__context__, *(exc.args[:1] if exc.args else ())):
+        if getattr(err, "pgcode", None) == "55P03" or (isinstance(err, BaseException) and err.args[:1] == (3572,)):
+            return True
+    return False
+
+
+def _settle(store: DurableStore, session_id: str) -> Settled | None:
     S = store.m.SessionRow
-    with store.db.atomic():
-        row = S.select().where(S.session_id == session_id).first()
+    with _transaction(store):
+        row = _locked(store, S.select().where(S.session_id == session_id)).first()
         if row is None:
             return None
         blind = store._session_dict(row)
         if not blind["state"].get(PROVISIONAL):
             return Settled(blind)
-        before_row = (
-            S.select()
-            .where((S.scope_key == blind["scope_key"]) & (S.session_id != session_id) & (S.opened_at <= blind["opened_at"]))
-            .order_by(S.opened_at.desc(), S.last_active_at.desc())
-            .first()
-        )
-        before = store._session_dict(before_row) if before_row is not None else None
+        before = _before(store, blind)
         if before is None or not continues(before, blind, _newest_write(store, before["id"])):
             blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
             S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
             return Settled(blind)
         return _join(store, blind, before)
+
+
+def _transaction(store: DurableStore) -> Any:
+    # SQLite: take the write lock at BEGIN, so a concurrent settle waits
+    # instead of reading rows it is about to change.
+    if store.dialect == "sqlite":
+        return store.db.atomic("IMMEDIATE")
+    return store.db.atomic()
+
+
+def _locked(store: DurableStore, query: Any) -> Any:
+    """``query`` locking its rows until the transaction ends, where the
+    database has row locks (SQLite locks the whole file: see _transaction);
+    a row already locked raises at once (see SettleLater)."""
+    return query.for_update(nowait=True) if store.db.for_update else query
+
+
+def _before(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:
+    """The scope's session before ``blind``, locked. Two instances may
+    settle a chain of provisional sessions at once (P2 into P1 while P1
+    goes into S): each locks its own session, then the one before it, so
+    a join never moves messages into a session a concurrent join deletes.
+    When the one found was deleted by such a join meanwhile, look again."""
+    S = store.m.SessionRow
+    while True:
+        found = (
+            S.select(S.session_id)
+            .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at <= blind["opened_at"]))
+            .order_by(S.opened_at.desc(), S.last_active_at.desc())
+            .first()
+        )
+        if found is None:
+            return None
+        row = _locked(store, S.select().where(S.session_id == found.session_id)).first()
+        if row is not None:
+            return store._session_dict(row)
 
 
 def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) -> Settled:

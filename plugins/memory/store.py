@@ -38,7 +38,7 @@ from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
-from plugins.memory.provisional import Settled, settle
+from plugins.memory.provisional import Settled, SettleLater, settle
 from plugins.memory.recent import RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -92,6 +92,12 @@ class MemoryStore:
         self.recent = RecentConversations(settings.window_size)
         # Cache.epoch_changes when recent windows were last rebuilt.
         self._rebuilt_at = -1
+        # Provisional sessions this instance saved, replayed from an outbox
+        # or found in the database when it started, by id, until settled:
+        # the copy alone forgets them when the instance that opened or
+        # replayed one restarts (docs/MEMORY_SESSIONS.md, rule 6).
+        self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -391,6 +397,9 @@ class MemoryStore:
         # database serves reads again (see _db_recovered).
         self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"}
         self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+        for entry in entries:
+            if entry.get("k") == "session":
+                self._note_unsettled(entry["d"]["s"])
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -631,10 +640,37 @@ class MemoryStore:
             task = asyncio.create_task(self._rebuild_recent(), name=f"memory-rebuild-{self.instance_id}")
             self._refills["(recent)"] = task
             task.add_done_callback(lambda _t: self._refills.pop("(recent)", None))
-        for data in self.recent.provisional_sessions():
+        await self._settle_known()
+
+    async def _settle_known(self) -> None:
+        """Settle the provisional sessions this instance knows of: in its
+        copy, saved here, written to the database by its outbox replay, or
+        found there at its first probe with both backends up (whoever opened
+        or replayed them may have been killed before settling them)."""
+        if not self._scanned:
+            assert self.db is not None
+            try:
+                for data in await self.db.run(self.db.provisional_sessions, slow=True):
+                    self._note_unsettled(data)
+                self._scanned = True
+            except BackendDown as exc:
+                self.db_failed(exc)
+                return
+        known = {d["id"]: d for d in self.recent.provisional_sessions()}
+        known.update(self._unsettled)
+        for sid, data in known.items():
             settled = await self._settle_provisional(data)
             if settled is not None:
                 self.recent.note_session(settled)
+            if settled is None or settled["id"] != sid or not is_provisional(settled):
+                self._unsettled.pop(sid, None)
+
+    def _note_unsettled(self, data: dict[str, Any]) -> None:
+        if not is_provisional(data):
+            return
+        self._unsettled[data["id"]] = dict(data)
+        while len(self._unsettled) > 10_000:
+            self._unsettled.popitem(last=False)
 
     async def _rebuild_recent(self) -> None:
         """Put back the session and the window of each recent conversation
@@ -717,6 +753,7 @@ class MemoryStore:
                 self.db_failed(exc)
         if not in_db:
             await self._queue(self.outbox.entry("session", {"s": data, "f": fence}))
+        self._note_unsettled(data)
         self.recent.note_session(data, written=True)
         await self._cache_session(data, in_db)
         return True
@@ -851,6 +888,8 @@ class MemoryStore:
                     continue
             except BackendDown as exc:
                 self.db_failed(exc)
+                return data
+            except SettleLater:
                 return data
             await self._after_settle(settled)
             data = settled.session

@@ -162,6 +162,130 @@ def test_a_provisional_session_waits_for_the_outbox(backend: Backend) -> None:
     run(go())
 
 
+def test_a_provisional_session_is_settled_by_the_instance_that_replays_it(backend: Backend) -> None:
+    """Its opener was killed before it could settle it: the instance that
+    writes it to the database from the outbox settles it at its next probe,
+    though no message of that conversation comes to read it back."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        await a.save_session(S)
+        for n in (1, 2):
+            await a.store_message(rec(n, session=S))
+        blind = _p(1010.0)
+        with database_cut(backend, a):
+            await a.save_session(blind)
+            assert await a.store_message(rec(3, session=blind)) is False
+            await a.stop()  # killed: its outbox keeps the writes, its copy is gone
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
+def test_a_provisional_session_left_in_the_database_is_settled_by_the_next_instance_to_start(backend: Backend) -> None:
+    """Whoever replayed it was killed before settling it, and no outbox
+    holds it any more: an instance finds it in the database at its first
+    probe."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            await a.save_session(S)
+            await a.store_message(rec(1, session=S))
+            a.recent = RecentConversations(a.settings.window_size)  # a replaying instance, killed:
+            a._unsettled.clear()  # it knows nothing of what it wrote
+            assert a.db is not None
+            blind = dataclasses.asdict(_p(1010.0))
+            await a.db.run(a.db.upsert_session, blind, None)
+            await a.store_message(rec(2, session=_p(1010.0)))
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
+def _locks_awaited(backend: Backend) -> int:
+    found = backend.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    return int(found[0][0])
+
+
+@pytest.mark.real  # row locks between connections: SQLite takes the file's write lock instead
+def test_two_instances_settling_a_chain_of_provisional_sessions_lose_no_message(backend: Backend) -> None:
+    """P1 continues S and P2 continues P1 (two outages in a row). One
+    instance joins P1 into S while another settles P2: P2's messages end in
+    S, never in P1's deleted row; a settle never waits for a lock another
+    transaction holds (a paused instance may hold it for seconds)."""
+    import psycopg2
+
+    from plugins.memory.provisional import SettleLater, settle
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            p1 = dataclasses.replace(_p(1010.0), id="s-p1")
+            p2 = dataclasses.replace(_p(1020.0), id="s-p2")
+            for n, session in enumerate((S, p1, p2), start=1):
+                await store.save_session(session)
+                await store.store_message(rec(n, session=session))
+            other = psycopg2.connect(backend.database_url)  # the other instance, mid-join of P1 into S
+            try:
+                with other.cursor() as cur:
+                    cur.execute("SELECT 1 FROM sessions WHERE session_id = 's-p1' FOR UPDATE")
+                    cur.execute("UPDATE messages SET session_id = 's-old' WHERE session_id = 's-p1'")
+                    cur.execute("DELETE FROM sessions WHERE session_id = 's-p1'")
+                task = asyncio.ensure_future(store.db.run(settle, store.db, "s-p2", slow=True))
+                for _ in range(500):  # bounded: until the settle is done or waits for the other's locks
+                    if task.done() or _locks_awaited(backend):
+                        break
+                    await asyncio.sleep(0.01)
+                other.commit()
+            finally:
+                other.close()
+            try:
+                settled = await task
+            except SettleLater:  # it found P1 locked and changed nothing: the next probe tries again
+                settled = await store.db.run(settle, store.db, "s-p2")
+            assert settled is not None and settled.session["id"] == "s-old"
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
+@pytest.mark.real  # row locks between connections: SQLite takes the file's write lock instead
+def test_a_settle_does_not_wait_for_a_row_another_transaction_holds(backend: Backend) -> None:
+    """An instance paused mid-write holds its row lock for seconds: a settle
+    that waited would time out and mark the database down. It leaves the
+    session provisional for the next probe instead."""
+    import psycopg2
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            await store.store_message(rec(1, session=S))
+            blind = _p(1010.0)
+            with database_cut(backend, store):
+                await store.save_session(blind)
+                await store.store_message(rec(2, session=blind))
+            other = psycopg2.connect(backend.database_url)  # the paused instance, mid-save of S
+            try:
+                with other.cursor() as cur:
+                    cur.execute("SELECT 1 FROM sessions WHERE session_id = 's-old' FOR UPDATE")
+                await store.probe()  # the database is back: replay, then settle
+                assert store.db_ok and rows(backend) == ["s-blind", "s-old"]
+            finally:
+                other.rollback()
+                other.close()
+            await store.probe()
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+
+    run(go())
+
+
 # --- the background rebuild -----------------------------------------------------------------
 
 
