@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from core import commands as command_parsing
@@ -26,7 +26,6 @@ from core.models import (
     IncomingMessage,
     MessageRecord,
     Reply,
-    Role,
     SendReply,
     Session,
 )
@@ -41,6 +40,10 @@ _NONE: frozenset[str] = frozenset()
 OWNERS_ONLY_HOOKS = frozenset(
     {"claim_message", "session_scope", "resolve_session", "session_lease", "export_user", "forget_user"}
 )
+
+# How a conversation turn gets its answer: (message, session, its stored
+# record, whether memory is degraded) -> the reply.
+Answerer = Callable[[IncomingMessage, Session, MessageRecord, bool], Awaitable[Reply]]
 
 MEMORY_DEGRADED = "memory is degraded: this message may not be remembered"
 
@@ -279,8 +282,14 @@ class Bot:
     # --- the pipeline ----------------------------------------------------
 
     async def handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
-        """Handle one incoming message; return the reply sent, or ``None``
-        when nothing was sent (bot author, or handled by another instance)."""
+        """Handle one incoming message, conversation or command, from any
+        transport; return the reply sent, or ``None`` when nothing was sent
+        (bot author, or handled by another instance).
+
+        The one way in: every transport calls this with a ``send`` callable
+        and nothing else of the pipeline (claim, lease, session, storage,
+        the claim marked done) is done anywhere but here.
+        """
         if message.author_is_bot:
             return None
         # Claimed first: with several instances receiving every event, each
@@ -296,29 +305,56 @@ class Bot:
             return await self._answer(message, Reply(problem), send)
         parsed = command_parsing.parse(message.content, self.settings.bot.command_prefix)
         if parsed and not message.attachments:
-            return await self._answer(message, await self.commands.run(self, message, *parsed), send)
+            return await self._command(message, *parsed, send)
+        return await self._turn(message, send, self._generate, prepare=True)
 
-        lease = await self.hooks.first("session_lease", message=message)
-        async with self._held(lease):
-            try:
-                return await self._converse(message, send)
-            except Refused as refused:
-                return await self._answer(message, Reply(refused.reply), send)
+    async def _command(self, message: IncomingMessage, name: str, args: str, send: SendReply) -> Reply | None:
+        command = self.commands.commands.get(name)
+        if command is not None and command.holds_session:
+            async with self.session_held(message):
+                reply = await self.commands.run(self, message, name, args)
+        else:
+            reply = await self.commands.run(self, message, name, args)
+        if not reply.in_conversation:
+            return await self._answer(message, reply, send)
 
-    async def _answer(self, message: IncomingMessage, reply: Reply, send: SendReply) -> Reply:
-        """Send a reply that is not part of the conversation record."""
+        async def answer(_message: IncomingMessage, _session: Session, _record: MessageRecord, _degraded: bool) -> Reply:
+            return reply
+
+        # A command's answer that is part of the conversation (a picture):
+        # the request and the answer are stored like a conversation turn.
+        # The command was checked as a command, so prepare_message (the
+        # checks of a conversation message) does not run again.
+        sent = await self._turn(message, send, answer, prepare=False)
+        if sent is not None:
+            await self.hooks.broadcast("message_answered", message=message, reply=sent)
+        return sent
+
+    async def _answer(self, message: IncomingMessage, reply: Reply, send: SendReply) -> Reply | None:
+        """Send a reply that is not part of the conversation record; its
+        claim is done once sent."""
+        if not await self._confirmed(message):
+            return None
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
 
+    async def _confirmed(self, message: IncomingMessage) -> bool:
+        if await self.hooks.first("confirm_reply", message=message) is False:
+            log.warning("reply to message %s not sent: another instance took the message over", message.id)
+            return False
+        return True
+
     @contextlib.asynccontextmanager
-    async def _held(self, lease: Any) -> AsyncIterator[None]:
-        """Hold a session lease; when taking it fails, answer anyway.
+    async def session_held(self, message: IncomingMessage) -> AsyncIterator[None]:
+        """Hold the lease of ``message``'s session; when taking it fails,
+        go on without it.
 
         Availability wins over strict one-at-a-time handling: a lease that
         cannot be taken (both backends down) must not cost the user a reply.
         Failures inside the block propagate unchanged.
         """
+        lease = await self.hooks.first("session_lease", message=message)
         if lease is None:
             yield
             return
@@ -347,14 +383,27 @@ class Bot:
             )
         return None
 
-    async def _converse(self, message: IncomingMessage, send: SendReply) -> Reply | None:
-        session = await self.hooks.first("resolve_session", message=message)
-        if session is None:
-            session = self.default_session(message)
-        await self.hooks.broadcast("prepare_message", message=message, session=session)
-        record = MessageRecord.from_incoming(message, session)
-        degraded = not await self._store(record, session)
+    async def _turn(self, message: IncomingMessage, send: SendReply, answer: Answerer, *, prepare: bool) -> Reply | None:
+        """One turn of the conversation, holding the session's lease:
+        resolve the session, store the message, ``answer`` it, send the
+        answer and store it."""
+        async with self.session_held(message):
+            try:
+                session = await self.hooks.first("resolve_session", message=message)
+                if session is None:
+                    session = self.default_session(message)
+                if prepare:
+                    await self.hooks.broadcast("prepare_message", message=message, session=session)
+                record = MessageRecord.from_incoming(message, session)
+                degraded = not await self._store(record, session)
+                reply = await answer(message, session, record, degraded)
+                if degraded and MEMORY_DEGRADED not in reply.notes:
+                    reply.notes.append(MEMORY_DEGRADED)
+                return await self._deliver(message, session, reply, send)
+            except Refused as refused:
+                return await self._answer(message, Reply(refused.reply), send)
 
+    async def _generate(self, message: IncomingMessage, session: Session, record: MessageRecord, degraded: bool) -> Reply:
         context = await self.hooks.first("build_context", session=session, message=message)
         if context is None:
             context = Context(session, self.settings.bot.system_prompt, [record])
@@ -364,28 +413,20 @@ class Bot:
         if reply is None:
             failed = ", ".join(sorted({f.plugin for f in self.hooks.failures[-5:] if f.hook == "generate_reply"}))
             reply = Reply(f"Sorry, I could not generate a reply{f' (plugin {failed} failed)' if failed else ''}.")
-        if degraded and MEMORY_DEGRADED not in reply.notes:
-            reply.notes.append(MEMORY_DEGRADED)
+        return reply
 
-        if await self.hooks.first("confirm_reply", message=message) is False:
-            log.warning("reply to message %s not sent: another instance took the message over", message.id)
+    async def _deliver(self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply) -> Reply | None:
+        """Send the answer of a conversation turn and store it; storing its
+        record marks the message answered."""
+        if not await self._confirmed(message):
             return None
         sent = await send(reply)
-        now = self.clock.now()
-        reply_record = MessageRecord(
-            id=f"reply:{message.id}",
-            session_id=session.id,
-            scope_key=session.scope_key,
-            role=Role.BOT,
-            author_id="bot",
+        reply_record = MessageRecord.of_reply(
+            message,
+            session,
+            reply,
             author_name=self.settings.bot.name,
-            content=reply.content,
-            # A reply sorts after what it answers, whatever the clocks say.
-            timestamp=max(sent.timestamp if sent and sent.timestamp else now, message.timestamp + 0.001),
-            guild_id=message.guild_id,
-            channel_id=message.channel_id,
-            reply_to_id=message.id,
-            attachments=reply.attachments,
+            timestamp=sent.timestamp if sent and sent.timestamp else self.clock.now(),
         )
         await self._store(reply_record, session)
         await self.hooks.broadcast("reply_sent", reply=reply, record=reply_record, session=session, message=message)

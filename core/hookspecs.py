@@ -92,7 +92,11 @@ def register_commands(register: Any, bot: Any) -> None:
 
     Names are unique; a second command with a taken name is refused and
     reported. Transports expose them (``/name`` in the terminal, slash
-    commands in Discord). **Registry.**
+    commands in Discord) and hand every call to the core's one pipeline,
+    which claims it, runs it and marks it answered. A command declared with
+    ``holds_session=True`` runs holding its session's lease; an answer
+    returned with ``Reply(in_conversation=True)`` is stored in the session
+    with the request, like a conversation turn. **Registry.**
     """
 
 
@@ -123,12 +127,14 @@ def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) 
 
 @hookspec
 def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
-    """Called after the core answered ``message`` without storing a reply
-    record: a command, or input it refused (empty, too long, refused by a
+    """Called after the core answered ``message`` with anything but a
+    generated conversation reply: a command (from any transport: text or
+    slash command), or input it refused (empty, too long, refused by a
     plugin). Every message is claimed first (one answer across instances);
-    this is where such a claim is marked done. A conversation reply is
-    done when its record is stored. **Broadcast.**
+    this is where such a claim is marked done. A conversation reply is done
+    when its record is stored. **Broadcast.**
     """
+
 
 # --- The message pipeline, in the order the core calls it ---------------------
 
@@ -244,7 +250,8 @@ def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Repl
 
 @hookspec
 def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
-    """Called right before the reply to ``message`` is sent. Return
+    """Called right before any answer to ``message`` is sent (a reply, a
+    command's answer, a refusal). Return
     ``False`` when this instance must not send it: e.g. it was paused past
     its claim's expiry and another instance took the message over, so that
     instance's reply is the only one. **First answer**; with no answer the

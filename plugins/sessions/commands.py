@@ -18,7 +18,6 @@ Discord).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -115,15 +114,14 @@ async def reset(inv: Invocation) -> Reply:
             "This channel shares one conversation; resetting it needs the Manage Messages permission.",
             ephemeral=True,
         )
-    lease = await bot.hooks.first("session_lease", message=message)
-    async with lease if lease is not None else contextlib.nullcontext():
-        closed, opened = await lifecycle.reset(
-            message,
-            key,
-            bot.clock.now(),
-            lambda k: service.load_session(bot, k),
-            lambda s: service.save_session(bot, s),
-        )
+    # The core runs reset holding the session's lease (holds_session).
+    closed, opened = await lifecycle.reset(
+        message,
+        key,
+        bot.clock.now(),
+        lambda k: service.load_session(bot, k),
+        lambda s: service.save_session(bot, s),
+    )
     service.remember(bot, opened)
     whose = "this channel's" if shared else "your"
     kept = " The earlier messages are kept for history and export." if closed else ""
@@ -320,7 +318,8 @@ async def forget(inv: Invocation) -> Reply:
 def all_commands() -> list[Command]:
     user_option = {"user": "bot owners: another user's id"}
     return [
-        Command("reset", "start a new session now (shared channel sessions: Manage Messages)", reset),
+        Command("reset", "start a new session now (shared channel sessions: Manage Messages)", reset,
+                holds_session=True),
         Command("session", "this session: age, idle time left, context window, backend health", session_info),
         Command("history", "your recent sessions", history, options={"count": "how many (up to 100)", **user_option}),
         Command("export", "your stored data as a JSON file", export, options=user_option),
