@@ -100,12 +100,11 @@ class Bot:
     async def _start_plugin(self, name: str) -> bool:
         plugin = self.plugins.pm.get_plugin(name)
         impls = [i for i in self.hooks.implementations("startup") if i.plugin is plugin]
-        before = len(self.hooks.failures)
         for impl in impls:
-            await self.hooks._call("startup", impl, {"bot": self})
-        if len(self.hooks.failures) > before:
-            self.plugins.fail(name, f"startup failed: {self.hooks.failures[-1].error}")
-            return False
+            failure = await self.hooks.call_one("startup", impl)
+            if failure is not None:
+                self.plugins.fail(name, f"startup failed: {failure.error}")
+                return False
         return True
 
     def _collect_registries(self) -> None:
@@ -254,7 +253,7 @@ class Bot:
         plugin = self.plugins.pm.get_plugin(name)
         for impl in self.hooks.implementations("shutdown"):
             if impl.plugin is plugin:
-                await self.hooks._call("shutdown", impl, {"bot": self})
+                await self.hooks.call_one("shutdown", impl)
 
     async def _load_states(self) -> dict[str, Any] | None:
         """Every stored switch, or ``None`` when the store cannot answer.
@@ -409,11 +408,13 @@ class Bot:
             context = Context(session, self.settings.bot.system_prompt, [record])
         if degraded:
             context.notes.append(MEMORY_DEGRADED)
-        reply = await self.hooks.first("generate_reply", context=context, message=message)
-        if reply is None:
-            failed = ", ".join(sorted({f.plugin for f in self.hooks.failures[-5:] if f.hook == "generate_reply"}))
-            reply = Reply(f"Sorry, I could not generate a reply{f' (plugin {failed} failed)' if failed else ''}.")
-        return reply
+        answer = await self.hooks.first_answer("generate_reply", context=context, message=message)
+        if answer.value is None:
+            # This message's own failures: another message's, failing at the
+            # same time, must not be blamed here.
+            failed = ", ".join(sorted({f.plugin for f in answer.failures}))
+            return Reply(f"Sorry, I could not generate a reply{f' (plugin {failed} failed)' if failed else ''}.")
+        return answer.value
 
     async def _deliver(self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply) -> Reply | None:
         """Send the answer of a conversation turn and store it; storing its

@@ -1,6 +1,9 @@
 """The hook contract between the core and its plugins: every hook, in one place.
 
-Each hook says what it receives, what it returns and how the core calls it:
+Each hook says what it receives, what it returns and how the core calls it
+(its mode, declared in code by ``@spec(Mode.…)`` and enforced by the core's
+dispatcher: a call in another mode, or with an argument the hook does not
+declare, is refused with :class:`core.dispatch.HookMisuse`):
 
 - **broadcast**: every implementation runs; results are ignored.
 - **first answer**: implementations run in turn (``tryfirst`` ones first,
@@ -24,7 +27,9 @@ instance id, and ``bot.hooks`` to call other hooks).
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -42,10 +47,42 @@ PROJECT_NAME = "discord_bot"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 
+class Mode(enum.Enum):
+    """How the core calls a hook (see above); declared by each hookspec with
+    :func:`spec` and enforced by :class:`core.dispatch.Hooks`."""
+
+    BROADCAST = "broadcast"
+    FIRST = "first answer"
+    COLLECT = "collect"
+    REGISTRY = "registry"
+
+
+MODE_ATTRIBUTE = "calling_mode"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def spec(mode: Mode) -> Callable[[F], F]:
+    """Declare a hook and the one way it is called. pluggy's own
+    ``firstresult`` is not used: pluggy does not await, so the core's
+    dispatcher reads the mode instead."""
+
+    def declare(func: F) -> F:
+        setattr(func, MODE_ATTRIBUTE, mode)
+        return hookspec(func)
+
+    return declare
+
+
+def mode_of(func: Callable[..., Any]) -> Mode | None:
+    """The calling mode a hookspec declares, or ``None``."""
+    found = getattr(func, MODE_ATTRIBUTE, None)
+    return found if isinstance(found, Mode) else None
+
+
 # --- Lifecycle ---------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def startup(bot: Any) -> None:
     """Open connections and start background work.
 
@@ -55,7 +92,7 @@ def startup(bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def shutdown(bot: Any) -> None:
     """Flush what is buffered and close connections.
 
@@ -63,7 +100,7 @@ def shutdown(bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def health(bot: Any) -> HealthReport | list[HealthReport] | None:
     """Report the health of what the plugin owns (backends, queues).
 
@@ -76,7 +113,7 @@ def health(bot: Any) -> HealthReport | list[HealthReport] | None:
 # --- Registries --------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_transports(register: Any, bot: Any) -> None:
     """Contribute transports: ``register(name, run)``.
 
@@ -86,7 +123,7 @@ def register_transports(register: Any, bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_commands(register: Any, bot: Any) -> None:
     """Contribute commands: ``register(Command(...))``.
 
@@ -100,7 +137,7 @@ def register_commands(register: Any, bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_image_providers(register: Any, bot: Any) -> None:
     """Contribute image generators: ``register(name, provider)``.
 
@@ -114,7 +151,7 @@ def register_image_providers(register: Any, bot: Any) -> None:
 # --- Commands ------------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) -> None:
     """Inspect a command call after its permission check, before it runs
     (``command`` is the :class:`~core.models.Command`, ``args`` the text
@@ -125,7 +162,7 @@ def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) 
 
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
     """Called after the core answered ``message`` with anything but a
     generated conversation reply: a command (from any transport: text or
@@ -139,7 +176,7 @@ def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
 # --- The message pipeline, in the order the core calls it ---------------------
 
 
-@hookspec
+@spec(Mode.FIRST)
 def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     """Decide whether this bot instance handles ``message``.
 
@@ -152,7 +189,7 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def session_scope(message: IncomingMessage, bot: Any) -> str | None:
     """Return the scope key of ``message``: the name of who shares context
     (e.g. ``g:1:c:2:u:3`` for one user in one channel). Leases and sessions
@@ -161,7 +198,7 @@ def session_scope(message: IncomingMessage, bot: Any) -> str | None:
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
     """Return the session ``message`` belongs to, opening one if needed.
 
@@ -171,7 +208,7 @@ def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def session_lease(message: IncomingMessage, bot: Any) -> Any:
     """Return an async context manager that the core holds while it handles
     ``message`` (from resolving its session to storing the reply), so one
@@ -180,7 +217,7 @@ def session_lease(message: IncomingMessage, bot: Any) -> Any:
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
     """Inspect or transform an incoming message before it is stored.
 
@@ -190,7 +227,7 @@ def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> Non
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def store_message(record: MessageRecord, session: Session, bot: Any) -> bool | None:
     """Store one message of the conversation (the user's, then the reply).
 
@@ -202,35 +239,35 @@ def store_message(record: MessageRecord, session: Session, bot: Any) -> bool | N
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_messages(session: Session, limit: int, bot: Any) -> list[MessageRecord] | None:
     """Return the last ``limit`` messages of ``session`` in conversation
     order (oldest first). **First answer.**
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_session(scope_key: str, bot: Any) -> Session | None:
     """Return the latest session stored for ``scope_key``, open or closed,
     or ``None``. **First answer.**
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def save_session(session: Session, bot: Any) -> None:
     """Persist ``session`` (opened, touched, closed, state changed).
     **Broadcast.**
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def list_sessions(user_id: str, limit: int, bot: Any) -> list[Session] | None:
     """Return up to ``limit`` of ``user_id``'s sessions, newest first.
     **First answer.**
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def build_context(session: Session, message: IncomingMessage, bot: Any) -> Context | None:
     """Build the context window a reply is generated from.
 
@@ -239,7 +276,7 @@ def build_context(session: Session, message: IncomingMessage, bot: Any) -> Conte
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
     """Generate the reply to ``message`` from ``context``.
 
@@ -248,7 +285,7 @@ def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Repl
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
     """Called right before any answer to ``message`` is sent (a reply, a
     command's answer, a refusal). Return
@@ -259,7 +296,7 @@ def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
     """Called after a reply was sent and stored (``record`` is the stored
     reply). **Broadcast.**
@@ -269,7 +306,7 @@ def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: I
 # --- Media ---------------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_media(sha256: str, bot: Any) -> bytes | None:
     """Return the stored bytes of a media file (an image a user sent or the
     bot generated) by its ``sha256``, as recorded in
@@ -282,7 +319,7 @@ def load_media(sha256: str, bot: Any) -> bytes | None:
 # --- People's data -----------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def export_user(user_id: str, bot: Any) -> dict[str, Any] | None:
     """Return everything the plugin holds about ``user_id`` as JSON-able
     data, keyed by what it is (``{"messages": [...]}``). **Collect**; the
@@ -290,7 +327,7 @@ def export_user(user_id: str, bot: Any) -> dict[str, Any] | None:
     """
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
     """Delete everything the plugin holds about ``user_id`` everywhere it
     keeps it (cache, database, queues, media). Return counts of what was
@@ -301,14 +338,14 @@ def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
 # --- Bot-wide state ------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_bot_state(key: str, bot: Any) -> Any:
     """Return the durable bot-wide value stored under ``key`` (JSON-able),
     shared by all instances, or ``None``. **First answer.**
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
     """Return every durable bot-wide value whose key starts with ``prefix``,
     as ``{key: value}`` (``{}`` when there is none), or ``None`` when the
@@ -317,7 +354,7 @@ def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def save_bot_state(key: str, value: Any, bot: Any) -> None:
     """Durably store a bot-wide value (e.g. the plugins switched at run
     time, :mod:`core.switches`). **Broadcast.**

@@ -46,6 +46,8 @@ def render() -> str:
         signature = str(inspect.signature(func)).replace("'", "")
         out.append(f"## `{name}`\n")
         out.append(f"```python\ndef {name}{signature}\n```\n")
+        mode = hookspecs.mode_of(func)
+        out.append(f"Called by: **{mode.value if mode else 'undeclared'}** (`@spec(Mode.{mode.name if mode else '?'})`).\n")
         out.append((inspect.getdoc(func) or "").strip() + "\n")
     return "\n".join(out).rstrip() + "\n"
 

@@ -197,7 +197,7 @@ def _media_loader(bot: Any) -> Any:
 
     async def load(attachment: Attachment) -> bytes | None:
         try:
-            data = await bot.hooks.first("load_media", sha256=attachment.sha256, attachment=attachment)
+            data = await bot.hooks.first("load_media", sha256=attachment.sha256)
         except Exception as exc:  # noqa: BLE001 - an image we cannot read is described instead
             log.warning("llm: could not load image %s: %s", attachment.filename, type(exc).__name__)
             return None

@@ -250,7 +250,7 @@ async def export(inv: Invocation) -> Reply:
     target = target_user(inv, named, "export")
     if isinstance(target, Reply):
         return target
-    results = await bot.hooks.broadcast("export_user", user_id=target)
+    results = await bot.hooks.collect_by_plugin("export_user", user_id=target)
     failed = _failed_plugins(bot, "export_user", results)
     if failed:
         return Reply(
@@ -295,7 +295,7 @@ async def forget(inv: Invocation) -> Reply:
             ephemeral=True,
         )
     service.forget_cached(bot, target)
-    results = await bot.hooks.broadcast("forget_user", user_id=target)
+    results = await bot.hooks.collect_by_plugin("forget_user", user_id=target)
     failed = _failed_plugins(bot, "forget_user", results)
     totals: dict[str, int] = {}
     for _plugin, counts in results:

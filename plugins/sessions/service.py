@@ -90,11 +90,10 @@ async def load_for_message(bot: Any, key: str) -> Session | None:
     fall back on the session this instance last saw for ``key`` (a copy);
     without one, raise :class:`~.lifecycle.StateUnreachable` (the caller
     opens a provisional session rather than act as if there were none)."""
-    answers = await bot.hooks.broadcast("load_session", scope_key=key)
-    for _plugin, found in answers:
-        if isinstance(found, Session):
-            return found
-    if not answers and bot.hooks.implementations("load_session"):
+    answer = await bot.hooks.first_answer("load_session", scope_key=key)
+    if isinstance(answer.value, Session):
+        return answer.value
+    if answer.all_failed:
         known = _last_known.get(bot, {}).get(key)
         if known is not None:
             log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)

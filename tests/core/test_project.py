@@ -21,13 +21,63 @@ def test_hook_docs_page_matches_hookspecs() -> None:
     assert generated == committed, "docs/HOOKS.md is stale: run python scripts/hook_docs.py > docs/HOOKS.md"
 
 
-def test_every_hookspec_is_documented_with_its_calling_mode() -> None:
+def test_every_hookspec_declares_its_calling_mode_and_its_prose_agrees() -> None:
     from core import hookspecs
 
-    modes = ("**Broadcast", "**First answer", "**Collect", "**Registry")
+    prose = {"broadcast": "**Broadcast", "first answer": "**First answer", "collect": "**Collect", "registry": "**Registry"}
     for name, func in vars(hookspecs).items():
         if hasattr(func, "discord_bot_spec"):
-            assert any(mode in (func.__doc__ or "") for mode in modes), f"hook {name} does not say how it is called"
+            mode = hookspecs.mode_of(func)
+            assert mode is not None, f"hook {name} declares no calling mode: @spec(Mode.…)"
+            assert prose[mode.value] in (func.__doc__ or ""), f"hook {name}: its docstring does not say {mode.value}"
+
+
+_CALLS = {"broadcast": "broadcast", "first": "first answer", "first_answer": "first answer",
+          "collect": "collect", "collect_by_plugin": "collect", "call_registry": "registry"}
+
+
+def _hook_calls(path: Path) -> list[tuple[int, str, str]]:
+    """``(line, method, hook)`` for every ``….hooks.<method>("hook", …)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        named_hooks = isinstance(owner, ast.Attribute) and owner.attr == "hooks" or (
+            isinstance(owner, ast.Name) and owner.id == "hooks")
+        if named_hooks and node.func.attr in _CALLS and node.args and isinstance(node.args[0], ast.Constant):
+            found.append((node.lineno, node.func.attr, str(node.args[0].value)))
+    return found
+
+
+def test_every_hook_call_in_the_code_uses_the_declared_mode_and_arguments() -> None:
+    """The dispatcher refuses a wrong call when it runs; this finds one on a
+    path no test happens to run."""
+    import inspect
+
+    from core import hookspecs
+
+    specs = {n: f for n, f in vars(hookspecs).items() if hasattr(f, "discord_bot_spec")}
+    wrong = []
+    for folder in ("core", "plugins", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            calls = {(c.lineno, c): c for c in ast.walk(tree) if isinstance(c, ast.Call)}
+            for line, method, hook in _hook_calls(path):
+                where = f"{path.relative_to(ROOT)}:{line}"
+                if hook not in specs:
+                    wrong.append(f"{where}: no hook {hook!r}")
+                    continue
+                mode = hookspecs.mode_of(specs[hook])
+                if mode is None or mode.value != _CALLS[method]:
+                    wrong.append(f"{where}: {method}({hook!r}) but {hook} is called by {mode and mode.value}")
+                argnames = set(inspect.signature(specs[hook]).parameters)
+                for (cline, call) in calls:
+                    if cline == line and isinstance(call.func, ast.Attribute) and call.func.attr == method:
+                        extra = {k.arg for k in call.keywords if k.arg} - argnames
+                        if extra:
+                            wrong.append(f"{where}: {hook} takes no argument {', '.join(sorted(extra))}")
+    assert wrong == []
 
 
 def test_lock_is_in_step_with_pyproject() -> None:
