@@ -18,7 +18,7 @@ from typing import Any
 from core import commands as command_parsing
 from core.clock import Clock
 from core.commands import CommandRegistry
-from core.dispatch import Hooks
+from core.dispatch import HookFailure, Hooks
 from core.errors import Refused
 from core.models import (
     Context,
@@ -63,7 +63,7 @@ class Bot:
         self.clock = clock or Clock()
         self.instance_id = instance_id or settings.env.instance_id
         self.plugins: PluginHost = get_plugin_manager(settings.plugins, entry_points)
-        self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild)
+        self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
         self.commands = CommandRegistry()
         self.transports: dict[str, Any] = {}
         self.image_providers: dict[str, Any] = {}
@@ -130,6 +130,10 @@ class Bot:
 
         self.hooks.call_registry("register_transports", registrar(self.transports, "transport"))
         self.hooks.call_registry("register_image_providers", registrar(self.image_providers, "image provider"))
+
+    def hook_timeout(self, hook: str) -> float:
+        """Seconds one implementation of ``hook`` may take ([bot] hook_timeout)."""
+        return self.settings.bot.hook_timeouts.get(hook, self.settings.bot.hook_timeout)
 
     # --- plugins switched at run time (rules: core.switches) -----------------
 
@@ -409,11 +413,11 @@ class Bot:
         if degraded:
             context.notes.append(MEMORY_DEGRADED)
         answer = await self.hooks.first_answer("generate_reply", context=context, message=message)
-        if answer.value is None:
-            # This message's own failures: another message's, failing at the
-            # same time, must not be blamed here.
-            failed = ", ".join(sorted({f.plugin for f in answer.failures}))
-            return Reply(f"Sorry, I could not generate a reply{f' (plugin {failed} failed)' if failed else ''}.")
+        if answer.value is None or (answer.failures and answer.plugin in ESSENTIAL):
+            # A reply plugin failed and only the core's fallback answered:
+            # say so, naming this message's own failures (another message's,
+            # failing at the same time, must not be blamed here).
+            return Reply(f"Sorry, I could not generate a reply{_blame(answer.failures)}.")
         return answer.value
 
     async def _deliver(self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply) -> Reply | None:
@@ -463,6 +467,17 @@ class Bot:
 
     async def health(self) -> list[HealthReport]:
         return [r for r in await self.hooks.collect("health") if isinstance(r, HealthReport)]
+
+
+def _blame(failures: list[HookFailure]) -> str:
+    """`` (plugin llm failed)`` for a reply; who did not answer in time is
+    named as such."""
+    hung = sorted({f.plugin for f in failures if f.timed_out})
+    failed = sorted({f.plugin for f in failures if not f.timed_out})
+    parts = [f"plugin {', '.join(failed)} failed"] if failed else []
+    if hung:
+        parts.append(f"plugin {', '.join(hung)} did not answer in time")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _by(switch: Switch | None) -> str:

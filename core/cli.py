@@ -60,7 +60,40 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(_settings(args), "console"))
 
 
-async def _plugins(settings: Settings) -> int:
+HOOK_ORDER_NOTE = (
+    "Order: tryfirst implementations run first, trylast ones last; among the rest the plugin registered last "
+    "runs first, and plugins register in name order (core first), so the name that sorts last is asked first. "
+    "For a first-answer hook the first non-None answer wins."
+)
+
+
+def _marks(impl: Any) -> str:
+    return "".join(f" [{m}]" for m in ("tryfirst", "trylast") if getattr(impl, m, False))
+
+
+def hook_listing(bot: Bot) -> list[str]:
+    """Each enabled plugin's hooks (with tryfirst/trylast), then the call
+    order of every hook more than one plugin implements."""
+    lines = [HOOK_ORDER_NOTE, ""]
+    by_plugin: dict[str, list[str]] = {}
+    orders: list[str] = []
+    for name in sorted(n for n in bot.plugins.pm.hook.__dict__ if not n.startswith("_")):
+        caller = getattr(bot.plugins.pm.hook, name)
+        if getattr(caller, "spec", None) is None:
+            continue
+        impls = bot.hooks.implementations(name)
+        for impl in impls:
+            by_plugin.setdefault(impl.plugin_name, []).append(name + _marks(impl))
+        if len(impls) > 1:
+            mode = bot.hooks.mode(name).value
+            orders.append(f"{name} ({mode}): " + " -> ".join(i.plugin_name + _marks(i) for i in impls))
+    for plugin in sorted(by_plugin, key=lambda n: (n != "core", n)):
+        lines.append(f"{plugin}: {', '.join(by_plugin[plugin])}")
+    lines += ["", "call order where several plugins implement a hook:", *orders]
+    return lines
+
+
+async def _plugins(settings: Settings, hooks: bool = False) -> int:
     # Started, so the listing shows the switches stored at run time, as a
     # running instance would follow them.
     bot = Bot(settings)
@@ -82,11 +115,14 @@ async def _plugins(settings: Settings) -> int:
         print("problem: the switches stored at run time could not be read (memory unreachable)")
     for problem in bot.plugins.problems:
         print(f"problem: {problem}")
+    if hooks:
+        print()
+        print("\n".join(hook_listing(bot)))
     return 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    return asyncio.run(_plugins(_settings(args)))
+    return asyncio.run(_plugins(_settings(args), hooks=getattr(args, "hooks", False)))
 
 
 async def _check(settings: Settings) -> int:
@@ -126,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         "plugins": (cmd_plugins, "list plugins and their state"),
         "check": (cmd_check, "validate config and reach every configured backend"),
     }
-    for name, (_, help_text) in commands.items():
-        sub.add_parser(name, help=help_text)
+    parsers = {name: sub.add_parser(name, help=help_text) for name, (_, help_text) in commands.items()}
+    parsers["plugins"].add_argument(
+        "--hooks", action="store_true", help="also list each plugin's hooks and the order they are called in"
+    )
     args = parser.parse_args(argv)
     command = args.command or "run"
     try:

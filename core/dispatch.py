@@ -14,6 +14,7 @@ implementation would silently never see.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from core.switches import guild_of
 
 log = logging.getLogger("core.hooks")
 
+DEFAULT_HOOK_TIMEOUT = 180.0
+
 
 class HookMisuse(TypeError):
     """A hook called in a mode its spec does not declare, with an argument
@@ -35,11 +38,19 @@ class HookMisuse(TypeError):
     error in the caller, never isolated."""
 
 
+class HookTimeout(Exception):
+    """An implementation did not return within its hook's timeout."""
+
+
 @dataclass(slots=True)
 class HookFailure:
     plugin: str
     hook: str
     error: str
+
+    @property
+    def timed_out(self) -> bool:
+        return self.error.startswith(HookTimeout.__name__)
 
 
 @dataclass(slots=True)
@@ -70,6 +81,7 @@ class Hooks:
         pm: pluggy.PluginManager,
         context: dict[str, Any] | None = None,
         off_in_guild: Callable[[str | None], set[str]] | None = None,
+        timeout_of: Callable[[str], float] | None = None,
     ) -> None:
         self.pm = pm
         # Arguments every hook may take (``bot``), merged into each call.
@@ -78,6 +90,9 @@ class Hooks:
         # concerns that guild skips them.
         self.off_in_guild = off_in_guild
         self.failures: list[HookFailure] = []
+        # Seconds an implementation of a hook may take before it counts as
+        # failed ([bot] hook_timeout): a hung plugin must not hold a session.
+        self.timeout_of = timeout_of or (lambda _name: DEFAULT_HOOK_TIMEOUT)
         self.check_specs()
 
     def check_specs(self) -> None:
@@ -132,13 +147,20 @@ class Hooks:
         self, name: str, impl: Any, kwargs: dict[str, Any], failures: list[HookFailure] | None = None
     ) -> tuple[bool, Any]:
         args = {arg: kwargs[arg] for arg in impl.argnames}
+        limit = self.timeout_of(name)
+        deadline: asyncio.Timeout | None = None
         try:
             result = impl.function(**args)
             if inspect.isawaitable(result):
-                result = await result
+                # In this task, not a new one: a hook may tie work to the
+                # task that handles the message (memory's claims do).
+                async with asyncio.timeout(limit) as deadline:
+                    result = await result
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - isolation is the point
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
+                exc = HookTimeout(f"no answer within {limit:g} s")
             failure = self._failed(name, impl.plugin_name, exc)
             if failures is not None:
                 failures.append(failure)
@@ -146,7 +168,10 @@ class Hooks:
         return True, result
 
     def _failed(self, hook: str, plugin: str, exc: BaseException) -> HookFailure:
-        log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
+        if isinstance(exc, HookTimeout):
+            log.error("plugin %r did not answer hook %s: %s", plugin, hook, exc)
+        else:
+            log.error("plugin %r failed in hook %s: %s", plugin, hook, exc, exc_info=exc)
         failure = HookFailure(plugin, hook, f"{type(exc).__name__}: {exc}")
         self.failures.append(failure)
         del self.failures[:-50]

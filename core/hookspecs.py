@@ -6,13 +6,30 @@ dispatcher: a call in another mode, or with an argument the hook does not
 declare, is refused with :class:`core.dispatch.HookMisuse`):
 
 - **broadcast**: every implementation runs; results are ignored.
-- **first answer**: implementations run in turn (``tryfirst`` ones first,
-  ``trylast`` ones last) and the first that returns something other than
-  ``None`` wins.
+- **first answer**: implementations run in turn and the first that returns
+  something other than ``None`` wins.
 - **collect**: every implementation runs; the non-``None`` results are
   gathered (a list returned by one implementation is flattened).
 - **registry**: the hook receives a ``register`` callable and calls it once
   per contribution; the core validates each one.
+
+**Order** (every mode): ``tryfirst`` implementations run first, ``trylast``
+ones last. Among the rest, pluggy calls the plugin registered last first, and
+plugins register in name order (``core`` first): a plugin named ``ping``
+answers ``generate_reply`` before ``llm``, one named ``aping`` after it (and
+so never, as ``llm`` always answers). A reply plugin meant to win whatever
+its name says ``@hookimpl(tryfirst=True)``. ``./bot.sh plugins --hooks``
+shows every hook's order on this bot.
+
+**Mistakes are not silent.** A plugin that implements a name that is not a
+hook (``generate_replies``), or asks for an argument its hook does not pass,
+is marked failed at start-up with a one-line reason (``./bot.sh plugins``).
+An ``async`` implementation that takes longer than ``[bot] hook_timeout``
+seconds (180; ``[bot] hook_timeouts`` per hook, and ``command`` for command
+handlers) is given up on, logged with its plugin's name and counted as
+failed: the user is told, and the session is not held. A plain ``def`` that
+blocks cannot be interrupted: do blocking work in a thread
+(``asyncio.to_thread``).
 
 Any implementation may be ``async def`` or plain ``def``: the core awaits what
 needs awaiting (pluggy itself does not). An implementation that raises is

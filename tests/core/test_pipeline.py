@@ -93,7 +93,7 @@ def test_a_broken_reply_plugin_falls_back(tmp_path: Path) -> None:
 
     bot = make_bot(tmp_path, {"m": _module(generate_reply=generate_reply)})
     replies = say(bot, "hi")
-    assert "No reply plugin" in replies[0].content
+    assert replies[0].content == "Sorry, I could not generate a reply (plugin m failed)."
     assert bot.hooks.failures[-1].plugin == "m"
 
 

@@ -64,6 +64,44 @@ def raising_plugin(world: World, name: str) -> None:
     world.modules[name] = module
 
 
+@given(parsers.parse('a reply plugin "{name}" whose hook is spelt "{hook}"'))
+def misspelt_plugin(world: World, name: str, hook: str) -> None:
+    """A reply plugin whose one hookimpl has a name that is not a hook."""
+    module = types.ModuleType(name)
+    setattr(module, hook, hookimpl(lambda context: Reply("never called")))
+    world.modules[name] = module
+
+
+@given(parsers.parse('a reply plugin "{name}" whose generate_reply asks for "{arg}"'))
+def wrong_argument_plugin(world: World, name: str, arg: str) -> None:
+    """A reply plugin whose generate_reply takes an argument by a name the
+    hook does not pass."""
+    module = types.ModuleType(name)
+    namespace: dict[str, Any] = {"Reply": Reply}
+    exec(f"def generate_reply({arg}):\n    return Reply('never called')", namespace)  # noqa: S102
+    module.generate_reply = hookimpl(namespace["generate_reply"])  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse('a reply plugin "{name}" that never answers'))
+def hung_plugin(world: World, name: str) -> None:
+    """A reply plugin whose generate_reply waits forever."""
+
+    async def generate_reply() -> None:
+        await asyncio.Event().wait()
+
+    module = types.ModuleType(name)
+    module.generate_reply = hookimpl(generate_reply)  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse("the config file gives every hook {seconds:g} seconds"))
+def config_hook_timeout(world: World, seconds: float) -> None:
+    """Appends ``[bot] hook_timeout`` to bot.toml."""
+    with (world.tmp_path / "bot.toml").open("a") as config:
+        config.write(f"[bot]\nhook_timeout = {seconds}\n")
+
+
 @given(parsers.parse('a plugin "{name}" that fails to import'))
 def unimportable_plugin(world: World, name: str) -> None:
     """An entry point whose module raises ImportError when loaded."""
@@ -161,6 +199,19 @@ def does_not_answer(world: World, text: str) -> None:
 def plugin_state(world: World, name: str, state: str) -> None:
     assert world.bot is not None
     assert world.bot.plugins.info[name].state == state
+
+
+@then(parsers.parse('the plugin list gives "{name}" the reason "{reason}"'))
+def plugin_reason(world: World, name: str, reason: str) -> None:
+    assert world.bot is not None
+    assert world.bot.plugins.info[name].reason == reason
+
+
+@then(parsers.parse('the plugin list gives "{name}" a one-line reason naming "{word}"'))
+def plugin_one_line_reason(world: World, name: str, word: str) -> None:
+    assert world.bot is not None
+    reason = world.bot.plugins.info[name].reason
+    assert word in reason and "\n" not in reason and len(reason) <= 200, reason
 
 
 @then(parsers.parse('the log names the plugin "{name}"'))
