@@ -36,9 +36,9 @@ class Breakdown:
         self.samples: dict[str, list[float]] = defaultdict(list)
         self._original = bot.hooks._call
 
-        async def timed(name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        async def timed(name: str, impl: Any, kwargs: dict[str, Any], failures: Any = None) -> tuple[bool, Any]:
             start = time.perf_counter_ns()
-            ok, result = await self._original(name, impl, kwargs)
+            ok, result = await self._original(name, impl, kwargs, failures)
             self.samples[f"{name} ({impl.plugin_name})"].append((time.perf_counter_ns() - start) / 1e6)
             if name == "session_lease" and result is not None:
                 result = TimedLease(result, self.samples)

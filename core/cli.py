@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from core.bot import Bot
 from core.errors import ConfigError
+from core.scaffold import write_plugin
 from core.logs import setup_logging
 from core.settings import Settings, load_settings
 
@@ -151,6 +153,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(_check(_settings(args)))
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    try:
+        root = write_plugin(args.name, Path(args.dir))
+    except ValueError as exc:
+        print(f"new-plugin: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}: install it with  pip install -e {root}  and test it with  python -m pytest {root / 'tests'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="A Discord bot that never forgets.")
     parser.add_argument("--config", help="TOML config file (default: $BOT_CONFIG or ./bot.toml)")
@@ -161,13 +173,18 @@ def main(argv: list[str] | None = None) -> int:
         "chat": (cmd_chat, "chat with the bot in this terminal"),
         "plugins": (cmd_plugins, "list plugins and their state"),
         "check": (cmd_check, "validate config and reach every configured backend"),
+        "new-plugin": (cmd_new_plugin, "write a pip-installable plugin package NAME with a passing test"),
     }
     parsers = {name: sub.add_parser(name, help=help_text) for name, (_, help_text) in commands.items()}
+    parsers["new-plugin"].add_argument("name", help="the plugin's name (lower-case letters, digits, _)")
+    parsers["new-plugin"].add_argument("--dir", default=".", help="where to write it (default: here)")
     parsers["plugins"].add_argument(
         "--hooks", action="store_true", help="also list each plugin's hooks and the order they are called in"
     )
     args = parser.parse_args(argv)
     command = args.command or "run"
+    if command == "new-plugin":
+        return cmd_new_plugin(args)
     try:
         return commands[command][0](args)
     except ConfigError as exc:
