@@ -148,3 +148,34 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DISCORD_", "REDIS_", "DATABASE_", "LLM_"))}
     env["BOT_DATA_DIR"] = str(tmp_path / "data")
     return env
+
+
+def test_the_fast_matrix_needs_no_database_or_redis_server(tmp_path: Path) -> None:
+    """With the services out of reach, --backend fast collects nothing that
+    needs one: no [real] run, no test marked real, none using a service
+    fixture (.ci/run then runs that selection with the services unreachable)."""
+    import os
+
+    env = {**os.environ, "HARNESS_PG_PORT": "9", "HARNESS_REDIS_SERVER": str(tmp_path / "no-redis-server")}
+    result = _run(sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider",
+                  "-m", "real", env=env)
+    # -m real selects what needs the services: after --backend fast, nothing.
+    assert "no tests collected" in result.stdout or " 0 selected" in result.stdout or result.returncode == 5, (
+        result.stdout[-2000:]
+    )
+    collected = _run(sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider",
+                     env=env)
+    ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert ids and not [i for i in ids if i.endswith("[real]")]
+
+
+def test_the_benchmarks_do_not_import_the_tests() -> None:
+    """bench/ and the tests share the harness package; bench never reaches
+    into tests/ (test code is not a dependency of anything)."""
+    wrong = []
+    for path in sorted((ROOT / "bench").rglob("*.py")) + sorted((ROOT / "harness").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert wrong == []

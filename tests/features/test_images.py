@@ -16,9 +16,9 @@ from pytest_bdd import given, scenarios, then, when
 
 from core.models import Attachment, MessageRecord
 from tests.harness.harness import Harness, HarnessError
-from tests.harness.instances import InProcessInstance
+from harness.instances import InProcessInstance
 from tests.harness.steps import p
-from tests.images import corpus
+from harness import image_corpus as corpus
 
 scenarios("images.feature")
 

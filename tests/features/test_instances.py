@@ -7,7 +7,7 @@ from typing import Any
 from pytest_bdd import given, scenarios, then, when
 
 from tests.harness.harness import Harness, HarnessError
-from tests.harness.instances import InProcessInstance
+from harness.instances import InProcessInstance
 from tests.features.test_sessions_steps import redis_dump
 from tests.harness.steps import p
 

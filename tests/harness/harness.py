@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 from core.bot import MEMORY_DEGRADED
 from core.clock import ManualClock
 from core.models import IncomingMessage, ReplyId
-from tests.harness.assembly import DEFAULT_PLUGINS, ContextLine, RecordedContext, SentReply
-from tests.harness.backends import Backends
-from tests.harness.instances import InProcessInstance, Instance, WorkerInstance
-from tests.harness.world import Place, User, World
+from harness.assembly import DEFAULT_PLUGINS, ContextLine, RecordedContext, SentReply
+from harness.backends import Backends
+from harness.instances import InProcessInstance, Instance, WorkerInstance
+from harness.world import Place, User, World
 
 log = logging.getLogger("tests.harness")
 

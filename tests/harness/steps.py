@@ -22,7 +22,7 @@ from typing import Any
 
 from pytest_bdd import given, parsers, then, when
 
-from tests.harness.assembly import ContextLine
+from harness.assembly import ContextLine
 from tests.harness.harness import Harness, HarnessError
 from core.models import ReplyId
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.backends import (
+from harness.backends import (
     BackendUnavailable,
     FakeRedisTcp,
     FastBackends,
@@ -27,8 +27,8 @@ from tests.harness.backends import (
     free_port,
 )
 from tests.harness.harness import Harness
-from tests.harness.instances import REPO_ROOT, WorkerInstance
-from tests.harness.proxy import TcpProxy
+from harness.instances import REPO_ROOT, WorkerInstance
+from harness.proxy import TcpProxy
 
 pytestmark = pytest.mark.fault
 
@@ -147,7 +147,7 @@ def test_killed_redis_can_come_back_with_its_data(harness: Harness) -> None:
 
 
 def test_redis_restarted_from_an_old_snapshot(harness: Harness, backend: str) -> None:
-    from tests.harness.backends import FaultError
+    from harness.backends import FaultError
 
     client = direct_redis(harness)
     client.set("bot:value", "old")
@@ -190,7 +190,7 @@ def test_unreachable_redis_keeps_running_and_its_data(harness: Harness) -> None:
 
 def test_blackholed_redis_never_answers(harness: Harness, backend: str) -> None:
     if backend == "fast":
-        from tests.harness.backends import FaultError
+        from harness.backends import FaultError
 
         with pytest.raises(FaultError, match="@real"):
             harness.backends.redis_unreachable("blackhole")
@@ -359,7 +359,7 @@ def test_sqlite_cut_blocks_writes_in_both_journal_modes(tmp_path: Path, journal:
 
 def test_database_drop_connections(harness: Harness, backend: str) -> None:
     if backend == "fast":
-        from tests.harness.backends import FaultError
+        from harness.backends import FaultError
 
         with pytest.raises(FaultError):
             harness.backends.database_drop_connections()
@@ -539,7 +539,7 @@ def test_worker_answers_ping_directly(tmp_path: Path) -> None:
     """The worker protocol works on its own: one JSON line in, one out."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.harness.worker"],
+        [sys.executable, "-m", "harness.worker"],
         input='{"id": 1, "cmd": "ping"}\n{"id": 2, "cmd": "clock", "set": 5}\n',
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )

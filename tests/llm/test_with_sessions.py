@@ -3,6 +3,8 @@ plugin builds (count limit, system prompt first, order kept)."""
 
 from __future__ import annotations
 
+import importlib
+
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from core.plugins import hookimpl
 from tests.llm.helpers import SYSTEM_PROMPT, Chat, TinyMemory, make_bot, run
 from tests.llm.provider import FakeProvider, serving
 
-sessions_plugin = pytest.importorskip("plugins.sessions")
+sessions_plugin = importlib.import_module("plugins.sessions")
 
 
 class ContextSpy:

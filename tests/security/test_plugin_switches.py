@@ -4,6 +4,8 @@ docs/SECURITY.md "Authority")."""
 
 from __future__ import annotations
 
+import importlib
+
 import asyncio
 import itertools
 import json
@@ -25,9 +27,9 @@ from core.settings import BotSection, EnvSettings, Settings
 from core.switches import BOT_KEY, guild_key
 from tests.core.helpers import FakeEntryPoint
 
-memory_plugin = pytest.importorskip("plugins.memory")
-limits_plugin = pytest.importorskip("plugins.limits")
-sessions_plugin = pytest.importorskip("plugins.sessions")
+memory_plugin = importlib.import_module("plugins.memory")
+limits_plugin = importlib.import_module("plugins.limits")
+sessions_plugin = importlib.import_module("plugins.sessions")
 
 REPO = Path(__file__).resolve().parents[2]
 OWNER = "owner-1"
@@ -268,7 +270,7 @@ def test_instances_in_separate_processes_follow_each_other_both_ways(tmp_path: P
     """A switches off, B follows; B switches back on, A follows; each without
     a message arriving at the follower. Then `python -m core plugins` shows
     the stored state."""
-    from tests.harness.backends import make_backends
+    from harness.backends import make_backends
 
     backends = make_backends(backend, tmp_path, processes=True)
     processes: list[Process] = []
