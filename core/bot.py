@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from core import commands as command_parsing
@@ -157,7 +158,7 @@ class Bot:
         declared = {i.name for i in self.plugins.info.values() if i.owners_only}
         return self.essential_plugins() | set(self.transport_plugins.values()) | declared | by_role
 
-    def off_in_guild(self, guild_id: str | None) -> set[str]:
+    def off_in_guild(self, guild_id: str | None) -> AbstractSet[str]:
         """The plugins switched off in ``guild_id`` (empty for DMs)."""
         return self._guild_off.get(guild_id, _NONE) if guild_id else _NONE
 
@@ -311,7 +312,9 @@ class Bot:
             return await self._command(message, *parsed, send)
         return await self._turn(message, send, self._generate, prepare=True)
 
-    async def _command(self, message: IncomingMessage, name: str, args: str, send: SendReply) -> Reply | None:
+    async def _command(
+        self, message: IncomingMessage, name: str, args: str, send: SendReply
+    ) -> Reply | None:
         command = self.commands.commands.get(name)
         if command is not None and command.holds_session:
             async with self.session_held(message):
@@ -321,7 +324,7 @@ class Bot:
         if not reply.in_conversation:
             return await self._answer(message, reply, send)
 
-        async def answer(_message: IncomingMessage, _session: Session, _record: MessageRecord, _degraded: bool) -> Reply:
+        async def answer(*_turn: object) -> Reply:
             return reply
 
         # A command's answer that is part of the conversation (a picture):
@@ -386,7 +389,9 @@ class Bot:
             )
         return None
 
-    async def _turn(self, message: IncomingMessage, send: SendReply, answer: Answerer, *, prepare: bool) -> Reply | None:
+    async def _turn(
+        self, message: IncomingMessage, send: SendReply, answer: Answerer, *, prepare: bool
+    ) -> Reply | None:
         """One turn of the conversation, holding the session's lease:
         resolve the session, store the message, ``answer`` it, send the
         answer and store it."""
@@ -406,7 +411,9 @@ class Bot:
             except Refused as refused:
                 return await self._answer(message, Reply(refused.reply), send)
 
-    async def _generate(self, message: IncomingMessage, session: Session, record: MessageRecord, degraded: bool) -> Reply:
+    async def _generate(
+        self, message: IncomingMessage, session: Session, record: MessageRecord, degraded: bool
+    ) -> Reply:
         context = await self.hooks.first("build_context", session=session, message=message)
         if context is None:
             context = Context(session, self.settings.bot.system_prompt, [record])
@@ -420,7 +427,9 @@ class Bot:
             return Reply(f"Sorry, I could not generate a reply{_blame(answer.failures)}.")
         return answer.value
 
-    async def _deliver(self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply) -> Reply | None:
+    async def _deliver(
+        self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply
+    ) -> Reply | None:
         """Send the answer of a conversation turn and store it; storing its
         record marks the message answered."""
         if not await self._confirmed(message):

@@ -19,6 +19,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import pluggy
@@ -80,7 +81,7 @@ class Hooks:
         self,
         pm: pluggy.PluginManager,
         context: dict[str, Any] | None = None,
-        off_in_guild: Callable[[str | None], set[str]] | None = None,
+        off_in_guild: Callable[[str | None], AbstractSet[str]] | None = None,
         timeout_of: Callable[[str], float] | None = None,
     ) -> None:
         self.pm = pm
@@ -240,7 +241,8 @@ class Hooks:
             try:
                 result = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
                 if inspect.isawaitable(result):
-                    result.close()
+                    if inspect.iscoroutine(result):
+                        result.close()
                     raise TypeError(f"{name} must be a plain def, not async")
             except Exception as exc:  # noqa: BLE001
                 self._failed(name, impl.plugin_name, exc)

@@ -51,7 +51,8 @@ class Attachment:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Attachment:
-        return cls(**{k: raw.get(k) for k in _ATTACHMENT_FIELDS if k in raw})
+        fields: dict[str, Any] = {k: raw.get(k) for k in _ATTACHMENT_FIELDS if k in raw}
+        return cls(**fields)
 
     @property
     def is_image(self) -> bool:
@@ -200,7 +201,8 @@ class MessageRecord:
         what it answers whatever the clocks say; attachment bytes are not
         part of the record (``sha256`` names them in the media store)."""
         return cls(
-            id=ReplyId(message.id),
+            # A plain str: storage drivers see the type they always saw.
+            id=str(ReplyId(message.id)),
             session_id=session.id,
             scope_key=session.scope_key,
             role=Role.BOT,

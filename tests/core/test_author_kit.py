@@ -28,8 +28,9 @@ def _install(package: Path, tmp_path: Path) -> dict[str, str]:
     """pip-install ``package`` into a folder of its own (as into a venv:
     its entry point is then found by the bot); the environment to use it."""
     site = tmp_path / "site"
-    result = _run(sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                  "--disable-pip-version-check", "--target", str(site), str(package), cwd=tmp_path, env=dict(os.environ))
+    pip = (sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+           "--disable-pip-version-check")
+    result = _run(*pip, "--target", str(site), str(package), cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DISCORD_", "LLM_", "REDIS_", "DATABASE_"))}
     env["PYTHONPATH"] = str(site)
@@ -56,7 +57,8 @@ def test_a_scaffolded_plugin_installs_answers_and_its_own_tests_pass(tmp_path: P
 
 def test_the_example_plugin_installs_answers_and_its_tests_pass(tmp_path: Path) -> None:
     # A copy: building the package writes build/ and egg-info next to it.
-    package = shutil.copytree(ROOT / "examples" / "ping", tmp_path / "ping", ignore=shutil.ignore_patterns("__pycache__"))
+    example = ROOT / "examples" / "ping"
+    package = shutil.copytree(example, tmp_path / "ping", ignore=shutil.ignore_patterns("__pycache__"))
     _check_installed_plugin(package, "ping", tmp_path)
 
 
@@ -64,7 +66,8 @@ def test_the_example_is_what_the_scaffold_writes(tmp_path: Path) -> None:
     written = write_plugin("ping", tmp_path)
     example = ROOT / "examples" / "ping"
     files = sorted(p.relative_to(written) for p in written.rglob("*") if p.is_file())
-    assert files == sorted(p.relative_to(example) for p in example.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    shipped = (p for p in example.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert files == sorted(p.relative_to(example) for p in shipped)
     for relative in files:
         assert (example / relative).read_text() == (written / relative).read_text(), relative
 

@@ -24,7 +24,9 @@ def test_hook_docs_page_matches_hookspecs() -> None:
 def test_every_hookspec_declares_its_calling_mode_and_its_prose_agrees() -> None:
     from core import hookspecs
 
-    prose = {"broadcast": "**Broadcast", "first answer": "**First answer", "collect": "**Collect", "registry": "**Registry"}
+    prose = {
+        "broadcast": "**Broadcast", "first answer": "**First answer", "collect": "**Collect", "registry": "**Registry"
+    }
     for name, func in vars(hookspecs).items():
         if hasattr(func, "discord_bot_spec"):
             mode = hookspecs.mode_of(func)
@@ -157,14 +159,13 @@ def test_the_fast_matrix_needs_no_database_or_redis_server(tmp_path: Path) -> No
     import os
 
     env = {**os.environ, "HARNESS_PG_PORT": "9", "HARNESS_REDIS_SERVER": str(tmp_path / "no-redis-server")}
-    result = _run(sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider",
-                  "-m", "real", env=env)
+    collect = (sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider")
+    result = _run(*collect, "-m", "real", env=env)
     # -m real selects what needs the services: after --backend fast, nothing.
     assert "no tests collected" in result.stdout or " 0 selected" in result.stdout or result.returncode == 5, (
         result.stdout[-2000:]
     )
-    collected = _run(sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider",
-                     env=env)
+    collected = _run(*collect, env=env)
     ids = [line for line in collected.stdout.splitlines() if "::" in line]
     assert ids and not [i for i in ids if i.endswith("[real]")]
 
