@@ -40,7 +40,7 @@ class Breakdown:
             start = time.perf_counter_ns()
             ok, result = await self._original(name, impl, kwargs, failures)
             self.samples[f"{name} ({impl.plugin_name})"].append((time.perf_counter_ns() - start) / 1e6)
-            if name == "session_lease" and result is not None:
+            if name == "storage.session_lease" and result is not None:
                 result = TimedLease(result, self.samples)
             return ok, result
 

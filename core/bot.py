@@ -31,6 +31,7 @@ from core.models import (
     Session,
 )
 from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
+from core.storage import StorageService
 from core.settings import Settings
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
@@ -39,7 +40,7 @@ log = logging.getLogger("core.bot")
 _NONE: frozenset[str] = frozenset()
 # A plugin implementing one of these is switched for the whole bot only.
 OWNERS_ONLY_HOOKS = frozenset(
-    {"claim_message", "session_scope", "resolve_session", "session_lease", "export_user", "forget_user"}
+    {"claim_message", "session_scope", "resolve_session", "register_storage", "export_user", "forget_user"}
 )
 
 # How a conversation turn gets its answer: (message, session, its stored
@@ -65,6 +66,8 @@ class Bot:
         self.instance_id = instance_id or settings.env.instance_id
         self.plugins: PluginHost = get_plugin_manager(settings.plugins, entry_points)
         self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
+        # The conversation store one plugin registers (core.storage).
+        self.storage = StorageService(self.hooks)
         self.commands = CommandRegistry()
         self.transports: dict[str, Any] = {}
         self.image_providers: dict[str, Any] = {}
@@ -129,6 +132,8 @@ class Bot:
 
             return make
 
+        self.storage.clear()
+        self.hooks.call_registry("register_storage", self.storage.register_for)
         self.hooks.call_registry("register_transports", registrar(self.transports, "transport"))
         self.hooks.call_registry("register_image_providers", registrar(self.image_providers, "image provider"))
 
@@ -139,10 +144,12 @@ class Bot:
     # --- plugins switched at run time (rules: core.switches) -----------------
 
     def essential_plugins(self) -> set[str]:
-        """Plugins nobody switches off at run time: the core, every plugin
-        that stores messages, and the transport this instance runs on."""
+        """Plugins nobody switches off at run time: the core, the plugin
+        that provides the storage, and the transport this instance runs on."""
         essential = set(ESSENTIAL)
-        essential |= {i.name for i in self.plugins.info.values() if i.state == "enabled" and "store_message" in i.hooks}
+        essential |= {
+            i.name for i in self.plugins.info.values() if i.state == "enabled" and "register_storage" in i.hooks
+        }
         running = self.transport_plugins.get(self.running_transport or "")
         if running:
             essential.add(running)
@@ -264,14 +271,13 @@ class Bot:
         """Every stored switch, or ``None`` when the store cannot answer.
         Without a plugin that stores bot state, the switches live in this
         process only."""
-        if not self.hooks.implementations("load_bot_states"):
+        if not self.storage.present:
             return dict(self._local_states)
-        states = await self.hooks.first("load_bot_states", prefix=STATE_PREFIX)
-        return states if isinstance(states, dict) else None
+        return await self.storage.load_bot_states(STATE_PREFIX)
 
     async def _save_state(self, key: str, value: Any) -> None:
         self._local_states[key] = value
-        await self.hooks.broadcast("save_bot_state", key=key, value=value)
+        await self.storage.save_bot_state(key, value)
 
     async def _follow_forever(self) -> None:
         """Follow switches made on other instances, whether or not
@@ -346,7 +352,7 @@ class Bot:
         return reply
 
     async def _confirmed(self, message: IncomingMessage) -> bool:
-        if await self.hooks.first("confirm_reply", message=message) is False:
+        if not await self.storage.confirm_reply(message):
             log.warning("reply to message %s not sent: another instance took the message over", message.id)
             return False
         return True
@@ -360,7 +366,7 @@ class Bot:
         cannot be taken (both backends down) must not cost the user a reply.
         Failures inside the block propagate unchanged.
         """
-        lease = await self.hooks.first("session_lease", message=message)
+        lease = await self.storage.session_lease(message)
         if lease is None:
             yield
             return
@@ -447,17 +453,15 @@ class Bot:
         return reply
 
     async def _store(self, record: MessageRecord, session: Session) -> bool:
-        """Store through every memory plugin; ``False`` when memory is
-        degraded (a plugin failed or accepted only in degraded form)."""
+        """Store through the storage; ``False`` when memory is degraded (it
+        failed, or accepted only in degraded form)."""
         if self._storage_failed():
             # A memory plugin that failed to start is not there to say so.
             return False
-        impls = self.hooks.implementations("store_message")
-        results = await self.hooks.broadcast("store_message", record=record, session=session)
-        return len(results) == len(impls) and all(r is not False for _p, r in results)
+        return await self.storage.store_message(record, session)
 
     def _storage_failed(self) -> bool:
-        return any(i.state == "failed" and "store_message" in i.hooks for i in self.plugins.info.values())
+        return any(i.state == "failed" and "register_storage" in i.hooks for i in self.plugins.info.values())
 
     def default_session(self, message: IncomingMessage) -> Session:
         scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"

@@ -144,6 +144,13 @@ class Hooks:
         await self._call(name, impl, kwargs, failures)
         return failures[0] if failures else None
 
+    async def call_guarded(
+        self, name: str, impl: Any, kwargs: dict[str, Any], failures: list[HookFailure]
+    ) -> tuple[bool, Any]:
+        """Call one implementation that is not a hook (a service's method,
+        :mod:`core.storage`) with the hooks' isolation and timeout."""
+        return await self._call(name, impl, kwargs, failures)
+
     async def _call(
         self, name: str, impl: Any, kwargs: dict[str, Any], failures: list[HookFailure] | None = None
     ) -> tuple[bool, Any]:

@@ -39,7 +39,8 @@ way to stop a message: its text becomes the reply.
 
 An implementation declares only the arguments it needs, by name. Every hook
 may also take ``bot``: the running :class:`core.bot.Bot` (settings, clock,
-instance id, and ``bot.hooks`` to call other hooks).
+instance id, ``bot.hooks`` to call other hooks, and ``bot.storage``: the
+conversation store, :class:`core.storage.StorageService`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,19 @@ def register_image_providers(register: Any, bot: Any) -> None:
     """
 
 
+@spec(Mode.REGISTRY)
+def register_storage(register: Any, bot: Any) -> None:
+    """Provide the bot's conversation store: ``register(storage)`` with an
+    object that satisfies :class:`core.storage.Storage` (messages, sessions,
+    the session lease, the fenced send, bot-wide state; subclass
+    :class:`core.storage.StorageBase`). One per bot: a second is refused
+    and reported. The core holds it as ``bot.storage`` and calls it with the
+    hooks' isolation and timeout; other plugins call ``bot.storage`` too.
+    The plugin that provides it is essential (never switched off at run
+    time). **Registry.**
+    """
+
+
 # --- Commands ------------------------------------------------------------------
 
 
@@ -225,15 +239,6 @@ def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
     """
 
 
-@spec(Mode.FIRST)
-def session_lease(message: IncomingMessage, bot: Any) -> Any:
-    """Return an async context manager that the core holds while it handles
-    ``message`` (from resolving its session to storing the reply), so one
-    session's messages are handled one at a time, across instances too; or
-    ``None``. **First answer.**
-    """
-
-
 @spec(Mode.BROADCAST)
 def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
     """Inspect or transform an incoming message before it is stored.
@@ -241,46 +246,6 @@ def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> Non
     E.g. decode, check and strip attachments, filling in their ``sha256``,
     size and description. Raise :class:`~core.errors.Refused` to refuse it.
     **Broadcast.**
-    """
-
-
-@spec(Mode.BROADCAST)
-def store_message(record: MessageRecord, session: Session, bot: Any) -> bool | None:
-    """Store one message of the conversation (the user's, then the reply).
-
-    Must be idempotent on ``record.id``. Return ``True`` when the message is
-    durably accepted, ``False`` when it was accepted only in degraded form
-    (the core tells the user memory is degraded). Raise
-    :class:`~core.errors.Refused` to refuse it (nothing half-stored).
-    **Broadcast.**
-    """
-
-
-@spec(Mode.FIRST)
-def load_messages(session: Session, limit: int, bot: Any) -> list[MessageRecord] | None:
-    """Return the last ``limit`` messages of ``session`` in conversation
-    order (oldest first). **First answer.**
-    """
-
-
-@spec(Mode.FIRST)
-def load_session(scope_key: str, bot: Any) -> Session | None:
-    """Return the latest session stored for ``scope_key``, open or closed,
-    or ``None``. **First answer.**
-    """
-
-
-@spec(Mode.BROADCAST)
-def save_session(session: Session, bot: Any) -> None:
-    """Persist ``session`` (opened, touched, closed, state changed).
-    **Broadcast.**
-    """
-
-
-@spec(Mode.FIRST)
-def list_sessions(user_id: str, limit: int, bot: Any) -> list[Session] | None:
-    """Return up to ``limit`` of ``user_id``'s sessions, newest first.
-    **First answer.**
     """
 
 
@@ -299,17 +264,6 @@ def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Repl
 
     **First answer**: the first reply plugin that answers wins; a built-in
     ``trylast`` fallback answers when no reply plugin is enabled.
-    """
-
-
-@spec(Mode.FIRST)
-def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
-    """Called right before any answer to ``message`` is sent (a reply, a
-    command's answer, a refusal). Return
-    ``False`` when this instance must not send it: e.g. it was paused past
-    its claim's expiry and another instance took the message over, so that
-    instance's reply is the only one. **First answer**; with no answer the
-    reply is sent.
     """
 
 
@@ -352,27 +306,3 @@ def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
     """
 
 
-# --- Bot-wide state ------------------------------------------------------------
-
-
-@spec(Mode.FIRST)
-def load_bot_state(key: str, bot: Any) -> Any:
-    """Return the durable bot-wide value stored under ``key`` (JSON-able),
-    shared by all instances, or ``None``. **First answer.**
-    """
-
-
-@spec(Mode.FIRST)
-def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
-    """Return every durable bot-wide value whose key starts with ``prefix``,
-    as ``{key: value}`` (``{}`` when there is none), or ``None`` when the
-    store cannot answer now (unknown is not empty: the caller keeps what it
-    last read). **First answer.**
-    """
-
-
-@spec(Mode.BROADCAST)
-def save_bot_state(key: str, value: Any, bot: Any) -> None:
-    """Durably store a bot-wide value (e.g. the plugins switched at run
-    time, :mod:`core.switches`). **Broadcast.**
-    """

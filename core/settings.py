@@ -62,18 +62,24 @@ class BotSection(BaseModel):
     # Longer than the slowest legitimate wait (the llm plugin's
     # total_timeout, 120 s by default). hook_timeouts overrides it per hook.
     hook_timeout: float = Field(180.0, gt=0)
-    # Keys: hook names, and "command" for command handlers.
+    # Keys: hook names, "command" for command handlers, "storage.<method>"
+    # for the storage service (core.storage).
     hook_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
 
     @field_validator("hook_timeouts")
     @classmethod
     def _known_hooks(cls, value: dict[str, float]) -> dict[str, float]:
         from core import hookspecs
+        from core.storage import Storage
 
         known = {n for n, f in vars(hookspecs).items() if hookspecs.mode_of(f) is not None} | {"command"}
+        known |= {f"storage.{m}" for m in vars(Storage) if not m.startswith("_")}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise ValueError(f"hook_timeouts names no hook {', '.join(unknown)} (hooks: docs/HOOKS.md, or 'command')")
+            raise ValueError(
+                f"hook_timeouts names no hook {', '.join(unknown)} "
+                "(hooks: docs/HOOKS.md, 'command', or 'storage.<method>')"
+            )
         return value
 
 

@@ -92,7 +92,23 @@ def render() -> str:
         mode = hookspecs.mode_of(func)
         out.append(f"Called by: **{mode.value if mode else 'undeclared'}** (`@spec(Mode.{mode.name if mode else '?'})`).\n")
         out.append((inspect.getdoc(func) or "").strip() + "\n")
+    out.append(_storage_section())
     return "\n".join(out).rstrip() + "\n"
+
+
+def _storage_section() -> str:
+    """The storage service a memory plugin registers (core.storage)."""
+    from core import storage
+
+    lines = ["## The storage service: `core.storage.Storage`\n", (inspect.getdoc(storage) or "") + "\n"]
+    for name, func in vars(storage.Storage).items():
+        if name.startswith("_") or not inspect.isfunction(func):
+            continue
+        signature = str(inspect.signature(func)).replace("'", "").replace("(self, ", "(").replace("(self)", "()")
+        lines.append(f"### `{name}`\n")
+        lines.append(f"```python\nasync def {name}{signature}\n```\n")
+        lines.append((inspect.getdoc(func) or "").strip() + "\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -190,8 +190,7 @@ async def history(inv: Invocation) -> Reply:
     if isinstance(target, Reply):
         return target
     limit = count or service.settings_of(bot).history_limit
-    found = await bot.hooks.first("list_sessions", user_id=target, limit=limit) or []
-    sessions = [s for s in found if hasattr(s, "scope_key")]
+    sessions = await bot.storage.list_sessions(target, limit)
     here_key = await service.current_scope(bot, message)
     if target == message.author_id:
         # A shared session belongs to no single user, so list_sessions does

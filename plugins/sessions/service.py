@@ -1,6 +1,7 @@
 """The sessions plugin's work against a running bot: the glue between the
 pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the other
-plugins' hooks (``load_session``, ``save_session``, ``load_messages``).
+bot's storage service (``bot.storage``: ``load_session``, ``save_session``,
+``load_messages``).
 
 Settings are validated once per bot (at start-up) and kept per bot instance,
 not per process: tests and rolling deploys run several bots in one process.
@@ -14,6 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 from core.models import IncomingMessage, MessageRecord, Session
+from core.storage import StorageFailed
 
 from plugins.sessions import lifecycle
 from plugins.sessions.config import Effective, SessionsSettings, effective, load
@@ -61,11 +63,11 @@ async def current_scope(bot: Any, message: IncomingMessage) -> str:
 
 
 def has_storage(bot: Any) -> bool:
-    return bool(bot.hooks.implementations("load_session"))
+    return bool(bot.storage.present)
 
 
 async def load_session(bot: Any, key: str) -> Session | None:
-    found = await bot.hooks.first("load_session", scope_key=key)
+    found = await bot.storage.load_session(key)
     return found if isinstance(found, Session) else None
 
 
@@ -86,24 +88,21 @@ def forget_cached(bot: Any, user_id: str) -> None:
 
 
 async def load_for_message(bot: Any, key: str) -> Session | None:
-    """``load_session`` for the pipeline: when every storage plugin raised,
-    fall back on the session this instance last saw for ``key`` (a copy);
+    """``load_session`` for the pipeline: when the storage failed, fall back on the session this instance last saw for ``key`` (a copy);
     without one, raise :class:`~.lifecycle.StateUnreachable` (the caller
     opens a provisional session rather than act as if there were none)."""
-    answer = await bot.hooks.first_answer("load_session", scope_key=key)
-    if isinstance(answer.value, Session):
-        return answer.value
-    if answer.all_failed:
+    try:
+        return await bot.storage.load_session_or_fail(key)
+    except StorageFailed:
         known = _last_known.get(bot, {}).get(key)
         if known is not None:
             log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)
             return Session(**{f: getattr(known, f) for f in Session.__dataclass_fields__})
-        raise lifecycle.StateUnreachable(key)
-    return None
+        raise lifecycle.StateUnreachable(key) from None
 
 
 async def save_session(bot: Any, session: Session) -> None:
-    await bot.hooks.broadcast("save_session", session=session)
+    await bot.storage.save_session(session)
 
 
 async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
@@ -140,7 +139,7 @@ async def session_messages(bot: Any, session: Session, limit: int) -> list[Messa
     Records of any other session are left out even if a storage plugin
     returned them: context never crosses scopes (G8).
     """
-    loaded = await bot.hooks.first("load_messages", session=session, limit=limit) or []
+    loaded = await bot.storage.load_messages(session, limit)
     mine = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
     if len(mine) != len(loaded):
         log.warning("load_messages returned %d records of other sessions for %s; left out", len(loaded) - len(mine), session.id)

@@ -179,8 +179,8 @@ def test_a_call_in_the_wrong_mode_is_refused() -> None:
     from core.dispatch import HookMisuse
 
     hooks = Hooks(_pm())
-    with pytest.raises(HookMisuse, match="load_session.*first answer, not by broadcast"):
-        run(hooks.broadcast("load_session", scope_key="k"))
+    with pytest.raises(HookMisuse, match="resolve_session.*first answer, not by broadcast"):
+        run(hooks.broadcast("resolve_session", message=None))
     with pytest.raises(HookMisuse, match="export_user.*collect, not by first answer"):
         run(hooks.first("export_user", user_id="u"))
     with pytest.raises(HookMisuse, match="no hook named 'generate_replies'"):

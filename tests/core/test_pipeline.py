@@ -8,14 +8,26 @@ from pathlib import Path
 from core.errors import Refused
 from core.models import Reply
 from core.plugins import hookimpl
+from core.storage import Storage, StorageBase
 
 from tests.core.helpers import make_bot, say
 
 
+STORAGE_METHODS = {m for m in vars(Storage) if not m.startswith("_")}
+
+
 def _module(**hooks: object) -> types.ModuleType:
+    """A plugin module with these hook implementations; storage methods
+    (``store_message``, ``session_lease``…) go to the storage it registers."""
     module = types.ModuleType("m")
+    storage = StorageBase()
     for name, func in hooks.items():
-        setattr(module, name, hookimpl(func))
+        if name in STORAGE_METHODS:
+            setattr(storage, name, func)
+        else:
+            setattr(module, name, hookimpl(func))
+    if STORAGE_METHODS & set(hooks):
+        module.register_storage = hookimpl(lambda register: register(storage))  # type: ignore[attr-defined]
     return module
 
 

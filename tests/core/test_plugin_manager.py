@@ -13,6 +13,7 @@ import pytest
 from core.bot import Bot
 from core.models import Reply
 from core.plugins import ESSENTIAL, hookimpl
+from core.storage import StorageBase
 from core.settings import PluginsSection
 
 from tests.core.helpers import FakeEntryPoint, make_bot, make_settings, say
@@ -191,7 +192,12 @@ def test_a_hung_reply_plugin_is_given_up_on_and_the_session_is_free(tmp_path: Pa
         async def __aexit__(self, *exc: object) -> None:
             held.append("exit")
 
-    hung = _module_with(generate_reply=generate_reply, session_lease=lambda message: Lease())
+    class Leasing(StorageBase):
+        async def session_lease(self, message: object) -> Lease:
+            return Lease()
+
+    leasing = Leasing()
+    hung = _module_with(generate_reply=generate_reply, register_storage=lambda register: register(leasing))
     bot = make_bot(tmp_path, {"hung": hung})
     bot.settings.bot.hook_timeouts = {"generate_reply": 0.05}
     sent: list[Reply] = []

@@ -15,6 +15,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from core.bot import Bot
 from core.models import Reply
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import load_settings
 
 from tests.core.helpers import FakeEntryPoint, message
@@ -51,15 +52,21 @@ def reply_plugin(world: World, name: str, text: str) -> None:
 
 @given(parsers.parse('a plugin "{name}" that raises in every hook'))
 def raising_plugin(world: World, name: str) -> None:
-    """A plugin that raises from startup, resolve_session, store_message and
-    generate_reply."""
+    """A plugin that raises from startup, resolve_session, build_context,
+    generate_reply and its storage's store_message."""
 
     def boom() -> None:
         raise RuntimeError(f"{name} is broken")
 
+    class BrokenStorage(StorageBase):
+        async def store_message(self, record: Any, session: Any) -> bool:
+            boom()
+            return True
+
     module = types.ModuleType(name)
-    for hook in ("startup", "resolve_session", "store_message", "build_context"):
+    for hook in ("startup", "resolve_session", "build_context"):
         setattr(module, hook, hookimpl(boom))
+    module.register_storage = hookimpl(lambda register: register(BrokenStorage()))  # type: ignore[attr-defined]
     module.generate_reply = hookimpl(tryfirst=True)(boom)  # type: ignore[attr-defined]
     world.modules[name] = module
 

@@ -42,10 +42,10 @@ def _records(harness: Harness, user: str, place: str) -> list[MessageRecord]:
 
     async def read() -> list[MessageRecord]:
         scope = await bot.hooks.first("session_scope", message=probe) or bot.default_session(probe).scope_key
-        session = await bot.hooks.first("load_session", scope_key=scope)
+        session = await bot.storage.load_session(scope)
         if session is None:
             return []
-        return await bot.hooks.first("load_messages", session=session, limit=harness.window) or []
+        return await bot.storage.load_messages(session, harness.window)
 
     return harness.run(read(), what="reading the bot's records")
 

@@ -53,7 +53,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Fixtures that reach a PostgreSQL server or start a redis-server: a test
 # using one needs the real services, whatever its parametrization.
-SERVICE_FIXTURES = frozenset({"pg_url", "postgres_backend", "private_redis", "redis_server"})
+SERVICE_FIXTURES = frozenset({"pg_url", "postgres_backend", "private_redis", "redis_server", "mysql_backend"})
 
 
 def needs_services(item: pytest.Item) -> bool:

@@ -429,7 +429,7 @@ def when_busy(harness: Harness, name: str, user: str, place: str) -> None:
         held, release = asyncio.Event(), asyncio.Event()
 
         async def hold() -> None:
-            lease = await instance.bot.hooks.first("session_lease", message=probe)
+            lease = await instance.bot.storage.session_lease(probe)
             if lease is None:
                 raise HarnessError("no plugin gives session leases")
             async with lease:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from core.storage import StorageBase
 from harness.backends import (
     BackendUnavailable,
     FakeRedisTcp,
@@ -469,7 +470,7 @@ def test_real_matrix_fails_when_postgres_is_missing(tmp_path: Path) -> None:
 # --- the harness catches a broken memory ----------------------------------------------------
 
 
-class RedisOnlyMemory:
+class RedisOnlyMemory(StorageBase):
     """A memory that keeps messages only in Redis: G1 violated on purpose."""
 
     def __init__(self, server: object) -> None:
@@ -480,14 +481,16 @@ class RedisOnlyMemory:
 
     from core.plugins import hookimpl
 
-    @hookimpl(tryfirst=True)
+    @hookimpl
+    def register_storage(self, register):  # type: ignore[no-untyped-def]
+        register(self)
+
     def store_message(self, record, session):  # type: ignore[no-untyped-def]
         import json
 
         self.redis.rpush(f"m:{session.id}", json.dumps(record.to_dict()))
         return True
 
-    @hookimpl(tryfirst=True)
     def load_messages(self, session, limit):  # type: ignore[no-untyped-def]
         import json
 
@@ -495,11 +498,9 @@ class RedisOnlyMemory:
 
         return [MessageRecord.from_dict(json.loads(r)) for r in self.redis.lrange(f"m:{session.id}", -limit, -1)]
 
-    @hookimpl(tryfirst=True)
     def load_session(self, scope_key):  # type: ignore[no-untyped-def]
         return self.sessions.get(scope_key)
 
-    @hookimpl(tryfirst=True)
     def save_session(self, session):  # type: ignore[no-untyped-def]
         self.sessions[session.scope_key] = session
 

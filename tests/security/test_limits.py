@@ -24,6 +24,7 @@ from core.clock import ManualClock
 from core.errors import ConfigError
 from core.models import Attachment, Command, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import EnvSettings, Settings
 from plugins.limits.config import LimitsSettings, Rate, parse_rate
 from plugins.limits.limiter import LIMITS_UNAVAILABLE, Limiter
@@ -301,7 +302,9 @@ class Recorder:
             register(Command("imagine", "draw", imagine))
             register(Command("purge", "admins only", lambda inv: Reply("purged"), permission="admin"))
 
-        module.store_message = hookimpl(store_message)  # type: ignore[attr-defined]
+        storage = StorageBase()
+        storage.store_message = store_message  # type: ignore[method-assign]
+        module.register_storage = hookimpl(lambda register: register(storage))  # type: ignore[attr-defined]
         module.register_commands = hookimpl(register_commands)  # type: ignore[attr-defined]
         return module
 
