@@ -49,9 +49,9 @@ class Breakdown:
 
     def _wrap_db_calls(self) -> Any:
         """Also time the memory plugin's database calls, when its store has
-        the shape this benchmark knows (``bot.memory.db.run(fn, *args)``);
+        the shape this benchmark knows (``bot.plugin_state["memory"].db.run(fn, *args)``);
         diagnostic only, silently skipped otherwise."""
-        db = getattr(getattr(self.bot, "memory", None), "db", None)
+        db = getattr(self.bot.plugin_state.get("memory"), "db", None)
         original = getattr(db, "run", None)
         if original is None:
             return None

@@ -68,6 +68,9 @@ class Bot:
         self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
         # The conversation store one plugin registers (core.storage).
         self.storage = StorageService(self.hooks)
+        # What each plugin keeps for this bot, under the plugin's name (the
+        # one way: several bots share a process in tests and deploys).
+        self.plugin_state: dict[str, Any] = {}
         self.commands = CommandRegistry()
         self.transports: dict[str, Any] = {}
         self.image_providers: dict[str, Any] = {}

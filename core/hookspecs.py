@@ -41,6 +41,12 @@ An implementation declares only the arguments it needs, by name. Every hook
 may also take ``bot``: the running :class:`core.bot.Bot` (settings, clock,
 instance id, ``bot.hooks`` to call other hooks, and ``bot.storage``: the
 conversation store, :class:`core.storage.StorageService`).
+
+**Per-bot state**: what a plugin keeps for a running bot (a client, a
+service, its validated settings) goes in ``bot.plugin_state[<plugin name>]``,
+set in ``startup`` and removed in ``shutdown``; never in module globals nor
+in attributes of its own on the bot: several bots share a process (tests,
+instances).
 """
 
 from __future__ import annotations

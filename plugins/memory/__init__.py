@@ -4,7 +4,8 @@ Hooks and the storage service (:class:`MemoryStorage`, registered through
 ``register_storage``); the logic is in :mod:`plugins.memory.store` and its
 siblings.
 Each bot gets its own :class:`~plugins.memory.store.MemoryStore`, created in
-``startup`` and kept as ``bot.memory`` (several bots may share a process).
+``startup`` and kept as ``bot.plugin_state["memory"]`` (several bots may share
+a process); :func:`store_of` returns it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = logging.getLogger("plugins.memory")
 
 
 def store_of(bot: Any) -> MemoryStore:
-    store = getattr(bot, "memory", None)
+    store = bot.plugin_state.get("memory")
     if not isinstance(store, MemoryStore):
         raise RuntimeError("memory plugin is not started for this bot")
     return store
@@ -32,7 +33,7 @@ def store_of(bot: Any) -> MemoryStore:
 @hookimpl
 async def startup(bot: Any) -> None:
     settings = bot.settings.for_plugin("memory", MemorySettings)
-    old = getattr(bot, "memory", None)
+    old = bot.plugin_state.get("memory")
     if isinstance(old, MemoryStore):
         await old.stop()
     store = MemoryStore(settings, data_dir=bot.settings.data_dir, instance_id=bot.instance_id, clock=bot.clock)
@@ -40,15 +41,14 @@ async def startup(bot: Any) -> None:
         await store.start()
     except RuntimeError as exc:
         raise ConfigError(str(exc)) from None
-    bot.memory = store
+    bot.plugin_state["memory"] = store
 
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
-    store = getattr(bot, "memory", None)
+    store = bot.plugin_state.pop("memory", None)
     if isinstance(store, MemoryStore):
         await store.stop()
-        bot.memory = None
 
 
 @hookimpl

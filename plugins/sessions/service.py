@@ -1,17 +1,18 @@
 """The sessions plugin's work against a running bot: the glue between the
-pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the other
-bot's storage service (``bot.storage``: ``load_session``, ``save_session``,
+pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the bot's
+storage service (``bot.storage``: ``load_session``, ``save_session``,
 ``load_messages``).
 
-Settings are validated once per bot (at start-up) and kept per bot instance,
-not per process: tests and rolling deploys run several bots in one process.
+Settings are validated once per bot (at start-up) and kept in the bot's
+``plugin_state["sessions"]``, not per process: tests and rolling deploys run
+several bots in one process.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.models import IncomingMessage, MessageRecord, Session
@@ -25,26 +26,40 @@ from plugins.sessions.window import Window, fit
 
 log = logging.getLogger("plugins.sessions")
 
-_settings: weakref.WeakKeyDictionary[Any, SessionsSettings] = weakref.WeakKeyDictionary()
-# The session each scope last resolved to, per bot: used only when the
-# storage plugin fails outright (raises), so a broken storage call does not
-# start a new conversation on every message. Bounded.
-_last_known: weakref.WeakKeyDictionary[Any, OrderedDict[str, Session]] = weakref.WeakKeyDictionary()
 LAST_KNOWN_MAX = 10_000
+
+
+@dataclass
+class SessionsState:
+    """What the plugin keeps for one bot (``bot.plugin_state["sessions"]``)."""
+
+    settings: SessionsSettings | None = None
+    # The session each scope last resolved to: used only when the storage
+    # fails outright (raises), so a broken storage call does not start a
+    # new conversation on every message. Bounded.
+    last_known: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+
+
+def state_of(bot: Any) -> SessionsState:
+    state = bot.plugin_state.get("sessions")
+    if state is None:
+        state = bot.plugin_state["sessions"] = SessionsState()
+    return state
 
 
 def settings_of(bot: Any) -> SessionsSettings:
     """This bot's validated ``[sessions]`` settings."""
-    found = _settings.get(bot)
-    if found is None:
-        found = _settings[bot] = load(bot.settings)
-    return found
+    state = state_of(bot)
+    if state.settings is None:
+        state.settings = load(bot.settings)
+    return state.settings
 
 
 def configure(bot: Any) -> SessionsSettings:
     """(Re)validate the settings; raises :class:`core.errors.ConfigError`."""
-    _settings[bot] = load(bot.settings)
-    return _settings[bot]
+    state = state_of(bot)
+    state.settings = load(bot.settings)
+    return state.settings
 
 
 def settings_for(bot: Any, message: IncomingMessage) -> Effective:
@@ -72,7 +87,7 @@ async def load_session(bot: Any, key: str) -> Session | None:
 
 
 def remember(bot: Any, session: Session) -> None:
-    known = _last_known.setdefault(bot, OrderedDict())
+    known = state_of(bot).last_known
     known[session.scope_key] = session
     known.move_to_end(session.scope_key)
     while len(known) > LAST_KNOWN_MAX:
@@ -81,8 +96,8 @@ def remember(bot: Any, session: Session) -> None:
 
 def forget_cached(bot: Any, user_id: str) -> None:
     """Drop what this instance remembers of ``user_id``'s sessions."""
-    known = _last_known.get(bot)
-    if known is not None:
+    known = state_of(bot).last_known
+    if known:
         for key in [k for k, s in known.items() if s.user_id == user_id]:
             del known[key]
 
@@ -94,7 +109,7 @@ async def load_for_message(bot: Any, key: str) -> Session | None:
     try:
         return await bot.storage.load_session_or_fail(key)
     except StorageFailed:
-        known = _last_known.get(bot, {}).get(key)
+        known = state_of(bot).last_known.get(key)
         if known is not None:
             log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)
             return Session(**{f: getattr(known, f) for f in Session.__dataclass_fields__})

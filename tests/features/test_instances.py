@@ -29,7 +29,7 @@ def _store(harness: Harness, name: str) -> Any:
     instance = harness.instance(name)
     if not isinstance(instance, InProcessInstance):
         raise HarnessError(f"instance {name} must run in this process")
-    return instance.bot.memory
+    return instance.bot.plugin_state["memory"]
 
 
 @when(p('instance "{name:Name}" receives "{text}" late'))
