@@ -167,7 +167,7 @@ class TransportMixin:
     core: Any
     config: DiscordSettings
     user: Any
-    tree: app_commands.CommandTree
+    tree: Any  # discord.py's CommandTree, typed by the bot class this mixes into
 
     def __init__(self, core_bot: Any, config: DiscordSettings, **options: Any) -> None:
         intents = discord.Intents.default()
