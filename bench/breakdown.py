@@ -102,11 +102,11 @@ class Breakdown:
         self.samples: dict[str, list[float]] = defaultdict(list)
         self._original = bot.hooks._call
 
-        async def timed(name: str, impl: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+        async def timed(name: str, impl: Any, kwargs: dict[str, Any], failures: Any = None) -> tuple[bool, Any]:
             start = time.perf_counter_ns()
-            ok, result = await self._original(name, impl, kwargs)
+            ok, result = await self._original(name, impl, kwargs, failures)
             self.samples[f"{name} ({impl.plugin_name})"].append((time.perf_counter_ns() - start) / 1e6)
-            if name == "session_lease" and result is not None:
+            if name == "storage.session_lease" and result is not None:
                 result = TimedLease(result, self.samples)
             return ok, result
 
@@ -115,9 +115,9 @@ class Breakdown:
 
     def _wrap_db_calls(self) -> Any:
         """Also time the memory plugin's database calls, when its store has
-        the shape this benchmark knows (``bot.memory.db.run(fn, *args)``);
+        the shape this benchmark knows (``bot.plugin_state["memory"].db.run(fn, *args)``);
         diagnostic only, silently skipped otherwise."""
-        db = getattr(getattr(self.bot, "memory", None), "db", None)
+        db = getattr(self.bot.plugin_state.get("memory"), "db", None)
         original = getattr(db, "run", None)
         if original is None:
             return None

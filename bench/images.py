@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.images", description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="run the cases whose name contains this")
     args = parser.parse_args(argv)
-    from tests.images import corpus
+    from harness import image_corpus as corpus
 
     print("| file | bytes | verdict | time | peak memory |")
     print("|---|---:|---|---:|---:|")

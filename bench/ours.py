@@ -23,15 +23,13 @@ _LEAKY_ENV = ("DATABASE_URL", "REDIS_URL", "BOT_CONFIG")
 
 
 def available() -> str | None:
-    """``None`` when the memory plugin imports and implements store_message."""
+    """``None`` when the memory plugin imports and registers the storage."""
     try:
         module = importlib.import_module("plugins.memory")
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return f"memory plugin unavailable ({type(exc).__name__}: {exc})"
-    if not hasattr(module, "store_message") and not any(
-        hasattr(getattr(module, n), "store_message") for n in dir(module)
-    ):
-        return "memory plugin has no store_message yet"
+    if not hasattr(module, "register_storage"):
+        return "memory plugin registers no storage yet"
     return None
 
 
@@ -87,16 +85,14 @@ class Ours:
         await self.bot.stop()
 
     async def store(self, record: data.MessageRecord, session: data.Session) -> bool:
-        results = await self.bot.hooks.broadcast("store_message", record=record, session=session)
-        if not results or any(r is False for _p, r in results):
-            raise RuntimeError(f"store_message did not accept durably: {results} {self.failures()}")
+        if not await self.bot.storage.store_message(record, session):
+            raise RuntimeError(f"store_message did not accept durably: {self.failures()}")
         return True
 
     async def load(self, session: data.Session, limit: int = HOT) -> list[data.MessageRecord]:
-        messages = await self.bot.hooks.first("load_messages", session=session, limit=limit)
-        if messages is None:
-            raise RuntimeError(f"load_messages gave no answer {self.failures()}")
-        return messages
+        if not self.bot.storage.present:
+            raise RuntimeError(f"no storage registered {self.failures()}")
+        return await self.bot.storage.load_messages(session, limit)
 
     def failures(self) -> str:
         return "; ".join(f"{f.plugin}.{f.hook}: {f.error}" for f in self.bot.hooks.failures[-3:])

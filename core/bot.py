@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from core import commands as command_parsing
 from core.clock import Clock
 from core.commands import CommandRegistry
-from core.dispatch import Hooks
+from core.dispatch import HookFailure, Hooks
 from core.errors import Refused
 from core.models import (
     Context,
@@ -26,11 +27,11 @@ from core.models import (
     IncomingMessage,
     MessageRecord,
     Reply,
-    Role,
     SendReply,
     Session,
 )
 from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
+from core.storage import StorageService
 from core.settings import Settings
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
@@ -39,8 +40,12 @@ log = logging.getLogger("core.bot")
 _NONE: frozenset[str] = frozenset()
 # A plugin implementing one of these is switched for the whole bot only.
 OWNERS_ONLY_HOOKS = frozenset(
-    {"claim_message", "session_scope", "resolve_session", "session_lease", "export_user", "forget_user"}
+    {"claim_message", "session_scope", "resolve_session", "register_storage", "export_user", "forget_user"}
 )
+
+# How a conversation turn gets its answer: (message, session, its stored
+# record, whether memory is degraded) -> the reply.
+Answerer = Callable[[IncomingMessage, Session, MessageRecord, bool], Awaitable[Reply]]
 
 MEMORY_DEGRADED = "memory is degraded: this message may not be remembered"
 
@@ -60,7 +65,12 @@ class Bot:
         self.clock = clock or Clock()
         self.instance_id = instance_id or settings.env.instance_id
         self.plugins: PluginHost = get_plugin_manager(settings.plugins, entry_points)
-        self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild)
+        self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
+        # The conversation store one plugin registers (core.storage).
+        self.storage = StorageService(self.hooks)
+        # What each plugin keeps for this bot, under the plugin's name (the
+        # one way: several bots share a process in tests and deploys).
+        self.plugin_state: dict[str, Any] = {}
         self.commands = CommandRegistry()
         self.transports: dict[str, Any] = {}
         self.image_providers: dict[str, Any] = {}
@@ -97,13 +107,11 @@ class Bot:
     async def _start_plugin(self, name: str) -> bool:
         plugin = self.plugins.pm.get_plugin(name)
         impls = [i for i in self.hooks.implementations("startup") if i.plugin is plugin]
-        before = len(self.hooks.failures)
         for impl in impls:
-            await self.hooks._call("startup", impl, {"bot": self})
-        if len(self.hooks.failures) > before:
-            failure = self.hooks.failures[-1]
-            self.plugins.fail(name, f"startup failed: {failure.error}", bad_config=failure.config)
-            return False
+            failure = await self.hooks.call_one("startup", impl)
+            if failure is not None:
+                self.plugins.fail(name, f"startup failed: {failure.error}", bad_config=failure.config)
+                return False
         return True
 
     def _collect_registries(self) -> None:
@@ -127,16 +135,24 @@ class Bot:
 
             return make
 
+        self.storage.clear()
+        self.hooks.call_registry("register_storage", self.storage.register_for)
         self.hooks.call_registry("register_transports", registrar(self.transports, "transport"))
         self.hooks.call_registry("register_image_providers", registrar(self.image_providers, "image provider"))
+
+    def hook_timeout(self, hook: str) -> float:
+        """Seconds one implementation of ``hook`` may take ([bot] hook_timeout)."""
+        return self.settings.bot.hook_timeouts.get(hook, self.settings.bot.hook_timeout)
 
     # --- plugins switched at run time (rules: core.switches) -----------------
 
     def essential_plugins(self) -> set[str]:
-        """Plugins nobody switches off at run time: the core, every plugin
-        that stores messages, and the transport this instance runs on."""
+        """Plugins nobody switches off at run time: the core, the plugin
+        that provides the storage, and the transport this instance runs on."""
         essential = set(ESSENTIAL)
-        essential |= {i.name for i in self.plugins.info.values() if i.state == "enabled" and "store_message" in i.hooks}
+        essential |= {
+            i.name for i in self.plugins.info.values() if i.state == "enabled" and "register_storage" in i.hooks
+        }
         running = self.transport_plugins.get(self.running_transport or "")
         if running:
             essential.add(running)
@@ -152,7 +168,7 @@ class Bot:
         declared = {i.name for i in self.plugins.info.values() if i.owners_only}
         return self.essential_plugins() | set(self.transport_plugins.values()) | declared | by_role
 
-    def off_in_guild(self, guild_id: str | None) -> set[str]:
+    def off_in_guild(self, guild_id: str | None) -> AbstractSet[str]:
         """The plugins switched off in ``guild_id`` (empty for DMs)."""
         return self._guild_off.get(guild_id, _NONE) if guild_id else _NONE
 
@@ -252,20 +268,19 @@ class Bot:
         plugin = self.plugins.pm.get_plugin(name)
         for impl in self.hooks.implementations("shutdown"):
             if impl.plugin is plugin:
-                await self.hooks._call("shutdown", impl, {"bot": self})
+                await self.hooks.call_one("shutdown", impl)
 
     async def _load_states(self) -> dict[str, Any] | None:
         """Every stored switch, or ``None`` when the store cannot answer.
         Without a plugin that stores bot state, the switches live in this
         process only."""
-        if not self.hooks.implementations("load_bot_states"):
+        if not self.storage.present:
             return dict(self._local_states)
-        states = await self.hooks.first("load_bot_states", prefix=STATE_PREFIX)
-        return states if isinstance(states, dict) else None
+        return await self.storage.load_bot_states(STATE_PREFIX)
 
     async def _save_state(self, key: str, value: Any) -> None:
         self._local_states[key] = value
-        await self.hooks.broadcast("save_bot_state", key=key, value=value)
+        await self.storage.save_bot_state(key, value)
 
     async def _follow_forever(self) -> None:
         """Follow switches made on other instances, whether or not
@@ -280,8 +295,14 @@ class Bot:
     # --- the pipeline ----------------------------------------------------
 
     async def handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
-        """Handle one incoming message; return the reply sent, or ``None``
-        when nothing was sent (bot author, or handled by another instance)."""
+        """Handle one incoming message, conversation or command, from any
+        transport; return the reply sent, or ``None`` when nothing was sent
+        (bot author, or handled by another instance).
+
+        The one way in: every transport calls this with a ``send`` callable
+        and nothing else of the pipeline (claim, lease, session, storage,
+        the claim marked done) is done anywhere but here.
+        """
         if message.author_is_bot:
             return None
         # Claimed first: with several instances receiving every event, each
@@ -297,29 +318,58 @@ class Bot:
             return await self._answer(message, Reply(problem), send)
         parsed = command_parsing.parse(message.content, self.settings.bot.command_prefix)
         if parsed and not message.attachments:
-            return await self._answer(message, await self.commands.run(self, message, *parsed), send)
+            return await self._command(message, *parsed, send)
+        return await self._turn(message, send, self._generate, prepare=True)
 
-        lease = await self.hooks.first("session_lease", message=message)
-        async with self._held(lease):
-            try:
-                return await self._converse(message, send)
-            except Refused as refused:
-                return await self._answer(message, Reply(refused.reply), send)
+    async def _command(
+        self, message: IncomingMessage, name: str, args: str, send: SendReply
+    ) -> Reply | None:
+        command = self.commands.commands.get(name)
+        if command is not None and command.holds_session:
+            async with self.session_held(message):
+                reply = await self.commands.run(self, message, name, args)
+        else:
+            reply = await self.commands.run(self, message, name, args)
+        if not reply.in_conversation:
+            return await self._answer(message, reply, send)
 
-    async def _answer(self, message: IncomingMessage, reply: Reply, send: SendReply) -> Reply:
-        """Send a reply that is not part of the conversation record."""
+        async def answer(*_turn: object) -> Reply:
+            return reply
+
+        # A command's answer that is part of the conversation (a picture):
+        # the request and the answer are stored like a conversation turn.
+        # The command was checked as a command, so prepare_message (the
+        # checks of a conversation message) does not run again.
+        sent = await self._turn(message, send, answer, prepare=False)
+        if sent is not None:
+            await self.hooks.broadcast("message_answered", message=message, reply=sent)
+        return sent
+
+    async def _answer(self, message: IncomingMessage, reply: Reply, send: SendReply) -> Reply | None:
+        """Send a reply that is not part of the conversation record; its
+        claim is done once sent."""
+        if not await self._confirmed(message):
+            return None
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
 
+    async def _confirmed(self, message: IncomingMessage) -> bool:
+        if not await self.storage.confirm_reply(message):
+            log.warning("reply to message %s not sent: another instance took the message over", message.id)
+            return False
+        return True
+
     @contextlib.asynccontextmanager
-    async def _held(self, lease: Any) -> AsyncIterator[None]:
-        """Hold a session lease; when taking it fails, answer anyway.
+    async def session_held(self, message: IncomingMessage) -> AsyncIterator[None]:
+        """Hold the lease of ``message``'s session; when taking it fails,
+        go on without it.
 
         Availability wins over strict one-at-a-time handling: a lease that
         cannot be taken (both backends down) must not cost the user a reply.
         Failures inside the block propagate unchanged.
         """
+        lease = await self.storage.session_lease(message)
         if lease is None:
             yield
             return
@@ -348,62 +398,73 @@ class Bot:
             )
         return None
 
-    async def _converse(self, message: IncomingMessage, send: SendReply) -> Reply | None:
-        session = await self.hooks.first("resolve_session", message=message)
-        if session is None:
-            session = self.default_session(message)
-        await self.hooks.broadcast("prepare_message", message=message, session=session)
-        record = MessageRecord.from_incoming(message, session)
-        degraded = not await self._store(record, session)
+    async def _turn(
+        self, message: IncomingMessage, send: SendReply, answer: Answerer, *, prepare: bool
+    ) -> Reply | None:
+        """One turn of the conversation, holding the session's lease:
+        resolve the session, store the message, ``answer`` it, send the
+        answer and store it."""
+        async with self.session_held(message):
+            try:
+                session = await self.hooks.first("resolve_session", message=message)
+                if session is None:
+                    session = self.default_session(message)
+                if prepare:
+                    await self.hooks.broadcast("prepare_message", message=message, session=session)
+                record = MessageRecord.from_incoming(message, session)
+                degraded = not await self._store(record, session)
+                reply = await answer(message, session, record, degraded)
+                if degraded and MEMORY_DEGRADED not in reply.notes:
+                    reply.notes.append(MEMORY_DEGRADED)
+                return await self._deliver(message, session, reply, send)
+            except Refused as refused:
+                return await self._answer(message, Reply(refused.reply), send)
 
+    async def _generate(
+        self, message: IncomingMessage, session: Session, record: MessageRecord, degraded: bool
+    ) -> Reply:
         context = await self.hooks.first("build_context", session=session, message=message)
         if context is None:
             context = Context(session, self.settings.bot.system_prompt, [record])
         if degraded:
             context.notes.append(MEMORY_DEGRADED)
-        reply = await self.hooks.first("generate_reply", context=context, message=message)
-        if reply is None:
-            failed = ", ".join(sorted({f.plugin for f in self.hooks.failures[-5:] if f.hook == "generate_reply"}))
-            reply = Reply(f"Sorry, I could not generate a reply{f' (plugin {failed} failed)' if failed else ''}.")
-        if degraded and MEMORY_DEGRADED not in reply.notes:
-            reply.notes.append(MEMORY_DEGRADED)
+        answer = await self.hooks.first_answer("generate_reply", context=context, message=message)
+        if answer.value is None or (answer.failures and answer.plugin in ESSENTIAL):
+            # A reply plugin failed and only the core's fallback answered:
+            # say so, naming this message's own failures (another message's,
+            # failing at the same time, must not be blamed here).
+            return Reply(f"Sorry, I could not generate a reply{_blame(answer.failures)}.")
+        return answer.value
 
-        if await self.hooks.first("confirm_reply", message=message) is False:
-            log.warning("reply to message %s not sent: another instance took the message over", message.id)
+    async def _deliver(
+        self, message: IncomingMessage, session: Session, reply: Reply, send: SendReply
+    ) -> Reply | None:
+        """Send the answer of a conversation turn and store it; storing its
+        record marks the message answered."""
+        if not await self._confirmed(message):
             return None
         sent = await send(reply)
-        now = self.clock.now()
-        reply_record = MessageRecord(
-            id=f"reply:{message.id}",
-            session_id=session.id,
-            scope_key=session.scope_key,
-            role=Role.BOT,
-            author_id="bot",
+        reply_record = MessageRecord.of_reply(
+            message,
+            session,
+            reply,
             author_name=self.settings.bot.name,
-            content=reply.content,
-            # A reply sorts after what it answers, whatever the clocks say.
-            timestamp=max(sent.timestamp if sent and sent.timestamp else now, message.timestamp + 0.001),
-            guild_id=message.guild_id,
-            channel_id=message.channel_id,
-            reply_to_id=message.id,
-            attachments=reply.attachments,
+            timestamp=sent.timestamp if sent and sent.timestamp else self.clock.now(),
         )
         await self._store(reply_record, session)
         await self.hooks.broadcast("reply_sent", reply=reply, record=reply_record, session=session, message=message)
         return reply
 
     async def _store(self, record: MessageRecord, session: Session) -> bool:
-        """Store through every memory plugin; ``False`` when memory is
-        degraded (a plugin failed or accepted only in degraded form)."""
+        """Store through the storage; ``False`` when memory is degraded (it
+        failed, or accepted only in degraded form)."""
         if self._storage_failed():
             # A memory plugin that failed to start is not there to say so.
             return False
-        impls = self.hooks.implementations("store_message")
-        results = await self.hooks.broadcast("store_message", record=record, session=session)
-        return len(results) == len(impls) and all(r is not False for _p, r in results)
+        return await self.storage.store_message(record, session)
 
     def _storage_failed(self) -> bool:
-        return any(i.state == "failed" and "store_message" in i.hooks for i in self.plugins.info.values())
+        return any(i.state == "failed" and "register_storage" in i.hooks for i in self.plugins.info.values())
 
     def default_session(self, message: IncomingMessage) -> Session:
         scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"
@@ -422,6 +483,17 @@ class Bot:
 
     async def health(self) -> list[HealthReport]:
         return [r for r in await self.hooks.collect("health") if isinstance(r, HealthReport)]
+
+
+def _blame(failures: list[HookFailure]) -> str:
+    """`` (plugin llm failed)`` for a reply; who did not answer in time is
+    named as such."""
+    hung = sorted({f.plugin for f in failures if f.timed_out})
+    failed = sorted({f.plugin for f in failures if not f.timed_out})
+    parts = [f"plugin {', '.join(failed)} failed"] if failed else []
+    if hung:
+        parts.append(f"plugin {', '.join(hung)} did not answer in time")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _by(switch: Switch | None) -> str:

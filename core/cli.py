@@ -9,11 +9,13 @@ import asyncio
 import logging
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from core.admin import EXIT_USAGE, AdminCommand, AdminError, AdminRegistry, Output
 from core.bot import Bot
 from core.errors import ConfigError
+from core.scaffold import write_plugin
 from core.logs import setup_logging
 from core.plugins import discover
 from core.settings import Settings, check_log_level, load_settings, unknown_sections
@@ -107,7 +109,40 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(_settings(args), "console"))
 
 
-async def _plugins(settings: Settings) -> int:
+HOOK_ORDER_NOTE = (
+    "Order: tryfirst implementations run first, trylast ones last; among the rest the plugin registered last "
+    "runs first, and plugins register in name order (core first), so the name that sorts last is asked first. "
+    "For a first-answer hook the first non-None answer wins."
+)
+
+
+def _marks(impl: Any) -> str:
+    return "".join(f" [{m}]" for m in ("tryfirst", "trylast") if getattr(impl, m, False))
+
+
+def hook_listing(bot: Bot) -> list[str]:
+    """Each enabled plugin's hooks (with tryfirst/trylast), then the call
+    order of every hook more than one plugin implements."""
+    lines = [HOOK_ORDER_NOTE, ""]
+    by_plugin: dict[str, list[str]] = {}
+    orders: list[str] = []
+    for name in sorted(n for n in bot.plugins.pm.hook.__dict__ if not n.startswith("_")):
+        caller = getattr(bot.plugins.pm.hook, name)
+        if getattr(caller, "spec", None) is None:
+            continue
+        impls = bot.hooks.implementations(name)
+        for impl in impls:
+            by_plugin.setdefault(impl.plugin_name, []).append(name + _marks(impl))
+        if len(impls) > 1:
+            mode = bot.hooks.mode(name).value
+            orders.append(f"{name} ({mode}): " + " -> ".join(i.plugin_name + _marks(i) for i in impls))
+    for plugin in sorted(by_plugin, key=lambda n: (n != "core", n)):
+        lines.append(f"{plugin}: {', '.join(by_plugin[plugin])}")
+    lines += ["", "call order where several plugins implement a hook:", *orders]
+    return lines
+
+
+async def _plugins(settings: Settings, hooks: bool = False) -> int:
     # Started, so the listing shows the switches stored at run time, as a
     # running instance would follow them.
     bot = Bot(settings)
@@ -129,11 +164,14 @@ async def _plugins(settings: Settings) -> int:
         print("problem: the switches stored at run time could not be read (memory unreachable)")
     for problem in bot.plugins.problems:
         print(f"problem: {problem}")
+    if hooks:
+        print()
+        print("\n".join(hook_listing(bot)))
     return 0
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    return asyncio.run(_plugins(_settings(args)))
+    return asyncio.run(_plugins(_settings(args), hooks=getattr(args, "hooks", False)))
 
 
 async def _check(settings: Settings) -> int:
@@ -164,6 +202,16 @@ async def _check(settings: Settings) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(_check(_settings(args)))
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    try:
+        root = write_plugin(args.name, Path(args.dir))
+    except ValueError as exc:
+        print(f"new-plugin: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}: install it with  pip install -e {root}  and test it with  python -m pytest {root / 'tests'}")
+    return 0
 
 
 def _print_problems(lines: list[str]) -> None:
@@ -204,8 +252,12 @@ def _parser(registry: AdminRegistry | None) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML config file (default: $BOT_CONFIG or ./bot.toml)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ...")
     sub = parser.add_subparsers(dest="command")
-    for name, (_, help_text) in CORE_COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    parsers = {name: sub.add_parser(name, help=help_text) for name, (_, help_text) in CORE_COMMANDS.items()}
+    parsers["new-plugin"].add_argument("name", help="the plugin's name (lower-case letters, digits, _)")
+    parsers["new-plugin"].add_argument("--dir", default=".", help="where to write it (default: here)")
+    parsers["plugins"].add_argument(
+        "--hooks", action="store_true", help="also list each plugin's hooks and the order they are called in"
+    )
     for command in (registry.commands.values() if registry else ()):
         command_parser = sub.add_parser(command.name, help=f"{command.help} [{command.plugin}]")
         command.arguments(command_parser)
@@ -228,6 +280,7 @@ CORE_COMMANDS: dict[str, Any] = {
     "chat": (cmd_chat, "chat with the bot in this terminal"),
     "plugins": (cmd_plugins, "list plugins and their state"),
     "check": (cmd_check, "validate config and reach every configured backend"),
+    "new-plugin": (cmd_new_plugin, "write a pip-installable plugin package NAME with a passing test"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from typing import Any
@@ -71,19 +72,36 @@ class CommandRegistry:
             return Reply(f"{prefix}{name} is switched off in this server (plugin {command.plugin!r}).")
         if not is_allowed(command, message, bot.settings.bot.owner_ids):
             return Reply(f"You do not have permission to use {prefix}{name} (it needs: {command.permission}).")
+        deadline: asyncio.Timeout | None = None
         try:
             hooks = getattr(bot, "hooks", None)
             if hooks is not None:
                 await hooks.broadcast("before_command", command=command, message=message, args=args)
             result = command.handler(Invocation(bot, message, name, args))
             if inspect.isawaitable(result):
-                result = await result
+                async with asyncio.timeout(_timeout(bot)) as deadline:
+                    result = await result
         except Refused as refused:
             return Reply(refused.reply)
+        except TimeoutError as exc:
+            if deadline is None or not deadline.expired():
+                return _failed(prefix, name, command, exc)
+            log.error("command %s from plugin %r did not finish within %g s", name, command.plugin, _timeout(bot))
+            return Reply(f"{prefix}{name} did not finish in time (plugin {command.plugin!r}); the error was logged.")
         except Exception as exc:  # noqa: BLE001 - a broken command must not take the bot down
-            log.error("command %s from plugin %r failed: %s", name, command.plugin, exc, exc_info=exc)
-            return Reply(f"{prefix}{name} failed inside plugin {command.plugin!r}; the error was logged.")
+            return _failed(prefix, name, command, exc)
         return result if isinstance(result, Reply) else Reply(str(result))
+
+
+def _failed(prefix: str, name: str, command: Command, exc: Exception) -> Reply:
+    log.error("command %s from plugin %r failed: %s", name, command.plugin, exc, exc_info=exc)
+    return Reply(f"{prefix}{name} failed inside plugin {command.plugin!r}; the error was logged.")
+
+
+def _timeout(bot: Any) -> float:
+    """The command hook_timeout ([bot] hook_timeouts["command"], else hook_timeout)."""
+    settings = bot.settings.bot
+    return float(settings.hook_timeouts.get("command", settings.hook_timeout))
 
 
 def _off_here(bot: Any, message: IncomingMessage) -> set[str]:

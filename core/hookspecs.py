@@ -1,15 +1,35 @@
 """The hook contract between the core and its plugins: every hook, in one place.
 
-Each hook says what it receives, what it returns and how the core calls it:
+Each hook says what it receives, what it returns and how the core calls it
+(its mode, declared in code by ``@spec(Mode.…)`` and enforced by the core's
+dispatcher: a call in another mode, or with an argument the hook does not
+declare, is refused with :class:`core.dispatch.HookMisuse`):
 
 - **broadcast**: every implementation runs; results are ignored.
-- **first answer**: implementations run in turn (``tryfirst`` ones first,
-  ``trylast`` ones last) and the first that returns something other than
-  ``None`` wins.
+- **first answer**: implementations run in turn and the first that returns
+  something other than ``None`` wins.
 - **collect**: every implementation runs; the non-``None`` results are
   gathered (a list returned by one implementation is flattened).
 - **registry**: the hook receives a ``register`` callable and calls it once
   per contribution; the core validates each one.
+
+**Order** (every mode): ``tryfirst`` implementations run first, ``trylast``
+ones last. Among the rest, pluggy calls the plugin registered last first, and
+plugins register in name order (``core`` first): a plugin named ``ping``
+answers ``generate_reply`` before ``llm``, one named ``aping`` after it (and
+so never, as ``llm`` always answers). A reply plugin meant to win whatever
+its name says ``@hookimpl(tryfirst=True)``. ``./bot.sh plugins --hooks``
+shows every hook's order on this bot.
+
+**Mistakes are not silent.** A plugin that implements a name that is not a
+hook (``generate_replies``), or asks for an argument its hook does not pass,
+is marked failed at start-up with a one-line reason (``./bot.sh plugins``).
+An ``async`` implementation that takes longer than ``[bot] hook_timeout``
+seconds (180; ``[bot] hook_timeouts`` per hook, and ``command`` for command
+handlers) is given up on, logged with its plugin's name and counted as
+failed: the user is told, and the session is not held. A plain ``def`` that
+blocks cannot be interrupted: do blocking work in a thread
+(``asyncio.to_thread``).
 
 Any implementation may be ``async def`` or plain ``def``: the core awaits what
 needs awaiting (pluggy itself does not). An implementation that raises is
@@ -19,12 +39,21 @@ way to stop a message: its text becomes the reply.
 
 An implementation declares only the arguments it needs, by name. Every hook
 may also take ``bot``: the running :class:`core.bot.Bot` (settings, clock,
-instance id, and ``bot.hooks`` to call other hooks).
+instance id, ``bot.hooks`` to call other hooks, and ``bot.storage``: the
+conversation store, :class:`core.storage.StorageService`).
+
+**Per-bot state**: what a plugin keeps for a running bot (a client, a
+service, its validated settings) goes in ``bot.plugin_state[<plugin name>]``,
+set in ``startup`` and removed in ``shutdown``; never in module globals nor
+in attributes of its own on the bot: several bots share a process (tests,
+instances).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -42,10 +71,42 @@ PROJECT_NAME = "discord_bot"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 
+class Mode(enum.Enum):
+    """How the core calls a hook (see above); declared by each hookspec with
+    :func:`spec` and enforced by :class:`core.dispatch.Hooks`."""
+
+    BROADCAST = "broadcast"
+    FIRST = "first answer"
+    COLLECT = "collect"
+    REGISTRY = "registry"
+
+
+MODE_ATTRIBUTE = "calling_mode"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def spec(mode: Mode) -> Callable[[F], F]:
+    """Declare a hook and the one way it is called. pluggy's own
+    ``firstresult`` is not used: pluggy does not await, so the core's
+    dispatcher reads the mode instead."""
+
+    def declare(func: F) -> F:
+        setattr(func, MODE_ATTRIBUTE, mode)
+        return hookspec(func)
+
+    return declare
+
+
+def mode_of(func: Callable[..., Any]) -> Mode | None:
+    """The calling mode a hookspec declares, or ``None``."""
+    found = getattr(func, MODE_ATTRIBUTE, None)
+    return found if isinstance(found, Mode) else None
+
+
 # --- Lifecycle ---------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def startup(bot: Any) -> None:
     """Open connections and start background work.
 
@@ -55,7 +116,7 @@ def startup(bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def shutdown(bot: Any) -> None:
     """Flush what is buffered and close connections.
 
@@ -63,7 +124,7 @@ def shutdown(bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def health(bot: Any) -> HealthReport | list[HealthReport] | None:
     """Report the health of what the plugin owns (backends, queues).
 
@@ -76,7 +137,7 @@ def health(bot: Any) -> HealthReport | list[HealthReport] | None:
 # --- Registries --------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_transports(register: Any, bot: Any) -> None:
     """Contribute transports: ``register(name, run)``.
 
@@ -86,17 +147,21 @@ def register_transports(register: Any, bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_commands(register: Any, bot: Any) -> None:
     """Contribute commands: ``register(Command(...))``.
 
     Names are unique; a second command with a taken name is refused and
     reported. Transports expose them (``/name`` in the terminal, slash
-    commands in Discord). **Registry.**
+    commands in Discord) and hand every call to the core's one pipeline,
+    which claims it, runs it and marks it answered. A command declared with
+    ``holds_session=True`` runs holding its session's lease; an answer
+    returned with ``Reply(in_conversation=True)`` is stored in the session
+    with the request, like a conversation turn. **Registry.**
     """
 
 
-@hookspec
+@spec(Mode.REGISTRY)
 def register_image_providers(register: Any, bot: Any) -> None:
     """Contribute image generators: ``register(name, provider)``.
 
@@ -107,7 +172,20 @@ def register_image_providers(register: Any, bot: Any) -> None:
     """
 
 
-@hookspec
+@spec(Mode.REGISTRY)
+def register_storage(register: Any, bot: Any) -> None:
+    """Provide the bot's conversation store: ``register(storage)`` with an
+    object that satisfies :class:`core.storage.Storage` (messages, sessions,
+    the session lease, the fenced send, bot-wide state; subclass
+    :class:`core.storage.StorageBase`). One per bot: a second is refused
+    and reported. The core holds it as ``bot.storage`` and calls it with the
+    hooks' isolation and timeout; other plugins call ``bot.storage`` too.
+    The plugin that provides it is essential (never switched off at run
+    time). **Registry.**
+    """
+
+
+@spec(Mode.REGISTRY)
 def register_admin_commands(register: Any, bot: Any) -> None:
     """Contribute commands of the command line beside ``run``/``chat``/
     ``plugins``/``check``: ``register(AdminCommand(...))`` (see
@@ -122,7 +200,7 @@ def register_admin_commands(register: Any, bot: Any) -> None:
 # --- Commands ------------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) -> None:
     """Inspect a command call after its permission check, before it runs
     (``command`` is the :class:`~core.models.Command`, ``args`` the text
@@ -133,19 +211,21 @@ def before_command(command: Any, message: IncomingMessage, args: str, bot: Any) 
 
 
 
-@hookspec
+@spec(Mode.BROADCAST)
 def message_answered(message: IncomingMessage, reply: Reply, bot: Any) -> None:
-    """Called after the core answered ``message`` without storing a reply
-    record: a command, or input it refused (empty, too long, refused by a
+    """Called after the core answered ``message`` with anything but a
+    generated conversation reply: a command (from any transport: text or
+    slash command), or input it refused (empty, too long, refused by a
     plugin). Every message is claimed first (one answer across instances);
-    this is where such a claim is marked done. A conversation reply is
-    done when its record is stored. **Broadcast.**
+    this is where such a claim is marked done. A conversation reply is done
+    when its record is stored. **Broadcast.**
     """
+
 
 # --- The message pipeline, in the order the core calls it ---------------------
 
 
-@hookspec
+@spec(Mode.FIRST)
 def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     """Decide whether this bot instance handles ``message``.
 
@@ -158,7 +238,7 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def session_scope(message: IncomingMessage, bot: Any) -> str | None:
     """Return the scope key of ``message``: the name of who shares context
     (e.g. ``g:1:c:2:u:3`` for one user in one channel). Leases and sessions
@@ -167,7 +247,7 @@ def session_scope(message: IncomingMessage, bot: Any) -> str | None:
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
     """Return the session ``message`` belongs to, opening one if needed.
 
@@ -177,16 +257,7 @@ def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
     """
 
 
-@hookspec
-def session_lease(message: IncomingMessage, bot: Any) -> Any:
-    """Return an async context manager that the core holds while it handles
-    ``message`` (from resolving its session to storing the reply), so one
-    session's messages are handled one at a time, across instances too; or
-    ``None``. **First answer.**
-    """
-
-
-@hookspec
+@spec(Mode.BROADCAST)
 def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> None:
     """Inspect or transform an incoming message before it is stored.
 
@@ -196,47 +267,7 @@ def prepare_message(message: IncomingMessage, session: Session, bot: Any) -> Non
     """
 
 
-@hookspec
-def store_message(record: MessageRecord, session: Session, bot: Any) -> bool | None:
-    """Store one message of the conversation (the user's, then the reply).
-
-    Must be idempotent on ``record.id``. Return ``True`` when the message is
-    durably accepted, ``False`` when it was accepted only in degraded form
-    (the core tells the user memory is degraded). Raise
-    :class:`~core.errors.Refused` to refuse it (nothing half-stored).
-    **Broadcast.**
-    """
-
-
-@hookspec
-def load_messages(session: Session, limit: int, bot: Any) -> list[MessageRecord] | None:
-    """Return the last ``limit`` messages of ``session`` in conversation
-    order (oldest first). **First answer.**
-    """
-
-
-@hookspec
-def load_session(scope_key: str, bot: Any) -> Session | None:
-    """Return the latest session stored for ``scope_key``, open or closed,
-    or ``None``. **First answer.**
-    """
-
-
-@hookspec
-def save_session(session: Session, bot: Any) -> None:
-    """Persist ``session`` (opened, touched, closed, state changed).
-    **Broadcast.**
-    """
-
-
-@hookspec
-def list_sessions(user_id: str, limit: int, bot: Any) -> list[Session] | None:
-    """Return up to ``limit`` of ``user_id``'s sessions, newest first.
-    **First answer.**
-    """
-
-
-@hookspec
+@spec(Mode.FIRST)
 def build_context(session: Session, message: IncomingMessage, bot: Any) -> Context | None:
     """Build the context window a reply is generated from.
 
@@ -245,7 +276,7 @@ def build_context(session: Session, message: IncomingMessage, bot: Any) -> Conte
     """
 
 
-@hookspec
+@spec(Mode.FIRST)
 def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
     """Generate the reply to ``message`` from ``context``.
 
@@ -254,17 +285,7 @@ def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Repl
     """
 
 
-@hookspec
-def confirm_reply(message: IncomingMessage, bot: Any) -> bool | None:
-    """Called right before the reply to ``message`` is sent. Return
-    ``False`` when this instance must not send it: e.g. it was paused past
-    its claim's expiry and another instance took the message over, so that
-    instance's reply is the only one. **First answer**; with no answer the
-    reply is sent.
-    """
-
-
-@hookspec
+@spec(Mode.BROADCAST)
 def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
     """Called after a reply was sent and stored (``record`` is the stored
     reply). **Broadcast.**
@@ -274,7 +295,7 @@ def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: I
 # --- Media ---------------------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.FIRST)
 def load_media(sha256: str, bot: Any) -> bytes | None:
     """Return the stored bytes of a media file (an image a user sent or the
     bot generated) by its ``sha256``, as recorded in
@@ -287,7 +308,7 @@ def load_media(sha256: str, bot: Any) -> bytes | None:
 # --- People's data -----------------------------------------------------------
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def export_user(user_id: str, bot: Any) -> dict[str, Any] | None:
     """Return everything the plugin holds about ``user_id`` as JSON-able
     data, keyed by what it is (``{"messages": [...]}``). **Collect**; the
@@ -295,7 +316,7 @@ def export_user(user_id: str, bot: Any) -> dict[str, Any] | None:
     """
 
 
-@hookspec
+@spec(Mode.COLLECT)
 def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
     """Delete everything the plugin holds about ``user_id`` everywhere it
     keeps it (cache, database, queues, media). Return counts of what was
@@ -303,27 +324,3 @@ def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
     """
 
 
-# --- Bot-wide state ------------------------------------------------------------
-
-
-@hookspec
-def load_bot_state(key: str, bot: Any) -> Any:
-    """Return the durable bot-wide value stored under ``key`` (JSON-able),
-    shared by all instances, or ``None``. **First answer.**
-    """
-
-
-@hookspec
-def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
-    """Return every durable bot-wide value whose key starts with ``prefix``,
-    as ``{key: value}`` (``{}`` when there is none), or ``None`` when the
-    store cannot answer now (unknown is not empty: the caller keeps what it
-    last read). **First answer.**
-    """
-
-
-@hookspec
-def save_bot_state(key: str, value: Any, bot: Any) -> None:
-    """Durably store a bot-wide value (e.g. the plugins switched at run
-    time, :mod:`core.switches`). **Broadcast.**
-    """

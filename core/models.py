@@ -51,11 +51,16 @@ class Attachment:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Attachment:
-        return cls(**{k: raw.get(k) for k in _ATTACHMENT_FIELDS if k in raw})
+        fields: dict[str, Any] = {k: raw.get(k) for k in _ATTACHMENT_FIELDS if k in raw}
+        return cls(**fields)
 
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
+
+
+def _without_bytes(attachment: Attachment) -> Attachment:
+    return attachment if attachment.data is None else Attachment.from_dict(attachment.to_dict())
 
 
 _ATTACHMENT_FIELDS = (
@@ -99,6 +104,34 @@ class IncomingMessage:
     is_owner: bool = False
 
 
+class ReplyId(str):
+    """The record id of the bot's reply to a message: ``reply:<message id>``.
+
+    The reply is stored before the platform gives it an id of its own, and
+    one message has at most one reply, so the id of what it answers names it
+    (the idempotency key of the reply, G3). Memory also reads it back: a
+    stored ``reply:<id>`` means message ``<id>`` is answered.
+    """
+
+    PREFIX = "reply:"
+
+    def __new__(cls, message_id: str) -> ReplyId:
+        return super().__new__(cls, cls.PREFIX + str(message_id))
+
+    @property
+    def message_id(self) -> str:
+        """The id of the message this reply answers."""
+        return self[len(self.PREFIX):]
+
+    @classmethod
+    def parse(cls, record_id: str) -> ReplyId | None:
+        """The :class:`ReplyId` spelled by ``record_id``, or ``None`` when it
+        is not a reply's id."""
+        if not record_id.startswith(cls.PREFIX):
+            return None
+        return cls(record_id[len(cls.PREFIX):])
+
+
 @dataclass(slots=True)
 class Session:
     """One conversation: a scope (who shares context) plus its open period.
@@ -124,8 +157,8 @@ class Session:
 class MessageRecord:
     """A message of the conversation record, as memory stores it.
 
-    ``id`` is the platform message id (the idempotency key); a bot reply that
-    the platform gave no id yet is ``reply:<id of the message it answers>``.
+    ``id`` is the platform message id (the idempotency key); a bot reply is
+    stored under the :class:`ReplyId` of the message it answers.
     Order is ``(timestamp, id)``: platform time first, the id breaking ties.
     """
 
@@ -158,6 +191,29 @@ class MessageRecord:
             channel_id=message.channel_id,
             reply_to_id=message.reply_to_id,
             attachments=list(message.attachments),
+        )
+
+    @classmethod
+    def of_reply(
+        cls, message: IncomingMessage, session: Session, reply: Reply, *, author_name: str, timestamp: float
+    ) -> MessageRecord:
+        """The record of the bot's ``reply`` to ``message``. It sorts after
+        what it answers whatever the clocks say; attachment bytes are not
+        part of the record (``sha256`` names them in the media store)."""
+        return cls(
+            # A plain str: storage drivers see the type they always saw.
+            id=str(ReplyId(message.id)),
+            session_id=session.id,
+            scope_key=session.scope_key,
+            role=Role.BOT,
+            author_id="bot",
+            author_name=author_name,
+            content=reply.content,
+            timestamp=max(timestamp, message.timestamp + 0.001),
+            guild_id=message.guild_id,
+            channel_id=message.channel_id,
+            reply_to_id=message.id,
+            attachments=[_without_bytes(a) for a in reply.attachments],
         )
 
     @property
@@ -224,6 +280,10 @@ class Reply:
     ephemeral: bool = False
     allow_mentions: bool = False
     notes: list[str] = field(default_factory=list)
+    # A command's answer that belongs to the conversation (an /imagine
+    # picture): the core stores the request and this reply in the session,
+    # as it does for a generated reply.
+    in_conversation: bool = False
 
     def text(self) -> str:
         """The content with notes appended, as a plain-text transport shows it."""
@@ -278,6 +338,9 @@ class Command:
     administrators or owners) or ``owner`` (configured bot owners).
     ``options`` maps option names to help texts; transports that have typed
     commands (Discord slash commands) expose them as string options.
+    ``holds_session``: the core runs the handler holding the session's lease
+    (as it does for a conversation turn), e.g. ``reset``, which must not
+    interleave with a reply being generated in the same session.
     """
 
     name: str
@@ -286,6 +349,7 @@ class Command:
     permission: str = "everyone"
     options: dict[str, str] = field(default_factory=dict)
     plugin: str = ""
+    holds_session: bool = False
 
     def __post_init__(self) -> None:
         if self.permission not in PERMISSION_LEVELS:

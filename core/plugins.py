@@ -15,8 +15,10 @@ starts without it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +57,52 @@ class PluginInfo:
     owners_only: bool = False
     # Failed because its configuration is invalid (``reason`` says how).
     bad_config: bool = False
+
+
+class PluginContractError(Exception):
+    """A plugin's hook implementations do not fit the hookspecs."""
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A reason fit for one line of the ``plugins`` table."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def contract_problem(pm: pluggy.PluginManager, plugin: Any) -> str | None:
+    """Why ``plugin`` does not fit the hookspecs, in one line, or ``None``.
+
+    Checked before it is registered, so a typo in a hook name (which pluggy
+    would accept and never call until ``check_pending``) or an argument the
+    hook does not pass fails the plugin, named, instead of doing nothing."""
+    specs = {n: c.spec for n, c in vars(pm.hook).items() if getattr(c, "spec", None) is not None}
+    for attr in sorted(dir(plugin)):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        hook = opts.get("specname") or attr
+        if hook not in specs:
+            if opts.get("optionalhook"):
+                continue
+            close = difflib.get_close_matches(hook, list(specs), n=1)
+            hint = f"did you mean {close[0]}?" if close else "see docs/HOOKS.md"
+            return f"{hook} is not a hook ({hint})"
+        wanted = _required_args(getattr(plugin, attr))
+        extra = [a for a in wanted if a not in specs[hook].argnames]
+        if extra:
+            return (
+                f"{hook} asks for {', '.join(extra)}, which the hook does not pass "
+                f"(it passes {', '.join(specs[hook].argnames)})"
+            )
+    return None
+
+
+def _required_args(func: Any) -> list[str]:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 @dataclass(slots=True)
@@ -97,9 +145,12 @@ class PluginHost:
         candidate = self.candidates[name]
         try:
             plugin = self._loaded.get(name) or candidate.load()
+            problem = contract_problem(self.pm, plugin)
+            if problem is not None:
+                raise PluginContractError(problem)
             self.pm.register(plugin, name=name)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the bot
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = one_line(str(exc) if isinstance(exc, PluginContractError) else f"{type(exc).__name__}: {exc}")
             log.error("plugin %r failed to load: %s", name, reason)
             self.info[name] = PluginInfo(name, "failed", candidate.source, reason)
             return False
@@ -118,12 +169,26 @@ class PluginHost:
         )
         return True
 
+    def check_pending(self) -> None:
+        """pluggy's own check that every registered implementation has a
+        hookspec; a plugin it finds (``contract_problem`` should have) is
+        failed, not left enabled doing nothing."""
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin)
+                if name is None:
+                    raise
+                self.fail(name, one_line(str(exc)))
+
     def fail(self, name: str, reason: str, *, bad_config: bool = False) -> None:
         """Take out a plugin that broke at start-up."""
         if self.pm.has_plugin(name):
             self.pm.unregister(name=name)
         info = self.info.get(name) or PluginInfo(name, "failed")
-        info.state, info.reason, info.bad_config = "failed", reason, bad_config
+        info.state, info.reason, info.bad_config = "failed", one_line(reason), bad_config
         self.info[name] = info
 
     # --- switching at run time --------------------------------------------
@@ -187,4 +252,5 @@ def get_plugin_manager(
             host.load(name)
         else:
             host.info[name] = PluginInfo(name, "disabled", candidate.source, "disabled in config", configured=False)
+    host.check_pending()
     return host

@@ -26,7 +26,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -58,6 +58,31 @@ class BotSection(BaseModel):
     # Seconds between two reads of the plugins switched at run time, so an
     # instance follows a switch made on another within this time.
     plugin_state_refresh: float = Field(10.0, gt=0)
+    # Seconds one plugin's implementation of a hook (or a command) may take
+    # before the core gives up on it, logs it with the plugin's name and
+    # goes on (the user is told): a hung plugin must not hold a session.
+    # Longer than the slowest legitimate wait (the llm plugin's
+    # total_timeout, 120 s by default). hook_timeouts overrides it per hook.
+    hook_timeout: float = Field(180.0, gt=0)
+    # Keys: hook names, "command" for command handlers, "storage.<method>"
+    # for the storage service (core.storage).
+    hook_timeouts: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @field_validator("hook_timeouts")
+    @classmethod
+    def _known_hooks(cls, value: dict[str, float]) -> dict[str, float]:
+        from core import hookspecs
+        from core.storage import Storage
+
+        known = {n for n, f in vars(hookspecs).items() if hookspecs.mode_of(f) is not None} | {"command"}
+        known |= {f"storage.{m}" for m in vars(Storage) if not m.startswith("_")}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"hook_timeouts names no hook {', '.join(unknown)} "
+                "(hooks: docs/HOOKS.md, 'command', or 'storage.<method>')"
+            )
+        return value
 
 
 class PluginsSection(BaseModel):

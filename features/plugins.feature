@@ -32,6 +32,26 @@ Feature: Plugins are switched on and off through config
     Then the bot answers
     And the plugin list shows "ghost" as failed
 
+  Scenario: A misspelt hook name fails the plugin, naming the hook it meant
+    Given a reply plugin "parrot" whose hook is spelt "generate_replies"
+    When the bot starts
+    Then the plugin list shows "parrot" as failed
+    And the plugin list gives "parrot" the reason "generate_replies is not a hook (did you mean generate_reply?)"
+
+  Scenario: A reply plugin that asks for an argument its hook does not pass is reported in one line
+    Given a reply plugin "parrot" whose generate_reply asks for "ctx"
+    When the bot starts
+    Then the plugin list shows "parrot" as failed
+    And the plugin list gives "parrot" a one-line reason naming "ctx"
+
+  Scenario: A reply plugin that never answers is given up on and the user is told
+    Given a reply plugin "sloth" that never answers
+    And the config file gives every hook 0.05 seconds
+    When the bot starts
+    And alice says "hello"
+    Then the bot answers "Sorry, I could not generate a reply (plugin sloth did not answer in time)."
+    And the log names the plugin "sloth"
+
   Scenario: An unknown plugin name in config is reported
     Given the config file disables "imagess"
     When the bot starts

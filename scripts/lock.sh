@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 command -v uv >/dev/null || python3 -m pip install --quiet uv
 digest=$(python3 scripts/lock_digest.py)
 tmp=$(mktemp)
+# Seeded with the current pins: uv keeps them unless pyproject asks otherwise.
+[ -f discord_bot.lock ] && tail -n +3 discord_bot.lock > "$tmp"
 uv pip compile pyproject.toml scripts/build-requirements.in --extra test --generate-hashes --python-version 3.11 \
     --no-header --quiet -o "$tmp"
 { echo "# pyproject-dependencies-sha256: $digest"

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from tests.harness.instances import WorkerError, WorkerInstance
+from harness.instances import WorkerError, WorkerInstance
 
 WORKER_MODULE = "bench.chaos.worker"
 

@@ -46,6 +46,7 @@ from bench.chaos import conversations as conv_mod
 from bench.chaos.conversations import Rules, order_key
 from bench.chaos.overlaps import Fault, during, faults_from, label, overlapping
 from bench.stats import percentile
+from core.models import ReplyId
 
 __all__ = ["Rules", "order_key"]  # re-exported: the tests and the soak build them from here
 
@@ -226,7 +227,7 @@ def _stored(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:
         found.counts["lost_messages"] += 1
         found.note("lost_messages", {"id": entry.id, "conversation": entry.conversation,
                                      "replies": [r.instance for r in entry.replies]})
-    reply_row = by_id.get(f"reply:{entry.id}")
+    reply_row = by_id.get(ReplyId(entry.id))
     if reply_row is None:
         found.counts["lost_replies"] += 1
         found.note("lost_replies", {"id": entry.id})
@@ -240,7 +241,7 @@ def _deliveries(entry: Entry) -> list[tuple[str, str, str]]:
 
 
 def _unreplied(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:
-    if f"reply:{entry.id}" in by_id:
+    if ReplyId(entry.id) in by_id:
         # The reply is stored, so it was sent (the pipeline stores a reply
         # only after sending it), by a process killed before it could
         # report the send: answered, as Discord would show.
@@ -339,7 +340,7 @@ def check(
     found.counts["out_of_order"] += len(ledger.unsorted_windows)
     for w in ledger.unsorted_windows[:3]:
         found.note("out_of_order", {"unsorted_window": w})
-    known = set(ledger.entries) | {f"reply:{i}" for i in ledger.entries}
+    known = set(ledger.entries) | {ReplyId(i) for i in ledger.entries}
     found.stats["unknown_rows"] = sum(1 for r in rows if r.message_id not in known)
     _conversations(found, ledger, rows, views, rules)
     found.stats["windows_seen"] = ledger.windows_seen

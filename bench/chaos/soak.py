@@ -39,9 +39,9 @@ from bench.chaos.faults import KINDS, PROCESS_KINDS, FaultLanes, FaultPlan
 from bench.chaos.instances import SoakInstance
 from bench.chaos.ledger import DIED, NOT_DELIVERED, Delivery, Entry, Ledger, Reply, Row, Rules, View, check
 from bench.chaos.overlaps import both_down, coverage, faults_from
-from tests.harness.backends import RealBackends
-from tests.harness.instances import WorkerError
-from tests.harness.world import message_to_dict
+from harness.backends import RealBackends
+from harness.instances import WorkerError
+from harness.world import message_to_dict
 
 log = logging.getLogger("bench.chaos")
 

@@ -1,6 +1,6 @@
 """The soak's bot process: ``python -m bench.chaos.worker``.
 
-It is the harness's worker (:mod:`tests.harness.worker`, same line-delimited
+It is the harness's worker (:mod:`harness.worker`, same line-delimited
 JSON protocol) with one difference: the reply comes from the real ``llm``
 plugin (its offline stand-in), not from the harness's test replier. A
 recorder hook runs first, notes the context window the reply is generated
@@ -26,8 +26,8 @@ from core.clock import ManualClock
 from core.ids import snowflake
 from core.models import Context, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
-from tests.harness import assembly
-from tests.harness import worker as base
+from harness import assembly
+from harness import worker as base
 
 
 class ContextRecorder:
@@ -76,7 +76,7 @@ class ChaosWorker(base.Worker):
             self.clock = RunningClock(base_s, t0, speed)
 
     async def deliver(self, message: IncomingMessage) -> list[assembly.SentReply]:
-        """:func:`tests.harness.assembly.deliver`, announcing each send."""
+        """:func:`harness.assembly.deliver`, announcing each send."""
         sent: list[assembly.SentReply] = []
 
         async def send(reply: Reply) -> Sent:
@@ -93,7 +93,7 @@ class ChaosWorker(base.Worker):
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("cmd") == "deliver" and self.bot is not None:
-            from tests.harness.world import message_from_dict
+            from harness.world import message_from_dict
 
             self._now(request)
             message = message_from_dict(request["message"])

@@ -167,7 +167,7 @@ class TransportMixin:
     core: Any
     config: DiscordSettings
     user: Any
-    tree: app_commands.CommandTree
+    tree: Any  # discord.py's CommandTree, typed by the bot class this mixes into
 
     def __init__(self, core_bot: Any, config: DiscordSettings, **options: Any) -> None:
         intents = discord.Intents.default()
@@ -403,33 +403,52 @@ class TransportMixin:
         incoming = interaction_to_incoming(
             interaction, content=f"{prefix}{name}" + (f" {args}" if args else ""), owner_ids=self.owners
         )
-        # Several instances on one shard all receive the interaction: only the
-        # one that claims it runs the command (Discord accepts one answer, and
-        # /reset or /forget must not run twice).
-        if await self.core.hooks.first("claim_message", message=incoming) is False:
-            log.info("interaction %s is handled by another instance", interaction.id)
-            return
-        task = asyncio.ensure_future(self.core.commands.run(self.core, incoming, name, args))
-        deferred = False
+        # The core's one pipeline claims the interaction (several instances
+        # on one shard all receive it: Discord accepts one answer, and
+        # /reset or /forget must not run twice), runs the command and marks
+        # the claim done; this transport only says how to answer.
+        responder = SlashResponder(interaction)
+        task = asyncio.ensure_future(self.core.handle(incoming, responder.send))
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER)
         if not done:
-            await interaction.response.defer(thinking=True)
-            deferred = True
-        reply = await task
-        mentions = allowed_mentions(reply)
-        for index, (text, files) in enumerate(reply_parts(reply)):
-            kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "ephemeral": reply.ephemeral}
-            if files:
-                kwargs["files"] = to_files(files)
-            if index == 0 and not deferred:
-                await interaction.response.send_message(**kwargs)
-            else:
-                await interaction.followup.send(**kwargs)
-        # The claim is done: a standby watching it stops (docs/MEMORY.md, A4).
-        await self.core.hooks.broadcast("message_answered", message=incoming, reply=reply)
+            await responder.defer()
+        try:
+            if await task is None:
+                log.info("interaction %s is handled by another instance", interaction.id)
+        except Exception:  # noqa: BLE001 - one interaction must not take the transport down
+            log.exception("interaction %s could not be answered", interaction.id)
         if frozenset(self.core.commands.commands) != self.installed:
             # e.g. /plugins disable images: /imagine must go from Discord too.
             self.schedule_resync()
+
+
+class SlashResponder:
+    """Answers one interaction: Discord wants a first response within 3 s,
+    so a slow command is deferred ("thinking…") and answered by follow-up."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+        self._lock = asyncio.Lock()
+        self._deferred = False
+
+    async def defer(self) -> None:
+        async with self._lock:
+            if not self.interaction.response.is_done():
+                await self.interaction.response.defer(thinking=True)
+                self._deferred = True
+
+    async def send(self, reply: Reply) -> Sent:
+        async with self._lock:
+            mentions = allowed_mentions(reply)
+            for index, (text, files) in enumerate(reply_parts(reply)):
+                kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "ephemeral": reply.ephemeral}
+                if files:
+                    kwargs["files"] = to_files(files)
+                if index == 0 and not self.interaction.response.is_done():
+                    await self.interaction.response.send_message(**kwargs)
+                else:
+                    await self.interaction.followup.send(**kwargs)
+        return Sent()
 
 
 class DiscordBot(TransportMixin, commands.Bot):

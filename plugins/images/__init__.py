@@ -11,7 +11,6 @@ variables (see :class:`plugins.images.settings.ImagesSettings`).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from core.models import Command, HealthReport, IncomingMessage, Invocation, Reply, Session
@@ -19,17 +18,13 @@ from core.plugins import hookimpl
 from plugins.images.service import USAGE, ImagesService
 from plugins.images.settings import ImagesSettings
 
-# One service per running bot: tests run several bots in one process.
-_services: weakref.WeakKeyDictionary[Any, ImagesService] = weakref.WeakKeyDictionary()
-
-
 async def service_for(bot: Any) -> ImagesService:
     """The bot's images service, created on first use."""
-    service = _services.get(bot)
+    service = bot.plugin_state.get("images")
     if service is None:
         settings = bot.settings.for_plugin("images", ImagesSettings)
         service = await ImagesService.create(bot, settings)
-        _services[bot] = service
+        bot.plugin_state["images"] = service
     return service
 
 
@@ -41,14 +36,14 @@ async def startup(bot: Any) -> None:
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
-    service = _services.pop(bot, None)
+    service = bot.plugin_state.pop("images", None)
     if service is not None:
         await service.close()
 
 
 @hookimpl
 def register_image_providers(register: Any, bot: Any) -> None:
-    service = _services.get(bot)
+    service = bot.plugin_state.get("images")
     if service is None:  # registries collected before startup ran
         return
     for name, provider in service.providers.items():

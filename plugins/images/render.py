@@ -19,6 +19,8 @@ import hashlib
 import io
 import random
 import textwrap
+from typing import cast
+
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont
 
 STYLES = ("landscape", "abstract", "pixel")
@@ -124,7 +126,8 @@ def _sun(canvas: Image.Image, scene: _Scene, rng: random.Random) -> None:
 
 def _mountains(canvas: Image.Image, scene: _Scene, rng: random.Random, horizon: float) -> None:
     width, height = canvas.size
-    haze = canvas.getpixel((width // 2, int(height * horizon) - 1))
+    # An RGB canvas: getpixel gives a tuple.
+    haze = cast(tuple[int, ...], canvas.getpixel((width // 2, int(height * horizon) - 1)))
     near = _hsv(scene.hue + (0.08 if scene.desert else 0.3), 0.55, 0.25 if scene.time != "night" else 0.1)
     if scene.desert:
         near = _hsv(0.08 + scene.hue * 0.05, 0.6, 0.75 if scene.time == "day" else 0.4)

@@ -58,29 +58,29 @@ def build_limiter(settings: LimitsSettings, clock: Any) -> Limiter:
 
 
 def _limiter(bot: Any) -> Limiter:
-    limiter = getattr(bot, "_limits_limiter", None)
+    limiter = bot.plugin_state.get("limits")
     if limiter is None:
         # A bot whose startup did not run this plugin (enabled at run time
         # before start) still gets limits.
         limiter = build_limiter(bot.settings.for_plugin("limits", LimitsSettings), bot.clock)
-        bot._limits_limiter = limiter
+        bot.plugin_state["limits"] = limiter
     return limiter
 
 
 @hookimpl
 def startup(bot: Any) -> None:
     settings = bot.settings.for_plugin("limits", LimitsSettings)
-    bot._limits_limiter = build_limiter(settings, bot.clock)
-    where = "Redis" if bot._limits_limiter.redis_configured else "this process only"
+    limiter = bot.plugin_state["limits"] = build_limiter(settings, bot.clock)
+    where = "Redis" if limiter.redis_configured else "this process only"
     log.info("limits: %s; counters in %s; when Redis is down: %s", describe(settings), where, settings.when_redis_down)
 
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
-    limiter = getattr(bot, "_limits_limiter", None)
+    limiter = bot.plugin_state.get("limits")
     if limiter is not None:
         await limiter.close()
-        bot._limits_limiter = None
+        bot.plugin_state.pop("limits", None)
 
 
 @hookimpl(tryfirst=True)

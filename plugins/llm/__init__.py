@@ -9,7 +9,6 @@ Transports that want to show a reply as it is written use
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 from core.logs import redact
@@ -21,48 +20,44 @@ from plugins.llm.streaming import TokenStream
 
 log = logging.getLogger("plugins.llm")
 
-# One runtime per bot: several bots (tests, instances) share this module.
-_runtimes: weakref.WeakKeyDictionary[Any, LlmRuntime] = weakref.WeakKeyDictionary()
-
-
 def runtime_for(bot: Any) -> LlmRuntime | None:
     """The plugin's state for ``bot`` (``None`` before startup)."""
-    return _runtimes.get(bot)
+    return bot.plugin_state.get("llm")
 
 
 def subscribe_tokens(bot: Any, message_id: str) -> TokenStream | None:
     """Subscribe to the reply to ``message_id`` as it is generated; ``None``
     when the plugin is not running for ``bot``. See :mod:`plugins.llm.streaming`."""
-    runtime = _runtimes.get(bot)
+    runtime = bot.plugin_state.get("llm")
     return runtime.tokens.subscribe(message_id) if runtime is not None else None
 
 
 @hookimpl
 async def startup(bot: Any) -> None:
-    old = _runtimes.pop(bot, None)
+    old = bot.plugin_state.pop("llm", None)
     if old is not None:
         await old.stop()
     runtime = LlmRuntime.from_bot(bot)
     await runtime.start()
-    _runtimes[bot] = runtime
+    bot.plugin_state["llm"] = runtime
 
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
-    runtime = _runtimes.pop(bot, None)
+    runtime = bot.plugin_state.pop("llm", None)
     if runtime is not None:
         await runtime.stop()
 
 
 @hookimpl
 async def health(bot: Any) -> HealthReport | None:
-    runtime = _runtimes.get(bot)
+    runtime = bot.plugin_state.get("llm")
     return await runtime.health() if runtime is not None else None
 
 
 @hookimpl
 async def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
-    runtime = _runtimes.get(bot)
+    runtime = bot.plugin_state.get("llm")
     if runtime is None:
         return None
     try:

@@ -88,7 +88,7 @@ class LlmRuntime:
         trouble (the user gets a clear reply instead)."""
         try:
             if self.settings.offline or self.client is None:
-                has_memory = bot is None or any(bot.hooks.implementations(h) for h in ("load_messages", "build_context"))
+                has_memory = bot is None or bot.storage.present or bool(bot.hooks.implementations("build_context"))
                 text = offline_reply(context, message.author_id, message.id, message.author_name, has_memory)
                 self.tokens.publish(message.id, text)
                 return Reply(text)
@@ -154,7 +154,7 @@ class LlmRuntime:
         session = context.session
         summary = RollingSummary.from_state(session.state)
         limit = len(context.messages) + self.settings.summary_lookback
-        loaded = await bot.hooks.first("load_messages", session=session, limit=limit) or []
+        loaded = await bot.storage.load_messages(session, limit)
         history = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
         fallen = fallen_out(history, context.messages, summary.upto)
         if len(fallen) < self.settings.summary_every:
@@ -167,7 +167,7 @@ class LlmRuntime:
         text = completion.text.strip()[: self.settings.summary_words * 12]
         updated = RollingSummary(text=text, upto=fallen[-1].sort_key, count=summary.count + len(fallen))
         session.state[STATE_KEY] = updated.to_state()
-        await bot.hooks.broadcast("save_session", session=session)
+        await bot.storage.save_session(session)
         return updated
 
     # --- health ----------------------------------------------------------------
@@ -197,7 +197,7 @@ def _media_loader(bot: Any) -> Any:
 
     async def load(attachment: Attachment) -> bytes | None:
         try:
-            data = await bot.hooks.first("load_media", sha256=attachment.sha256, attachment=attachment)
+            data = await bot.hooks.first("load_media", sha256=attachment.sha256)
         except Exception as exc:  # noqa: BLE001 - an image we cannot read is described instead
             log.warning("llm: could not load image %s: %s", attachment.filename, type(exc).__name__)
             return None

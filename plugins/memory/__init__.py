@@ -1,8 +1,11 @@
 """Memory plugin: Redis-first conversation memory on a peewee database.
 
-Hooks only; the logic is in :mod:`plugins.memory.store` and its siblings.
+Hooks and the storage service (:class:`MemoryStorage`, registered through
+``register_storage``); the logic is in :mod:`plugins.memory.store` and its
+siblings.
 Each bot gets its own :class:`~plugins.memory.store.MemoryStore`, created in
-``startup`` and kept as ``bot.memory`` (several bots may share a process).
+``startup`` and kept as ``bot.plugin_state["memory"]`` (several bots may share
+a process); :func:`store_of` returns it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ log = logging.getLogger("plugins.memory")
 
 
 def store_of(bot: Any) -> MemoryStore:
-    store = getattr(bot, "memory", None)
+    store = bot.plugin_state.get("memory")
     if not isinstance(store, MemoryStore):
         raise RuntimeError("memory plugin is not started for this bot")
     return store
@@ -30,7 +33,7 @@ def store_of(bot: Any) -> MemoryStore:
 @hookimpl
 async def startup(bot: Any) -> None:
     settings = bot.settings.for_plugin("memory", MemorySettings)
-    old = getattr(bot, "memory", None)
+    old = bot.plugin_state.get("memory")
     if isinstance(old, MemoryStore):
         await old.stop()
     store = MemoryStore(settings, data_dir=bot.settings.data_dir, instance_id=bot.instance_id, clock=bot.clock)
@@ -38,15 +41,14 @@ async def startup(bot: Any) -> None:
         await store.start()
     except RuntimeError as exc:
         raise ConfigError(str(exc)) from None
-    bot.memory = store
+    bot.plugin_state["memory"] = store
 
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
-    store = getattr(bot, "memory", None)
+    store = bot.plugin_state.pop("memory", None)
     if isinstance(store, MemoryStore):
         await store.stop()
-        bot.memory = None
 
 
 @hookimpl
@@ -65,42 +67,50 @@ async def message_answered(message: IncomingMessage, bot: Any) -> None:
     await store_of(bot).arbiter.done(message.id)
 
 
-@hookimpl
-async def confirm_reply(message: IncomingMessage, bot: Any) -> bool:
-    return await store_of(bot).arbiter.confirm(message.id)
+class MemoryStorage:
+    """The memory as the bot's storage service (:class:`core.storage.Storage`):
+    the store this bot's ``startup`` made, looked up at each call."""
+
+    def __init__(self, bot: Any) -> None:
+        self.bot = bot
+
+    async def store_message(self, record: MessageRecord, session: Session) -> bool:
+        return await store_of(self.bot).store_message(record)
+
+    async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        return await store_of(self.bot).load_messages(session, limit)
+
+    async def load_session(self, scope_key: str) -> Session | None:
+        return await store_of(self.bot).load_session(scope_key)
+
+    async def save_session(self, session: Session) -> None:
+        await store_of(self.bot).save_session(session)
+
+    async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
+        return await store_of(self.bot).list_sessions(user_id, limit)
+
+    async def session_lease(self, message: IncomingMessage) -> Any:
+        scope = await self.bot.hooks.first("session_scope", message=message)
+        if not scope:
+            scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"
+        return store_of(self.bot).leases.lease(scope)
+
+    async def confirm_reply(self, message: IncomingMessage) -> bool:
+        return await store_of(self.bot).arbiter.confirm(message.id)
+
+    async def load_bot_state(self, key: str) -> Any:
+        return await store_of(self.bot).load_bot_state(key)
+
+    async def load_bot_states(self, prefix: str) -> dict[str, Any] | None:
+        return await store_of(self.bot).load_bot_states(prefix)
+
+    async def save_bot_state(self, key: str, value: Any) -> None:
+        await store_of(self.bot).save_bot_state(key, value)
 
 
 @hookimpl
-async def session_lease(message: IncomingMessage, bot: Any) -> Any:
-    scope = await bot.hooks.first("session_scope", message=message)
-    if not scope:
-        scope = f"{message.guild_id or 'dm'}:{message.channel_id}:{message.author_id}"
-    return store_of(bot).leases.lease(scope)
-
-
-@hookimpl
-async def store_message(record: MessageRecord, session: Session, bot: Any) -> bool:
-    return await store_of(bot).store_message(record)
-
-
-@hookimpl
-async def load_messages(session: Session, limit: int, bot: Any) -> list[MessageRecord]:
-    return await store_of(bot).load_messages(session, limit)
-
-
-@hookimpl
-async def load_session(scope_key: str, bot: Any) -> Session | None:
-    return await store_of(bot).load_session(scope_key)
-
-
-@hookimpl
-async def save_session(session: Session, bot: Any) -> None:
-    await store_of(bot).save_session(session)
-
-
-@hookimpl
-async def list_sessions(user_id: str, limit: int, bot: Any) -> list[Session]:
-    return await store_of(bot).list_sessions(user_id, limit)
+def register_storage(register: Any, bot: Any) -> None:
+    register(MemoryStorage(bot))
 
 
 @hookimpl
@@ -114,21 +124,6 @@ async def forget_user(user_id: str, bot: Any) -> dict[str, int]:
 
 
 @hookimpl
-async def load_bot_state(key: str, bot: Any) -> Any:
-    return await store_of(bot).load_bot_state(key)
-
-
-@hookimpl
-async def load_bot_states(prefix: str, bot: Any) -> dict[str, Any] | None:
-    return await store_of(bot).load_bot_states(prefix)
-
-
-@hookimpl
-async def save_bot_state(key: str, value: Any, bot: Any) -> None:
-    await store_of(bot).save_bot_state(key, value)
-
-
-@hookimpl
 def register_admin_commands(register: Any) -> None:
     # Imported here: the command line is the only user of these modules.
     from plugins.memory.admin import COMMANDS
@@ -137,4 +132,4 @@ def register_admin_commands(register: Any) -> None:
         register(command)
 
 
-__all__ = ["BackendDown", "MemorySettings", "MemoryStore", "store_of"]
+__all__ = ["BackendDown", "MemorySettings", "MemoryStorage", "MemoryStore", "store_of"]

@@ -37,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import orjson
@@ -399,7 +399,8 @@ class Cache:
                 # not take a place in the window. The earliest is the one
                 # the database kept (it ignores later inserts of an id).
                 by_id: dict[str, tuple[Any, bytes]] = {}
-                for entry in entries:
+                # The client returns bytes (decode_responses is off).
+                for entry in cast(list[bytes], entries):
                     sort_key = records.entry_sort_key(entry)
                     if sort_key[2] not in by_id or sort_key < by_id[sort_key[2]][0]:
                         by_id[sort_key[2]] = (sort_key, entry)

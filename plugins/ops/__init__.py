@@ -88,12 +88,6 @@ def generate_reply(message: IncomingMessage, bot: Any) -> None:
         ops.pipeline.reached(message.id, "generate")
 
 
-@hookimpl(tryfirst=True)
-def confirm_reply(message: IncomingMessage, bot: Any) -> None:
-    if (ops := _ops(bot)) is not None:
-        ops.pipeline.reached(message.id, "send")
-
-
 @hookimpl
 def reply_sent(reply: Reply, record: MessageRecord, session: Session, message: IncomingMessage, bot: Any) -> None:
     if (ops := _ops(bot)) is not None:

@@ -35,7 +35,9 @@ from core.models import HealthReport
 #   context   build_context .. generate_reply
 #   generate  generate_reply .. confirm_reply    (the model call)
 #   send      confirm_reply .. reply_sent        (send, store the reply)
-STAGES = ("claim", "store", "context", "generate", "send")
+# The last stage, generate, runs until the reply is sent and stored: the
+# core confirms the claim through the storage service (no hook marks it).
+STAGES = ("claim", "store", "context", "generate")
 
 # Messages whose pipeline has not finished here: a standby's message never
 # does (another instance answers it), so the oldest are dropped past this.
@@ -245,7 +247,12 @@ class StateCollector:
         )
         for (plugin, hook), count in sorted(self.bot.hooks.failure_counts.items()):
             errors.add_metric([plugin, hook], float(count))
-        yield errors
+        timeouts = CounterMetricFamily(
+            "bot_plugin_timeouts", "Hook implementations that did not answer within their timeout", labels=["plugin", "hook"]
+        )
+        for (plugin, hook), count in sorted(getattr(self.bot.hooks, "timeout_counts", {}).items()):
+            timeouts.add_metric([plugin, hook], float(count))
+        yield from (errors, timeouts)
         states = GaugeMetricFamily("bot_plugin_enabled", "1 for each enabled plugin, 0 for disabled or failed", labels=["plugin", "state"])
         for info in self.bot.plugins.listing():
             states.add_metric([info.name, info.state], 1.0 if info.state == "enabled" else 0.0)

@@ -18,7 +18,6 @@ Discord).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -115,15 +114,14 @@ async def reset(inv: Invocation) -> Reply:
             "This channel shares one conversation; resetting it needs the Manage Messages permission.",
             ephemeral=True,
         )
-    lease = await bot.hooks.first("session_lease", message=message)
-    async with lease if lease is not None else contextlib.nullcontext():
-        closed, opened = await lifecycle.reset(
-            message,
-            key,
-            bot.clock.now(),
-            lambda k: service.load_session(bot, k),
-            lambda s: service.save_session(bot, s),
-        )
+    # The core runs reset holding the session's lease (holds_session).
+    closed, opened = await lifecycle.reset(
+        message,
+        key,
+        bot.clock.now(),
+        lambda k: service.load_session(bot, k),
+        lambda s: service.save_session(bot, s),
+    )
     service.remember(bot, opened)
     whose = "this channel's" if shared else "your"
     kept = " The earlier messages are kept for history and export." if closed else ""
@@ -192,8 +190,7 @@ async def history(inv: Invocation) -> Reply:
     if isinstance(target, Reply):
         return target
     limit = count or service.settings_of(bot).history_limit
-    found = await bot.hooks.first("list_sessions", user_id=target, limit=limit) or []
-    sessions = [s for s in found if hasattr(s, "scope_key")]
+    sessions = await bot.storage.list_sessions(target, limit)
     here_key = await service.current_scope(bot, message)
     if target == message.author_id:
         # A shared session belongs to no single user, so list_sessions does
@@ -252,7 +249,7 @@ async def export(inv: Invocation) -> Reply:
     target = target_user(inv, named, "export")
     if isinstance(target, Reply):
         return target
-    results = await bot.hooks.broadcast("export_user", user_id=target)
+    results = await bot.hooks.collect_by_plugin("export_user", user_id=target)
     failed = _failed_plugins(bot, "export_user", results)
     if failed:
         return Reply(
@@ -297,7 +294,7 @@ async def forget(inv: Invocation) -> Reply:
             ephemeral=True,
         )
     service.forget_cached(bot, target)
-    results = await bot.hooks.broadcast("forget_user", user_id=target)
+    results = await bot.hooks.collect_by_plugin("forget_user", user_id=target)
     failed = _failed_plugins(bot, "forget_user", results)
     totals: dict[str, int] = {}
     for _plugin, counts in results:
@@ -320,7 +317,8 @@ async def forget(inv: Invocation) -> Reply:
 def all_commands() -> list[Command]:
     user_option = {"user": "bot owners: another user's id"}
     return [
-        Command("reset", "start a new session now (shared channel sessions: Manage Messages)", reset),
+        Command("reset", "start a new session now (shared channel sessions: Manage Messages)", reset,
+                holds_session=True),
         Command("session", "this session: age, idle time left, context window, backend health", session_info),
         Command("history", "your recent sessions", history, options={"count": "how many (up to 100)", **user_option}),
         Command("export", "your stored data as a JSON file", export, options=user_option),

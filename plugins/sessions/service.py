@@ -1,19 +1,22 @@
 """The sessions plugin's work against a running bot: the glue between the
-pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the other
-plugins' hooks (``load_session``, ``save_session``, ``load_messages``).
+pure logic (:mod:`.scope`, :mod:`.lifecycle`, :mod:`.window`) and the bot's
+storage service (``bot.storage``: ``load_session``, ``save_session``,
+``load_messages``).
 
-Settings are validated once per bot (at start-up) and kept per bot instance,
-not per process: tests and rolling deploys run several bots in one process.
+Settings are validated once per bot (at start-up) and kept in the bot's
+``plugin_state["sessions"]``, not per process: tests and rolling deploys run
+several bots in one process.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.models import IncomingMessage, MessageRecord, Session
+from core.storage import StorageFailed
 
 from plugins.sessions import lifecycle
 from plugins.sessions.config import Effective, SessionsSettings, effective, load
@@ -23,26 +26,40 @@ from plugins.sessions.window import Window, fit
 
 log = logging.getLogger("plugins.sessions")
 
-_settings: weakref.WeakKeyDictionary[Any, SessionsSettings] = weakref.WeakKeyDictionary()
-# The session each scope last resolved to, per bot: used only when the
-# storage plugin fails outright (raises), so a broken storage call does not
-# start a new conversation on every message. Bounded.
-_last_known: weakref.WeakKeyDictionary[Any, OrderedDict[str, Session]] = weakref.WeakKeyDictionary()
 LAST_KNOWN_MAX = 10_000
+
+
+@dataclass
+class SessionsState:
+    """What the plugin keeps for one bot (``bot.plugin_state["sessions"]``)."""
+
+    settings: SessionsSettings | None = None
+    # The session each scope last resolved to: used only when the storage
+    # fails outright (raises), so a broken storage call does not start a
+    # new conversation on every message. Bounded.
+    last_known: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+
+
+def state_of(bot: Any) -> SessionsState:
+    state = bot.plugin_state.get("sessions")
+    if state is None:
+        state = bot.plugin_state["sessions"] = SessionsState()
+    return state
 
 
 def settings_of(bot: Any) -> SessionsSettings:
     """This bot's validated ``[sessions]`` settings."""
-    found = _settings.get(bot)
-    if found is None:
-        found = _settings[bot] = load(bot.settings)
-    return found
+    state = state_of(bot)
+    if state.settings is None:
+        state.settings = load(bot.settings)
+    return state.settings
 
 
 def configure(bot: Any) -> SessionsSettings:
     """(Re)validate the settings; raises :class:`core.errors.ConfigError`."""
-    _settings[bot] = load(bot.settings)
-    return _settings[bot]
+    state = state_of(bot)
+    state.settings = load(bot.settings)
+    return state.settings
 
 
 def settings_for(bot: Any, message: IncomingMessage) -> Effective:
@@ -61,16 +78,16 @@ async def current_scope(bot: Any, message: IncomingMessage) -> str:
 
 
 def has_storage(bot: Any) -> bool:
-    return bool(bot.hooks.implementations("load_session"))
+    return bool(bot.storage.present)
 
 
 async def load_session(bot: Any, key: str) -> Session | None:
-    found = await bot.hooks.first("load_session", scope_key=key)
+    found = await bot.storage.load_session(key)
     return found if isinstance(found, Session) else None
 
 
 def remember(bot: Any, session: Session) -> None:
-    known = _last_known.setdefault(bot, OrderedDict())
+    known = state_of(bot).last_known
     known[session.scope_key] = session
     known.move_to_end(session.scope_key)
     while len(known) > LAST_KNOWN_MAX:
@@ -79,32 +96,28 @@ def remember(bot: Any, session: Session) -> None:
 
 def forget_cached(bot: Any, user_id: str) -> None:
     """Drop what this instance remembers of ``user_id``'s sessions."""
-    known = _last_known.get(bot)
-    if known is not None:
+    known = state_of(bot).last_known
+    if known:
         for key in [k for k, s in known.items() if s.user_id == user_id]:
             del known[key]
 
 
 async def load_for_message(bot: Any, key: str) -> Session | None:
-    """``load_session`` for the pipeline: when every storage plugin raised,
-    fall back on the session this instance last saw for ``key`` (a copy);
+    """``load_session`` for the pipeline: when the storage failed, fall back on the session this instance last saw for ``key`` (a copy);
     without one, raise :class:`~.lifecycle.StateUnreachable` (the caller
     opens a provisional session rather than act as if there were none)."""
-    answers = await bot.hooks.broadcast("load_session", scope_key=key)
-    for _plugin, found in answers:
-        if isinstance(found, Session):
-            return found
-    if not answers and bot.hooks.implementations("load_session"):
-        known = _last_known.get(bot, {}).get(key)
+    try:
+        return await bot.storage.load_session_or_fail(key)
+    except StorageFailed:
+        known = state_of(bot).last_known.get(key)
         if known is not None:
             log.warning("load_session failed for %s; continuing session %s as last seen here", key, known.id)
             return Session(**{f: getattr(known, f) for f in Session.__dataclass_fields__})
-        raise lifecycle.StateUnreachable(key)
-    return None
+        raise lifecycle.StateUnreachable(key) from None
 
 
 async def save_session(bot: Any, session: Session) -> None:
-    await bot.hooks.broadcast("save_session", session=session)
+    await bot.storage.save_session(session)
 
 
 async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
@@ -141,7 +154,7 @@ async def session_messages(bot: Any, session: Session, limit: int) -> list[Messa
     Records of any other session are left out even if a storage plugin
     returned them: context never crosses scopes (G8).
     """
-    loaded = await bot.hooks.first("load_messages", session=session, limit=limit) or []
+    loaded = await bot.storage.load_messages(session, limit)
     mine = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
     if len(mine) != len(loaded):
         log.warning("load_messages returned %d records of other sessions for %s; left out", len(loaded) - len(mine), session.id)

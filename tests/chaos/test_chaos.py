@@ -42,7 +42,7 @@ from bench.chaos.ledger import (
     check,
     passed,
 )
-from tests.harness.instances import LEAKY_ENV, LEAKY_PREFIXES
+from harness.instances import LEAKY_ENV, LEAKY_PREFIXES
 
 RULES = Rules(window=50, idle_timeout=1800.0, speed=10.0)
 

@@ -173,3 +173,51 @@ def test_registry_hooks_know_the_plugin_and_isolate_failures() -> None:
     hooks.call_registry("register_transports", lambda plugin: lambda *a: registered.append((plugin, a)))
     assert registered == [("good", ("x", "value"))]
     assert hooks.failures[-1].plugin == "bad"
+
+
+def test_a_call_in_the_wrong_mode_is_refused() -> None:
+    from core.dispatch import HookMisuse
+
+    hooks = Hooks(_pm())
+    with pytest.raises(HookMisuse, match="resolve_session.*first answer, not by broadcast"):
+        run(hooks.broadcast("resolve_session", message=None))
+    with pytest.raises(HookMisuse, match="export_user.*collect, not by first answer"):
+        run(hooks.first("export_user", user_id="u"))
+    with pytest.raises(HookMisuse, match="no hook named 'generate_replies'"):
+        run(hooks.first("generate_replies"))
+
+
+def test_an_undeclared_argument_is_refused_not_dropped() -> None:
+    from core.dispatch import HookMisuse
+
+    hooks = Hooks(_pm())
+    with pytest.raises(HookMisuse, match="'load_media' takes no argument attachment"):
+        run(hooks.first("load_media", sha256="x", attachment=None))
+
+
+def test_a_hookspec_without_a_mode_is_refused_at_start_up() -> None:
+    from core.dispatch import HookMisuse
+
+    class Specs:
+        @hookspecs.hookspec
+        def mystery(self) -> None:
+            """No mode."""
+
+    pm = _pm()
+    pm.add_hookspecs(Specs)
+    with pytest.raises(HookMisuse, match="mystery.*declares no calling mode"):
+        Hooks(pm)
+
+
+def test_a_first_answer_reports_the_failures_of_this_call_only() -> None:
+    class Broken:
+        @hookimpl
+        def generate_reply(self):  # noqa: ANN201
+            raise RuntimeError("down")
+
+    hooks = Hooks(_pm(("broken", Broken())))
+    from core.dispatch import HookFailure
+
+    hooks.failures.append(HookFailure("other", "generate_reply", "old"))
+    outcome = run(hooks.first_answer("generate_reply", context=_context(), message=None))
+    assert outcome.value is None and [f.plugin for f in outcome.failures] == ["broken"] and outcome.all_failed

@@ -8,14 +8,26 @@ from pathlib import Path
 from core.errors import Refused
 from core.models import Reply
 from core.plugins import hookimpl
+from core.storage import Storage, StorageBase
 
 from tests.core.helpers import make_bot, say
 
 
+STORAGE_METHODS = {m for m in vars(Storage) if not m.startswith("_")}
+
+
 def _module(**hooks: object) -> types.ModuleType:
+    """A plugin module with these hook implementations; storage methods
+    (``store_message``, ``session_lease``…) go to the storage it registers."""
     module = types.ModuleType("m")
+    storage = StorageBase()
     for name, func in hooks.items():
-        setattr(module, name, hookimpl(func))
+        if name in STORAGE_METHODS:
+            setattr(storage, name, func)
+        else:
+            setattr(module, name, hookimpl(func))
+    if STORAGE_METHODS & set(hooks):
+        module.register_storage = hookimpl(lambda register: register(storage))  # type: ignore[attr-defined]
     return module
 
 
@@ -93,7 +105,7 @@ def test_a_broken_reply_plugin_falls_back(tmp_path: Path) -> None:
 
     bot = make_bot(tmp_path, {"m": _module(generate_reply=generate_reply)})
     replies = say(bot, "hi")
-    assert "No reply plugin" in replies[0].content
+    assert replies[0].content == "Sorry, I could not generate a reply (plugin m failed)."
     assert bot.hooks.failures[-1].plugin == "m"
 
 
@@ -171,3 +183,81 @@ def test_a_memory_plugin_that_failed_to_start_means_memory_is_degraded(tmp_path:
     bot = make_bot(tmp_path, {"m": _module(startup=startup, store_message=lambda record: True)})
     assert "memory is degraded" in say(bot, "hi")[0].text()
     assert bot.plugins.info["m"].state == "failed"
+
+
+def test_a_command_answer_in_the_conversation_is_stored_like_a_turn(tmp_path: Path) -> None:
+    """An /imagine-like command: the core, not the plugin, stores the
+    request and the answer under the session's lease, and marks it answered."""
+    from core.models import Attachment, Command, ReplyId
+
+    events: list[str] = []
+
+    class Lease:
+        async def __aenter__(self) -> None:
+            events.append("enter")
+
+        async def __aexit__(self, *exc: object) -> None:
+            events.append("exit")
+
+    def draw(inv):  # noqa: ANN001, ANN202
+        events.append("command")
+        return Reply("a cat", attachments=[Attachment("cat.png", "image/png", data=b"png")], in_conversation=True)
+
+    def store_message(record):  # noqa: ANN001, ANN202
+        events.append(f"store:{record.id}:{[a.data for a in record.attachments]}")
+
+    module = _module(
+        register_commands=lambda register: register(Command("draw", "draws", draw)),
+        session_lease=lambda message: Lease(),
+        store_message=store_message,
+        confirm_reply=lambda message: events.append("confirm"),
+        message_answered=lambda message: events.append("answered"),
+    )
+    bot = make_bot(tmp_path, {"m": module})
+    assert [r.content for r in say(bot, "/draw a cat")] == ["a cat"]
+    user, answer = (e for e in events if e.startswith("store:"))
+    assert answer.startswith(f"store:{ReplyId(user.split(':')[1])}:") and answer.endswith("[None]")
+    assert [e.split(":")[0] for e in events] == ["command", "enter", "store", "confirm", "store", "exit", "answered"]
+
+
+def test_a_command_that_holds_the_session_runs_under_its_lease(tmp_path: Path) -> None:
+    from core.models import Command
+
+    events: list[str] = []
+
+    class Lease:
+        async def __aenter__(self) -> None:
+            events.append("enter")
+
+        async def __aexit__(self, *exc: object) -> None:
+            events.append("exit")
+
+    def reset(inv):  # noqa: ANN001, ANN202
+        events.append("reset")
+        return Reply("done")
+
+    module = _module(
+        register_commands=lambda register: register(Command("reset", "resets", reset, holds_session=True)),
+        session_lease=lambda message: Lease(),
+        message_answered=lambda message: events.append("answered"),
+    )
+    bot = make_bot(tmp_path, {"m": module})
+    assert [r.content for r in say(bot, "/reset")] == ["done"]
+    assert events == ["enter", "reset", "exit", "answered"]
+
+
+def test_a_command_taken_over_elsewhere_is_not_answered_twice(tmp_path: Path) -> None:
+    from core.models import Command
+
+    module = _module(
+        register_commands=lambda register: register(Command("ping", "pong", lambda inv: Reply("pong"))),
+        confirm_reply=lambda message: False,
+    )
+    assert say(make_bot(tmp_path, {"m": module}), "/ping") == []
+
+
+def test_reply_id_names_the_message_it_answers() -> None:
+    from core.models import ReplyId
+
+    assert ReplyId("1001") == "reply:1001" and ReplyId("1001").message_id == "1001"
+    assert ReplyId.parse("reply:1001") == ReplyId("1001") and ReplyId.parse("1001") is None

@@ -13,6 +13,7 @@ import pytest
 from core.bot import Bot
 from core.models import Reply
 from core.plugins import ESSENTIAL, hookimpl
+from core.storage import StorageBase
 from core.settings import PluginsSection
 
 from tests.core.helpers import FakeEntryPoint, make_bot, make_settings, say
@@ -134,3 +135,105 @@ def test_third_party_plugin_installed_with_pip_is_found(tmp_path: Path, monkeypa
 def test_plugins_section_rejects_unknown_keys() -> None:
     with pytest.raises(Exception, match="extra"):
         PluginsSection(enable=["a"])  # type: ignore[call-arg]
+
+
+def _module_with(**hooks: object) -> types.ModuleType:
+    module = types.ModuleType("authored")
+    for name, func in hooks.items():
+        setattr(module, name, hookimpl(func))
+    return module
+
+
+def test_a_hook_name_typo_fails_the_plugin_naming_the_closest_hook(tmp_path: Path) -> None:
+    typo = _module_with(generate_replies=lambda context: Reply("never called"))
+    bot = make_bot(tmp_path, {"typo": typo})
+    info = bot.plugins.info["typo"]
+    assert info.state == "failed"
+    assert info.reason == "generate_replies is not a hook (did you mean generate_reply?)"
+
+
+def test_a_wrong_argument_name_fails_the_plugin_in_one_line(tmp_path: Path) -> None:
+    wrong = _module_with(generate_reply=lambda ctx: Reply("never called"))
+    bot = make_bot(tmp_path, {"wrong": wrong})
+    info = bot.plugins.info["wrong"]
+    assert info.state == "failed" and "\n" not in info.reason
+    assert info.reason.startswith("generate_reply asks for ctx, which the hook does not pass (it passes context")
+
+
+def test_pluggy_check_pending_backs_the_contract_check(tmp_path: Path) -> None:
+    """A plugin registered behind the contract check (an unknown hook name)
+    is still failed at start-up, not left enabled doing nothing."""
+    bot = make_bot(tmp_path, {})
+    sneaky = _module_with(generate_replies=lambda context: None)
+    bot.plugins.pm.register(sneaky, name="sneaky")
+    bot.plugins.check_pending()
+    assert bot.plugins.info["sneaky"].state == "failed"
+    assert "generate_replies" in bot.plugins.info["sneaky"].reason
+    assert not bot.plugins.pm.has_plugin("sneaky")
+
+
+def test_a_hung_reply_plugin_is_given_up_on_and_the_session_is_free(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.models import Sent
+    from tests.core.helpers import message
+
+    never = asyncio.Event()
+
+    async def generate_reply(context):  # noqa: ANN001, ANN202
+        await never.wait()
+
+    held: list[str] = []
+
+    class Lease:
+        async def __aenter__(self) -> None:
+            held.append("enter")
+
+        async def __aexit__(self, *exc: object) -> None:
+            held.append("exit")
+
+    class Leasing(StorageBase):
+        async def session_lease(self, message: object) -> Lease:
+            return Lease()
+
+    leasing = Leasing()
+    hung = _module_with(generate_reply=generate_reply, register_storage=lambda register: register(leasing))
+    bot = make_bot(tmp_path, {"hung": hung})
+    bot.settings.bot.hook_timeouts = {"generate_reply": 0.05}
+    sent: list[Reply] = []
+
+    async def send(reply: Reply) -> Sent:
+        sent.append(reply)
+        return Sent()
+
+    async def go() -> None:
+        await bot.start()
+        await bot.handle(message("hi"), send)
+
+    asyncio.run(go())
+    assert [r.content for r in sent] == ["Sorry, I could not generate a reply (plugin hung did not answer in time)."]
+    assert held == ["enter", "exit"]
+    assert bot.hooks.failures[-1].plugin == "hung" and "no answer within 0.05 s" in bot.hooks.failures[-1].error
+
+
+def test_a_hung_command_is_given_up_on(tmp_path: Path) -> None:
+    import asyncio
+
+    from core.models import Command
+
+    async def stuck(inv):  # noqa: ANN001, ANN202
+        await asyncio.Event().wait()
+
+    module = _module_with(register_commands=lambda register: register(Command("stuck", "hangs", stuck)))
+    bot = make_bot(tmp_path, {"slow": module})
+    bot.settings.bot.hook_timeouts = {"command": 0.05}
+    assert say(bot, "/stuck")[0].content == "/stuck did not finish in time (plugin 'slow'); the error was logged."
+
+
+def test_the_hook_listing_shows_marks_and_call_order(tmp_path: Path) -> None:
+    from core.cli import hook_listing
+
+    bot = make_bot(tmp_path, {"aping": _replier("pong"), "zping": _replier("zpong")})
+    lines = hook_listing(bot)
+    assert "generate_reply (first answer): zping -> aping -> core [trylast]" in lines
+    assert "core: generate_reply [trylast], health, register_commands" in lines

@@ -15,6 +15,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from core.bot import Bot
 from core.models import Reply
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import load_settings
 
 from tests.core.helpers import FakeEntryPoint, message
@@ -51,17 +52,61 @@ def reply_plugin(world: World, name: str, text: str) -> None:
 
 @given(parsers.parse('a plugin "{name}" that raises in every hook'))
 def raising_plugin(world: World, name: str) -> None:
-    """A plugin that raises from startup, resolve_session, store_message and
-    generate_reply."""
+    """A plugin that raises from startup, resolve_session, build_context,
+    generate_reply and its storage's store_message."""
 
     def boom() -> None:
         raise RuntimeError(f"{name} is broken")
 
+    class BrokenStorage(StorageBase):
+        async def store_message(self, record: Any, session: Any) -> bool:
+            boom()
+            return True
+
     module = types.ModuleType(name)
-    for hook in ("startup", "resolve_session", "store_message", "build_context"):
+    for hook in ("startup", "resolve_session", "build_context"):
         setattr(module, hook, hookimpl(boom))
+    module.register_storage = hookimpl(lambda register: register(BrokenStorage()))  # type: ignore[attr-defined]
     module.generate_reply = hookimpl(tryfirst=True)(boom)  # type: ignore[attr-defined]
     world.modules[name] = module
+
+
+@given(parsers.parse('a reply plugin "{name}" whose hook is spelt "{hook}"'))
+def misspelt_plugin(world: World, name: str, hook: str) -> None:
+    """A reply plugin whose one hookimpl has a name that is not a hook."""
+    module = types.ModuleType(name)
+    setattr(module, hook, hookimpl(lambda context: Reply("never called")))
+    world.modules[name] = module
+
+
+@given(parsers.parse('a reply plugin "{name}" whose generate_reply asks for "{arg}"'))
+def wrong_argument_plugin(world: World, name: str, arg: str) -> None:
+    """A reply plugin whose generate_reply takes an argument by a name the
+    hook does not pass."""
+    module = types.ModuleType(name)
+    namespace: dict[str, Any] = {"Reply": Reply}
+    exec(f"def generate_reply({arg}):\n    return Reply('never called')", namespace)  # noqa: S102
+    module.generate_reply = hookimpl(namespace["generate_reply"])  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse('a reply plugin "{name}" that never answers'))
+def hung_plugin(world: World, name: str) -> None:
+    """A reply plugin whose generate_reply waits forever."""
+
+    async def generate_reply() -> None:
+        await asyncio.Event().wait()
+
+    module = types.ModuleType(name)
+    module.generate_reply = hookimpl(generate_reply)  # type: ignore[attr-defined]
+    world.modules[name] = module
+
+
+@given(parsers.parse("the config file gives every hook {seconds:g} seconds"))
+def config_hook_timeout(world: World, seconds: float) -> None:
+    """Appends ``[bot] hook_timeout`` to bot.toml."""
+    with (world.tmp_path / "bot.toml").open("a") as config:
+        config.write(f"[bot]\nhook_timeout = {seconds}\n")
 
 
 @given(parsers.parse('a plugin "{name}" that fails to import'))
@@ -161,6 +206,19 @@ def does_not_answer(world: World, text: str) -> None:
 def plugin_state(world: World, name: str, state: str) -> None:
     assert world.bot is not None
     assert world.bot.plugins.info[name].state == state
+
+
+@then(parsers.parse('the plugin list gives "{name}" the reason "{reason}"'))
+def plugin_reason(world: World, name: str, reason: str) -> None:
+    assert world.bot is not None
+    assert world.bot.plugins.info[name].reason == reason
+
+
+@then(parsers.parse('the plugin list gives "{name}" a one-line reason naming "{word}"'))
+def plugin_one_line_reason(world: World, name: str, word: str) -> None:
+    assert world.bot is not None
+    reason = world.bot.plugins.info[name].reason
+    assert word in reason and "\n" not in reason and len(reason) <= 200, reason
 
 
 @then(parsers.parse('the log names the plugin "{name}"'))

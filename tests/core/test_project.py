@@ -21,13 +21,65 @@ def test_hook_docs_page_matches_hookspecs() -> None:
     assert generated == committed, "docs/HOOKS.md is stale: run python scripts/hook_docs.py > docs/HOOKS.md"
 
 
-def test_every_hookspec_is_documented_with_its_calling_mode() -> None:
+def test_every_hookspec_declares_its_calling_mode_and_its_prose_agrees() -> None:
     from core import hookspecs
 
-    modes = ("**Broadcast", "**First answer", "**Collect", "**Registry")
+    prose = {
+        "broadcast": "**Broadcast", "first answer": "**First answer", "collect": "**Collect", "registry": "**Registry"
+    }
     for name, func in vars(hookspecs).items():
         if hasattr(func, "discord_bot_spec"):
-            assert any(mode in (func.__doc__ or "") for mode in modes), f"hook {name} does not say how it is called"
+            mode = hookspecs.mode_of(func)
+            assert mode is not None, f"hook {name} declares no calling mode: @spec(Mode.…)"
+            assert prose[mode.value] in (func.__doc__ or ""), f"hook {name}: its docstring does not say {mode.value}"
+
+
+_CALLS = {"broadcast": "broadcast", "first": "first answer", "first_answer": "first answer",
+          "collect": "collect", "collect_by_plugin": "collect", "call_registry": "registry"}
+
+
+def _hook_calls(path: Path) -> list[tuple[int, str, str]]:
+    """``(line, method, hook)`` for every ``….hooks.<method>("hook", …)``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        owner = node.func.value
+        named_hooks = isinstance(owner, ast.Attribute) and owner.attr == "hooks" or (
+            isinstance(owner, ast.Name) and owner.id == "hooks")
+        if named_hooks and node.func.attr in _CALLS and node.args and isinstance(node.args[0], ast.Constant):
+            found.append((node.lineno, node.func.attr, str(node.args[0].value)))
+    return found
+
+
+def test_every_hook_call_in_the_code_uses_the_declared_mode_and_arguments() -> None:
+    """The dispatcher refuses a wrong call when it runs; this finds one on a
+    path no test happens to run."""
+    import inspect
+
+    from core import hookspecs
+
+    specs = {n: f for n, f in vars(hookspecs).items() if hasattr(f, "discord_bot_spec")}
+    wrong = []
+    for folder in ("core", "plugins", "bench", "harness", "plugin_testing"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            calls = {(c.lineno, c): c for c in ast.walk(tree) if isinstance(c, ast.Call)}
+            for line, method, hook in _hook_calls(path):
+                where = f"{path.relative_to(ROOT)}:{line}"
+                if hook not in specs:
+                    wrong.append(f"{where}: no hook {hook!r}")
+                    continue
+                mode = hookspecs.mode_of(specs[hook])
+                if mode is None or mode.value != _CALLS[method]:
+                    wrong.append(f"{where}: {method}({hook!r}) but {hook} is called by {mode and mode.value}")
+                argnames = set(inspect.signature(specs[hook]).parameters)
+                for (cline, call) in calls:
+                    if cline == line and isinstance(call.func, ast.Attribute) and call.func.attr == method:
+                        extra = {k.arg for k in call.keywords if k.arg} - argnames
+                        if extra:
+                            wrong.append(f"{where}: {hook} takes no argument {', '.join(sorted(extra))}")
+    assert wrong == []
 
 
 def test_lock_is_in_step_with_pyproject() -> None:
@@ -98,3 +150,33 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "DISCORD_", "REDIS_", "DATABASE_", "LLM_"))}
     env["BOT_DATA_DIR"] = str(tmp_path / "data")
     return env
+
+
+def test_the_fast_matrix_needs_no_database_or_redis_server(tmp_path: Path) -> None:
+    """With the services out of reach, --backend fast collects nothing that
+    needs one: no [real] run, no test marked real, none using a service
+    fixture (.ci/run then runs that selection with the services unreachable)."""
+    import os
+
+    env = {**os.environ, "HARNESS_PG_PORT": "9", "HARNESS_REDIS_SERVER": str(tmp_path / "no-redis-server")}
+    collect = (sys.executable, "-m", "pytest", "--backend", "fast", "--collect-only", "-q", "-p", "no:cacheprovider")
+    result = _run(*collect, "-m", "real", env=env)
+    # -m real selects what needs the services: after --backend fast, nothing.
+    assert "no tests collected" in result.stdout or " 0 selected" in result.stdout or result.returncode == 5, (
+        result.stdout[-2000:]
+    )
+    collected = _run(*collect, env=env)
+    ids = [line for line in collected.stdout.splitlines() if "::" in line]
+    assert ids and not [i for i in ids if i.endswith("[real]")]
+
+
+def test_the_benchmarks_do_not_import_the_tests() -> None:
+    """bench/ and the tests share the harness package; bench never reaches
+    into tests/ (test code is not a dependency of anything)."""
+    wrong = []
+    for path in sorted((ROOT / "bench").rglob("*.py")) + sorted((ROOT / "harness").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "tests" or n.startswith("tests.")]
+    assert wrong == []

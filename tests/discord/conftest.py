@@ -18,6 +18,7 @@ import pytest
 from core.bot import Bot
 from core.models import Attachment, Command, Context, IncomingMessage, MessageRecord, Reply, Session
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import BotSection, EnvSettings, Settings
 
 
@@ -38,10 +39,14 @@ def run() -> Callable[[Coroutine[Any, Any, Any]], Any]:
 
 
 @dataclass
-class Recorder:
+class Recorder(StorageBase):
     """A reply plugin for transport tests: records what reached the core and
     answers predictably (``long`` → 4,500 chars, ``file`` → a file,
     ``ping`` → text with @everyone, else ``echo: <text>``)."""
+
+    @hookimpl
+    def register_storage(self, register: Any) -> None:
+        register(self)
 
     seen: list[IncomingMessage] = field(default_factory=list)
     stored: list[MessageRecord] = field(default_factory=list)
@@ -49,7 +54,6 @@ class Recorder:
     # what must happen while a command is still running).
     slow_done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @hookimpl
     def store_message(self, record: MessageRecord, session: Session) -> bool:
         self.stored.append(record)
         return True

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from core.models import ReplyId
+
 from tests.fake_discord.inprocess import connected
 from tests.fake_discord.server import FakeDiscord
 
@@ -292,7 +294,7 @@ def test_429_on_send_is_retried(run, make_bot, recorder, via):
             statuses = [s for m, p, s in w.fake.requests if m == "POST" and p.endswith("/messages")]
         assert [r["content"] for r in reply] == ["echo: rate limited"]
         assert statuses == [429, 429, 200]
-        assert [r.id for r in recorder.stored] == [sent["id"], f"reply:{sent['id']}"]
+        assert [r.id for r in recorder.stored] == [sent["id"], ReplyId(sent["id"])]
 
     run(scenario())
 
@@ -323,7 +325,7 @@ def test_send_that_keeps_failing_loses_no_user_message(run, make_bot, recorder):
         stored = [r.id for r in recorder.stored]
         # The user's message was stored before the send failed; the reply
         # nobody saw was not recorded as said.
-        assert sent["id"] in stored and f"reply:{sent['id']}" not in stored
+        assert sent["id"] in stored and ReplyId(sent["id"]) not in stored
 
     run(scenario())
 

@@ -13,7 +13,7 @@ Underneath:
   alice, bob and carol;
 - each bot process is a :class:`BotProcess`: ``python -m core run`` with a
   fake ``DISCORD_TOKEN`` built at run time, ``DATABASE_URL`` and
-  ``REDIS_URL`` of the scenario's backends (``tests/harness/backends.py``
+  ``REDIS_URL`` of the scenario's backends (``harness/backends.py``
   with ``processes=True``: a shared SQLite file and fakeredis over TCP for
   ``fast``; a private redis-server and a fresh PostgreSQL database, each
   behind a proxy, for ``real``);
@@ -38,7 +38,7 @@ import pytest
 from pytest_bdd import given, then, when
 
 from tests.fake_discord.runner import BotProcess, FakeDiscordThread
-from tests.harness.backends import Backends, make_backends
+from harness.backends import Backends, make_backends
 from tests.harness.steps import p
 
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from pytest_bdd import given, scenarios, then, when
 
 from core.models import Attachment, MessageRecord
 from tests.harness.harness import Harness, HarnessError
-from tests.harness.instances import InProcessInstance
+from harness.instances import InProcessInstance
 from tests.harness.steps import p
-from tests.images import corpus
+from harness import image_corpus as corpus
 
 scenarios("images.feature")
 
@@ -42,10 +42,10 @@ def _records(harness: Harness, user: str, place: str) -> list[MessageRecord]:
 
     async def read() -> list[MessageRecord]:
         scope = await bot.hooks.first("session_scope", message=probe) or bot.default_session(probe).scope_key
-        session = await bot.hooks.first("load_session", scope_key=scope)
+        session = await bot.storage.load_session(scope)
         if session is None:
             return []
-        return await bot.hooks.first("load_messages", session=session, limit=harness.window) or []
+        return await bot.storage.load_messages(session, harness.window)
 
     return harness.run(read(), what="reading the bot's records")
 

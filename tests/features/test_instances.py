@@ -7,7 +7,7 @@ from typing import Any
 from pytest_bdd import given, scenarios, then, when
 
 from tests.harness.harness import Harness, HarnessError
-from tests.harness.instances import InProcessInstance
+from harness.instances import InProcessInstance
 from tests.features.test_sessions_steps import redis_dump
 from tests.harness.steps import p
 
@@ -29,7 +29,7 @@ def _store(harness: Harness, name: str) -> Any:
     instance = harness.instance(name)
     if not isinstance(instance, InProcessInstance):
         raise HarnessError(f"instance {name} must run in this process")
-    return instance.bot.memory
+    return instance.bot.plugin_state["memory"]
 
 
 @when(p('instance "{name:Name}" receives "{text}" late'))

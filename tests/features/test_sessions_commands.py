@@ -17,9 +17,9 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from core.models import Reply, Sent
 from tests.features.test_sessions_steps import *  # noqa: F403 - the shared sessions steps
 from tests.features.test_sessions_steps import redis_dump
-from tests.harness.assembly import SentReply
+from harness.assembly import SentReply
 from tests.harness.harness import Harness, HarnessError
-from tests.harness.instances import LEAKY_ENV, LEAKY_PREFIXES
+from harness.instances import LEAKY_ENV, LEAKY_PREFIXES
 from tests.harness.steps import p
 
 

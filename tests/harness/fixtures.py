@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.backends import BackendUnavailable, check_real_services, make_backends
+from harness.backends import BackendUnavailable, check_real_services, make_backends
 from tests.harness.harness import Harness
-from tests.harness.instances import LEAKY_ENV, LEAKY_PREFIXES
+from harness.instances import LEAKY_ENV, LEAKY_PREFIXES
 
 BACKENDS = ("fast", "real")
 
@@ -51,7 +51,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", names, ids=names, indirect=True)
 
 
+# Fixtures that reach a PostgreSQL server or start a redis-server: a test
+# using one needs the real services, whatever its parametrization.
+SERVICE_FIXTURES = frozenset({"pg_url", "postgres_backend", "private_redis", "redis_server", "mysql_backend"})
+
+
+def needs_services(item: pytest.Item) -> bool:
+    """Whether ``item`` needs PostgreSQL or Redis: a ``[real]`` run, a test
+    marked ``real``, or one that uses a service fixture."""
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("backend") if callspec else None
+    if backend == "real" or item.get_closest_marker("real") is not None:
+        return True
+    return bool(SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # --backend fast runs on a machine with no database or Redis server at
+    # all: everything that needs one is left out (and counted as deselected).
+    fast_only = selected_backends(config) == ["fast"]
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -59,7 +77,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if backend == "fast" and item.get_closest_marker("real") is not None:
             dropped.append(item)  # a @real scenario has no fast form
             continue
-        if backend == "real":
+        if needs_services(item):
+            if fast_only:
+                dropped.append(item)
+                continue
             item.add_marker(pytest.mark.real)
         kept.append(item)
     if dropped:

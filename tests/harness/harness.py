@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 from core.bot import MEMORY_DEGRADED
 from core.clock import ManualClock
-from core.models import IncomingMessage
-from tests.harness.assembly import DEFAULT_PLUGINS, ContextLine, RecordedContext, SentReply
-from tests.harness.backends import Backends
-from tests.harness.instances import InProcessInstance, Instance, WorkerInstance
-from tests.harness.world import Place, User, World
+from core.models import IncomingMessage, ReplyId
+from harness.assembly import DEFAULT_PLUGINS, ContextLine, RecordedContext, SentReply
+from harness.backends import Backends
+from harness.instances import InProcessInstance, Instance, WorkerInstance
+from harness.world import Place, User, World
 
 log = logging.getLogger("tests.harness")
 
@@ -342,7 +342,7 @@ class Harness:
         expected = {mid: f"message {d.message.content!r}" for mid, d in self.deliveries.items()}
         for mid, d in self.deliveries.items():
             if any(s.message_id == mid for s in self.sent):
-                expected[f"reply:{mid}"] = f"reply to {d.message.content!r}"
+                expected[ReplyId(mid)] = f"reply to {d.message.content!r}"
         return expected
 
     # --- teardown -----------------------------------------------------------------

@@ -22,8 +22,9 @@ from typing import Any
 
 from pytest_bdd import given, parsers, then, when
 
-from tests.harness.assembly import ContextLine
+from harness.assembly import ContextLine
 from tests.harness.harness import Harness, HarnessError
+from core.models import ReplyId
 
 # Custom parse types keep patterns from overlapping: a place never swallows
 # the words after it.
@@ -428,7 +429,7 @@ def when_busy(harness: Harness, name: str, user: str, place: str) -> None:
         held, release = asyncio.Event(), asyncio.Event()
 
         async def hold() -> None:
-            lease = await instance.bot.hooks.first("session_lease", message=probe)
+            lease = await instance.bot.storage.session_lease(probe)
             if lease is None:
                 raise HarnessError("no plugin gives session leases")
             async with lease:
@@ -679,7 +680,7 @@ def _check_each_once(harness: Harness) -> None:
         if content.startswith(prefix):
             continue  # commands are answered, not stored
         expected[mid] = f"message {content!r}"
-        expected[f"reply:{mid}"] = f"reply to {content!r}"
+        expected[ReplyId(mid)] = f"reply to {content!r}"
     problems = [f"{what}: stored {stored.get(mid, 0)} times" for mid, what in expected.items() if stored.get(mid, 0) != 1]
     assert not problems, "not every message stored exactly once: " + "; ".join(problems)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.backends import (
+from core.storage import StorageBase
+from harness.backends import (
     BackendUnavailable,
     FakeRedisTcp,
     FastBackends,
@@ -27,8 +28,8 @@ from tests.harness.backends import (
     free_port,
 )
 from tests.harness.harness import Harness
-from tests.harness.instances import REPO_ROOT, WorkerInstance
-from tests.harness.proxy import TcpProxy
+from harness.instances import REPO_ROOT, WorkerInstance
+from harness.proxy import TcpProxy
 
 pytestmark = pytest.mark.fault
 
@@ -147,7 +148,7 @@ def test_killed_redis_can_come_back_with_its_data(harness: Harness) -> None:
 
 
 def test_redis_restarted_from_an_old_snapshot(harness: Harness, backend: str) -> None:
-    from tests.harness.backends import FaultError
+    from harness.backends import FaultError
 
     client = direct_redis(harness)
     client.set("bot:value", "old")
@@ -190,7 +191,7 @@ def test_unreachable_redis_keeps_running_and_its_data(harness: Harness) -> None:
 
 def test_blackholed_redis_never_answers(harness: Harness, backend: str) -> None:
     if backend == "fast":
-        from tests.harness.backends import FaultError
+        from harness.backends import FaultError
 
         with pytest.raises(FaultError, match="@real"):
             harness.backends.redis_unreachable("blackhole")
@@ -359,7 +360,7 @@ def test_sqlite_cut_blocks_writes_in_both_journal_modes(tmp_path: Path, journal:
 
 def test_database_drop_connections(harness: Harness, backend: str) -> None:
     if backend == "fast":
-        from tests.harness.backends import FaultError
+        from harness.backends import FaultError
 
         with pytest.raises(FaultError):
             harness.backends.database_drop_connections()
@@ -469,7 +470,7 @@ def test_real_matrix_fails_when_postgres_is_missing(tmp_path: Path) -> None:
 # --- the harness catches a broken memory ----------------------------------------------------
 
 
-class RedisOnlyMemory:
+class RedisOnlyMemory(StorageBase):
     """A memory that keeps messages only in Redis: G1 violated on purpose."""
 
     def __init__(self, server: object) -> None:
@@ -480,14 +481,16 @@ class RedisOnlyMemory:
 
     from core.plugins import hookimpl
 
-    @hookimpl(tryfirst=True)
+    @hookimpl
+    def register_storage(self, register):  # type: ignore[no-untyped-def]
+        register(self)
+
     def store_message(self, record, session):  # type: ignore[no-untyped-def]
         import json
 
         self.redis.rpush(f"m:{session.id}", json.dumps(record.to_dict()))
         return True
 
-    @hookimpl(tryfirst=True)
     def load_messages(self, session, limit):  # type: ignore[no-untyped-def]
         import json
 
@@ -495,11 +498,9 @@ class RedisOnlyMemory:
 
         return [MessageRecord.from_dict(json.loads(r)) for r in self.redis.lrange(f"m:{session.id}", -limit, -1)]
 
-    @hookimpl(tryfirst=True)
     def load_session(self, scope_key):  # type: ignore[no-untyped-def]
         return self.sessions.get(scope_key)
 
-    @hookimpl(tryfirst=True)
     def save_session(self, session):  # type: ignore[no-untyped-def]
         self.sessions[session.scope_key] = session
 
@@ -539,7 +540,7 @@ def test_worker_answers_ping_directly(tmp_path: Path) -> None:
     """The worker protocol works on its own: one JSON line in, one out."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.harness.worker"],
+        [sys.executable, "-m", "harness.worker"],
         input='{"id": 1, "cmd": "ping"}\n{"id": 2, "cmd": "clock", "set": 5}\n',
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )

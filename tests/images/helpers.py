@@ -15,6 +15,7 @@ from core.bot import Bot
 from core.clock import Clock, ManualClock
 from core.models import Attachment, IncomingMessage, MessageRecord, Reply, Sent
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import EnvSettings, Settings
 
 WAIT = 10.0  # bound on every wait in these tests
@@ -30,13 +31,16 @@ class EntryPoint:
         return self.target
 
 
-class Recorder:
+class Recorder(StorageBase):
     """A memory stand-in: keeps every stored record, answers load_messages."""
+
+    @hookimpl
+    def register_storage(self, register: Any) -> None:
+        register(self)
 
     def __init__(self) -> None:
         self.records: list[MessageRecord] = []
 
-    @hookimpl
     def store_message(self, record: MessageRecord) -> bool:
         self.records.append(record)
         return True

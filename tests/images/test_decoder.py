@@ -13,7 +13,7 @@ import pytest
 from core.models import Attachment
 from plugins.images.decoder import MIB, DecodeBudget, DecodePool
 from plugins.images.sanitize import ImageRejected, Limits, check_bytes, sanitize
-from tests.images import corpus
+from harness import image_corpus as corpus
 from tests.images.helpers import make_bot, send_one, user_message
 
 

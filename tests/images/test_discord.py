@@ -14,7 +14,7 @@ from PIL import Image
 from core.models import Role
 from tests.fake_discord.inprocess import connected
 from tests.fake_discord.server import FakeDiscord
-from tests.images import corpus
+from harness import image_corpus as corpus
 from tests.images.helpers import make_bot
 
 pytestmark = pytest.mark.discord

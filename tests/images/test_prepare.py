@@ -11,7 +11,7 @@ from aiohttp import web
 from PIL import ExifTags, Image
 
 from core.models import Attachment, Role
-from tests.images import corpus
+from harness import image_corpus as corpus
 from tests.images.helpers import make_bot, send_one, serve, user_message
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core.clock import ManualClock
 
-from tests.images import corpus
+from harness import image_corpus as corpus
 from tests.images.helpers import make_bot, send_one, serve, user_message
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import ExifTags, Image
 
 from plugins.images.sanitize import ImageRejected, Limits, header_dimensions, sanitize, sniff_format
-from tests.images import corpus
+from harness import image_corpus as corpus
 
 LIMITS = Limits()
 

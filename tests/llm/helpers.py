@@ -14,6 +14,7 @@ from core.bot import Bot
 from core.clock import ManualClock
 from core.models import Context, IncomingMessage, MessageRecord, Reply, Sent, Session
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import BotSection, EnvSettings, PluginsSection, Settings
 
 T = TypeVar("T")
@@ -40,16 +41,19 @@ class EntryPoint:
         return self.plugin
 
 
-class RecordingStore:
+class RecordingStore(StorageBase):
     """Stores every record it is given (``stored``) and builds the context
     from the last ``window`` records of the session, like memory + sessions."""
+
+    @hookimpl
+    def register_storage(self, register: Any) -> None:
+        register(self)
 
     def __init__(self, window: int = 50) -> None:
         self.window = window
         self.stored: list[MessageRecord] = []
         self.contexts: list[Context] = []
 
-    @hookimpl
     def store_message(self, record: MessageRecord, session: Session) -> bool:
         if all(r.id != record.id for r in self.stored):
             self.stored.append(record)
@@ -123,29 +127,29 @@ class Chat:
         return got[0]
 
 
-class TinyMemory:
+class TinyMemory(StorageBase):
     """An in-process store of messages and sessions, enough for the real
     sessions plugin to build context windows on top of."""
+
+    @hookimpl
+    def register_storage(self, register: Any) -> None:
+        register(self)
 
     def __init__(self) -> None:
         self.stored: list[MessageRecord] = []
         self.sessions: dict[str, Session] = {}
 
-    @hookimpl
     def store_message(self, record: MessageRecord) -> bool:
         if all(r.id != record.id for r in self.stored):
             self.stored.append(record)
         return True
 
-    @hookimpl
     def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         mine = sorted((r for r in self.stored if r.session_id == session.id), key=lambda r: r.sort_key)
         return mine[-limit:] if limit > 0 else []
 
-    @hookimpl
     def load_session(self, scope_key: str) -> Session | None:
         return self.sessions.get(scope_key)
 
-    @hookimpl
     def save_session(self, session: Session) -> None:
         self.sessions[session.scope_key] = session

@@ -3,6 +3,8 @@ real sessions, real images, and a chat-completions server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib
+
 import io
 import sqlite3
 import uuid
@@ -13,8 +15,8 @@ import pytest
 from tests.llm.helpers import Chat, make_bot, run
 from tests.llm.provider import FakeProvider, fail_with, serving
 
-memory_plugin = pytest.importorskip("plugins.memory")
-sessions_plugin = pytest.importorskip("plugins.sessions")
+memory_plugin = importlib.import_module("plugins.memory")
+sessions_plugin = importlib.import_module("plugins.sessions")
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +28,7 @@ def no_backend_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def _assembled(tmp_path: Path, llm: dict, redis_name: str, *, images: bool = False):  # noqa: ANN001, ANN202
     extra = {"memory": memory_plugin, "sessions": sessions_plugin}
     if images:
-        extra["images"] = pytest.importorskip("plugins.images")
+        extra["images"] = importlib.import_module("plugins.images")
     bot = make_bot(tmp_path, llm, extra=extra)
     bot.settings.sections["memory"] = {"redis_url": f"fakeredis://{redis_name}", "database_url": f"sqlite:///{tmp_path}/memory.db"}
     return bot

@@ -3,16 +3,17 @@ plugin builds (count limit, system prompt first, order kept)."""
 
 from __future__ import annotations
 
+import importlib
+
 from pathlib import Path
 
-import pytest
 
 from core.models import Context, Role
 from core.plugins import hookimpl
 from tests.llm.helpers import SYSTEM_PROMPT, Chat, TinyMemory, make_bot, run
 from tests.llm.provider import FakeProvider, serving
 
-sessions_plugin = pytest.importorskip("plugins.sessions")
+sessions_plugin = importlib.import_module("plugins.sessions")
 
 
 class ContextSpy:

@@ -31,10 +31,11 @@ import pytest
 from core.clock import ManualClock
 from plugins.memory.settings import MemorySettings
 from plugins.memory.store import MemoryStore
+from harness.backends import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER
 
 T = TypeVar("T")
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"}
+PG = {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "dbname": PG_ADMIN_DB}
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:

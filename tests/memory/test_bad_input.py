@@ -106,9 +106,8 @@ def test_both_urls_malformed_fails_startup_clearly(backend: Backend) -> None:
     run(go())
 
 
+@pytest.mark.parametrize("backend", ["real"], indirect=True)  # needs a network database
 def test_unreachable_database_at_startup_recovers_and_migrates(backend: Backend) -> None:
-    if backend.kind != "postgres":
-        pytest.skip("needs a network database")
 
     async def go() -> None:
         store = backend.store()

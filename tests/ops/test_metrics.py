@@ -16,14 +16,14 @@ def test_a_conversation_counts_each_stage_and_the_reply_once() -> None:
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
     metrics.received_message("m1", "discord")
-    for stage in ("store", "context", "generate", "send"):
+    for stage in ("store", "context", "generate"):
         metrics.reached("m1", stage)
     metrics.replied("m1", "discord", degraded=True, answer=False)
     assert _value(registry, "bot_messages_handled_total", transport="discord", kind="conversation") == 1
     assert _value(registry, "bot_replies_sent_total", transport="discord") == 1
     assert _value(registry, "bot_replies_degraded_total", transport="discord") == 1
     assert _value(registry, "bot_reply_latency_seconds_count", transport="discord") == 1
-    for stage in ("claim", "store", "context", "generate", "send"):
+    for stage in ("claim", "store", "context", "generate"):
         assert _value(registry, "bot_stage_latency_seconds_count", stage=stage) == 1, stage
 
 
@@ -74,7 +74,7 @@ def test_claims_cache_reads_and_limit_refusals_are_exported() -> None:
         arbiter=SimpleNamespace(takeovers=1, won=5, conceded=7),
     )
     bot = SimpleNamespace(memory=memory, _limits_limiter=SimpleNamespace(refusals=Counter(message=2, notice=1)),
-                          hooks=SimpleNamespace(failure_counts={}), plugins=SimpleNamespace(listing=lambda: []))
+                          hooks=SimpleNamespace(failure_counts={}, timeout_counts={("llm", "generate_reply"): 3}), plugins=SimpleNamespace(listing=lambda: []))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in StateCollector(bot).collect() for s in m.samples}
     assert samples[("bot_claims_total", (("outcome", "won"),))] == 5
     assert samples[("bot_claims_total", (("outcome", "conceded"),))] == 7
@@ -82,3 +82,4 @@ def test_claims_cache_reads_and_limit_refusals_are_exported() -> None:
     assert samples[("bot_window_reads_total", (("source", "rebuilt"),))] == 1
     assert samples[("bot_rate_limit_refusals_total", (("kind", "message"),))] == 2
     assert samples[("bot_rate_limit_refusals_total", (("kind", "notice"),))] == 1
+    assert samples[("bot_plugin_timeouts_total", (("hook", "generate_reply"), ("plugin", "llm")))] == 3

@@ -61,7 +61,7 @@ def source_variables() -> set[str]:
         re.compile(r"\$\{([A-Z][A-Z0-9_]+):-"),
     ]
     names: set[str] = set()
-    for folder in ("core", "plugins", "scripts", "bench", "tests"):
+    for folder in ("core", "plugins", "scripts", "bench", "tests", "harness", "plugin_testing"):
         for path in (ROOT / folder).rglob("*"):
             if path.suffix not in (".py", ".sh") or "security" in path.parts:
                 continue

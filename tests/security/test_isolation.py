@@ -8,6 +8,8 @@ bob also in guild Y; content words are unique per user so a leak shows.
 
 from __future__ import annotations
 
+import importlib
+
 import asyncio
 import io
 import itertools
@@ -26,9 +28,9 @@ from core.plugins import hookimpl
 from core.settings import BotSection, EnvSettings, Settings
 from tests.core.helpers import FakeEntryPoint
 
-memory_plugin = pytest.importorskip("plugins.memory")
-sessions_plugin = pytest.importorskip("plugins.sessions")
-images_plugin = pytest.importorskip("plugins.images")
+memory_plugin = importlib.import_module("plugins.memory")
+sessions_plugin = importlib.import_module("plugins.sessions")
+images_plugin = importlib.import_module("plugins.images")
 
 OWNER = "owner-1"
 _ids = itertools.count(1_000)

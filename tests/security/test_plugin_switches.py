@@ -4,6 +4,8 @@ docs/SECURITY.md "Authority")."""
 
 from __future__ import annotations
 
+import importlib
+
 import asyncio
 import itertools
 import json
@@ -25,9 +27,9 @@ from core.settings import BotSection, EnvSettings, Settings
 from core.switches import BOT_KEY, guild_key
 from tests.core.helpers import FakeEntryPoint
 
-memory_plugin = pytest.importorskip("plugins.memory")
-limits_plugin = pytest.importorskip("plugins.limits")
-sessions_plugin = pytest.importorskip("plugins.sessions")
+memory_plugin = importlib.import_module("plugins.memory")
+limits_plugin = importlib.import_module("plugins.limits")
+sessions_plugin = importlib.import_module("plugins.sessions")
 
 REPO = Path(__file__).resolve().parents[2]
 OWNER = "owner-1"
@@ -138,9 +140,9 @@ def test_a_guild_admin_switches_a_plugin_off_in_their_guild_only(world: World) -
 def test_a_guild_switch_is_stored_per_guild_and_followed_by_another_instance(world: World) -> None:
     a = world.bot("A")
     world.say(a, "/plugins disable toy", permissions=ADMIN, guild="g1")
-    stored = world.run(a.hooks.first("load_bot_state", key=guild_key("g1")))
+    stored = world.run(a.storage.load_bot_state(guild_key("g1")))
     assert stored["switches"]["toy"]["enabled"] is False
-    assert world.run(a.hooks.first("load_bot_state", key=BOT_KEY)) is None
+    assert world.run(a.storage.load_bot_state(BOT_KEY)) is None
     b = world.bot("B")
     assert world.say(b, "hello", guild="g1") != "toy answers"
     assert world.say(b, "hello", guild="g2") == "toy answers"
@@ -174,7 +176,7 @@ def test_a_stored_guild_switch_never_outranks_the_rules(world: World) -> None:
     limits is not followed."""
     a = world.bot("A")
     value = {"version": 2, "switches": {"limits": {"enabled": False, "by": "x", "at": 0}}}
-    world.run(a.hooks.broadcast("save_bot_state", key=guild_key("g1"), value=value))
+    world.run(a.storage.save_bot_state(guild_key("g1"), value))
     b = world.bot("B")
     assert "limits" not in b.off_in_guild("g1")
 
@@ -215,7 +217,7 @@ def test_the_terminal_cannot_be_locked_out(world: World) -> None:
 
 def test_the_old_stored_form_is_read_as_bot_wide_switches(world: World) -> None:
     a = world.bot("A")
-    world.run(a.hooks.broadcast("save_bot_state", key=BOT_KEY, value={"disabled": ["toy", "memory"]}))
+    world.run(a.storage.save_bot_state(BOT_KEY, {"disabled": ["toy", "memory"]}))
     b = world.bot("B")
     assert b.plugins.info["toy"].state == "disabled"
     assert b.plugins.info["memory"].state == "enabled"
@@ -268,7 +270,7 @@ def test_instances_in_separate_processes_follow_each_other_both_ways(tmp_path: P
     """A switches off, B follows; B switches back on, A follows; each without
     a message arriving at the follower. Then `python -m core plugins` shows
     the stored state."""
-    from tests.harness.backends import make_backends
+    from harness.backends import make_backends
 
     backends = make_backends(backend, tmp_path, processes=True)
     processes: list[Process] = []

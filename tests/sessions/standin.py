@@ -18,6 +18,7 @@ from core.clock import ManualClock
 from core.ids import snowflake
 from core.models import Context, HealthReport, IncomingMessage, MessageRecord, Reply, Sent, Session
 from core.plugins import hookimpl
+from core.storage import StorageBase
 from core.settings import BotSection, EnvSettings, Settings
 
 import plugins.sessions
@@ -25,36 +26,35 @@ import plugins.sessions
 T0 = 1_700_000_000.0
 
 
-class Store:
+class Store(StorageBase):
     """Sessions and messages, as memory would hold them (copies in and out,
     as a real store serialises)."""
+
+    @hookimpl
+    def register_storage(self, register: Any) -> None:
+        register(self)
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
         self.messages: dict[str, MessageRecord] = {}
         self.saves = 0
 
-    @hookimpl
     def store_message(self, record: MessageRecord) -> bool:
         self.messages.setdefault(record.id, copy.deepcopy(record))
         return True
 
-    @hookimpl
     def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         found = sorted((m for m in self.messages.values() if m.session_id == session.id), key=lambda m: m.sort_key)
         return copy.deepcopy(found[-limit:]) if limit > 0 else []
 
-    @hookimpl
     def load_session(self, scope_key: str) -> Session | None:
         found = [s for s in self.sessions.values() if s.scope_key == scope_key]
         return copy.deepcopy(max(found, key=lambda s: s.opened_at)) if found else None
 
-    @hookimpl
     def save_session(self, session: Session) -> None:
         self.saves += 1
         self.sessions[session.id] = copy.deepcopy(session)
 
-    @hookimpl
     def list_sessions(self, user_id: str, limit: int) -> list[Session]:
         found = [s for s in self.sessions.values() if s.user_id == user_id]
         return copy.deepcopy(sorted(found, key=lambda s: s.opened_at, reverse=True)[:limit])

@@ -11,7 +11,6 @@ from typing import Any
 
 from core.clock import ManualClock
 from core.models import MessageRecord, Session
-from core.plugins import hookimpl
 
 from tests.sessions.standin import Harness, Store
 
@@ -271,9 +270,7 @@ def test_a_failing_storage_call_does_not_start_a_new_conversation(
     def broken(scope_key: str) -> None:
         raise RuntimeError("storage exploded")
 
-    for impl in h.bot.hooks.implementations("load_session"):
-        if impl.plugin is store:
-            monkeypatch.setattr(impl, "function", broken)
+    monkeypatch.setattr(store, "load_session", broken)
     h.say("during the failure")
     assert h.recorder.last.session.id == first
     assert h.recorder.texts()[0] == "before the failure"
@@ -289,7 +286,6 @@ class LeakyStore(Store):
     """A storage plugin whose ``load_messages`` ignores the session it is
     asked about and answers the newest messages of every conversation."""
 
-    @hookimpl
     def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         found = sorted(self.messages.values(), key=lambda m: m.sort_key)
         return copy.deepcopy(found[-limit:]) if limit > 0 else []

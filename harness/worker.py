@@ -1,6 +1,6 @@
 """A bot instance in its own OS process, driven by the harness.
 
-Run as ``python -m tests.harness.worker`` (repo root on ``PYTHONPATH``).
+Run as ``python -m harness.worker`` (repo root on ``PYTHONPATH``).
 Requests and answers are JSON, one per line, on stdin/stdout; each request
 carries an ``id`` that its answer repeats, and requests are served
 concurrently (a rolling deploy delivers the next message before the last
@@ -73,8 +73,8 @@ class Worker:
             self.answer({"id": rid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        from tests.harness.assembly import context_view, deliver, health, make_bot, scope_of
-        from tests.harness.world import message_from_dict
+        from harness.assembly import context_view, deliver, health, make_bot, scope_of
+        from harness.world import message_from_dict
 
         cmd = request.get("cmd")
         self._now(request)

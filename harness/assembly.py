@@ -184,11 +184,11 @@ async def context_view(bot: Bot, probe: IncomingMessage, limit: int) -> tuple[st
     Returns ``(scope_key, session_id, messages)``.
     """
     scope = await scope_of(bot, probe)
-    session = await bot.hooks.first("load_session", scope_key=scope)
+    session = await bot.storage.load_session(scope)
     if session is None:
         return scope, None, []
-    records = await bot.hooks.first("load_messages", session=session, limit=limit)
-    return scope, session.id, [ContextLine.of(r) for r in records or []]
+    records = await bot.storage.load_messages(session, limit)
+    return scope, session.id, [ContextLine.of(r) for r in records]
 
 
 async def health(bot: Bot) -> list[dict[str, Any]]:

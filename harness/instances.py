@@ -1,5 +1,5 @@
 """Bot instances the harness runs: in this process, or in a worker process
-(``python -m tests.harness.worker``) that speaks line-delimited JSON.
+(``python -m harness.worker``) that speaks line-delimited JSON.
 
 Both have the same async interface, used on the harness's event loop.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from core.clock import ManualClock
 from core.models import IncomingMessage
-from tests.harness.assembly import (
+from harness.assembly import (
     ContextLine,
     RecordedContext,
     SentReply,
@@ -25,9 +25,9 @@ from tests.harness.assembly import (
     make_bot,
     scope_of,
 )
-from tests.harness.world import message_to_dict
+from harness.world import message_to_dict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 # Environment variables that must not leak from a developer's shell into a
 # bot the harness builds (the harness passes every setting explicitly).
 LEAKY_ENV = ("DATABASE_URL", "REDIS_URL", "BOT_CONFIG", "DISCORD_TOKEN")
@@ -104,7 +104,7 @@ class WorkerInstance(Instance):
 
     in_process = False
     # The module run as the bot process; the chaos soak runs its own.
-    worker_module = "tests.harness.worker"
+    worker_module = "harness.worker"
 
     def __init__(self, name: str, data_dir: Path, sections: dict[str, Any], clock: ManualClock, plugins: list[str]) -> None:
         self.name = name

@@ -6,7 +6,7 @@
   in-process fakeredis cannot be shared across processes).
 - ``real``: a private ``redis-server`` on a free port (never the machine's
   shared 6379) and a fresh PostgreSQL database on 127.0.0.1:5432, each behind
-  a :class:`~tests.harness.proxy.TcpProxy`; the bot talks to the proxies, the
+  a :class:`~harness.proxy.TcpProxy`; the bot talks to the proxies, the
   harness's own checks talk to the servers directly.
 
 Every fault control here is exercised by ``tests/harness/test_faults.py``,
@@ -398,7 +398,7 @@ class FastBackends(Backends):
         self.proxy: Any = None
         self._killed_keep: dict[int, Any] | None = None
         if tcp_redis:
-            from tests.harness.proxy import TcpProxy
+            from harness.proxy import TcpProxy
 
             self.tcp = FakeRedisTcp()
             self.proxy = TcpProxy("127.0.0.1", self.tcp.port, name="redis-proxy")
@@ -532,7 +532,7 @@ class RealBackends(Backends):
     paramstyle = "%s"
 
     def __init__(self, tmp_path: Path) -> None:
-        from tests.harness.proxy import TcpProxy
+        from harness.proxy import TcpProxy
 
         check_real_services()
         self.redis = RedisServer(tmp_path / "redis")
