@@ -58,7 +58,7 @@ class Trips:
         Redis.execute_command = execute_command  # type: ignore[method-assign]
         Pipeline.execute = execute  # type: ignore[method-assign]
         self._undo.append(lambda: (setattr(Redis, "execute_command", plain), setattr(Pipeline, "execute", piped)))
-        db = getattr(getattr(getattr(bot, "memory", None), "db", None), "db", None)
+        db = getattr(getattr(getattr(bot, "plugin_state", {}).get("memory"), "db", None), "db", None)
         if db is not None:
             cursor = db.cursor
 

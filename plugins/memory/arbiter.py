@@ -221,22 +221,32 @@ class Arbiter:
             return False  # being answered, or answered, here
         self.watching.add(message_id)
         try:
-            verdict = await self._first_ask(message_id)
-            if verdict == "unknown":
-                verdict = await self._ask_once_back(message_id)
-            if verdict == "unknown":
-                return self._unarbitrated(message_id, sent_at)
-            delay = FIRST_LOOK
-            while verdict == "live":
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
-                verdict = await self._look(message_id)
+            verdict = await self._decide(message_id, sent_at)
+        except asyncio.CancelledError:
+            # Cut short (the core's hook timeout, a stop) while another
+            # instance held it: not ours, whatever the core does next (A4).
+            if message_id not in self.held:
+                self._remember(message_id)
+            raise
         finally:
             self.watching.discard(message_id)
         if verdict == "done":
             self.conceded += 1
             self._remember(message_id)
         return verdict == "mine"
+
+    async def _decide(self, message_id: str, sent_at: float | None) -> str:
+        verdict = await self._first_ask(message_id)
+        if verdict == "unknown":
+            verdict = await self._ask_once_back(message_id)
+        if verdict == "unknown":
+            return "mine" if self._unarbitrated(message_id, sent_at) else "old"
+        delay = FIRST_LOOK
+        while verdict == "live":
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
+            verdict = await self._look(message_id)
+        return verdict
 
     async def _first_ask(self, message_id: str) -> str:
         """``mine``, ``done``, ``live`` (someone else holds it) or
@@ -397,7 +407,10 @@ class Arbiter:
         """Right before the reply is sent: ``claimed -> sending`` (A4).
         ``False`` when another instance took the message over."""
         held = self.held.get(message_id)
-        if held is None or not held.arbitrated:
+        if held is None:
+            # Not claimed here: answered elsewhere if this process conceded it.
+            return message_id not in self.answered
+        if not held.arbitrated:
             return True
         if not held.lost and self._table is not None and self.b.db_ok:
             try:

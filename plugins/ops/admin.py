@@ -32,9 +32,9 @@ def _session_json(session: Session) -> dict[str, Any]:
 
 async def sessions(bot: Any, args: argparse.Namespace, out: Output) -> int:
     if args.action == "list":
-        found = await bot.hooks.first("list_sessions", user_id=args.user, limit=args.limit)
-        if found is None:
-            raise AdminError("no plugin could list sessions (memory not reachable, or no memory plugin)")
+        if not bot.storage.present:
+            raise AdminError("no plugin stores sessions (is the memory plugin enabled?)")
+        found = await bot.storage.list_sessions(args.user, args.limit)
         out.data(sessions=[_session_json(s) for s in found])
         for s in found:
             state = "closed" if s.closed_at is not None else "open"
@@ -42,10 +42,10 @@ async def sessions(bot: Any, args: argparse.Namespace, out: Output) -> int:
         if not found:
             out.line(f"no sessions for user {args.user}")
         return EXIT_OK
-    session = await bot.hooks.first("load_session", scope_key=args.scope)
+    session = await bot.storage.load_session(args.scope)
     if session is None:
         raise AdminError(f"no session stored for scope {args.scope!r} (sessions list --user ID shows the scopes)", EXIT_ATTENTION)
-    messages = await bot.hooks.first("load_messages", session=session, limit=args.limit) or []
+    messages = await bot.storage.load_messages(session, args.limit)
     out.data(session=_session_json(session), messages=[{"id": m.id, "role": m.role.value, "author": m.author_name, "content": m.content, "timestamp": m.timestamp} for m in messages])
     out.line(f"session {session.id} (scope {session.scope_key}), opened {_when(session.opened_at)}, last active {_when(session.last_active_at)}")
     for m in messages:

@@ -93,7 +93,7 @@ async def outbox_oldest(bot: Any, reports: list[HealthReport]) -> float | None:
     entry's insertion time in milliseconds). Never the whole outbox: a
     scrape during a long outage must not read it all on the event loop."""
     outbox = next((r for r in reports if r.component == "outbox"), None)
-    memory = getattr(bot, "memory", None)
+    memory = getattr(bot, "plugin_state", {}).get("memory")
     if outbox is None or outbox.ok or memory is None:
         return None
     stamps: list[float] = []

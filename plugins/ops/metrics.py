@@ -196,7 +196,7 @@ class StateCollector:
         yield oldest
 
     def _memory(self) -> Iterator[Metric]:
-        memory = getattr(self.bot, "memory", None)
+        memory = getattr(self.bot, "plugin_state", {}).get("memory")
         if memory is None:
             return
         is_open = GaugeMetricFamily("bot_breaker_open", "1 while a backend's circuit breaker is open", labels=["backend"])
@@ -235,7 +235,7 @@ class StateCollector:
             yield epochs
 
     def _limits(self) -> Iterator[Metric]:
-        limiter = getattr(self.bot, "_limits_limiter", None)
+        limiter = getattr(self.bot, "plugin_state", {}).get("limits")
         refused = CounterMetricFamily("bot_rate_limit_refusals", "Messages and commands the limits refused, by kind", labels=["kind"])
         for kind, count in sorted(getattr(limiter, "refusals", {}).items()):
             refused.add_metric([kind], float(count))

@@ -71,7 +71,7 @@ def test_a_bad_log_level_option_is_refused(tmp_path: Path) -> None:
 
 
 def test_with_redis_killed_mid_chat_commands_answer_without_a_traceback(tmp_path: Path) -> None:
-    from tests.harness.backends import RedisServer
+    from harness.backends import RedisServer
 
     redis = RedisServer(tmp_path / "redis")
     redis.start()

@@ -24,8 +24,12 @@ def _plugin() -> types.ModuleType:
     log = logging.getLogger("plugins.chatty")
 
     @hookimpl
-    def store_message(record: Any) -> None:
-        log.info("storing %s", record.id)
+    def prepare_message(message: Any) -> None:
+        log.info("preparing %s", message.id)
+
+    @hookimpl
+    def reply_sent(record: Any) -> None:
+        log.info("sent %s", record.id)
 
     @hookimpl
     def generate_reply(message: Any) -> None:
@@ -34,7 +38,8 @@ def _plugin() -> types.ModuleType:
         except RuntimeError:
             log.exception("model call failed")
 
-    module.store_message = store_message  # type: ignore[attr-defined]
+    module.prepare_message = prepare_message  # type: ignore[attr-defined]
+    module.reply_sent = reply_sent  # type: ignore[attr-defined]
     module.generate_reply = generate_reply  # type: ignore[attr-defined]
     return module
 
@@ -57,7 +62,7 @@ def test_every_pipeline_line_says_message_session_instance_and_plugin(tmp_path: 
     say(bot, "hello")
     lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
     mine = [line for line in lines if line["logger"] == "plugins.chatty"]
-    assert [line["message"].split()[0] for line in mine] == ["storing", "model", "storing"]
+    assert [line["message"].split()[0] for line in mine] == ["preparing", "model", "sent"]
     for line in mine:
         assert line["message_id"] and line["session_id"], line
         assert line["instance_id"] == "test"

@@ -92,6 +92,23 @@ def test_a2_a_renewing_holder_is_not_taken_over(backend: Backend) -> None:
     run(go())
 
 
+def test_a4_a_standby_whose_watch_was_cut_short_does_not_send(backend: Backend) -> None:
+    # The core's hook timeout may cut a long watch short; whatever the core
+    # does next, this instance does not hold the claim and must not send.
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert await a.arbiter.claim("1001", None)
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.2)
+            standby.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await standby
+            assert await b.arbiter.confirm("1001") is False
+            assert await a.arbiter.confirm("1001") is True
+
+    run(go())
+
+
 def test_a4_a_holder_taken_over_does_not_send(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:

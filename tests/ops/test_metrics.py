@@ -73,7 +73,8 @@ def test_claims_cache_reads_and_limit_refusals_are_exported() -> None:
         redis_breaker=Breaker("redis"), db_breaker=Breaker("database"), cache=None, window_hits=9, window_misses=1,
         arbiter=SimpleNamespace(takeovers=1, won=5, conceded=7),
     )
-    bot = SimpleNamespace(memory=memory, _limits_limiter=SimpleNamespace(refusals=Counter(message=2, notice=1)),
+    limiter = SimpleNamespace(refusals=Counter(message=2, notice=1))
+    bot = SimpleNamespace(plugin_state={"memory": memory, "limits": limiter},
                           hooks=SimpleNamespace(failure_counts={}, timeout_counts={("llm", "generate_reply"): 3}), plugins=SimpleNamespace(listing=lambda: []))
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in StateCollector(bot).collect() for s in m.samples}
     assert samples[("bot_claims_total", (("outcome", "won"),))] == 5
