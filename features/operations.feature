@@ -19,7 +19,8 @@ Feature: Operators see the bot's health and metrics over HTTP
     And the metric bot_messages_received_total for transport "test" is 1
     And the metric bot_replies_sent_total for transport "test" is 1
     And the metric bot_reply_latency_seconds_count for transport "test" is 1
-    And the metric bot_stage_latency_seconds_count for stage "generate" is 1
+    # The test reply plugin is tryfirst: its time counts in "context" (docs/OPERATIONS.md).
+    And the metric bot_stage_latency_seconds_count for stage "context" is 1
     And the metric bot_sessions_active is 1
 
   Scenario: An outage of both backends and its recovery show in /readyz and /metrics

@@ -111,8 +111,8 @@ def test_forget_deletes_the_files_saved_for_that_user_only(tmp_path: Path) -> No
 
     bot = make_bot(tmp_path, {"console": console_plugin})
 
-    async def forget() -> list[tuple[str, object]]:
-        return await bot.hooks.broadcast("forget_user", user_id=me)
+    async def forget() -> list[object]:
+        return await bot.hooks.collect("forget_user", user_id=me)
 
-    assert asyncio.run(forget()) == [("console", {"saved_files": 1})]
+    assert asyncio.run(forget()) == [{"saved_files": 1}]
     assert [p.name for p in files.iterdir()] == ["someone-else"]
