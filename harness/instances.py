@@ -155,6 +155,11 @@ class WorkerInstance(Instance):
             now=self.clock.now(),
         )
 
+    def _event(self, line: dict[str, Any]) -> bool:
+        """A line the worker sent on its own (not an answer); ``True`` when
+        handled. Subclasses that expect such lines override it."""
+        return False
+
     async def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         while True:
@@ -164,6 +169,8 @@ class WorkerInstance(Instance):
             try:
                 answer = json.loads(line)
             except ValueError:
+                continue
+            if self._event(answer):
                 continue
             future = self._pending.pop(answer.get("id", -1), None)
             if future is not None and not future.done():

@@ -4,13 +4,12 @@ and the worker's ``sent`` events (a reply the moment it is sent)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
-from harness.instances import WorkerError, WorkerInstance
+from harness.instances import WorkerInstance
 
 WORKER_MODULE = "bench.chaos.worker"
 
@@ -35,32 +34,15 @@ class SoakInstance(WorkerInstance):
         clock = self.clock
         return {"CHAOS_CLOCK": f"{clock.base!r},{clock.t0!r},{clock.speed!r}"}
 
-    async def _read(self) -> None:
-        # The harness's reader, plus event lines: a reply is seen when it is
-        # sent, even if the process is killed before its delivery returns.
-        assert self.process is not None and self.process.stdout is not None
-        while True:
-            line = await self.process.stdout.readline()
-            if not line:
-                break
-            try:
-                answer = json.loads(line)
-            except ValueError:
-                continue
-            if "event" in answer:
-                if self.on_event is not None:
-                    self.on_event(self.name, answer)
-                continue
-            future = self._pending.pop(answer.get("id", -1), None)
-            if future is not None and not future.done():
-                future.set_result(answer)
-        error = WorkerError(f"worker {self.name} exited (code {await self._returncode()}); log: {self.log_tail()}")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self._pending.clear()
+    def _event(self, line: dict[str, Any]) -> bool:
+        # Event lines: a reply is seen when it is sent, even if the process
+        # is killed before its delivery returns.
+        if "event" not in line:
+            return False
+        if self.on_event is not None:
+            self.on_event(self.name, line)
+        return True
 
-    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
