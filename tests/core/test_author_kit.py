@@ -94,3 +94,19 @@ def test_the_fixture_fails_loudly_on_a_plugin_with_a_typo(tmp_path: Path) -> Non
                   cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 1, result.stdout
     assert "plugin 'typo' failed: generate_replies is not a hook (did you mean generate_reply?)" in result.stdout
+
+
+@pytest.mark.discord
+@pytest.mark.multiprocess
+def test_the_example_plugin_answers_through_discord(tmp_path: Path) -> None:
+    """Installed with pip beside the bot, the example answers on Discord (the
+    real discord.py client against the fake gateway), not only in the terminal."""
+    from tests.fake_discord.runner import BotProcess, FakeDiscordThread
+
+    env = _install(ROOT / "examples" / "ping", tmp_path)
+    with FakeDiscordThread() as discord:
+        _guild, _channel, alice = discord.world()
+        with BotProcess(discord, tmp_path / "discord-data", env={"PYTHONPATH": env["PYTHONPATH"]}) as bot:
+            bot.start()
+            answer = discord.chat(discord.dm_channel(alice)["id"], alice, "ping")
+            assert answer is not None and "pong" in answer, f"{answer!r}\n{bot.log_tail()}"
