@@ -103,7 +103,9 @@ def test_the_example_plugin_answers_through_discord(tmp_path: Path) -> None:
     real discord.py client against the fake gateway), not only in the terminal."""
     from tests.fake_discord.runner import BotProcess, FakeDiscordThread
 
-    env = _install(ROOT / "examples" / "ping", tmp_path)
+    # A copy: pip would leave build files in the source folder.
+    package = shutil.copytree(ROOT / "examples" / "ping", tmp_path / "ping", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _install(package, tmp_path)
     with FakeDiscordThread() as discord:
         _guild, _channel, alice = discord.world()
         with BotProcess(discord, tmp_path / "discord-data", env={"PYTHONPATH": env["PYTHONPATH"]}) as bot:

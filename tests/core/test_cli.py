@@ -70,6 +70,7 @@ def test_a_bad_log_level_option_is_refused(tmp_path: Path) -> None:
     assert_refused(run_cli(tmp_path, "--log-level", "loud", "check"), "--log-level: log level 'loud'")
 
 
+@pytest.mark.real
 def test_with_redis_killed_mid_chat_commands_answer_without_a_traceback(tmp_path: Path) -> None:
     from harness.backends import RedisServer
 

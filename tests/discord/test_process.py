@@ -178,6 +178,7 @@ def _active_active(tmp_path, shared):
 
 
 @pytest.mark.fault
+@pytest.mark.real
 def test_context_survives_redis_flush_and_outage_through_discord(tmp_path):
     """A private redis-server (never the shared one): flushed, then killed,
     then back; the bot in its own process keeps the conversation."""
