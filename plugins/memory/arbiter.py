@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plugins.memory.breaker import BackendDown
@@ -122,7 +122,6 @@ class Held:
     arbitrated: bool = True
     state: str = "claimed"
     lost: bool = False
-    since: float = field(default_factory=time.monotonic)
 
 
 class Arbiter:

@@ -128,7 +128,6 @@ class DurableStore:
         self._prepare_sql()
         self.closed = False
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
-        self.exists = Batcher(self, self.existing_ids, self.message_exists)
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
     # --- plumbing ---------------------------------------------------------------
@@ -158,7 +157,6 @@ class DurableStore:
             f"SELECT {cols} FROM messages WHERE session_id = {p} "
             f"ORDER BY ts DESC, {length}(message_id) DESC, {id_order} DESC LIMIT {p}"
         )
-        self.sql_exists = f"SELECT 1 FROM messages WHERE message_id = {p}"
         self.sql_cols = cols
         self._row_marks = f"({marks})"
         self.multi_row_returning = self.dialect == "postgres" or (self.dialect == "sqlite" and sqlite3.sqlite_version_info >= (3, 35))
@@ -301,20 +299,10 @@ class DurableStore:
             new.discard(row[0])
         return out
 
-    def existing_ids(self, ids: list[str]) -> list[bool]:
-        unique = list(dict.fromkeys(ids))
-        marks = ", ".join([self.db.param] * len(unique))
-        sql = f"SELECT message_id FROM messages WHERE message_id IN ({marks})"
-        found = {row[0] for row in self.db.execute_sql(sql, unique).fetchall()}
-        return [i in found for i in ids]
-
     def last_messages(self, session_id: str, limit: int) -> list[tuple[Any, ...]]:
         rows = list(self.db.execute_sql(self.sql_last, (session_id, limit)).fetchall())
         rows.reverse()
         return rows
-
-    def message_exists(self, message_id: str) -> bool:
-        return bool(self.db.execute_sql(self.sql_exists, (message_id,)).fetchall())
 
     def count_messages(self, session_id: str) -> int:
         rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
