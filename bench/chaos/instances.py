@@ -4,6 +4,7 @@ and the worker's ``sent`` events (a reply the moment it is sent)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -47,11 +48,13 @@ class SoakInstance(WorkerInstance):
         return self.process is not None and self.process.returncode is None
 
     def pause(self) -> None:
-        if self.alive and self.pid:
-            os.kill(self.pid, signal.SIGSTOP)
-            self.paused = True
+        if self.alive() and self.pid:
+            with contextlib.suppress(ProcessLookupError):  # it died meanwhile
+                os.kill(self.pid, signal.SIGSTOP)
+                self.paused = True
 
     def resume(self) -> None:
-        if self.paused and self.alive and self.pid:
-            os.kill(self.pid, signal.SIGCONT)
+        if self.paused and self.alive() and self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
         self.paused = False

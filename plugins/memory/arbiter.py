@@ -4,7 +4,8 @@ The database decides, on its own clock (:mod:`plugins.memory.claim_table`).
 Redis mirrors each claim (``claim:<id>`` = ``"<owner> <state>"`` or
 ``done``, expiring after ``claim_ttl``): while the database answers, a live
 mirror can only delay a takeover; while it is down, Redis decides with the
-same rules. With both down, the young-message rule. Per-message state is
+same rules. With both down, one instance answers each message: the first
+of the instances last seen alive, ranked per message (A7). Per-message state is
 one :class:`Held`; one loop renews every held claim, and each standby's
 watch asks the database through one grouped query per poll.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -133,6 +135,8 @@ class Arbiter:
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
         self.watching: set[str] = set()
+        # The instances alive at the last announcement (A7), this one included.
+        self.roster: list[str] = []
         # Claims won at once, taken over from a dead holder, and conceded
         # (another instance answered): the ops plugin's metrics.
         self.won = self.takeovers = self.conceded = 0
@@ -165,6 +169,9 @@ class Arbiter:
         for message_id in list(self.held):
             with contextlib.suppress(Exception):
                 await self.release(message_id)
+        if self._table is not None and self.b.db_ok:
+            with contextlib.suppress(BackendDown):
+                await self._db(self._table.retire, self.owner)
 
     # --- Redis mirror -------------------------------------------------------------
 
@@ -237,9 +244,11 @@ class Arbiter:
     async def _decide(self, message_id: str, sent_at: float | None) -> str:
         verdict = await self._first_ask(message_id)
         if verdict == "unknown":
-            verdict = await self._ask_once_back(message_id)
-        if verdict == "unknown":
-            return "mine" if self._unarbitrated(message_id, sent_at) else "old"
+            # Both breakers are open, which may be old news (this process was
+            # paused past its connections): A7 applies only if neither
+            # backend answers a ping made now.
+            both_down = not await self.b.answers()
+            verdict = "mine" if both_down and self._unarbitrated(message_id, sent_at) else await self._defer(message_id)
         delay = FIRST_LOOK
         while verdict == "live":
             await asyncio.sleep(delay)
@@ -358,19 +367,6 @@ class Arbiter:
             return await self._won(message_id, None, dirty)
         return "done" if verdict == "done" else "live"
 
-    async def _ask_once_back(self, message_id: str) -> str:
-        """Both breakers are open, which may be old news (this process was
-        paused past its connections): A7 applies only if neither backend
-        answers a ping made now. One that answers is waited for (its
-        breaker closes after its recovery work), then asked (bounded by
-        claim_ttl)."""
-        deadline = time.monotonic() + self.ttl
-        verdict = "unknown"
-        while verdict == "unknown" and time.monotonic() < deadline and await self.b.answers():
-            await self._probe_once()
-            verdict = await self._first_ask(message_id)
-        return verdict
-
     async def _probe_once(self) -> None:
         """One probe, shared by every claim that needs it now."""
         if self._probing is None or self._probing.done():
@@ -378,19 +374,41 @@ class Arbiter:
         with contextlib.suppress(Exception):
             await asyncio.shield(self._probing)
 
+    def ranked_first(self, message_id: str) -> bool:
+        """Whether this instance comes first for ``message_id`` among those
+        alive at the last announcement (rendezvous hashing: every instance
+        with the same roster picks the same one)."""
+        peers = set(self.roster) | {self.owner}
+        first = max(peers, key=lambda owner: hashlib.blake2b(f"{owner} {message_id}".encode(), digest_size=8).digest())
+        return first == self.owner
+
     def _unarbitrated(self, message_id: str, sent_at: float | None) -> bool:
-        """Neither backend answers (A7)."""
+        """Neither backend answers: answer now only if ranked first and the
+        message is young (A7)."""
+        if not self.ranked_first(message_id):
+            log.info("memory: neither backend answers; message %s is another instance's to answer: keeping watch", message_id)
+            return False
         age = None if sent_at is None else self.b.clock.now() - sent_at
         if age is not None and age > self.b.settings.unarbitrated_max_age:
-            log.warning(
-                "memory: message %s not answered: %.0f s old and neither backend answers, so another instance may have answered it",
-                message_id,
-                age,
-            )
+            log.warning("memory: message %s is %.0f s old and neither backend answers: keeping watch until one does", message_id, age)
             return False
         log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
         self._hold(message_id, in_db=False, arbitrated=False)
         return True
+
+    async def _defer(self, message_id: str) -> str:
+        """A7: not ours to answer unarbitrated, or a backend answers again
+        after both breakers opened. Keep watch until a backend answers, then
+        leave whoever answered unarbitrated meanwhile one claim period to
+        see it too (a probe) and write its claim back (a renewal) before the
+        watch asks for the claim (A2, A6)."""
+        delay = FIRST_LOOK
+        while not await self.b.answers():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
+        await asyncio.sleep(self.ttl)
+        await self._probe_once()
+        return "live"
 
     def _hold(self, message_id: str, *, in_db: bool, arbitrated: bool = True) -> None:
         self.held[message_id] = Held(message_id, asyncio.current_task(), in_db, arbitrated)
@@ -469,11 +487,18 @@ class Arbiter:
 
     async def _renew_loop(self) -> None:
         while True:
+            for step in (self.announce, self.renew):
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 - the loop must outlive anything
+                    log.exception("memory: renewing claims failed")
             await asyncio.sleep(self.ttl / 3)
-            try:
-                await self.renew()
-            except Exception:  # noqa: BLE001 - the loop must outlive anything
-                log.exception("memory: renewing claims failed")
+
+    async def announce(self) -> None:
+        """Say this instance is alive and read who else is (A7)."""
+        if self._table is not None and self.b.db_ok:
+            with contextlib.suppress(BackendDown):
+                self.roster = await self._db(self._table.announce, self.owner, self.ttl)
 
     async def renew(self) -> None:
         """Renew every claim held here; write back those the database lacks;

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from plugins.memory.durable import DurableStore
 
 CHUNK = 500
+# A7: each instance announces itself as bot_state key memory.member.<owner>,
+# valued with its expiry on the database's clock.
+MEMBER_PREFIX = "memory.member."
+# Announcements that expired this long ago are pruned.
+MEMBER_KEEP = 3600.0
 
 
 def now_sql(dialect: str) -> str:
@@ -194,6 +199,23 @@ class ClaimTable:
 
     def release(self, message_id: str, owner: str) -> int:
         return int(self._execute(self.sql_release, (message_id, owner)).rowcount)
+
+    # --- A7: who is alive ------------------------------------------------------------
+
+    def announce(self, owner: str, ttl: float) -> list[str]:
+        """``owner`` is alive for ``ttl`` more seconds (database clock);
+        return every owner alive now, this one included, sorted."""
+        with self._writing():
+            now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
+            self.store.set_state(MEMBER_PREFIX + owner, now + ttl)
+            members = self.store.states_with_prefix(MEMBER_PREFIX)
+            for key, expiry in members.items():
+                if float(expiry) < now - MEMBER_KEEP:
+                    self.store.delete_state(key)
+        return sorted(key[len(MEMBER_PREFIX) :] for key, expiry in members.items() if float(expiry) > now)
+
+    def retire(self, owner: str) -> None:
+        self.store.delete_state(MEMBER_PREFIX + owner)
 
     def prune(self, keep: float) -> int:
         """Drop claims that expired more than ``keep`` seconds ago."""

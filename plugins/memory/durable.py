@@ -227,11 +227,12 @@ class DurableStore:
         elif executor is self._probe_executor:
             self._probe_executor = self._new_executor(1, "memory-db-probe")
 
-    async def ping(self) -> None:
-        """Raise :class:`BackendDown` unless a trivial query answers."""
+    async def ping(self, timeout: float | None = None) -> None:
+        """Raise :class:`BackendDown` unless a trivial query answers (within
+        ``timeout``, by default the message path's)."""
         # A connection the server closed while this process was paused says
         # nothing of now: one fresh attempt, within the same timeout.
-        await self._submit(self._probe_executor, self._ping, (), True, self.timeout)
+        await self._submit(self._probe_executor, self._ping, (), True, timeout or self.timeout)
 
     def _ping(self) -> None:
         if self.dialect == "sqlite":

@@ -10,7 +10,15 @@ answers and no write waits in the outbox, it is settled, in one transaction:
   opened (not closed, not idle, not too old), the provisional session is
   *joined* to it: its messages move there (message order is their own
   timestamps) and its row is deleted, so the conversation is one session;
+- otherwise, if the scope's next session was opened while it was still
+  active (another instance, finding nothing to continue, started one at the
+  same time), it is joined to that one;
 - otherwise it was a new conversation anyway: it only loses the mark.
+
+A join leaves a record (bot_state ``memory.joined.<id>``); messages written
+under the joined id afterwards (a write in flight when the join ran, another
+instance's spool replayed later) are moved to the session it joined by
+:func:`follow_joins`, run after each health probe.
 
 The provisional row and the row before it are locked first, so concurrent
 settles of a chain of provisional sessions never move messages into a row
@@ -20,6 +28,7 @@ wait. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +36,13 @@ import orjson
 
 from plugins.memory.durable import DurableStore
 from plugins.memory.recent import PROVISIONAL
+
+JOINED_PREFIX = "memory.joined."
+# Join records are kept this long (wall-clock seconds): later writes to a
+# joined session come from writes in flight and from spools replayed by an
+# instance's next life.
+JOIN_KEEP = 24 * 3600.0
+CHUNK = 500
 
 
 @dataclass(slots=True)
@@ -93,11 +109,14 @@ def _settle(store: DurableStore, session_id: str) -> Settled | None:
         if not blind["state"].get(PROVISIONAL):
             return Settled(blind)
         before = _before(store, blind)
-        if before is None or not continues(before, blind, _newest_write(store, before["id"])):
-            blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
-            S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
-            return Settled(blind)
-        return _join(store, blind, before)
+        if before is not None and continues(before, blind, _newest_write(store, before["id"])):
+            return _join(store, blind, before)
+        after = _after(store, blind)
+        if after is not None:
+            return _join(store, blind, after)
+        blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
+        S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
+        return Settled(blind)
 
 
 def _transaction(store: DurableStore) -> Any:
@@ -136,6 +155,32 @@ def _before(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None
             return store._session_dict(row)
 
 
+def _after(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:
+    """The scope's next session, locked, if it was opened while ``blind``
+    was still active and is not provisional itself (that one settles on its
+    own): two new conversations started at once, one of them blind, are one."""
+    S = store.m.SessionRow
+    if blind["closed_at"] is not None:
+        return None  # reset or timed out: what came next is a new conversation
+    found = (
+        S.select(S.session_id)
+        .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at > blind["opened_at"]))
+        .order_by(S.opened_at, S.session_id)
+        .first()
+    )
+    if found is None:
+        return None
+    row = _locked(store, S.select().where(S.session_id == found.session_id)).first()
+    if row is None:
+        return None
+    after = store._session_dict(row)
+    idle = float((blind["state"].get(PROVISIONAL) or {}).get("idle_timeout") or 0)
+    active = max(blind["last_active_at"], _newest_write(store, blind["id"]) or 0.0)
+    if after["state"].get(PROVISIONAL) or (idle > 0 and after["opened_at"] >= active + idle):
+        return None
+    return after
+
+
 def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) -> Settled:
     S, M = store.m.SessionRow, store.m.Message
     moved = M.update(session_id=before["id"]).where(M.session_id == blind["id"]).execute()
@@ -150,7 +195,45 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
         state=orjson.dumps(before["state"]).decode(),
     ).where(S.session_id == before["id"]).execute()
     S.delete().where(S.session_id == blind["id"]).execute()
+    store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time()})
     return Settled(before, blind["id"], int(moved or 0))
+
+
+def follow_joins(store: DurableStore) -> list[tuple[str, str, str, int]]:
+    """Move messages written under a joined session since its join to the
+    session it joined (following chains of joins); drop old join records.
+    Returns ``(joined id, session id, scope, messages moved)`` for each
+    move (run on a database thread)."""
+    records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
+    if not records:
+        return []
+    M = store.m.Message
+    ids = list(records)
+    late: list[str] = []
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        late += [row[0] for row in M.select(M.session_id).where(M.session_id.in_(chunk)).distinct().tuples()]
+    moved = []
+    for old in late:
+        target = _final(records, old)
+        count = M.update(session_id=target).where(M.session_id == old).execute()
+        if count:
+            moved.append((old, target, str(records[old].get("scope") or ""), int(count)))
+    now = time.time()
+    for old, record in records.items():
+        if now - float(record.get("at") or now) > JOIN_KEEP:
+            store.delete_state(JOINED_PREFIX + old)
+    return moved
+
+
+def _final(records: dict[str, Any], session_id: str) -> str:
+    """Where ``session_id``'s messages belong: the end of its chain of joins."""
+    seen = {session_id}
+    target = records[session_id]["into"]
+    while target in records and target not in seen:
+        seen.add(target)
+        target = records[target]["into"]
+    return str(target)
 
 
 def _newest_write(store: DurableStore, session_id: str) -> float | None:

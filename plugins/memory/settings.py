@@ -45,9 +45,9 @@ class MemorySettings(PluginSettings):
     # about this long after it stopped (docs/MEMORY.md, A2-A3, L1).
     claim_ttl: float = Field(6.0, gt=0)
     # A message that nothing can arbitrate (both backends down) is answered
-    # only while it is at most this old (bot-clock seconds since its
-    # timestamp): an older one is a backlog another instance has most
-    # likely answered, and staying silent beats answering twice (A7).
+    # at once only while it is at most this old (bot-clock seconds since its
+    # timestamp): an older one is a backlog another instance may have
+    # answered, so it waits until a backend can say (A7).
     unarbitrated_max_age: float = Field(10.0, gt=0)
     db_threads: int = Field(4, gt=0, le=64)
     # A save that only moves a session's last_active_at (every message

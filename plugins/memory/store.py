@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
-from plugins.memory.provisional import Settled, SettleLater, settle
+from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
 from plugins.memory.recent import RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -271,7 +272,11 @@ class MemoryStore:
             except Exception:  # noqa: BLE001 - e.g. SQLite's "database is locked": not answering
                 return False
 
-        asked = [pinged(backend.ping) for backend in (self.cache, self.db) if backend is not None]
+        asked = [pinged(self.cache.ping)] if self.cache is not None else []
+        if self.db is not None:
+            # Patient: a process starved of CPU must not take a slow answer
+            # for a dead database and answer unarbitrated (A7).
+            asked.append(pinged(functools.partial(self.db.ping, max(self.db.timeout, self.settings.claim_ttl / 3))))
         return any(await asyncio.gather(*asked))
 
     async def _probe_redis(self) -> tuple[bool, int]:
@@ -641,6 +646,21 @@ class MemoryStore:
             self._refills["(recent)"] = task
             task.add_done_callback(lambda _t: self._refills.pop("(recent)", None))
         await self._settle_known()
+        await self._follow_joins()
+
+    async def _follow_joins(self) -> None:
+        """Messages written under a session after it was joined go where it
+        went (docs/MEMORY_SESSIONS.md, S10)."""
+        assert self.db is not None
+        try:
+            moved = await self.db.run(follow_joins, self.db)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return
+        for old, new, scope, count in moved:
+            log.warning("memory: %d message(s) written to session %s after it was joined to %s moved there", count, old, new)
+            self._session_rows.pop(old, None)
+            await self._invalidate({old, new}, {scope} if scope else set())
 
     async def _settle_known(self) -> None:
         """Settle the provisional sessions this instance knows of: in its

@@ -9,7 +9,7 @@ from pytest_bdd import given, scenarios, then, when
 from tests.harness.harness import Harness, HarnessError
 from harness.instances import InProcessInstance
 from tests.features.test_sessions_steps import redis_dump
-from tests.harness.steps import p
+from tests.harness.steps import LINGER, p
 
 scenarios("instances.feature")
 
@@ -38,6 +38,26 @@ def when_received_late(harness: Harness, name: str, text: str) -> None:
     a paused process handles what its gateway connection buffered when it
     resumes. Its first delivery there, not a redelivery."""
     harness.deliver(harness.message_said(text), to=[name])
+
+
+@given("every instance has seen the others announce themselves")
+def given_rosters(harness: Harness) -> None:
+    """Each instance announces itself every claim_ttl / 3 (rule A7); an
+    instance started a moment ago may not have seen one started after it.
+    Let every instance announce, then read again."""
+
+    async def announce() -> None:
+        for _ in range(2):
+            for name in harness.instances:
+                await _store(harness, name).arbiter.announce()
+
+    harness.run(announce(), what="announcing")
+
+
+@when(p('instance "{name:Name}" receives "{text}" late and keeps watch'))
+def when_received_late_watching(harness: Harness, name: str, text: str) -> None:
+    """As above; the step does not wait while the instance keeps watch."""
+    harness.deliver(harness.message_said(text), to=[name], linger=LINGER)
 
 
 @given(p("every instance takes {seconds:g} seconds to generate a reply"))

@@ -116,6 +116,8 @@ class Harness:
         self.deliveries: dict[str, Delivery] = {}
         self.order: list[str] = []
         self.sent: list[SentReply] = []
+        # Deliveries a step did not wait for (see deliver's linger).
+        self.pending: list[tuple[Instance, IncomingMessage, asyncio.Task[Any]]] = []
         self.contexts: list[RecordedContext] = []
         self.errors: list[str] = []
         self.last_message: IncomingMessage | None = None
@@ -235,15 +237,18 @@ class Harness:
         self.order.append(message.id)
         return message
 
-    def say(self, user_name: str, place_text: str, content: str, to: list[str] | None = None) -> IncomingMessage:
+    def say(self, user_name: str, place_text: str, content: str, to: list[str] | None = None, linger: float | None = None) -> IncomingMessage:
         """``user`` says ``content`` in ``place``; every running instance
         receives it (as in a rolling deploy), or only those named in ``to``."""
         message = self.new_message(user_name, place_text, content)
-        self.deliver(message, to)
+        self.deliver(message, to, linger)
         return message
 
-    def deliver(self, message: IncomingMessage, to: list[str] | None = None) -> list[SentReply]:
-        """(Re)deliver ``message`` to the instances, concurrently."""
+    def deliver(self, message: IncomingMessage, to: list[str] | None = None, linger: float | None = None) -> list[SentReply]:
+        """(Re)deliver ``message`` to the instances, concurrently, and wait
+        until each has handled it; with ``linger``, wait that long at most
+        and leave the others pending (an instance keeping watch while
+        nothing can arbitrate): :meth:`settle` collects them."""
         targets = [self.instance(n) for n in to] if to else list(self.instances.values())
         if not targets:
             raise HarnessError("no bot instance is running to receive the message")
@@ -252,23 +257,45 @@ class Harness:
         delivery.instances.extend(t.name for t in targets)
         self.last_message = message
 
-        async def fan_out() -> list[Any]:
-            return await asyncio.gather(*(t.deliver(message) for t in targets), return_exceptions=True)
+        async def fan_out() -> list[asyncio.Task[Any]]:
+            tasks = [asyncio.ensure_future(t.deliver(message)) for t in targets]
+            await asyncio.wait(tasks, timeout=linger)
+            return tasks
 
-        results = self.run(fan_out(), what=f"handling {message.content!r}")
+        tasks = self.run(fan_out(), what=f"handling {message.content!r}")
+        self.pending.extend((target, message, task) for target, task in zip(targets, tasks, strict=True) if not task.done())
+        return self._collect([(t, message, task) for t, task in zip(targets, tasks, strict=True) if task.done()])
+
+    def _collect(self, handled: list[tuple[Instance, IncomingMessage, asyncio.Task[Any]]]) -> list[SentReply]:
         sent: list[SentReply] = []
         problems = []
-        for target, result in zip(targets, results, strict=True):
+        for target, message, task in handled:
             self._collect_contexts(target)
-            if isinstance(result, BaseException):
-                problems.append(f"instance {target.name} raised {type(result).__name__}: {result}")
+            if task.exception() is not None:
+                exc = task.exception()
+                problems.append(f"instance {target.name} raised {type(exc).__name__}: {exc} (handling {message.content!r})")
             else:
-                sent.extend(result)
+                sent.extend(task.result())
         self.sent.extend(sent)
         if problems:
             self.errors.extend(problems)
-            raise HarnessError(f"delivering {message.content!r}: " + "; ".join(problems))
+            raise HarnessError("delivering: " + "; ".join(problems))
         return sent
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait (bounded) for the deliveries left pending, and collect what they sent."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+
+        async def wait() -> None:
+            await asyncio.wait([task for _t, _m, task in pending], timeout=timeout)
+
+        self.run(wait(), timeout=timeout + 5, what="waiting for the instances keeping watch")
+        unfinished = [(t, m, task) for t, m, task in pending if not task.done()]
+        if unfinished:
+            raise HarnessError("still keeping watch after %.0f s: %s" % (timeout, ", ".join(f"{t.name} on {m.content!r}" for t, m, _ in unfinished)))
+        self._collect(pending)
 
     def message_said(self, text: str) -> IncomingMessage:
         """The (last) message whose text is ``text``."""
@@ -348,6 +375,8 @@ class Harness:
     # --- teardown -----------------------------------------------------------------
 
     def close(self) -> None:
+        for _target, _message, task in self.pending:
+            self.loop.loop.call_soon_threadsafe(task.cancel)
         for name in list(self.instances):
             instance = self.instances[name]
             try:

@@ -198,16 +198,78 @@ def test_a6_a_breaker_a_slow_call_opened_does_not_let_redis_decide(backend: Back
     run(go())
 
 
-def test_a7_with_both_backends_down_a_young_message_is_answered_an_old_one_is_not(backend: Backend) -> None:
+def test_a7_with_both_backends_down_a_young_message_is_answered_an_old_one_waits_for_a_backend(backend: Backend) -> None:
     async def go() -> None:
-        async with started(backend.store("A", unarbitrated_max_age=10)) as a:
+        async with started(backend.store("A", unarbitrated_max_age=10, **QUICK)) as a:
             with database_cut(backend, a):
                 backend.redis_down()
                 now = backend.clock.now()
                 assert await a.arbiter.claim("1001", now - 1) is True
-                assert await a.arbiter.claim("1002", now - 30) is False
+                old = asyncio.create_task(a.arbiter.claim("1002", now - 30))
                 assert await a.arbiter.confirm("1001") is True
+                await asyncio.sleep(0.5)
+                assert not old.done()  # too old to answer unarbitrated: it waits
                 backend.redis_up()
+            # Nobody held it: once the database answers, it is claimed and answered.
+            assert await asyncio.wait_for(old, 10) is True
+
+    run(go())
+
+
+async def roster_of_both(a: Any, b: Any) -> None:
+    for arbiter in (a.arbiter, b.arbiter, a.arbiter):
+        await arbiter.announce()
+    assert a.arbiter.roster == b.arbiter.roster and len(a.arbiter.roster) == 2
+
+
+def test_a7_with_both_backends_down_one_instance_answers_each_message(backend: Backend) -> None:
+    ids = [str(1000 + n) for n in range(1, 13)]
+
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            await roster_of_both(a, b)
+            with database_cut_for_all(backend, a, b):
+                backend.redis_down()
+                now = backend.clock.now()
+                claims = {(s.instance_id, mid): asyncio.create_task(s.arbiter.claim(mid, now)) for mid in ids for s in (a, b)}
+                answered: set[tuple[str, str]] = set()
+                for _ in range(100):  # until each message has an answerer (bounded)
+                    answered = {key for key, task in claims.items() if task.done() and task.result()}
+                    if len(answered) >= len(ids):
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # nobody else answers meanwhile
+                answered = {key for key, task in claims.items() if task.done() and task.result()}
+                # Each message has exactly one answerer (the first of the
+                # roster for it); both instances answer some.
+                assert sorted(mid for _instance, mid in answered) == ids
+                assert {instance for instance, _mid in answered} == {"A", "B"}
+                for instance, mid in answered:
+                    await answer(a if instance == "A" else b, int(mid) - 1000)  # into the outbox
+                backend.redis_up()
+            await asyncio.gather(a.probe(), b.probe())
+            # The others kept watch; the backends back, the holders write their
+            # claims back and the standbys concede.
+            waiting = [task for key, task in claims.items() if key not in answered]
+            assert len(waiting) == len(ids)
+            assert await asyncio.wait_for(asyncio.gather(*waiting), 10) == [False] * len(ids)
+
+    run(go())
+
+
+def test_a7_a_message_whose_ranked_instance_is_gone_is_answered_when_a_backend_returns(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            await roster_of_both(a, b)
+            mid = next(str(n) for n in range(3000, 3100) if b.arbiter.ranked_first(str(n)))
+            await freeze(b)  # B did not receive it and stops (killed)
+            with database_cut(backend, a):
+                backend.redis_down()
+                waiting = asyncio.create_task(a.arbiter.claim(mid, backend.clock.now()))
+                await asyncio.sleep(0.5)
+                assert not waiting.done()  # B's to answer: A keeps watch
+                backend.redis_up()
+            assert await asyncio.wait_for(waiting, 10) is True
 
     run(go())
 
