@@ -135,7 +135,10 @@ class Arbiter:
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
         self.watching: set[str] = set()
-        # The instances alive at the last announcement (A7), this one included.
+        # The instances alive at the last announcement (A7), this one
+        # included: instance ids, stable across restarts (BOT_INSTANCE_ID), so
+        # a restart does not change the roster.
+        self.member = backends.instance_id
         self.roster: list[str] = []
         # Claims won at once, taken over from a dead holder, and conceded
         # (another instance answered): the ops plugin's metrics.
@@ -171,7 +174,7 @@ class Arbiter:
                 await self.release(message_id)
         if self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
-                await self._db(self._table.retire, self.owner)
+                await self._db(self._table.retire, self.member)
 
     # --- Redis mirror -------------------------------------------------------------
 
@@ -378,9 +381,9 @@ class Arbiter:
         """Whether this instance comes first for ``message_id`` among those
         alive at the last announcement (rendezvous hashing: every instance
         with the same roster picks the same one)."""
-        peers = set(self.roster) | {self.owner}
-        first = max(peers, key=lambda owner: hashlib.blake2b(f"{owner} {message_id}".encode(), digest_size=8).digest())
-        return first == self.owner
+        peers = set(self.roster) | {self.member}
+        first = max(peers, key=lambda member: hashlib.blake2b(f"{member} {message_id}".encode(), digest_size=8).digest())
+        return first == self.member
 
     def _unarbitrated(self, message_id: str, sent_at: float | None) -> bool:
         """Neither backend answers: answer now only if ranked first and the
@@ -498,7 +501,7 @@ class Arbiter:
         """Say this instance is alive and read who else is (A7)."""
         if self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
-                self.roster = await self._db(self._table.announce, self.owner, self.ttl)
+                self.roster = await self._db(self._table.announce, self.member, self.ttl)
 
     async def renew(self) -> None:
         """Renew every claim held here; write back those the database lacks;

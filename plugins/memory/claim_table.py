@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from plugins.memory.durable import DurableStore
 
 CHUNK = 500
-# A7: each instance announces itself as bot_state key memory.member.<owner>,
-# valued with its expiry on the database's clock.
+# A7: each instance announces itself as bot_state key
+# memory.member.<instance id>, valued with its expiry on the database's clock.
 MEMBER_PREFIX = "memory.member."
 # Announcements that expired this long ago are pruned.
 MEMBER_KEEP = 3600.0
@@ -202,20 +202,20 @@ class ClaimTable:
 
     # --- A7: who is alive ------------------------------------------------------------
 
-    def announce(self, owner: str, ttl: float) -> list[str]:
-        """``owner`` is alive for ``ttl`` more seconds (database clock);
-        return every owner alive now, this one included, sorted."""
+    def announce(self, member: str, ttl: float) -> list[str]:
+        """Instance ``member`` is alive for ``ttl`` more seconds (database
+        clock); return every instance alive now, this one included, sorted."""
         with self._writing():
             now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
-            self.store.set_state(MEMBER_PREFIX + owner, now + ttl)
+            self.store.set_state(MEMBER_PREFIX + member, now + ttl)
             members = self.store.states_with_prefix(MEMBER_PREFIX)
             for key, expiry in members.items():
                 if float(expiry) < now - MEMBER_KEEP:
                     self.store.delete_state(key)
         return sorted(key[len(MEMBER_PREFIX) :] for key, expiry in members.items() if float(expiry) > now)
 
-    def retire(self, owner: str) -> None:
-        self.store.delete_state(MEMBER_PREFIX + owner)
+    def retire(self, member: str) -> None:
+        self.store.delete_state(MEMBER_PREFIX + member)
 
     def prune(self, keep: float) -> int:
         """Drop claims that expired more than ``keep`` seconds ago."""
