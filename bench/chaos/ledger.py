@@ -38,6 +38,7 @@ Definitions (docs/CHAOS.md explains them):
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -190,7 +191,7 @@ class Findings:
         self.examples: dict[str, list[Any]] = defaultdict(list)
 
     def note(self, kind: str, what: Any) -> None:
-        if len(self.examples[kind]) < 10:
+        if len(self.examples[kind]) < int(os.environ.get("CHAOS_EXAMPLES", "10")):
             self.examples[kind].append(what)
 
 

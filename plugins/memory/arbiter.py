@@ -245,7 +245,7 @@ class Arbiter:
         return verdict == "mine"
 
     async def _decide(self, message_id: str, sent_at: float | None) -> str:
-        verdict = await self._first_ask(message_id)
+        verdict = await self._first_ask(message_id, sent_at)
         if verdict == "unknown":
             # Both breakers are open, which may be old news (this process was
             # paused past its connections): A7 applies only if neither
@@ -256,10 +256,10 @@ class Arbiter:
         while verdict == "live":
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
-            verdict = await self._look(message_id)
+            verdict = await self._look(message_id, sent_at)
         return verdict
 
-    async def _first_ask(self, message_id: str) -> str:
+    async def _first_ask(self, message_id: str, sent_at: float | None) -> str:
         """``mine``, ``done``, ``live`` (someone else holds it) or
         ``unknown`` (neither backend answers)."""
         if self.b.db_ok and self._claims is not None:
@@ -278,7 +278,7 @@ class Arbiter:
                 if verdict == "expired":
                     return await self._take_over(message_id, holder)
                 return str(verdict)
-        return await self._ask_redis(message_id)
+        return await self._ask_redis(message_id, sent_at)
 
     async def _won(self, message_id: str, said: str | None, dirty: bool) -> str:
         """The database gave us the claim; its mirror may say otherwise."""
@@ -294,14 +294,19 @@ class Arbiter:
             await self.b.dirty_seen()
         return "mine"
 
-    async def _ask_redis(self, message_id: str) -> str:
+    async def _ask_redis(self, message_id: str, sent_at: float | None) -> str:
         """The database is down: Redis decides (A6), but only once a probe
         since the breaker opened confirmed it (a slow call alone may have
-        opened it, while the others still claim in the database)."""
+        opened it, while the others still claim in the database), and only
+        for a young message: an older one may have been answered by an
+        instance whose claim or reply Redis has lost since (a flush or a
+        restart while this process was paused), so it waits for the database."""
         if not self.b.db_down_confirmed and self.b.db is not None:
             await self._probe_once()
             if self.b.db_ok:
                 return "live"  # the database answers again: the next look asks it
+        if self.b.db is not None and self._age(sent_at) > self.b.settings.unarbitrated_max_age:
+            return "live" if self.b.redis_ok else "unknown"
         found = await self._redis(("EVAL", CLAIM_LUA, 1, self.key(message_id), self._value("claimed"), int(self.ttl * 1000)))
         if found is None:
             return "unknown"
@@ -310,7 +315,7 @@ class Arbiter:
             return "mine"
         return "done" if found[0] == DONE else "live"
 
-    async def _look(self, message_id: str) -> str:
+    async def _look(self, message_id: str, sent_at: float | None) -> str:
         """A standby's look at a claim it watches (A3)."""
         if self.b.db_ok and self._looks is not None:
             try:
@@ -323,7 +328,7 @@ class Arbiter:
                 if state == "expired":
                     return await self._take_over(message_id, holder)
                 return await self._claim_absent(message_id)
-        verdict = await self._ask_redis(message_id)
+        verdict = await self._ask_redis(message_id, sent_at)
         return "live" if verdict == "unknown" else verdict
 
     async def _mirror_says(self, message_id: str) -> str | None:
@@ -391,13 +396,17 @@ class Arbiter:
         if not self.ranked_first(message_id):
             log.info("memory: neither backend answers; message %s is another instance's to answer: keeping watch", message_id)
             return False
-        age = None if sent_at is None else self.b.clock.now() - sent_at
-        if age is not None and age > self.b.settings.unarbitrated_max_age:
+        age = self._age(sent_at)
+        if age > self.b.settings.unarbitrated_max_age:
             log.warning("memory: message %s is %.0f s old and neither backend answers: keeping watch until one does", message_id, age)
             return False
         log.info("memory: neither backend answers; handling message %s unarbitrated", message_id)
         self._hold(message_id, in_db=False, arbitrated=False)
         return True
+
+    def _age(self, sent_at: float | None) -> float:
+        """Bot-clock seconds since the message was sent (0 when unknown)."""
+        return 0.0 if sent_at is None else self.b.clock.now() - sent_at
 
     async def _defer(self, message_id: str) -> str:
         """A7: not ours to answer unarbitrated, or a backend answers again

@@ -166,6 +166,24 @@ def test_a6_with_the_database_down_redis_decides_and_the_claim_is_written_back(b
     run(go())
 
 
+def test_a6_redis_does_not_decide_an_old_message(backend: Backend) -> None:
+    """A flush or a restart while this process was paused may have taken
+    the claim or the answer of an old message: it waits for the database."""
+
+    async def go() -> None:
+        async with started(backend.store("A", unarbitrated_max_age=10)) as a:
+            with database_cut(backend, a):
+                now = backend.clock.now()
+                assert await a.arbiter.claim("1001", now - 1)  # young: Redis decides
+                old = asyncio.create_task(a.arbiter.claim("1002", now - 30))
+                await asyncio.sleep(0.5)
+                assert not a.db_ok and not old.done()
+            await a.probe()
+            assert await asyncio.wait_for(old, 10) is True  # nobody had it: the database says so
+
+    run(go())
+
+
 def test_a6_a_claim_won_in_redis_is_not_claimed_again_before_it_is_written_back(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
