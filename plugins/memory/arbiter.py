@@ -126,6 +126,22 @@ class Held:
     lost: bool = False
 
 
+@dataclass
+class Watch:
+    """One message being decided here, from its arrival to a verdict."""
+
+    message_id: str
+    sent_at: float | None
+    # time.monotonic() when it arrived here.
+    received: float
+    # Before this (monotonic), the watch looks but does not claim (A7).
+    claim_after: float = 0.0
+
+    @property
+    def may_claim(self) -> bool:
+        return time.monotonic() >= self.claim_after
+
+
 class Arbiter:
     """Claims for one memory store. ``start()`` after the backends, ``stop()`` before."""
 
@@ -245,23 +261,31 @@ class Arbiter:
         return verdict == "mine"
 
     async def _decide(self, message_id: str, sent_at: float | None) -> str:
-        verdict = await self._first_ask(message_id, sent_at)
+        watch = Watch(message_id, sent_at, time.monotonic())
+        verdict = await self._first_ask(watch)
         if verdict == "unknown":
             # Both breakers are open, which may be old news (this process was
             # paused past its connections): A7 applies only if neither
             # backend answers a ping made now.
-            both_down = not await self.b.answers()
-            verdict = "mine" if both_down and self._unarbitrated(message_id, sent_at) else await self._defer(message_id)
+            if not await self.b.answers() and self._unarbitrated(message_id, sent_at):
+                return "mine"
+            await self._wait_for_a_backend()
+            # Whoever answered unarbitrated meanwhile gets one claim period
+            # to see the backend too (a probe) and write its claim back (a
+            # renewal); until then this watch looks but does not claim.
+            watch.claim_after = time.monotonic() + self.ttl
+            verdict = "live"
         delay = FIRST_LOOK
         while verdict == "live":
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
-            verdict = await self._look(message_id, sent_at)
+            verdict = await self._look(watch)
         return verdict
 
-    async def _first_ask(self, message_id: str, sent_at: float | None) -> str:
+    async def _first_ask(self, watch: Watch) -> str:
         """``mine``, ``done``, ``live`` (someone else holds it) or
         ``unknown`` (neither backend answers)."""
+        message_id = watch.message_id
         if self.b.db_ok and self._claims is not None:
             # The mirror is read in the same moment: a claim Redis decided
             # while the database was down, not yet written back (A6).
@@ -278,7 +302,7 @@ class Arbiter:
                 if verdict == "expired":
                     return await self._take_over(message_id, holder)
                 return str(verdict)
-        return await self._ask_redis(message_id, sent_at)
+        return await self._ask_redis(watch)
 
     async def _won(self, message_id: str, said: str | None, dirty: bool) -> str:
         """The database gave us the claim; its mirror may say otherwise."""
@@ -294,41 +318,49 @@ class Arbiter:
             await self.b.dirty_seen()
         return "mine"
 
-    async def _ask_redis(self, message_id: str, sent_at: float | None) -> str:
+    async def _ask_redis(self, watch: Watch) -> str:
         """The database is down: Redis decides (A6), but only once a probe
         since the breaker opened confirmed it (a slow call alone may have
         opened it, while the others still claim in the database), and only
-        for a young message: an older one may have been answered by an
-        instance whose claim or reply Redis has lost since (a flush or a
-        restart while this process was paused), so it waits for the database."""
+        what Redis can know: not a message received before Redis last lost
+        data (a flush, a restart, an invalidation: it may have held the
+        message's claim or answer), nor an older one (a loss while this
+        process was paused is not seen yet). Those wait for the database."""
         if not self.b.db_down_confirmed and self.b.db is not None:
             await self._probe_once()
             if self.b.db_ok:
                 return "live"  # the database answers again: the next look asks it
-        if self.b.db is not None and self._age(sent_at) > self.b.settings.unarbitrated_max_age:
+        if not self._redis_knows(watch):
             return "live" if self.b.redis_ok else "unknown"
-        found = await self._redis(("EVAL", CLAIM_LUA, 1, self.key(message_id), self._value("claimed"), int(self.ttl * 1000)))
+        found = await self._redis(("EVAL", CLAIM_LUA, 1, self.key(watch.message_id), self._value("claimed"), int(self.ttl * 1000)))
         if found is None:
             return "unknown"
         if found[0] == b"mine":
-            self._hold(message_id, in_db=False)
+            self._hold(watch.message_id, in_db=False)
             return "mine"
         return "done" if found[0] == DONE else "live"
 
-    async def _look(self, message_id: str, sent_at: float | None) -> str:
+    def _redis_knows(self, watch: Watch) -> bool:
+        if self.b.db is None:
+            return True  # Redis is the only arbiter there is
+        if not watch.may_claim or self._age(watch.sent_at) > self.b.settings.unarbitrated_max_age:
+            return False
+        return self.b.cache is None or self.b.cache.epoch_changed_at < watch.received
+
+    async def _look(self, watch: Watch) -> str:
         """A standby's look at a claim it watches (A3)."""
         if self.b.db_ok and self._looks is not None:
             try:
-                state, holder = await self._looks(message_id)
+                state, holder = await self._looks(watch.message_id)
             except BackendDown as exc:
                 self.b.db_failed(exc)
             else:
-                if state in ("done", "live"):
-                    return str(state)
+                if state in ("done", "live") or not watch.may_claim:
+                    return "live" if state != "done" else "done"
                 if state == "expired":
-                    return await self._take_over(message_id, holder)
-                return await self._claim_absent(message_id)
-        verdict = await self._ask_redis(message_id, sent_at)
+                    return await self._take_over(watch.message_id, holder)
+                return await self._claim_absent(watch.message_id)
+        verdict = await self._ask_redis(watch)
         return "live" if verdict == "unknown" else verdict
 
     async def _mirror_says(self, message_id: str) -> str | None:
@@ -408,19 +440,13 @@ class Arbiter:
         """Bot-clock seconds since the message was sent (0 when unknown)."""
         return 0.0 if sent_at is None else self.b.clock.now() - sent_at
 
-    async def _defer(self, message_id: str) -> str:
-        """A7: not ours to answer unarbitrated, or a backend answers again
-        after both breakers opened. Keep watch until a backend answers, then
-        leave whoever answered unarbitrated meanwhile one claim period to
-        see it too (a probe) and write its claim back (a renewal) before the
-        watch asks for the claim (A2, A6)."""
+    async def _wait_for_a_backend(self) -> None:
+        """A7: until either backend answers a ping, then a probe."""
         delay = FIRST_LOOK
         while not await self.b.answers():
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
-        await asyncio.sleep(self.ttl)
         await self._probe_once()
-        return "live"
 
     def _hold(self, message_id: str, *, in_db: bool, arbitrated: bool = True) -> None:
         self.held[message_id] = Held(message_id, asyncio.current_task(), in_db, arbitrated)

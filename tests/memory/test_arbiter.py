@@ -184,6 +184,30 @@ def test_a6_redis_does_not_decide_an_old_message(backend: Backend) -> None:
     run(go())
 
 
+def test_a6_redis_does_not_decide_a_message_received_before_it_lost_data(backend: Backend) -> None:
+    """B holds the claim (database, mirror); a flush takes the mirror, then
+    the database is cut: A, watching since before the flush, must not read
+    the empty Redis as 'nobody holds it'."""
+
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            assert await b.arbiter.claim("1001", None)
+            standby = asyncio.create_task(a.arbiter.claim("1001", None))
+            await asyncio.sleep(0.2)
+            backend.flush()
+            await a.probe()  # A sees Redis lost data
+            with database_cut_for_all(backend, a, b):
+                await a.probe()
+                await asyncio.sleep(1.0)  # several looks at Redis, which is empty
+                assert not standby.done()
+            await a.probe()
+            await b.probe()
+            await answer(b, 1)
+            assert await asyncio.wait_for(standby, 10) is False
+
+    run(go())
+
+
 def test_a6_a_claim_won_in_redis_is_not_claimed_again_before_it_is_written_back(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
