@@ -20,6 +20,7 @@ import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from plugins.memory.breaker import BackendDown
@@ -43,6 +44,9 @@ MAX_ANSWERED = 10_000
 # to claim_ttl / POLLS_PER_TTL.
 FIRST_LOOK = 0.05
 POLLS_PER_TTL = 12
+# A roster kept by a previous life of this instance is used at start (the
+# database may be down) if written less than this many claim periods ago.
+ROSTER_KEEP = 10
 # Claims whose expiry passed this long ago are pruned (database clock).
 CLAIM_KEEP = 24 * 3600.0
 
@@ -95,6 +99,10 @@ class Backends(Protocol):
     @property
     def db_down_confirmed(self) -> bool: ...
 
+    @property
+    def db_back_at(self) -> float:
+        """When (monotonic) the database breaker last closed."""
+
     def db_failed(self, exc: BackendDown) -> None: ...
 
     def redis_failed(self, exc: BackendDown) -> None: ...
@@ -145,8 +153,9 @@ class Watch:
 class Arbiter:
     """Claims for one memory store. ``start()`` after the backends, ``stop()`` before."""
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, roster_file: Path | None = None) -> None:
         self.b = backends
+        self.roster_file = roster_file
         self.owner = f"{backends.instance_id.replace(' ', '_')}/{secrets.token_hex(4)}"
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
@@ -155,7 +164,7 @@ class Arbiter:
         # included: instance ids, stable across restarts (BOT_INSTANCE_ID), so
         # a restart does not change the roster.
         self.member = backends.instance_id
-        self.roster: list[str] = []
+        self.roster: list[str] = self._last_roster()
         # Claims won at once, taken over from a dead holder, and conceded
         # (another instance answered): the ops plugin's metrics.
         self.won = self.takeovers = self.conceded = 0
@@ -364,9 +373,14 @@ class Arbiter:
         return "live" if verdict == "unknown" else verdict
 
     async def _mirror_says(self, message_id: str) -> str | None:
-        """``done``, ``live`` (another owner's unexpired mirror) or ``None``."""
+        """``done``, ``live`` (another owner's unexpired mirror) or ``None``.
+        An unreadable mirror says ``live`` for one claim period after the
+        database came back: a claim Redis decided during the outage may not
+        be written back yet (its holder's next renewal does it, A6)."""
         found = await self._redis(("GET", self.key(message_id)))
-        if not found or found[0] is None:
+        if found is None:
+            return "live" if time.monotonic() - self.b.db_back_at < self.ttl else None
+        if found[0] is None:
             return None
         if found[0] == DONE:
             return "done"
@@ -533,10 +547,23 @@ class Arbiter:
             await asyncio.sleep(self.ttl / 3)
 
     async def announce(self) -> None:
-        """Say this instance is alive and read who else is (A7)."""
+        """Say this instance is alive and read who else is (A7); the roster
+        is kept in the data dir for a restart while the database is down."""
         if self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
                 self.roster = await self._db(self._table.announce, self.member, self.ttl)
+                if self.roster_file is not None:
+                    with contextlib.suppress(OSError):
+                        self.roster_file.parent.mkdir(parents=True, exist_ok=True)
+                        self.roster_file.write_text("\n".join(self.roster))
+
+    def _last_roster(self) -> list[str]:
+        """The roster a previous life of this instance kept, if recent."""
+        path = self.roster_file
+        with contextlib.suppress(OSError):
+            if path is not None and time.time() - path.stat().st_mtime < ROSTER_KEEP * self.ttl:
+                return [line for line in path.read_text().splitlines() if line]
+        return []
 
     async def renew(self) -> None:
         """Renew every claim held here; write back those the database lacks;

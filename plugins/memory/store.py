@@ -24,6 +24,7 @@ import contextlib
 import functools
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class MemoryStore:
         spool_dir = settings.spool_dir or self.data_dir / "spool"
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
-        self.arbiter = Arbiter(self)
+        self.arbiter = Arbiter(self, self.spool.path.with_suffix(".roster"))
         # Window reads Redis answered, and those it missed (rebuilt from the
         # database): the cache hit ratio, for the ops plugin's metrics.
         self.window_hits = self.window_misses = 0
@@ -260,6 +261,11 @@ class MemoryStore:
     def db_down_confirmed(self) -> bool:
         """The database breaker is open and a probe since confirmed it."""
         return self.db is not None and self.db_breaker.confirmed
+
+    @property
+    def db_back_at(self) -> float:
+        """When (monotonic) the database breaker last closed (now while open)."""
+        return self.db_breaker.since if self.db_breaker.ok else time.monotonic()
 
     async def answers(self) -> bool:
         """Whether either backend answers a ping now, both asked at once

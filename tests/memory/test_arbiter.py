@@ -208,6 +208,33 @@ def test_a6_redis_does_not_decide_a_message_received_before_it_lost_data(backend
     run(go())
 
 
+def test_a6_a_claim_won_in_redis_is_safe_when_redis_goes_down_as_the_database_returns(backend: Backend) -> None:
+    """A won in Redis during a database cut; Redis becomes unreachable just
+    as the database returns, before A's renewal wrote the claim back: B, to
+    whom the database says 'nobody', must wait a claim period."""
+
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            await freeze(a)  # A's renewal comes later, by hand
+            with database_cut_for_all(backend, a, b):
+                await a.probe()
+                await b.probe()  # B sees the cut too (every instance receives every message)
+                assert await a.arbiter.claim("1001", None)  # Redis decided
+                backend.redis_down()
+            await b.probe()
+            assert b.db_ok and not b.redis_ok
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.25)  # within one claim period of the database's return
+            assert not standby.done()
+            await a.probe()
+            await a.arbiter.renew()  # writes A's claim back
+            await answer(a, 1)
+            assert await asyncio.wait_for(standby, 10) is False
+            backend.redis_up()
+
+    run(go())
+
+
 def test_a6_a_claim_won_in_redis_is_not_claimed_again_before_it_is_written_back(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
@@ -295,6 +322,16 @@ def test_a7_with_both_backends_down_one_instance_answers_each_message(backend: B
             waiting = [task for key, task in claims.items() if key not in answered]
             assert len(waiting) == len(ids)
             assert await asyncio.wait_for(asyncio.gather(*waiting), 10) == [False] * len(ids)
+
+    run(go())
+
+
+def test_a7_an_instance_restarted_while_both_backends_are_down_keeps_its_roster(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            await roster_of_both(a, b)
+            roster = a.arbiter.roster
+        assert backend.store("A", **QUICK).arbiter.roster == roster  # its next life, before any database call
 
     run(go())
 
