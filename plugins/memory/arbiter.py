@@ -350,8 +350,8 @@ class Arbiter:
         return "done" if found[0] == DONE else "live"
 
     def _redis_knows(self, watch: Watch) -> bool:
-        if self.b.db is None:
-            return True  # Redis is the only arbiter there is
+        if self.b.db is None or set(self.roster) <= {self.member}:
+            return True  # Redis is the only arbiter there is, or nobody else could claim
         if not watch.may_claim or self._age(watch.sent_at) > self.b.settings.unarbitrated_max_age:
             return False
         return self.b.cache is None or self.b.cache.epoch_changed_at < watch.received

@@ -263,6 +263,14 @@ class MemoryStore:
         return self.db is not None and self.db_breaker.confirmed
 
     @property
+    def _patient(self) -> float:
+        """The timeout of pings that decide the database is down (health
+        probes, rule A7's last check): a process starved of CPU must not
+        take a slow answer for a dead database and let Redis decide (A6) or
+        nobody (A7)."""
+        return max(self.settings.db_timeout, self.settings.claim_ttl / 3)
+
+    @property
     def db_back_at(self) -> float:
         """When (monotonic) the database breaker last closed (now while open)."""
         return self.db_breaker.since if self.db_breaker.ok else time.monotonic()
@@ -280,9 +288,7 @@ class MemoryStore:
 
         asked = [pinged(self.cache.ping)] if self.cache is not None else []
         if self.db is not None:
-            # Patient: a process starved of CPU must not take a slow answer
-            # for a dead database and answer unarbitrated (A7).
-            asked.append(pinged(functools.partial(self.db.ping, max(self.db.timeout, self.settings.claim_ttl / 3))))
+            asked.append(pinged(functools.partial(self.db.ping, self._patient)))
         return any(await asyncio.gather(*asked))
 
     async def _probe_redis(self) -> tuple[bool, int]:
@@ -308,7 +314,7 @@ class MemoryStore:
         if self.db is None:
             return False
         try:
-            await self.db.ping()
+            await self.db.ping(self._patient)
             if not self.migrated:
                 await self.db.migrate()
                 self.migrated = True
