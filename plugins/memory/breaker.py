@@ -52,6 +52,11 @@ class Breaker:
         if probed:
             self.probed_down = time.monotonic()
 
+    def answered(self) -> None:
+        """A health probe found the backend answering: whatever the recovery
+        work still to do before the breaker closes, it is not known down."""
+        self.probed_down = -1e18
+
     @property
     def confirmed(self) -> bool:
         """Open, and a probe since it opened found the backend down too."""

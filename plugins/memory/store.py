@@ -315,6 +315,7 @@ class MemoryStore:
             return False
         try:
             await self.db.ping(self._patient)
+            self.db_breaker.answered()
             if not self.migrated:
                 await self.db.migrate()
                 self.migrated = True

@@ -105,3 +105,15 @@ def test_a_redis_that_never_answers_costs_one_timeout_then_nothing(backend: Back
             assert spy.calls == 0
 
     run(go())
+
+
+def test_a_probe_that_finds_the_backend_answering_voids_the_confirmation() -> None:
+    """A6: Redis decides only while the database is known down. A breaker
+    whose recovery work is still running (the probe's ping answered) is not."""
+    breaker = Breaker("database")
+    breaker.trip("connection refused", probed=True)
+    assert breaker.confirmed
+    breaker.answered()
+    assert not breaker.ok and not breaker.confirmed
+    breaker.trip("connection refused", probed=True)
+    assert breaker.confirmed
