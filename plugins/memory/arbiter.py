@@ -222,10 +222,17 @@ class Arbiter:
             b.redis_failed(exc)
             return None
 
+    @property
+    def _db_usable(self) -> bool:
+        """Claims go to the database unless it is known down (A6): a breaker
+        one slow call opened, or kept open by recovery work while the
+        database answers, does not stop them."""
+        return self._table is not None and (self.b.db_ok or not self.b.db_down_confirmed)
+
     async def _db(self, fn: Any, *args: Any) -> Any:
         """Run a claim statement; raises :class:`BackendDown` when the database is down."""
         b = self.b
-        if not b.db_ok or self._table is None:
+        if not self._db_usable:
             raise BackendDown("database", "circuit open")
         assert b.db is not None
         try:
@@ -295,7 +302,7 @@ class Arbiter:
         """``mine``, ``done``, ``live`` (someone else holds it) or
         ``unknown`` (neither backend answers)."""
         message_id = watch.message_id
-        if self.b.db_ok and self._claims is not None:
+        if self._db_usable and self._claims is not None:
             # The mirror is read in the same moment: a claim Redis decided
             # while the database was down, not yet written back (A6).
             mirror = asyncio.ensure_future(self._mirror_says(message_id))
@@ -358,7 +365,7 @@ class Arbiter:
 
     async def _look(self, watch: Watch) -> str:
         """A standby's look at a claim it watches (A3)."""
-        if self.b.db_ok and self._looks is not None:
+        if self._db_usable and self._looks is not None:
             try:
                 state, holder = await self._looks(watch.message_id)
             except BackendDown as exc:
@@ -481,9 +488,10 @@ class Arbiter:
             return message_id not in self.answered
         if not held.arbitrated:
             return True
-        if not held.lost and self._table is not None and self.b.db_ok:
+        table = self._table
+        if not held.lost and table is not None and self._db_usable:
             try:
-                if await self._db(self._table.sending, message_id, self.owner, self.ttl):
+                if await self._db(table.sending, message_id, self.owner, self.ttl):
                     # The mirror says "sending" from the next renewal on:
                     # while the database answers, only it decides (A6).
                     held.state, held.in_db = "sending", True

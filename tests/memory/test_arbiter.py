@@ -171,7 +171,8 @@ def test_a6_redis_does_not_decide_an_old_message(backend: Backend) -> None:
     the claim or the answer of an old message: it waits for the database."""
 
     async def go() -> None:
-        async with started(backend.store("A", unarbitrated_max_age=10)) as a:
+        async with started(backend.store("A", unarbitrated_max_age=10)) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)  # alone, nobody else could have claimed it
             with database_cut(backend, a):
                 now = backend.clock.now()
                 assert await a.arbiter.claim("1001", now - 1)  # young: Redis decides
