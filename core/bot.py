@@ -33,6 +33,7 @@ from core.models import (
 from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
 from core.storage import StorageService
 from core.settings import Settings
+from core.streaming import TokenHub
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
 log = logging.getLogger("core.bot")
@@ -68,6 +69,9 @@ class Bot:
         self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
         # The conversation store one plugin registers (core.storage).
         self.storage = StorageService(self.hooks)
+        # Replies as they are written, for transports that show them live
+        # (core.streaming): reply plugins publish, transports subscribe.
+        self.tokens = TokenHub()
         # What each plugin keeps for this bot, under the plugin's name (the
         # one way: several bots share a process in tests and deploys).
         self.plugin_state: dict[str, Any] = {}
@@ -303,6 +307,14 @@ class Bot:
         and nothing else of the pipeline (claim, lease, session, storage,
         the claim marked done) is done anywhere but here.
         """
+        try:
+            return await self._handle(message, send)
+        finally:
+            # A transport following the reply live stops waiting, whatever
+            # happened (a command, a refusal, another instance answered).
+            self.tokens.finish(message.id)
+
+    async def _handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
         if message.author_is_bot:
             return None
         # Claimed first: with several instances receiving every event, each
@@ -353,6 +365,13 @@ class Bot:
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
+
+    async def may_send(self, message: IncomingMessage) -> bool:
+        """Whether this instance may show an answer to ``message`` now: the
+        check the core makes before every send (``confirm_reply``, A4). A
+        transport that posts a reply before it is complete (streaming) asks
+        this before its first post; asking again is harmless."""
+        return await self._confirmed(message)
 
     async def _confirmed(self, message: IncomingMessage) -> bool:
         if not await self.storage.confirm_reply(message):

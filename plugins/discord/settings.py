@@ -39,6 +39,11 @@ class DiscordSettings(PluginSettings):
     # Attachments larger than this are not downloaded (only their URL is kept).
     max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=0)
     sync_commands: bool = True
+    # Show a reply while it is written (when the reply plugin streams it,
+    # e.g. [llm] stream = true): post the first words, then edit the message
+    # at most once per stream_edit_interval seconds (Discord rate-limits edits).
+    stream_replies: bool = True
+    stream_edit_interval: float = Field(1.0, ge=0.2)
     # Extra attempts, after discord.py's own retries, for a reply that failed
     # with a 429 / 5xx / network error.
     send_retries: int = Field(3, ge=0)

@@ -19,12 +19,15 @@ from plugins.llm.client import ChatClient, ProviderError, models_url
 from plugins.llm.offline import offline_reply
 from plugins.llm.prompt import FAILURE_MARK, build_messages
 from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
-from plugins.llm.streaming import TokenHub
+from core.streaming import TokenHub
 from plugins.llm.summary import STATE_KEY, RollingSummary, fallen_out, summary_request, with_summary
 
 log = logging.getLogger("plugins.llm")
 
 CUT_SHORT = "the model's reply was cut short by its max_tokens limit"
+# The end of a reply whose stream broke midway, in the text itself: what is
+# stored (and what the model reads next time) says it is unfinished.
+INTERRUPTED = " … [reply interrupted]"
 
 
 def failure_text(error: ProviderError, degraded: bool) -> str:
@@ -113,6 +116,7 @@ class LlmRuntime:
         degraded = any("degraded" in note for note in context.notes)
         notes: list[str] = []
         try:
+            broken: str | None = None
             if self.settings.stream:
                 text, finish_reason, broken = await self._streamed(messages, message.id)
                 if broken is not None:
@@ -132,6 +136,8 @@ class LlmRuntime:
         if len(text) > limit:
             notes.append(f"the model's reply was {len(text):,} characters; I kept the first {limit:,}")
             text = text[:limit].rstrip() + "…"
+        if broken is not None:
+            text += INTERRUPTED
         return Reply(text, notes=notes)
 
     async def _streamed(self, messages: list[dict[str, Any]], message_id: str) -> tuple[str, str | None, str | None]:

@@ -157,6 +157,10 @@ class FakeDiscord:
         self.dm_channels: dict[str, dict[str, Any]] = {}  # channel id -> channel (recipient user)
         self.messages: dict[str, dict[str, Any]] = {}
         self.bot_messages: list[dict[str, Any]] = []
+        # Edits of the bot's messages (message_id, content, at: monotonic time)
+        # and ids of the messages it deleted.
+        self.edits: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
         self.interaction_responses: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, dict[str, Any]] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id or None (global)
@@ -675,6 +679,10 @@ class FakeDiscord:
         if m and method == "GET":
             message = self.messages.get(m.group(2))
             return json_response(message) if message else error(404, "Unknown Message", 10008)
+        if m and method == "PATCH":
+            return await self._edit_message(request, m.group(1), m.group(2))
+        if m and method == "DELETE":
+            return self._delete_message(m.group(1), m.group(2))
         if method == "POST" and path == "/users/@me/channels":
             body = await request.json()
             user = next((m["user"] for g in self.guilds.values() for m in g.members.values()
@@ -780,6 +788,46 @@ class FakeDiscord:
         self.bot_messages.append(record)
         await self.dispatch_message(message)  # real Discord echoes the bot's own messages
         return json_response(message)
+
+    def _own_message(self, channel_id: str, message_id: str) -> tuple[dict[str, Any] | None, web.Response | None]:
+        message = self.messages.get(message_id)
+        if message is None or message["channel_id"] != channel_id:
+            return None, error(404, "Unknown Message", 10008)
+        if message["author"]["id"] != self.bot_user["id"]:
+            return None, error(403, "Cannot edit a message authored by another user", 50005)
+        return message, None
+
+    async def _edit_message(self, request: web.Request, channel_id: str, message_id: str) -> web.Response:
+        """PATCH of a bot message: recorded in ``edits`` (with the monotonic
+        time it arrived, so tests can check the bot's edit rate)."""
+        message, problem = self._own_message(channel_id, message_id)
+        if problem is not None or message is None:
+            return problem or error(404, "Unknown Message", 10008)
+        payload, files = await self._read_message_body(request)
+        if "content" in payload and len(payload.get("content") or "") > 2000:
+            return self._validate_outgoing(payload, files) or error(400, "Invalid Form Body", 50035)
+        if "content" in payload:
+            message["content"] = payload.get("content") or ""
+        if files:
+            message["attachments"] = [{k: v for k, v in f.items() if k != "data"}
+                                      for f in self._stored_files(channel_id, files)]
+        message["edited_timestamp"] = iso(time.time())
+        self.edits.append({"message_id": message_id, "channel_id": channel_id, "content": message["content"],
+                           "files": [f["filename"] for f in files], "at": time.monotonic()})
+        for record in self.bot_messages:
+            if record["id"] == message_id:
+                record.update(content=message["content"], attachments=message["attachments"],
+                              edited_timestamp=message["edited_timestamp"])
+        return json_response(message)
+
+    def _delete_message(self, channel_id: str, message_id: str) -> web.Response:
+        message, problem = self._own_message(channel_id, message_id)
+        if problem is not None or message is None:
+            return problem or error(404, "Unknown Message", 10008)
+        del self.messages[message_id]
+        self.deleted.append(message_id)
+        self.bot_messages = [m for m in self.bot_messages if m["id"] != message_id]
+        return web.Response(status=204)
 
     async def _interaction_callback(self, request: web.Request, interaction_id: str, token: str) -> web.Response:
         interaction = self.interactions.get(interaction_id)
