@@ -44,6 +44,12 @@ class Storage(Protocol):
         """The last ``limit`` messages of ``session``, oldest first."""
         ...
 
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        """The stored messages among ``ids`` (any session), in any order;
+        those it does not hold (or cannot reach now) are left out. Used to
+        bring back an exchange a user replies to."""
+        ...
+
     async def load_session(self, scope_key: str) -> Session | None:
         """The latest session stored for ``scope_key``, open or closed, or
         ``None``. Raises when it cannot tell (unknown is not "none")."""
@@ -98,6 +104,9 @@ class StorageBase:
         return True
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
+        return []
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
         return []
 
     async def load_session(self, scope_key: str) -> Session | None:
@@ -200,6 +209,10 @@ class StorageService:
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         ok, result, _ = await self._call("load_messages", session=session, limit=limit)
         return list(result) if ok and result else []
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        ok, result, _ = await self._call("load_records", ids=list(ids))
+        return [r for r in result if isinstance(r, MessageRecord)] if ok and result else []
 
     async def load_session(self, scope_key: str) -> Session | None:
         """The stored session, or ``None`` (also when the storage failed)."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import discord
 
-from core.models import Attachment, IncomingMessage
+from core.models import Attachment, IncomingMessage, Quote
 
 log = logging.getLogger("plugins.discord")
 
@@ -102,6 +102,28 @@ async def read_attachments(message: discord.Message, max_bytes: int) -> list[Att
     return result
 
 
+def quote_of(message: discord.Message, bot_user_id: int, bot_name: str) -> Quote | None:
+    """The message ``message`` replies to, when Discord sent it along and it
+    is in the same channel (a context never reaches into another channel)."""
+    ref = message.reference
+    if ref is None or ref.message_id is None or ref.channel_id != message.channel.id:
+        return None
+    resolved = ref.resolved if isinstance(ref.resolved, discord.Message) else ref.cached_message
+    if resolved is None:
+        return None
+    from_bot = resolved.author.id == bot_user_id
+    inner = resolved.reference
+    return Quote(
+        id=str(resolved.id),
+        author_id="bot" if from_bot else str(resolved.author.id),
+        author_name=resolved.author.display_name,
+        content=clean_content(resolved.content, bot_user_id, bot_name),
+        timestamp=resolved.created_at.timestamp(),
+        from_bot=from_bot,
+        answers_id=str(inner.message_id) if from_bot and inner is not None and inner.message_id else None,
+    )
+
+
 def describe_embed(embed: discord.Embed) -> str:
     """An embed as text, for a message that has nothing else."""
     parts = [p for p in (embed.title, embed.description, embed.url) if p]
@@ -151,6 +173,7 @@ def to_incoming(
         attachments=attachments,
         permissions=permissions_of(message.channel, message.author),
         is_owner=str(message.author.id) in set(owner_ids),
+        quoted=quote_of(message, bot_user_id, bot_name),
     )
 
 

@@ -7,8 +7,9 @@ The reply plugin publishes the reply piece by piece on the bot's hub
   with the nonce of the reply's first part, mentions off), after the core's
   ``may_send`` check: an instance that lost the message shows nothing;
 - then each posted message is edited at most once per ``interval`` seconds
-  (Discord rate-limits edits), and text past 2,000 characters goes on in a
-  follow-up message, split where :func:`split_message` splits;
+  (Discord rate-limits edits; the final edit waits its turn too), and text
+  past 2,000 characters goes on in a follow-up message, split where
+  :func:`split_message` splits;
 - when the core sends the final reply (the one stored), the messages are
   edited to show exactly it (notes and files included), follow-ups posted
   or left-over ones deleted. A preview that failed to post or edit is given
@@ -57,6 +58,7 @@ class LiveReply:
         self.text = ""
         self.posted: list[discord.Message] = []
         self.shown: list[str | None] = []
+        self.edited_at: dict[int, float] = {}  # message id -> loop time of its last edit
         self.given_up = False
         self.stopping = False
         self.painting = False
@@ -103,11 +105,22 @@ class LiveReply:
         for index, chunk in enumerate(chunks):
             if index < len(self.posted):
                 if self.shown[index] != chunk:
-                    self.posted[index] = await self.client.edit_part(self.posted[index], chunk, [], mentions)
-                    self.shown[index] = chunk
+                    await self._edit(index, chunk, [], mentions)
             else:
                 self.posted.append(await self.client.post_part(self.message, index, chunk, [], mentions))
                 self.shown.append(chunk)
+
+    async def _edit(self, index: int, text: str | None, files: list[Any], mentions: discord.AllowedMentions) -> None:
+        """Edit posted message ``index``, no sooner than ``interval`` after
+        its last edit (the final one waits too: the limit is Discord's)."""
+        loop = asyncio.get_running_loop()
+        message_id = self.posted[index].id
+        last = self.edited_at.get(message_id)
+        if last is not None and loop.time() - last < self.interval:
+            await asyncio.sleep(self.interval - (loop.time() - last))
+        self.posted[index] = await self.client.edit_part(self.posted[index], text, files, mentions)
+        self.edited_at[message_id] = loop.time()
+        self.shown[index] = text
 
     async def close(self) -> None:
         """Stop following (a paint in flight finishes first). Idempotent."""
@@ -134,8 +147,7 @@ class LiveReply:
         for index, (text, files) in enumerate(parts):
             if index < len(self.posted):
                 if files or self.shown[index] != text or reply.allow_mentions:
-                    self.posted[index] = await self.client.edit_part(self.posted[index], text, files, mentions)
-                    self.shown[index] = text
+                    await self._edit(index, text, files, mentions)
             else:
                 self.posted.append(await self.client.post_part(self.message, index, text, files, mentions))
                 self.shown.append(text)

@@ -80,6 +80,9 @@ class MemoryStorage:
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         return await store_of(self.bot).load_messages(session, limit)
 
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        return await store_of(self.bot).load_records(ids)
+
     async def load_session(self, scope_key: str) -> Session | None:
         return await store_of(self.bot).load_session(scope_key)
 

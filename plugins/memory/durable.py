@@ -304,6 +304,10 @@ class DurableStore:
         rows.reverse()
         return rows
 
+    def messages_by_id(self, ids: list[str]) -> list[tuple[Any, ...]]:
+        marks = ", ".join([self.db.param] * len(ids))
+        return list(self.db.execute_sql(f"SELECT {self.sql_cols} FROM messages WHERE message_id IN ({marks})", tuple(ids)).fetchall())
+
     def count_messages(self, session_id: str) -> int:
         rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
         return int(rows[0][0])

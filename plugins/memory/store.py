@@ -540,6 +540,21 @@ class MemoryStore:
                 self.db_failed(exc)
         return await self._from_copies(session, limit)
 
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        """Messages by id, from the database (the source of truth): an
+        exchange a user replies to, whatever session and window it is in.
+        ``[]`` while the database cannot answer (the caller falls back on
+        what the platform quoted)."""
+        if not ids or not self.db_ok:
+            return []
+        assert self.db is not None
+        try:
+            rows = await self.db.run(self.db.messages_by_id, list(ids))
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return []
+        return [records.from_row(row) for row in rows]
+
     async def _rebuild(self, session: Session, limit: int, counter: Any, epoch: str | None) -> list[MessageRecord]:
         """A cold read: one database query of ``limit`` rows. When that is
         the session's whole history the window is filled from it at once;

@@ -21,7 +21,7 @@ from core.storage import StorageFailed
 from plugins.sessions import lifecycle
 from plugins.sessions.config import Effective, SessionsSettings, effective, load
 from plugins.sessions.scope import scope_key
-from plugins.sessions.tokens import resolve_counter
+from plugins.sessions.tokens import record_tokens, resolve_counter
 from plugins.sessions.window import Window, fit
 
 log = logging.getLogger("plugins.sessions")
@@ -171,3 +171,8 @@ async def window(bot: Any, session: Session, message: IncomingMessage | None, cf
     if message is not None:
         current = next((r for r in loaded if r.id == message.id), None) or current_record(message, session)
     return fit(loaded, current, system_prompt_for(bot, cfg), cfg.window_messages, cfg.token_budget, counter)
+
+
+def tokens_of(bot: Any, records: list[MessageRecord]) -> int:
+    counter = resolve_counter(settings_of(bot).token_counter)
+    return sum(record_tokens(r, counter) for r in records)

@@ -84,6 +84,8 @@ class DiscordScenario:
         self.pids: dict[str, list[int]] = {}
         self.exit_codes: dict[str, list[int]] = {}
         self.written: list[Written] = []
+        # More environment for the bot processes (set before they start).
+        self.extra_env: dict[str, str] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
 
@@ -105,6 +107,7 @@ class DiscordScenario:
             "DATABASE_URL": self.backends.database_url,
             "REDIS_URL": self.backends.redis_url,
             "BOT_INSTANCE_ID": name,
+            **self.extra_env,
         }
 
     def start(self, name: str) -> BotProcess:
@@ -152,14 +155,16 @@ class DiscordScenario:
             raise DiscordScenarioError(f"unknown place {place!r}: use a DM or one of " + ", ".join(f"#{c}" for c in CHANNELS))
         return str(self.channels[name]["id"]), True
 
-    def write(self, user_name: str, text: str, place: str) -> Written:
-        """``user`` writes ``text`` (mentioning the bot in a guild channel);
-        returns once the bot's reply to it has reached Discord."""
+    def write(self, user_name: str, text: str, place: str, **options: Any) -> Written:
+        """``user`` writes ``text`` (mentioning the bot in a guild channel,
+        unless it replies to the bot: ``reply_to=<id>``; ``attachments=``
+        as the fake takes them); returns once the bot's reply to it has
+        reached Discord."""
         if not any(b.running for b in self.bots.values()):
             raise DiscordScenarioError("no bot process is running to answer")
         user = self.user(user_name)
         channel_id, mention = self.channel_for(place, user)
-        message = self.discord.say(channel_id, user, text, mention=mention)
+        message = self.discord.say(channel_id, user, text, mention=mention and "reply_to" not in options, **options)
         written = Written(text, user_name, place, message)
         self.written.append(written)
         try:

@@ -1,0 +1,61 @@
+@discord @multiprocess
+Feature: Conversations that feel like Discord
+  Through Discord, with the bot in its own process (`python -m core run`),
+  the unmodified discord.py client against the fake Discord, memory on the
+  scenario's backends, and the model a chat-completions server on
+  127.0.0.1 that records every request: text files are read into the
+  context, replies are shown while they are written, and replying to an
+  old message brings that exchange back. What is checked is what Discord
+  received from the bot, what the model was sent, and the `messages` table
+  read with plain SQL.
+
+  Background:
+    Given the model behind the bot is a chat-completions server
+
+  @fault
+  Scenario: A text file's content reaches the model, also after a Redis flush
+    Given the bot is running in its own process, connected to Discord
+    When alice writes "please read this" to the bot in #general on Discord with the file "notes.txt" holding "the launch code is 4321"
+    Then the model's request for "please read this" holds the file "notes.txt" with "the launch code is 4321"
+    When the bot's Redis is flushed
+    And alice writes "what is the launch code?" to the bot in #general on Discord
+    Then the model's request for "what is the launch code?" holds the file "notes.txt" with "the launch code is 4321"
+    And eventually the database holds every message written on Discord and its reply, each once
+
+  Scenario: A streamed reply is shown while it is written, and stored once as it ends
+    Given the model streams its replies slowly
+    And the bot is running in its own process, connected to Discord
+    When alice writes "tell me a story" to the bot in #general on Discord
+    Then the bot's reply on Discord to "tell me a story" was posted once and edited as it was written, at most once a second
+    And eventually the database holds every message written on Discord and its reply, each once
+    And the database holds the bot's reply to "tell me a story" as Discord shows it
+
+  Scenario: A stream that breaks midway ends clearly, on Discord and in memory
+    Given the model streams its replies slowly
+    And the model's next reply breaks off after "Once upon a time there"
+    And the bot is running in its own process, connected to Discord
+    When alice writes "tell me a story" to the bot in #general on Discord
+    Then eventually the database holds every message written on Discord and its reply, each once
+    And the database holds the bot's reply to "tell me a story" as "Once upon a time there … [reply interrupted]"
+    And the bot's reply on Discord to "tell me a story" contains "Once upon a time there … [reply interrupted]"
+    And the bot's reply on Discord to "tell me a story" contains "broke off"
+
+  @fault
+  Scenario: Replying to an old message brings that exchange back into the context
+    Given the bot process keeps 4 messages in its context window
+    And the bot is running in its own process, connected to Discord
+    When alice writes "my locker number is 17" to the bot in #general on Discord
+    And alice writes "one" to the bot in #general on Discord
+    And alice writes "two" to the bot in #general on Discord
+    And alice writes "three" to the bot in #general on Discord
+    And the bot's Redis is flushed
+    And alice replies "which locker was it?" on Discord to the bot's reply to "my locker number is 17"
+    Then the model's request for "three" does not hold "my locker number is 17"
+    And the model's request for "which locker was it?" holds these messages in this order:
+      | role      | content                      |
+      | user      | my locker number is 17       |
+      | assistant | echo: my locker number is 17 |
+      | user      | three                        |
+      | assistant | echo: three                  |
+      | user      | which locker was it?         |
+    And eventually the database holds every message written on Discord and its reply, each once

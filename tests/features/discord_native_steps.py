@@ -1,0 +1,223 @@
+"""Steps of features/discord_native.feature: text files, streamed replies
+and reply chains through Discord, the bot in its own process, the model a
+chat-completions server on 127.0.0.1 (``tests/llm/provider.py``) served
+from the fake Discord's thread.
+
+``test_discord_native.py`` imports them with the Discord steps
+(``discord_steps``); no scenarios here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pytest_bdd import given, then, when
+
+from tests.features.discord_steps import REPLY_TIMEOUT, DiscordScenario, DiscordScenarioError
+from tests.harness.steps import p
+from tests.llm.provider import FakeProvider, Seen, completion, last_user_text, sse
+
+# A streamed reply takes about this long: several edit intervals (1 s).
+STREAM_PIECES = 14
+STREAM_GAP = 0.25
+
+
+@pytest.fixture
+def model(discord_world: DiscordScenario) -> Iterator[FakeProvider]:
+    """A chat-completions server on the fake Discord's loop; it answers
+    ``echo: <the last user message>`` and records every request."""
+    provider = FakeProvider()
+    discord_world.discord.call(provider.start())
+    yield provider
+    discord_world.discord.call(provider.stop())
+
+
+def _slow_story(text: str) -> list[str]:
+    words = f"echo: {text}. " + " ".join(f"and then part {i} of the story happened." for i in range(STREAM_PIECES))
+    pieces = words.split(" ")
+    size = max(1, len(pieces) // STREAM_PIECES)
+    return [" ".join(pieces[i:i + size]) + " " for i in range(0, len(pieces), size)]
+
+
+async def _slow_sse(request: web.Request, pieces: list[str], *, broken: bool = False) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    for piece in pieces:
+        chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await asyncio.sleep(STREAM_GAP)
+    if broken:
+        # The connection ends mid-reply: no finish_reason, no [DONE].
+        await response.write_eof()
+        return response
+    done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    await response.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+    await response.write_eof()
+    return response
+
+
+async def _slowly(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    text = last_user_text(body)
+    if body.get("stream"):
+        return await _slow_sse(request, _slow_story(text))
+    return web.json_response(completion(f"echo: {text}"))
+
+
+# ============================================================================
+# Given
+# ============================================================================
+
+
+@given("the model behind the bot is a chat-completions server")
+def given_model(discord_world: DiscordScenario, model: FakeProvider) -> None:
+    """Bot processes started from now on use it (``LLM_BASE_URL``), with
+    quick retries."""
+    discord_world.extra_env.update(LLM_BASE_URL=model.base_url, LLM_BACKOFF="0.01")
+
+
+@given("the model streams its replies slowly")
+def given_model_streams(discord_world: DiscordScenario, model: FakeProvider) -> None:
+    """``LLM_STREAM=true``; each reply comes as about 14 pieces 0.25 s apart
+    (``echo: <text>.`` then a story), so it takes several seconds."""
+    discord_world.extra_env["LLM_STREAM"] = "true"
+    model.default = _slowly
+
+
+@given(p('the model\'s next reply breaks off after "{text}"'))
+def given_model_breaks(model: FakeProvider, text: str) -> None:
+    """The next request is answered by a stream of ``text`` (in pieces)
+    whose connection then ends: no finish reason, no ``[DONE]``."""
+    pieces = [w + " " for w in text.split(" ")]
+    pieces[-1] = pieces[-1].rstrip()
+
+    async def broken(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        return await _slow_sse(request, pieces, broken=True)
+
+    model.script.append(broken)
+
+
+@given(p("the bot process keeps {count:d} messages in its context window"))
+def given_window(discord_world: DiscordScenario, count: int) -> None:
+    discord_world.extra_env["SESSIONS_WINDOW_MESSAGES"] = str(count)
+
+
+# ============================================================================
+# When
+# ============================================================================
+
+
+@when(p('{user:Name} writes "{text}" to the bot in {place:Place} on Discord with the file "{name}" holding "{content}"'))
+def when_writes_with_file(discord_world: DiscordScenario, user: str, text: str, place: str, name: str, content: str) -> None:
+    """The message carries a file (``text/plain``); the bot downloads it
+    from the fake's CDN like any attachment."""
+    discord_world.write(user, text, place, attachments=[(name, content.encode(), "text/plain")])
+
+
+@when(p('{user:Name} replies "{text}" on Discord to the bot\'s reply to "{earlier}"'))
+def when_replies_to_old(discord_world: DiscordScenario, user: str, text: str, earlier: str) -> None:
+    """A Discord reply (message reference, no mention) to the bot's post
+    that answered ``earlier``, in the same channel."""
+    said = discord_world.said(earlier)
+    posts = discord_world.snapshot(lambda: discord_world.replies_to(said.id))
+    if not posts:
+        raise DiscordScenarioError(f"the bot never answered {earlier!r}")
+    discord_world.write(user, text, said.place, reply_to=str(posts[0]["id"]))
+
+
+# ============================================================================
+# Then
+# ============================================================================
+
+
+def _request_for(model: FakeProvider, text: str) -> Seen:
+    found = [s for s in model.seen if text in last_user_text(s.body)]
+    if not found:
+        asked = [last_user_text(s.body)[:60] for s in model.seen]
+        raise AssertionError(f"the model was never asked about {text!r}; it was asked about {asked}")
+    return found[-1]
+
+
+def _contents(seen: Seen) -> list[str]:
+    return [m["content"] if isinstance(m["content"], str) else json.dumps(m["content"]) for m in seen.body["messages"]]
+
+
+@then(p('the model\'s request for "{text}" holds the file "{name}" with "{content}"'))
+def then_request_holds_file(model: FakeProvider, text: str, name: str, content: str) -> None:
+    """One message of the request shows the file by name with its text."""
+    contents = _contents(_request_for(model, text))
+    wanted = f"--- file: {name} ---\n{content}\n--- end of {name} ---"
+    assert any(wanted in c for c in contents), f"no message holds {wanted!r}: {contents}"
+
+
+@then(p('the model\'s request for "{text}" does not hold "{fragment}"'))
+def then_request_lacks(model: FakeProvider, text: str, fragment: str) -> None:
+    contents = _contents(_request_for(model, text))
+    assert not any(fragment in c for c in contents), f"{fragment!r} is in {contents}"
+
+
+@then(p('the model\'s request for "{text}" holds these messages in this order:'))
+def then_request_messages(model: FakeProvider, text: str, datatable: list[list[str]]) -> None:
+    """Every message of the request but the system prompt, as ``| role |
+    content |``."""
+    header, *rows = datatable
+    assert header == ["role", "content"], header
+    got = [[m["role"], m["content"]] for m in _request_for(model, text).body["messages"] if m["role"] != "system"]
+    assert got == rows, f"the model was sent {got}"
+
+
+def _reply_posts(discord_world: DiscordScenario, text: str) -> list[dict[str, Any]]:
+    said = discord_world.said(text)
+    posts = discord_world.snapshot(lambda: discord_world.replies_to(said.id))
+    if not posts:
+        raise DiscordScenarioError(f"no reply to {text!r}")
+    return posts
+
+
+@then(p('the bot\'s reply on Discord to "{text}" was posted once and edited as it was written, at most once a second'))
+def then_streamed(discord_world: DiscordScenario, model: FakeProvider, text: str) -> None:
+    """On the fake's REST log: one POST answers ``text``; it was edited at
+    least twice, each edit showing more than the one before (the preview
+    grew), no two edits of it less than 0.9 s apart, and it shows the whole
+    reply now."""
+    whole = "".join(_slow_story(text)).strip()
+    said = discord_world.said(text)
+    try:
+        discord_world.wait(lambda: any(p["content"] == whole for p in discord_world.replies_to(said.id)),
+                           REPLY_TIMEOUT, "the whole streamed reply")
+    except TimeoutError:
+        raise DiscordScenarioError(f"the reply never showed the whole text\n{discord_world.logs()}") from None
+    posts = _reply_posts(discord_world, text)
+    assert len(posts) == 1, f"{len(posts)} posts answer {text!r}"
+    post = posts[0]
+    edits = discord_world.snapshot(lambda: [e for e in discord_world.fake.edits if e["message_id"] == post["id"]])
+    shown = [e["content"] for e in edits]
+    assert len(edits) >= 2, f"the reply was edited {len(edits)} times: {shown}\n{discord_world.logs()}"
+    assert all(len(a) < len(b) for a, b in zip(shown, shown[1:])), shown
+    gaps = [b["at"] - a["at"] for a, b in zip(edits, edits[1:])]
+    assert all(g >= 0.9 for g in gaps), f"edits closer than a second: {gaps}"
+    assert post["content"] == whole, f"the reply shows {post['content']!r}, not the whole {whole!r}"
+
+
+def _stored_reply(discord_world: DiscordScenario, text: str) -> list[tuple[Any, ...]]:
+    said = discord_world.said(text)
+    return discord_world.backends.query("SELECT content FROM messages WHERE role = 'bot' AND reply_to_id = ?", (said.id,))
+
+
+@then(p('the database holds the bot\'s reply to "{text}" as Discord shows it'))
+def then_stored_as_shown(discord_world: DiscordScenario, text: str) -> None:
+    shown = "\n".join(p["content"] for p in _reply_posts(discord_world, text))
+    rows = _stored_reply(discord_world, text)
+    assert rows == [(shown,)], f"stored {rows}, Discord shows {shown!r}"
+
+
+@then(p('the database holds the bot\'s reply to "{text}" as "{content}"'))
+def then_stored_as(discord_world: DiscordScenario, text: str, content: str) -> None:
+    rows = _stored_reply(discord_world, text)
+    assert rows == [(content,)], f"stored {rows}"
+
+
