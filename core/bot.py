@@ -25,6 +25,8 @@ from core.models import (
     Context,
     HealthReport,
     IncomingMessage,
+    MessageDeletion,
+    MessageEdit,
     MessageRecord,
     Reply,
     SendReply,
@@ -332,6 +334,23 @@ class Bot:
         if parsed and not message.attachments:
             return await self._command(message, *parsed, send)
         return await self._turn(message, send, self._generate, prepare=True)
+
+    async def handle_edit(self, edit: MessageEdit) -> None:
+        """A user edited a message, on any transport: memory updates what
+        it holds for it (docs/MEMORY.md, E). Nothing is sent. An edit too
+        long to be a message is ignored (the old text stays)."""
+        if edit.author_is_bot:
+            return
+        if len(edit.content) > self.settings.bot.max_message_chars or not edit.content.strip():
+            log.info("edit of message %s ignored: empty or longer than a message may be", edit.id)
+            return
+        await self.storage.edit_message(edit)
+
+    async def handle_deletion(self, deletion: MessageDeletion) -> None:
+        """Messages were deleted, on any transport: memory removes them and
+        the bot's replies to them (docs/MEMORY.md, E). Nothing is sent."""
+        if deletion.ids:
+            await self.storage.delete_messages(deletion)
 
     async def _command(
         self, message: IncomingMessage, name: str, args: str, send: SendReply

@@ -130,6 +130,33 @@ class IncomingMessage:
     quoted: Quote | None = None
 
 
+@dataclass(slots=True)
+class MessageEdit:
+    """A user edited a message: ``content`` is its new text, ``edited_at``
+    the platform's time of the edit (a later edit wins over an earlier one,
+    whatever order they arrive in)."""
+
+    id: str
+    author_id: str
+    channel_id: str
+    content: str
+    edited_at: float
+    guild_id: str | None = None
+    transport: str = "test"
+    author_is_bot: bool = False
+
+
+@dataclass(slots=True)
+class MessageDeletion:
+    """Messages deleted on the platform (one, or a bulk delete), by id."""
+
+    ids: list[str]
+    channel_id: str
+    deleted_at: float
+    guild_id: str | None = None
+    transport: str = "test"
+
+
 class ReplyId(str):
     """The record id of the bot's reply to a message: ``reply:<message id>``.
 

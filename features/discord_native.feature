@@ -4,8 +4,8 @@ Feature: Conversations that feel like Discord
   the unmodified discord.py client against the fake Discord, memory on the
   scenario's backends, and the model a chat-completions server on
   127.0.0.1 that records every request: text files are read into the
-  context, replies are shown while they are written, and replying to an
-  old message brings that exchange back. What is checked is what Discord
+  context, replies are shown while they are written, replying to an old
+  message brings that exchange back, and edits and deletions reach memory. What is checked is what Discord
   received from the bot, what the model was sent, and the `messages` table
   read with plain SQL.
 
@@ -58,4 +58,34 @@ Feature: Conversations that feel like Discord
       | user      | three                        |
       | assistant | echo: three                  |
       | user      | which locker was it?         |
+    And eventually the database holds every message written on Discord and its reply, each once
+
+  @fault
+  Scenario: An edit and a deletion on Discord reach memory, also after a Redis flush
+    Given the bot is running in its own process, connected to Discord
+    When alice writes "my name is Ann" to the bot in #general on Discord
+    And alice writes "my secret is 42" to the bot in #general on Discord
+    And alice writes "I like tea" to the bot in #general on Discord
+    And alice edits "my name is Ann" on Discord to "my name is Bea"
+    And alice deletes "my secret is 42" on Discord
+    And alice writes "hello again" to the bot in #general on Discord
+    Then the model's request for "hello again" holds "my name is Bea"
+    And the model's request for "hello again" does not hold "my secret is 42"
+    When the bot's Redis is flushed
+    And alice writes "who am I?" to the bot in #general on Discord
+    Then the model's request for "who am I?" holds "my name is Bea"
+    And the model's request for "who am I?" has no message "my name is Ann"
+    And the model's request for "who am I?" does not hold "my secret is 42"
+    And eventually the database holds every message written on Discord and its reply, each once
+
+  Scenario: A bulk delete on Discord follows the same path
+    Given the bot is running in its own process, connected to Discord
+    When alice writes "apples" to the bot in #general on Discord
+    And alice writes "bananas" to the bot in #general on Discord
+    And alice writes "cherries" to the bot in #general on Discord
+    And a moderator deletes "apples" and "bananas" on Discord at once
+    And alice writes "what fruit?" to the bot in #general on Discord
+    Then the model's request for "what fruit?" does not hold "apples"
+    And the model's request for "what fruit?" does not hold "bananas"
+    And the model's request for "what fruit?" holds "cherries"
     And eventually the database holds every message written on Discord and its reply, each once

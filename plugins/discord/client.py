@@ -36,7 +36,14 @@ from discord.ext import commands
 
 from core.errors import ConfigError
 from core.models import Command, Reply, Sent
-from plugins.discord.convert import interaction_to_incoming, read_attachments, to_incoming, trigger
+from plugins.discord.convert import (
+    interaction_to_incoming,
+    read_attachments,
+    to_deletion,
+    to_edit,
+    to_incoming,
+    trigger,
+)
 from plugins.discord.endpoints import use_endpoints
 from plugins.discord.live import LiveReply
 from plugins.discord.parts import _nonce, allowed_mentions, reply_parts, to_files
@@ -206,6 +213,33 @@ class TransportMixin:
             log.debug("blank message %s in a configured channel ignored (is the Message Content intent on?)", message.id)
             return
         await self.answer(message)
+
+    # --- edits and deletions -----------------------------------------------------
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """A user edited a message: memory updates what it holds (the core's
+        ``handle_edit``). Updates without new text (a link preview coming
+        in) and the bot's own edits are not edits of what was said."""
+        if self.user is None or "content" not in payload.data or payload.data.get("edited_timestamp") is None:
+            return
+        try:
+            await self.core.handle_edit(to_edit(payload.message, bot_user_id=self.user.id, bot_name=self.user.display_name))
+        except Exception:  # noqa: BLE001 - one event must not take the transport down
+            log.exception("edit of message %s could not be applied", payload.message_id)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._deleted([payload.message_id], payload.channel_id, payload.guild_id)
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await self._deleted(sorted(payload.message_ids), payload.channel_id, payload.guild_id)
+
+    async def _deleted(self, ids: list[int], channel_id: int, guild_id: int | None) -> None:
+        """Messages were deleted (one, or a moderator's bulk delete): memory
+        removes them everywhere (the core's ``handle_deletion``)."""
+        try:
+            await self.core.handle_deletion(to_deletion(ids, channel_id, guild_id, self.core.clock.now()))
+        except Exception:  # noqa: BLE001 - one event must not take the transport down
+            log.exception("deletion of messages %s could not be applied", ids)
 
     async def answer(self, message: discord.Message) -> None:
         typing = TypingIndicator(message.channel)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import discord
 
-from core.models import Attachment, IncomingMessage, Quote
+from core.models import Attachment, IncomingMessage, MessageDeletion, MessageEdit, Quote
 
 log = logging.getLogger("plugins.discord")
 
@@ -198,4 +198,30 @@ def interaction_to_incoming(
         # Discord computes the member's permissions in the channel for us.
         permissions=_names(interaction.permissions) if in_guild else frozenset(),
         is_owner=str(interaction.user.id) in set(owner_ids),
+    )
+
+
+def to_edit(message: discord.Message, *, bot_user_id: int, bot_name: str) -> MessageEdit:
+    """A user's edit of ``message`` (its new state)."""
+    edited = message.edited_at or message.created_at
+    channel_id, _thread = _where(message.channel)
+    return MessageEdit(
+        id=str(message.id),
+        author_id=str(message.author.id),
+        channel_id=channel_id,
+        guild_id=str(message.guild.id) if message.guild else None,
+        content=clean_content(message.content, bot_user_id, bot_name),
+        edited_at=edited.timestamp(),
+        transport=TRANSPORT,
+        author_is_bot=message.author.bot or message.author.id == bot_user_id,
+    )
+
+
+def to_deletion(ids: Iterable[int], channel_id: int, guild_id: int | None, now: float) -> MessageDeletion:
+    return MessageDeletion(
+        ids=[str(i) for i in ids],
+        channel_id=str(channel_id),
+        guild_id=str(guild_id) if guild_id is not None else None,
+        deleted_at=now,
+        transport=TRANSPORT,
     )

@@ -36,6 +36,7 @@ from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
 from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
+from plugins.memory.edits import apply_correction
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.provisional import Settled, SettleLater, settle
@@ -373,16 +374,20 @@ class MemoryStore:
         assert self.db is not None
         db = self.db
 
+        corrected: set[str] = set()
+
         def apply_all() -> None:
             with db.db.atomic():
                 for entry in entries:
                     kind, data = entry.get("k"), entry.get("d")
                     if kind == "msg":
-                        db.insert_message(tuple(data))
+                        db.insert_unless_deleted(tuple(data))
                     elif kind == "session":
                         db.upsert_session(data["s"], data.get("f"))
                     elif kind == "state":
                         db.set_state(data["key"], data["value"])
+                    elif kind in ("edit", "delete"):
+                        corrected.update(apply_correction(db, kind, data))
 
         try:
             await db.run(apply_all, slow=True)
@@ -395,7 +400,7 @@ class MemoryStore:
         # The cache may not have seen these writes (Redis was down too, or a
         # window was rebuilt meanwhile): what they touch is dropped once the
         # database serves reads again (see _db_recovered).
-        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"}
+        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"} | corrected
         self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
         for entry in entries:
             if entry.get("k") == "session":

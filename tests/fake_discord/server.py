@@ -400,6 +400,27 @@ class FakeDiscord:
         self.messages[message["id"]] = message
         return message
 
+    async def edit_user_message(self, message_id: str, content: str) -> dict[str, Any]:
+        """The author edits a message: MESSAGE_UPDATE with the whole new
+        message (as Discord sends it), ``edited_timestamp`` set."""
+        message = self.messages[message_id]
+        message["content"] = content
+        message["edited_timestamp"] = iso(time.time())
+        await self.dispatch("MESSAGE_UPDATE", dict(message), guild_id=message.get("guild_id"), blank=True)
+        return message
+
+    async def delete_user_messages(self, channel_id: str, message_ids: list[str]) -> None:
+        """Messages are deleted: MESSAGE_DELETE for one, MESSAGE_DELETE_BULK
+        (a moderator's purge) for several."""
+        _channel, guild = self._channel(channel_id)
+        for message_id in message_ids:
+            self.messages.pop(message_id, None)
+        where = {"channel_id": channel_id, **({"guild_id": guild.id} if guild else {})}
+        if len(message_ids) == 1:
+            await self.dispatch("MESSAGE_DELETE", {"id": message_ids[0], **where}, guild_id=where.get("guild_id"))
+        else:
+            await self.dispatch("MESSAGE_DELETE_BULK", {"ids": list(message_ids), **where}, guild_id=where.get("guild_id"))
+
     async def dispatch_message(self, message: dict[str, Any]) -> None:
         await self.dispatch("MESSAGE_CREATE", message, guild_id=message.get("guild_id"), blank=True)
 
@@ -464,7 +485,7 @@ class FakeDiscord:
             if session.invalid or session.shard[0] != (self._shard_of(guild_id) % session.shard[1]):
                 continue
             payload = data
-            if blank and event == "MESSAGE_CREATE" and self._must_blank(session, data):
+            if blank and event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and self._must_blank(session, data):
                 payload = dict(data, content="", embeds=[], attachments=[], components=[])
                 payload.pop("poll", None)
             await self._send_dispatch(session, event, payload)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,7 @@ from pytest_bdd import given, then, when
 
 from tests.features.discord_steps import REPLY_TIMEOUT, DiscordScenario, DiscordScenarioError
 from tests.harness.steps import p
-from tests.llm.provider import FakeProvider, Seen, completion, last_user_text, sse
+from tests.llm.provider import FakeProvider, Seen, completion, last_user_text
 
 # A streamed reply takes about this long: several edit intervals (1 s).
 STREAM_PIECES = 14
@@ -129,9 +130,75 @@ def when_replies_to_old(discord_world: DiscordScenario, user: str, text: str, ea
     discord_world.write(user, text, said.place, reply_to=str(posts[0]["id"]))
 
 
+@when(p('{user:Name} edits "{text}" on Discord to "{new}"'))
+def when_edits_on_discord(discord_world: DiscordScenario, user: str, text: str, new: str) -> None:
+    """The author edits the message: MESSAGE_UPDATE to every bot process
+    (mention kept, as the client keeps it). Waits (bounded) until the
+    database shows it."""
+    said = discord_world.said(text)
+    content = said.message["content"].replace(text, new)
+    discord_world.discord.call(discord_world.fake.edit_user_message(said.id, content))
+    said.edited = new
+
+    def applied() -> bool:
+        return discord_world.backends.query("SELECT content FROM messages WHERE message_id = ?", (said.id,)) == [(new,)]
+
+    _wait_for_db(discord_world, applied, f"the edit of {text!r}")
+
+
+def _delete_on_discord(discord_world: DiscordScenario, texts: list[str]) -> None:
+    said = [discord_world.said(t) for t in texts]
+    channel_id = str(said[0].message["channel_id"])
+    discord_world.discord.call(discord_world.fake.delete_user_messages(channel_id, [w.id for w in said]))
+    for w in said:
+        w.deleted = True
+
+    def applied() -> bool:
+        marks = ", ".join("?" * len(said))
+        return not discord_world.backends.query(f"SELECT 1 FROM messages WHERE message_id IN ({marks})",
+                                                tuple(w.id for w in said))
+
+    _wait_for_db(discord_world, applied, f"the deletion of {texts}")
+
+
+def _wait_for_db(discord_world: DiscordScenario, check: Any, what: str) -> None:
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while not check():
+        if time.monotonic() > deadline:
+            raise DiscordScenarioError(f"{what} never reached the database\n{discord_world.logs()}")
+        time.sleep(0.05)
+
+
+@when(p('{user:Name} deletes "{text}" on Discord'))
+def when_deletes_on_discord(discord_world: DiscordScenario, user: str, text: str) -> None:
+    """MESSAGE_DELETE to every bot process; waits (bounded) until the
+    database no longer holds the message."""
+    _delete_on_discord(discord_world, [text])
+
+
+@when(p('a moderator deletes "{first}" and "{second}" on Discord at once'))
+def when_bulk_deletes_on_discord(discord_world: DiscordScenario, first: str, second: str) -> None:
+    """One MESSAGE_DELETE_BULK naming both messages."""
+    _delete_on_discord(discord_world, [first, second])
+
+
 # ============================================================================
 # Then
 # ============================================================================
+
+
+@then(p('the model\'s request for "{text}" has no message "{content}"'))
+def then_request_has_no_message(model: FakeProvider, text: str, content: str) -> None:
+    """No message of the request is exactly ``content`` (the bot's earlier
+    replies may still quote it: they are what the bot said)."""
+    contents = _contents(_request_for(model, text))
+    assert content not in contents, f"{content!r} is a message of {contents}"
+
+
+@then(p('the model\'s request for "{text}" holds "{fragment}"'))
+def then_request_holds(model: FakeProvider, text: str, fragment: str) -> None:
+    contents = _contents(_request_for(model, text))
+    assert any(fragment in c for c in contents), f"{fragment!r} is not in {contents}"
 
 
 def _request_for(model: FakeProvider, text: str) -> Seen:

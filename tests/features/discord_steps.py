@@ -65,6 +65,10 @@ class Written:
     user: str
     place: str
     message: dict[str, Any]
+    # What memory must hold for it now: the text of its latest edit, and
+    # whether it was deleted (then neither it nor its reply).
+    edited: str | None = None
+    deleted: bool = False
 
     @property
     def id(self) -> str:
@@ -405,16 +409,18 @@ def then_one_reply_each_on_discord(discord_world: DiscordScenario) -> None:
 def _check_stored_once(discord_world: DiscordScenario) -> None:
     db = discord_world.backends.query
     problems = []
+    kept = [w for w in discord_world.written if not w.deleted]
     for w in discord_world.written:
         rows = db("SELECT role, content FROM messages WHERE message_id = ?", (w.id,))
-        if rows != [("user", w.text)]:
-            problems.append(f"{w.text!r} (id {w.id}) is stored as {rows}")
+        wanted = [] if w.deleted else [("user", w.edited or w.text)]
+        if rows != wanted:
+            problems.append(f"{w.text!r} (id {w.id}) is stored as {rows}, not {wanted}")
         replies = db("SELECT count(*) FROM messages WHERE role = 'bot' AND reply_to_id = ?", (w.id,))[0][0]
-        if replies != 1:
+        if replies != (0 if w.deleted else 1):
             problems.append(f"{replies} replies to {w.text!r} are stored")
     total = db("SELECT count(*) FROM messages")[0][0]
-    if total != 2 * len(discord_world.written):
-        problems.append(f"{total} rows in messages for {len(discord_world.written)} messages and their replies")
+    if total != 2 * len(kept):
+        problems.append(f"{total} rows in messages for {len(kept)} messages and their replies")
     assert not problems, "; ".join(problems)
 
 
