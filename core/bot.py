@@ -36,6 +36,8 @@ from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
 from core.storage import StorageService
 from core.settings import Settings
 from core.streaming import TokenHub
+from core import guild_settings
+from core.guild_settings import GuildSettings
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
 log = logging.getLogger("core.bot")
@@ -85,6 +87,8 @@ class Bot:
         self.running_transport: str | None = None
         self.transport_plugins: dict[str, str] = {}
         self.switches = StoredSwitches()
+        # Per-server settings changed at run time (core.guild_settings).
+        self.guild_settings = GuildSettings()
         self._guild_off: dict[str, set[str]] = {}
         self._local_states: dict[str, Any] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -237,8 +241,37 @@ class Bot:
         if states is None:
             return False
         self.switches = StoredSwitches.from_states(states)
+        self.guild_settings = GuildSettings.from_states(states)
         await self._follow()
         return True
+
+    async def change_setting(self, guild_id: str | None, name: str, raw: str | None, *, by: str) -> str:
+        """Set (``raw`` text) or reset (``None``) run-time setting ``name``
+        for ``guild_id`` and store it so every instance follows
+        (``core.guild_settings``). Who may call this is the caller's check;
+        a bad name or value raises ``ValueError`` saying why."""
+        setting = guild_settings.SETTINGS.get(name)
+        if setting is None:
+            raise ValueError(f"unknown setting {name!r}; known: {', '.join(guild_settings.SETTINGS)}")
+        if guild_id is None and not setting.bot_wide:
+            raise ValueError(f"{name} is a per-server setting: change it in the server")
+        value = None
+        if raw is not None:
+            try:
+                value = setting.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        key = guild_settings.scope_key(guild_id, name)
+        states = await self._load_states()
+        stored = dict((states or {}).get(key) or {})
+        if value is None:
+            stored.pop(name, None)
+        else:
+            stored[name] = value
+        await self._save_state(key, stored)
+        self.guild_settings.values[key[len(guild_settings.SETTINGS_PREFIX):]] = stored
+        log.info("setting %s %s by %s (%s)", name, "reset" if value is None else "changed", by, key)
+        return f"{name} {'reset to the config' if value is None else 'set'}" + ("" if setting.bot_wide else " in this server")
 
     async def _follow(self) -> None:
         """Make this instance's plugins what config and the bot-wide
@@ -317,7 +350,7 @@ class Bot:
             self.tokens.finish(message.id)
 
     async def _handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
-        if message.author_is_bot:
+        if message.author_is_bot or not self.guild_settings.listens_to(message):
             return None
         # Claimed first: with several instances receiving every event, each
         # message (command or not) is answered once. A claim may refuse with

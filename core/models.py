@@ -128,6 +128,9 @@ class IncomingMessage:
     # What ``reply_to_id`` points at, when the transport knows it (same
     # channel only): the context brings that exchange back.
     quoted: Quote | None = None
+    # The author's role ids in this guild, when the transport knows them
+    # (per-server allowed and blocked roles: core.guild_settings).
+    author_roles: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)

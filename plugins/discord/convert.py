@@ -69,6 +69,13 @@ def permissions_of(channel: object, author: object) -> frozenset[str]:
     return _names(perms)
 
 
+def roles_of(author: object) -> frozenset[str]:
+    """The author's role ids in the guild (empty in DMs)."""
+    if not isinstance(author, discord.Member):
+        return frozenset()
+    return frozenset(str(r.id) for r in author.roles if not r.is_default())
+
+
 def _names(perms: discord.Permissions) -> frozenset[str]:
     return frozenset(name for name in CHECKED_PERMISSIONS if getattr(perms, name, False))
 
@@ -174,6 +181,7 @@ def to_incoming(
         permissions=permissions_of(message.channel, message.author),
         is_owner=str(message.author.id) in set(owner_ids),
         quoted=quote_of(message, bot_user_id, bot_name),
+        author_roles=roles_of(message.author),
     )
 
 
@@ -198,6 +206,7 @@ def interaction_to_incoming(
         # Discord computes the member's permissions in the channel for us.
         permissions=_names(interaction.permissions) if in_guild else frozenset(),
         is_owner=str(interaction.user.id) in set(owner_ids),
+        author_roles=roles_of(interaction.user),
     )
 
 

@@ -10,6 +10,7 @@ several bots in one process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -63,7 +64,15 @@ def configure(bot: Any) -> SessionsSettings:
 
 
 def settings_for(bot: Any, message: IncomingMessage) -> Effective:
-    return effective(settings_of(bot), message)
+    """The settings for ``message``: config and its overrides, then what
+    the server's administrators set at run time (``/settings``)."""
+    cfg = effective(settings_of(bot), message)
+    runtime = getattr(bot, "guild_settings", None)
+    if runtime is None or message.guild_id is None or message.is_dm:
+        return cfg
+    changed = {name: value for name in ("scope", "window_messages", "system_prompt")
+               if (value := runtime.get(message.guild_id, name)) is not None}
+    return dataclasses.replace(cfg, **changed) if changed else cfg
 
 
 def own_scope(bot: Any, message: IncomingMessage) -> str:
