@@ -89,3 +89,14 @@ Feature: Conversations that feel like Discord
     And the model's request for "what fruit?" does not hold "bananas"
     And the model's request for "what fruit?" holds "cherries"
     And eventually the database holds every message written on Discord and its reply, each once
+
+  Scenario: A server setting changed through Discord on one instance is obeyed by another
+    Given carol is an administrator of the server on Discord
+    And the bot processes follow stored settings every 0.2 seconds
+    And two bot processes "A" and "B" are connected to Discord on the same backends
+    When carol runs /settings set system_prompt "You are the pirate bot." on Discord in #general
+    And carol runs /settings set model "pirate-model" on Discord in #general
+    And bot process "A" stops
+    And alice writes "ahoy" to the bot in #general on Discord
+    Then the answer on Discord to /settings set system_prompt says "system_prompt set in this server"
+    And the model's request for "ahoy" was sent with the system prompt "You are the pirate bot." and the model "pirate-model"

@@ -107,9 +107,42 @@ def given_window(discord_world: DiscordScenario, count: int) -> None:
     discord_world.extra_env["SESSIONS_WINDOW_MESSAGES"] = str(count)
 
 
+@given(p("{user:Name} is an administrator of the server on Discord"))
+def given_discord_admin(discord_world: DiscordScenario, user: str) -> None:
+    """``user`` gets the server's admin role (before any bot connects, so
+    GUILD_CREATE carries it)."""
+    member = discord_world.user(user)
+    discord_world.discord.do(discord_world.fake.add_member, discord_world.guild, member, ["admin"])
+
+
+@given(p("the bot processes follow stored settings every {seconds:g} seconds"))
+def given_refresh(discord_world: DiscordScenario, seconds: float) -> None:
+    """A config file (``BOT_CONFIG``) with ``[bot] plugin_state_refresh``."""
+    path = discord_world.tmp_path / "bot.toml"
+    path.write_text(f"[bot]\nplugin_state_refresh = {seconds}\n")
+    discord_world.extra_env["BOT_CONFIG"] = str(path)
+
+
 # ============================================================================
 # When
 # ============================================================================
+
+
+@when(p('{user:Name} runs /settings set {name} "{value}" on Discord in {place:Place}'))
+def when_runs_settings(discord_world: DiscordScenario, user: str, name: str, value: str, place: str) -> None:
+    """The slash command ``/settings`` with its options (action, name,
+    value); every bot process receives the interaction, one answers it."""
+    member = discord_world.user(user)
+    channel_id, _mention = discord_world.channel_for(place, member)
+    answer = discord_world.discord.interaction("settings", member, channel_id,
+                                               {"action": "set", "name": name, "value": value})
+    discord_world.answers[f"/settings set {name}"] = answer
+
+
+@when(p('bot process "{name:Name}" stops'))
+def when_one_process_stops(discord_world: DiscordScenario, name: str) -> None:
+    """SIGTERM to that process (it must exit 0)."""
+    discord_world.stop(name)
 
 
 @when(p('{user:Name} writes "{text}" to the bot in {place:Place} on Discord with the file "{name}" holding "{content}"'))
@@ -185,6 +218,20 @@ def when_bulk_deletes_on_discord(discord_world: DiscordScenario, first: str, sec
 # ============================================================================
 # Then
 # ============================================================================
+
+
+@then(p('the answer on Discord to /settings set {name} says "{fragment}"'))
+def then_settings_answer(discord_world: DiscordScenario, name: str, fragment: str) -> None:
+    answer = discord_world.answers.get(f"/settings set {name}")
+    assert answer is not None and fragment in answer, f"the answer was {answer!r}"
+
+
+@then(p('the model\'s request for "{text}" was sent with the system prompt "{prompt}" and the model "{model_name}"'))
+def then_request_prompt_model(model: FakeProvider, text: str, prompt: str, model_name: str) -> None:
+    body = _request_for(model, text).body
+    system = body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith(prompt), f"the system prompt was {system}"
+    assert body["model"] == model_name, f"the model asked for was {body['model']!r}"
 
 
 @then(p('the model\'s request for "{text}" has no message "{content}"'))

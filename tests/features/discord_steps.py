@@ -90,6 +90,8 @@ class DiscordScenario:
         self.written: list[Written] = []
         # More environment for the bot processes (set before they start).
         self.extra_env: dict[str, str] = {}
+        # The bot's answers to slash commands, by what was run.
+        self.answers: dict[str, str] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
 
