@@ -100,3 +100,15 @@ Feature: Conversations that feel like Discord
     And alice writes "ahoy" to the bot in #general on Discord
     Then the answer on Discord to /settings set system_prompt says "system_prompt set in this server"
     And the model's request for "ahoy" was sent with the system prompt "You are the pirate bot." and the model "pirate-model"
+
+  @fault
+  Scenario: In a busy channel a conversation opens a thread, and its members share it
+    Given the bot processes open a thread per conversation in #general, shared by its members
+    And the bot is running in its own process, connected to Discord
+    When alice starts a conversation "my colour is red" with the bot in #general on Discord
+    And bob writes "and mine is blue" in that thread on Discord
+    And the bot's Redis is flushed
+    And carol writes "which colours were said?" in that thread on Discord
+    Then the model's request for "which colours were said?" holds "alice: my colour is red"
+    And the model's request for "which colours were said?" holds "bob: and mine is blue"
+    And eventually the database holds every message written on Discord and its reply, each once

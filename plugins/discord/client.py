@@ -124,6 +124,45 @@ class SlashTree(app_commands.CommandTree):
             log.warning("could not answer interaction %s: %s", interaction.id, exc)
 
 
+class ReplyPlace:
+    """Where the answer to one message goes: its channel, as a Discord reply
+    to it; or, when it opens a thread, a thread started from it, created
+    once, by the instance that sends (after the core's checks) and only
+    then. A thread that exists already (a retry) is reused; one that cannot
+    be created leaves the answer in the channel."""
+
+    def __init__(self, message: discord.Message, thread: bool) -> None:
+        self.message = message
+        self.thread = thread
+        self._opened: Any = None
+        self._lock = asyncio.Lock()
+        # The message's text as the core got it (the bot's mention dropped).
+        self.text = ""
+
+    def thread_name(self) -> str:
+        text = " ".join(self.text.split())
+        return (text[:80] or f"conversation with {self.message.author.display_name}")[:100]
+
+    async def target(self) -> tuple[Any, bool]:
+        """(the channel to post in, whether to quote the message)."""
+        if not self.thread:
+            return self.message.channel, True
+        async with self._lock:
+            if self._opened is None:
+                self._opened = await self._open()
+        return (self._opened, False) if self._opened is not False else (self.message.channel, True)
+
+    async def _open(self) -> Any:
+        try:
+            return await self.message.create_thread(name=self.thread_name(), auto_archive_duration=1440)
+        except discord.HTTPException as exc:
+            if exc.code == 160004:  # already created from this message (a retried send)
+                with contextlib.suppress(discord.HTTPException):
+                    return await self.message.guild.fetch_channel(self.message.id)  # type: ignore[union-attr]
+            log.warning("could not open a thread for message %s (%s); answering in the channel", self.message.id, exc)
+            return False
+
+
 class TransportMixin:
     """The transport's behaviour; mixed into ``commands.Bot`` or
     ``commands.AutoShardedBot`` by :func:`build_client`."""
@@ -201,7 +240,7 @@ class TransportMixin:
     async def on_message(self, message: discord.Message) -> None:
         if self.user is None:
             return
-        why = trigger(message, self.user.id, self.config.channels)
+        why = trigger(message, self.user.id, self.config.channels, self.config.thread_channels)
         if why is None:
             return
         if not self.first_delivery(message.id):
@@ -241,15 +280,24 @@ class TransportMixin:
         except Exception:  # noqa: BLE001 - one event must not take the transport down
             log.exception("deletion of messages %s could not be applied", ids)
 
+    def opens_thread(self, message: discord.Message) -> bool:
+        """Whether the answer to ``message`` opens a thread (``thread_channels``)."""
+        return (
+            message.guild is not None
+            and not isinstance(message.channel, discord.Thread)
+            and message.channel.id in self.config.thread_channels
+        )
+
     async def answer(self, message: discord.Message) -> None:
         typing = TypingIndicator(message.channel)
         live: LiveReply | None = None
+        place = ReplyPlace(message, self.opens_thread(message))
 
         async def send(reply: Reply) -> Sent:
             await typing.stop()
             if live is not None:
                 return await live.deliver(reply)
-            return await self.send_reply(message, reply)
+            return await self.send_reply(message, reply, place)
 
         try:
             attachments = await read_attachments(message, self.config.max_attachment_bytes)
@@ -260,9 +308,14 @@ class TransportMixin:
                 owner_ids=self.owners,
                 attachments=attachments,
             )
+            if place.thread:
+                # A thread started from a message has the message's id: the
+                # conversation's scope is the thread's from its first message.
+                incoming.thread_id = str(message.id)
+                place.text = incoming.content
             if self.config.stream_replies:
                 # Subscribed before the pipeline starts, so no piece is missed.
-                live = LiveReply(self, message, incoming, self.config.stream_edit_interval, typing.stop)
+                live = LiveReply(self, message, incoming, self.config.stream_edit_interval, typing.stop, place)
                 live.follow(self.core.tokens.subscribe(incoming.id))
             await self.core.handle(incoming, send)
         except Exception:  # noqa: BLE001 - one message must not take the transport down
@@ -274,33 +327,41 @@ class TransportMixin:
                 await live.close()
             await typing.stop()
 
-    async def send_reply(self, message: discord.Message, reply: Reply) -> Sent:
+    async def send_reply(self, message: discord.Message, reply: Reply, place: ReplyPlace | None = None) -> Sent:
         """Send ``reply`` as an answer to ``message``; returns the first
         message's id and time. Raises when Discord keeps refusing it."""
         mentions = allowed_mentions(reply)
         first: discord.Message | None = None
         for index, (text, files) in enumerate(reply_parts(reply)):
-            sent = await self.post_part(message, index, text, files, mentions)
+            sent = await self.post_part(message, index, text, files, mentions, place)
             first = first or sent
         assert first is not None
         return Sent(id=str(first.id), timestamp=first.created_at.timestamp())
 
     async def post_part(
-        self, message: discord.Message, index: int, text: str | None, files: list[Any], mentions: discord.AllowedMentions
+        self,
+        message: discord.Message,
+        index: int,
+        text: str | None,
+        files: list[Any],
+        mentions: discord.AllowedMentions,
+        place: ReplyPlace | None = None,
     ) -> discord.Message:
         """Post part ``index`` of the reply to ``message`` (the first one as
-        a Discord reply to it), with the part's nonce."""
+        a Discord reply to it, or in the thread it opened), with the part's
+        nonce."""
+        channel, quoting = await (place or ReplyPlace(message, False)).target()
 
         def make() -> dict[str, Any]:
             kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "nonce": _nonce(message.id, index)}
             if files:
                 kwargs["files"] = to_files(files)
-            if index == 0:
+            if index == 0 and quoting:
                 kwargs["reference"] = message.to_reference(fail_if_not_exists=False)
                 kwargs["mention_author"] = False
             return kwargs
 
-        return await self.send_with_retry(message.channel.send, make)
+        return await self.send_with_retry(channel.send, make)
 
     async def edit_part(
         self, posted: discord.Message, text: str | None, files: list[Any], mentions: discord.AllowedMentions

@@ -22,10 +22,14 @@ TRANSPORT = "discord"
 CHECKED_PERMISSIONS = ("manage_messages", "administrator")
 
 
-def trigger(message: discord.Message, bot_user_id: int, channels: Iterable[int]) -> str | None:
+def trigger(
+    message: discord.Message, bot_user_id: int, channels: Iterable[int], thread_parents: Iterable[int] = ()
+) -> str | None:
     """Why the bot should answer ``message`` (``"dm"``, ``"mention"``,
     ``"reply"``, ``"channel"``), or ``None`` to stay silent. Messages from
-    bots (itself included) and webhooks never trigger."""
+    bots (itself included) and webhooks never trigger. ``thread_parents``:
+    channels whose threads are answered whole (the bot opens one per
+    conversation there)."""
     if message.author.bot or message.author.id == bot_user_id or message.webhook_id is not None:
         return None
     if message.guild is None:
@@ -39,6 +43,8 @@ def trigger(message: discord.Message, bot_user_id: int, channels: Iterable[int])
             return "reply"
     wanted = set(channels)
     if wanted and (message.channel.id in wanted or parent_id(message.channel) in wanted):
+        return "channel"
+    if parent_id(message.channel) in set(thread_parents):
         return "channel"
     return None
 

@@ -49,8 +49,10 @@ class LiveReply:
         incoming: IncomingMessage,
         interval: float,
         before_first: Callable[[], Awaitable[None]],
+        place: Any = None,
     ) -> None:
         self.client = client
+        self.place = place
         self.message = message
         self.incoming = incoming
         self.interval = interval
@@ -107,7 +109,7 @@ class LiveReply:
                 if self.shown[index] != chunk:
                     await self._edit(index, chunk, [], mentions)
             else:
-                self.posted.append(await self.client.post_part(self.message, index, chunk, [], mentions))
+                self.posted.append(await self.client.post_part(self.message, index, chunk, [], mentions, self.place))
                 self.shown.append(chunk)
 
     async def _edit(self, index: int, text: str | None, files: list[Any], mentions: discord.AllowedMentions) -> None:
@@ -141,7 +143,7 @@ class LiveReply:
         """Show the final ``reply`` (the stored one) in place of the preview."""
         await self.close()
         if not self.posted:
-            return await self.client.send_reply(self.message, reply)
+            return await self.client.send_reply(self.message, reply, self.place)
         mentions = allowed_mentions(reply)
         parts = reply_parts(reply)
         for index, (text, files) in enumerate(parts):
@@ -149,7 +151,7 @@ class LiveReply:
                 if files or self.shown[index] != text or reply.allow_mentions:
                     await self._edit(index, text, files, mentions)
             else:
-                self.posted.append(await self.client.post_part(self.message, index, text, files, mentions))
+                self.posted.append(await self.client.post_part(self.message, index, text, files, mentions, self.place))
                 self.shown.append(text)
         for extra in self.posted[len(parts):]:
             with contextlib.suppress(discord.NotFound):

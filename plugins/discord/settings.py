@@ -28,6 +28,12 @@ class DiscordSettings(PluginSettings):
     # Channels where the bot answers every message, not only mentions/replies
     # (threads under them too). Needs message_content_intent.
     channels: list[int] = Field(default_factory=list)
+    # Busy channels where each new conversation opens a thread: a message
+    # that addresses the bot there starts a thread (from that message), the
+    # reply goes in it, and every message in threads under these channels is
+    # answered. Pair with [sessions] scope = "thread" to share a thread's
+    # context among its members.
+    thread_channels: list[int] = Field(default_factory=list)
     # Sync slash commands to these guilds (instant) instead of globally.
     guild_ids: list[int] = Field(default_factory=list)
     # Sharding: shard_count alone runs every shard in this process;

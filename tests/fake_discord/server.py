@@ -161,6 +161,7 @@ class FakeDiscord:
         # and ids of the messages it deleted.
         self.edits: list[dict[str, Any]] = []
         self.deleted: list[str] = []
+        self.threads: list[dict[str, Any]] = []  # threads the bot started
         self.interaction_responses: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, dict[str, Any]] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id or None (global)
@@ -702,6 +703,13 @@ class FakeDiscord:
             return json_response(message) if message else error(404, "Unknown Message", 10008)
         if m and method == "PATCH":
             return await self._edit_message(request, m.group(1), m.group(2))
+        m2 = re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path)
+        if m2 and method == "POST":
+            return await self._start_thread(request, m2.group(1), m2.group(2))
+        m3 = re.fullmatch(r"/channels/(\d+)", path)
+        if m3 and method == "GET":
+            found, _guild = self._channel(m3.group(1))
+            return json_response(found) if found else error(404, "Unknown Channel", 10003)
         if m and method == "DELETE":
             return self._delete_message(m.group(1), m.group(2))
         if method == "POST" and path == "/users/@me/channels":
@@ -840,6 +848,21 @@ class FakeDiscord:
                 record.update(content=message["content"], attachments=message["attachments"],
                               edited_timestamp=message["edited_timestamp"])
         return json_response(message)
+
+    async def _start_thread(self, request: web.Request, channel_id: str, message_id: str) -> web.Response:
+        """A public thread started from a message: its id is the message's
+        (as on Discord); a second thread from one message is refused."""
+        channel, guild = self._channel(channel_id)
+        if channel is None or guild is None or message_id not in self.messages:
+            return error(404, "Unknown Message", 10008)
+        if self._channel(message_id)[0] is not None:
+            return error(400, "A thread has already been created for this message", 160004)
+        body = await request.json()
+        thread = self.add_channel(guild, str(body.get("name") or "thread")[:100], parent_id=channel_id)
+        thread.update(id=message_id, owner_id=self.bot_user["id"])
+        self.threads.append(thread)
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True), guild_id=guild.id)
+        return json_response(thread, 201)
 
     def _delete_message(self, channel_id: str, message_id: str) -> web.Response:
         message, problem = self._own_message(channel_id, message_id)

@@ -139,6 +139,39 @@ def when_runs_settings(discord_world: DiscordScenario, user: str, name: str, val
     discord_world.answers[f"/settings set {name}"] = answer
 
 
+@given(p("the bot processes open a thread per conversation in {place:Place}, shared by its members"))
+def given_thread_channel(discord_world: DiscordScenario, place: str) -> None:
+    """``DISCORD_THREAD_CHANNELS`` lists the channel; ``SESSIONS_SCOPE=thread``."""
+    channel_id, _mention = discord_world.channel_for(place, discord_world.user("alice"))
+    discord_world.extra_env.update(DISCORD_THREAD_CHANNELS=f"[{channel_id}]", SESSIONS_SCOPE="thread")
+
+
+def _wait_thread_replies(discord_world: DiscordScenario, thread_id: str, count: int, what: str) -> None:
+    try:
+        discord_world.wait(lambda: len(discord_world.fake.bot_messages_in(thread_id)) >= count or None,
+                           REPLY_TIMEOUT, what)
+    except TimeoutError:
+        raise DiscordScenarioError(f"no {what}\n{discord_world.logs()}") from None
+
+
+@when(p('{user:Name} starts a conversation "{text}" with the bot in {place:Place} on Discord'))
+def when_starts_thread(discord_world: DiscordScenario, user: str, text: str, place: str) -> None:
+    """``user`` mentions the bot in ``place``; waits (bounded) for the
+    bot's answer in the thread it opens from that message."""
+    written = discord_world.write_only(user, text, place)
+    _wait_thread_replies(discord_world, written.id, 1, f"a thread answering {text!r}")
+    discord_world.thread = written.id
+
+
+@when(p('{user:Name} writes "{text}" in that thread on Discord'))
+def when_writes_in_thread(discord_world: DiscordScenario, user: str, text: str) -> None:
+    """No mention: the bot answers every message in threads it opens."""
+    thread_id = discord_world.thread
+    before = discord_world.snapshot(lambda: len(discord_world.fake.bot_messages_in(thread_id)))
+    discord_world.write_only(user, text, thread_id, in_channel=thread_id)
+    _wait_thread_replies(discord_world, thread_id, before + 1, f"the answer to {text!r} in the thread")
+
+
 @when(p('bot process "{name:Name}" stops'))
 def when_one_process_stops(discord_world: DiscordScenario, name: str) -> None:
     """SIGTERM to that process (it must exit 0)."""

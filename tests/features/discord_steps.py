@@ -92,6 +92,8 @@ class DiscordScenario:
         self.extra_env: dict[str, str] = {}
         # The bot's answers to slash commands, by what was run.
         self.answers: dict[str, str] = {}
+        # The thread the bot opened for the conversation last started.
+        self.thread = ""
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
 
@@ -177,6 +179,19 @@ class DiscordScenario:
             self.wait(lambda: self.replies_to(written.id) or None, REPLY_TIMEOUT, f"the bot's reply to {text!r}")
         except TimeoutError:
             raise DiscordScenarioError(f"no reply to {text!r} within {REPLY_TIMEOUT:.0f} s\n{self.logs()}") from None
+        return written
+
+    def write_only(self, user_name: str, text: str, place: str, *, in_channel: str | None = None) -> Written:
+        """``user`` writes ``text`` in ``place`` (mentioning the bot), or
+        without a mention in channel or thread ``in_channel``; does not wait."""
+        user = self.user(user_name)
+        if in_channel is not None:
+            message = self.discord.say(in_channel, user, text)
+        else:
+            channel_id, mention = self.channel_for(place, user)
+            message = self.discord.say(channel_id, user, text, mention=mention)
+        written = Written(text, user_name, place, message)
+        self.written.append(written)
         return written
 
     def wait(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
