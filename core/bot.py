@@ -25,6 +25,8 @@ from core.models import (
     Context,
     HealthReport,
     IncomingMessage,
+    MessageDeletion,
+    MessageEdit,
     MessageRecord,
     Reply,
     SendReply,
@@ -33,6 +35,9 @@ from core.models import (
 from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
 from core.storage import StorageService
 from core.settings import Settings
+from core.streaming import TokenHub
+from core import guild_settings
+from core.guild_settings import GuildSettings
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
 
 log = logging.getLogger("core.bot")
@@ -68,6 +73,9 @@ class Bot:
         self.hooks = Hooks(self.plugins.pm, {"bot": self}, self.off_in_guild, self.hook_timeout)
         # The conversation store one plugin registers (core.storage).
         self.storage = StorageService(self.hooks)
+        # Replies as they are written, for transports that show them live
+        # (core.streaming): reply plugins publish, transports subscribe.
+        self.tokens = TokenHub()
         # What each plugin keeps for this bot, under the plugin's name (the
         # one way: several bots share a process in tests and deploys).
         self.plugin_state: dict[str, Any] = {}
@@ -79,6 +87,8 @@ class Bot:
         self.running_transport: str | None = None
         self.transport_plugins: dict[str, str] = {}
         self.switches = StoredSwitches()
+        # Per-server settings changed at run time (core.guild_settings).
+        self.guild_settings = GuildSettings()
         self._guild_off: dict[str, set[str]] = {}
         self._local_states: dict[str, Any] = {}
         self._follower: asyncio.Task[None] | None = None
@@ -231,8 +241,37 @@ class Bot:
         if states is None:
             return False
         self.switches = StoredSwitches.from_states(states)
+        self.guild_settings = GuildSettings.from_states(states)
         await self._follow()
         return True
+
+    async def change_setting(self, guild_id: str | None, name: str, raw: str | None, *, by: str) -> str:
+        """Set (``raw`` text) or reset (``None``) run-time setting ``name``
+        for ``guild_id`` and store it so every instance follows
+        (``core.guild_settings``). Who may call this is the caller's check;
+        a bad name or value raises ``ValueError`` saying why."""
+        setting = guild_settings.SETTINGS.get(name)
+        if setting is None:
+            raise ValueError(f"unknown setting {name!r}; known: {', '.join(guild_settings.SETTINGS)}")
+        if guild_id is None and not setting.bot_wide:
+            raise ValueError(f"{name} is a per-server setting: change it in the server")
+        value = None
+        if raw is not None:
+            try:
+                value = setting.parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        key = guild_settings.scope_key(guild_id, name)
+        states = await self._load_states()
+        stored = dict((states or {}).get(key) or {})
+        if value is None:
+            stored.pop(name, None)
+        else:
+            stored[name] = value
+        await self._save_state(key, stored)
+        self.guild_settings.values[key[len(guild_settings.SETTINGS_PREFIX):]] = stored
+        log.info("setting %s %s by %s (%s)", name, "reset" if value is None else "changed", by, key)
+        return f"{name} {'reset to the config' if value is None else 'set'}" + ("" if setting.bot_wide else " in this server")
 
     async def _follow(self) -> None:
         """Make this instance's plugins what config and the bot-wide
@@ -303,7 +342,15 @@ class Bot:
         and nothing else of the pipeline (claim, lease, session, storage,
         the claim marked done) is done anywhere but here.
         """
-        if message.author_is_bot:
+        try:
+            return await self._handle(message, send)
+        finally:
+            # A transport following the reply live stops waiting, whatever
+            # happened (a command, a refusal, another instance answered).
+            self.tokens.finish(message.id)
+
+    async def _handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
+        if message.author_is_bot or not self.guild_settings.listens_to(message):
             return None
         # Claimed first: with several instances receiving every event, each
         # message (command or not) is answered once. A claim may refuse with
@@ -320,6 +367,23 @@ class Bot:
         if parsed and not message.attachments:
             return await self._command(message, *parsed, send)
         return await self._turn(message, send, self._generate, prepare=True)
+
+    async def handle_edit(self, edit: MessageEdit) -> None:
+        """A user edited a message, on any transport: memory updates what
+        it holds for it (docs/MEMORY.md, E). Nothing is sent. An edit too
+        long to be a message is ignored (the old text stays)."""
+        if edit.author_is_bot:
+            return
+        if len(edit.content) > self.settings.bot.max_message_chars or not edit.content.strip():
+            log.info("edit of message %s ignored: empty or longer than a message may be", edit.id)
+            return
+        await self.storage.edit_message(edit)
+
+    async def handle_deletion(self, deletion: MessageDeletion) -> None:
+        """Messages were deleted, on any transport: memory removes them and
+        the bot's replies to them (docs/MEMORY.md, E). Nothing is sent."""
+        if deletion.ids:
+            await self.storage.delete_messages(deletion)
 
     async def _command(
         self, message: IncomingMessage, name: str, args: str, send: SendReply
@@ -353,6 +417,13 @@ class Bot:
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
+
+    async def may_send(self, message: IncomingMessage) -> bool:
+        """Whether this instance may show an answer to ``message`` now: the
+        check the core makes before every send (``confirm_reply``, A4). A
+        transport that posts a reply before it is complete (streaming) asks
+        this before its first post; asking again is harmless."""
+        return await self._confirmed(message)
 
     async def _confirmed(self, message: IncomingMessage) -> bool:
         if not await self.storage.confirm_reply(message):

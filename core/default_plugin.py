@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.commands import available, is_owner
+from core.guild_settings import SETTINGS, describe
 from core.hookspecs import PROJECT_NAME
 from core.models import Command, Context, HealthReport, Invocation, Reply
 import pluggy
@@ -63,6 +64,29 @@ async def _plugins(inv: Invocation) -> Reply:
         return Reply(str(exc))
 
 
+async def _settings(inv: Invocation) -> Reply:
+    """``/settings [show | set NAME VALUE | reset NAME]``: this server's
+    run-time settings (its administrators and the owners); in DMs and the
+    terminal the bot-wide ones (owners)."""
+    bot, message = inv.bot, inv.message
+    prefix = bot.settings.bot.command_prefix
+    words = inv.args.split(maxsplit=2)
+    action = words[0].lower() if words else "show"
+    if action == "show" and len(words) <= 1:
+        return Reply(describe(bot.guild_settings, message.guild_id, prefix))
+    if not ((action == "set" and len(words) == 3) or (action == "reset" and len(words) == 2)):
+        return Reply(f"Usage: {prefix}settings [show | set NAME VALUE | reset NAME]")
+    setting = SETTINGS.get(words[1])
+    owner = is_owner(message, bot.settings.bot.owner_ids)
+    if setting is not None and setting.bot_wide and not owner:
+        return Reply(f"Only the bot's owners can change {setting.name} (it applies to the whole bot).")
+    guild = None if setting is not None and setting.bot_wide else message.guild_id
+    try:
+        return Reply(await bot.change_setting(guild, words[1], words[2] if action == "set" else None, by=message.author_id))
+    except ValueError as exc:
+        return Reply(str(exc))
+
+
 def listing(bot: Any, guild_id: str | None) -> str:
     """Every plugin and its state, as seen from ``guild_id`` (``None``: the
     whole bot)."""
@@ -94,6 +118,15 @@ def register_commands(register: Any) -> None:
                 "name": "plugin name",
                 "scope": "here (this server, the default) or everywhere (owners only)",
             },
+        )
+    )
+    register(
+        Command(
+            "settings",
+            "show this server's settings; admins: set NAME VALUE or reset NAME",
+            _settings,
+            permission="admin",
+            options={"action": "show, set or reset", "name": "the setting", "value": "its new value"},
         )
     )
 

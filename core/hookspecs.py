@@ -39,8 +39,16 @@ way to stop a message: its text becomes the reply.
 
 An implementation declares only the arguments it needs, by name. Every hook
 may also take ``bot``: the running :class:`core.bot.Bot` (settings, clock,
-instance id, ``bot.hooks`` to call other hooks, and ``bot.storage``: the
-conversation store, :class:`core.storage.StorageService`).
+instance id, ``bot.hooks`` to call other hooks, ``bot.storage``: the
+conversation store, :class:`core.storage.StorageService`, and
+``bot.tokens``: replies as they are written, :mod:`core.streaming`).
+
+**Streaming**: a reply plugin that writes its reply piece by piece
+publishes each piece with ``bot.tokens.publish(message.id, piece)`` while
+``generate_reply`` runs, and still returns the whole :class:`Reply` (the
+one sent last and stored). A transport that shows replies live subscribes
+with ``bot.tokens.subscribe(message.id)`` before ``bot.handle`` and asks
+``bot.may_send(message)`` before its first post.
 
 **Per-bot state**: what a plugin keeps for a running bot (a client, a
 service, its validated settings) goes in ``bot.plugin_state[<plugin name>]``,

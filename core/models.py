@@ -36,9 +36,12 @@ class Attachment:
     width: int | None = None
     height: int | None = None
     description: str | None = None
+    # The decoded text of a text-like file (a plugin reads it before the
+    # message is stored), so the record keeps it and the context shows it.
+    text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "filename": self.filename,
             "content_type": self.content_type,
             "size": self.size,
@@ -48,6 +51,9 @@ class Attachment:
             "height": self.height,
             "description": self.description,
         }
+        if self.text is not None:
+            data["text"] = self.text
+        return data
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Attachment:
@@ -72,7 +78,24 @@ _ATTACHMENT_FIELDS = (
     "width",
     "height",
     "description",
+    "text",
 )
+
+
+@dataclass(slots=True)
+class Quote:
+    """The earlier message a message replies to, as the platform shows it
+    (a Discord reply carries it). ``answers_id``: when the quoted message is
+    the bot's own reply, the id of the message it answered (its record is
+    stored as ``reply:<answers_id>``)."""
+
+    id: str
+    author_id: str
+    content: str
+    timestamp: float
+    author_name: str = ""
+    from_bot: bool = False
+    answers_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -102,6 +125,39 @@ class IncomingMessage:
     attachments: list[Attachment] = field(default_factory=list)
     permissions: frozenset[str] = frozenset()
     is_owner: bool = False
+    # What ``reply_to_id`` points at, when the transport knows it (same
+    # channel only): the context brings that exchange back.
+    quoted: Quote | None = None
+    # The author's role ids in this guild, when the transport knows them
+    # (per-server allowed and blocked roles: core.guild_settings).
+    author_roles: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class MessageEdit:
+    """A user edited a message: ``content`` is its new text, ``edited_at``
+    the platform's time of the edit (a later edit wins over an earlier one,
+    whatever order they arrive in)."""
+
+    id: str
+    author_id: str
+    channel_id: str
+    content: str
+    edited_at: float
+    guild_id: str | None = None
+    transport: str = "test"
+    author_is_bot: bool = False
+
+
+@dataclass(slots=True)
+class MessageDeletion:
+    """Messages deleted on the platform (one, or a bulk delete), by id."""
+
+    ids: list[str]
+    channel_id: str
+    deleted_at: float
+    guild_id: str | None = None
+    transport: str = "test"
 
 
 class ReplyId(str):

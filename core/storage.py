@@ -21,7 +21,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from core.models import IncomingMessage, MessageRecord, Session
+from core.models import IncomingMessage, MessageDeletion, MessageEdit, MessageRecord, Session
 
 if TYPE_CHECKING:
     from core.dispatch import HookFailure, Hooks
@@ -42,6 +42,23 @@ class Storage(Protocol):
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         """The last ``limit`` messages of ``session``, oldest first."""
+        ...
+
+    async def edit_message(self, edit: MessageEdit) -> None:
+        """A user edited a message: what memory holds for it (and the next
+        context) shows the new text. Idempotent; a later edit wins."""
+        ...
+
+    async def delete_messages(self, deletion: MessageDeletion) -> None:
+        """Messages were deleted: remove them, and the bot's replies to
+        them, everywhere the store keeps them. Idempotent; final (a deleted
+        message is not stored again)."""
+        ...
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        """The stored messages among ``ids`` (any session), in any order;
+        those it does not hold (or cannot reach now) are left out. Used to
+        bring back an exchange a user replies to."""
         ...
 
     async def load_session(self, scope_key: str) -> Session | None:
@@ -99,6 +116,15 @@ class StorageBase:
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         return []
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        return []
+
+    async def edit_message(self, edit: MessageEdit) -> None:
+        return None
+
+    async def delete_messages(self, deletion: MessageDeletion) -> None:
+        return None
 
     async def load_session(self, scope_key: str) -> Session | None:
         return None
@@ -200,6 +226,16 @@ class StorageService:
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
         ok, result, _ = await self._call("load_messages", session=session, limit=limit)
         return list(result) if ok and result else []
+
+    async def edit_message(self, edit: MessageEdit) -> None:
+        await self._call("edit_message", edit=edit)
+
+    async def delete_messages(self, deletion: MessageDeletion) -> None:
+        await self._call("delete_messages", deletion=deletion)
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        ok, result, _ = await self._call("load_records", ids=list(ids))
+        return [r for r in result if isinstance(r, MessageRecord)] if ok and result else []
 
     async def load_session(self, scope_key: str) -> Session | None:
         """The stored session, or ``None`` (also when the storage failed)."""

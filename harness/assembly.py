@@ -37,9 +37,10 @@ def build_settings(
     env = EnvSettings(_env_file=None, data_dir=data_dir, instance_id=instance_id)  # type: ignore[call-arg]
     return Settings(
         env=env,
-        bot=BotSection(name=BOT_NAME),
+        # ``[bot]`` keys a scenario sets (e.g. plugin_state_refresh) go to the core.
+        bot=BotSection(name=BOT_NAME, **sections.get("bot", {})),
         plugins=PluginsSection(enabled=list(plugins if plugins is not None else DEFAULT_PLUGINS)),
-        sections={k: dict(v) for k, v in sections.items()},
+        sections={k: dict(v) for k, v in sections.items() if k != "bot"},
     )
 
 

@@ -130,14 +130,18 @@ class World:
 def message_to_dict(message: IncomingMessage) -> dict[str, Any]:
     raw = dataclasses.asdict(message)
     raw["permissions"] = sorted(message.permissions)
+    raw["author_roles"] = sorted(message.author_roles)
     raw["attachments"] = [a.to_dict() for a in message.attachments]
     return raw
 
 
 def message_from_dict(raw: dict[str, Any]) -> IncomingMessage:
-    from core.models import Attachment
+    from core.models import Attachment, Quote
 
     raw = dict(raw)
     raw["permissions"] = frozenset(raw.get("permissions") or ())
+    raw["author_roles"] = frozenset(raw.get("author_roles") or ())
     raw["attachments"] = [Attachment.from_dict(a) for a in raw.get("attachments") or []]
+    if raw.get("quoted"):
+        raw["quoted"] = Quote(**raw["quoted"])
     return IncomingMessage(**raw)

@@ -1,7 +1,8 @@
 """Terminal chat: the transport used when no Discord token is set.
 
 Each line typed is a message from the local user (the bot's operator, so an
-owner) in a direct conversation; ``/commands`` work as in Discord. Files the
+owner) in a direct conversation; a reply the reply plugin streams is
+printed as it is written; ``/commands`` work as in Discord. Files the
 bot sends are saved under ``<data dir>/files/<user>/`` and their path is
 printed; ``/forget`` deletes that folder. Everything printed goes through
 :func:`plugins.console.terminal.printable` (no escape sequences reach the
@@ -18,6 +19,7 @@ from typing import Any
 from core.ids import snowflake
 from core.models import IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
+from core.streaming import TokenStream
 from plugins.console.terminal import forget_files, printable, read_line, save_attachments, user_folder
 
 PROMPT = "you> "
@@ -34,9 +36,12 @@ async def run_console(bot: Any, stdin: Any = None, stdout: Any = None) -> None:
     name = printable(bot.settings.bot.name)
     print(f"Chatting with {name}. {prefix}help lists commands; {prefix}quit or Ctrl-D leaves.", file=stdout)
 
+    live: LiveLine | None = None
+
     async def send(reply: Reply) -> Sent:
         now = bot.clock.now()
-        print(printable(f"{name}> {reply.text()}"), file=stdout)
+        shown = await live.end() if live is not None else ""
+        print(printable(rest_of(reply.text(), shown, name)), file=stdout)
         paths, problem = save_attachments(reply, user_folder(bot.settings.data_dir / "files", author_id))
         for path in paths:
             print(printable(f"  [file saved to {path}]"), file=stdout)
@@ -68,7 +73,49 @@ async def run_console(bot: Any, stdin: Any = None, stdout: Any = None) -> None:
             is_dm=True,
             is_owner=True,
         )
-        await bot.handle(message, send)
+        live = LiveLine(stdout, name, bot.tokens.subscribe(message.id))
+        try:
+            await bot.handle(message, send)
+        finally:
+            await live.end()
+
+
+class LiveLine:
+    """Prints a reply's pieces as the reply plugin publishes them
+    (``bot.tokens``, :mod:`core.streaming`); each piece made printable on
+    its own, so no escape sequence survives being split across pieces."""
+
+    def __init__(self, stdout: Any, name: str, tokens: TokenStream) -> None:
+        self.stdout = stdout
+        self.name = name
+        self.tokens = tokens
+        self.shown = ""
+        self.task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        async for piece in self.tokens:
+            if not self.shown:
+                print(f"{self.name}> ", end="", file=self.stdout)
+            self.shown += piece
+            print(printable(piece), end="", file=self.stdout, flush=True)
+
+    async def end(self) -> str:
+        """Stop following (pieces already published are printed first);
+        return what was printed. Idempotent."""
+        self.tokens.close()
+        await self.task
+        return self.shown
+
+
+def rest_of(full: str, shown: str, name: str) -> str:
+    """What is left to print of the final reply ``full`` once ``shown``
+    was printed live: the rest of it, or the whole reply on a line of its
+    own when it is not a continuation (the reply plugin changed it)."""
+    if not shown:
+        return f"{name}> {full}"
+    if full.startswith(shown):
+        return full[len(shown):]
+    return f"\n{name}> {full}"
 
 
 @hookimpl

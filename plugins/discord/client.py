@@ -9,7 +9,9 @@ when sharding is configured) bound to a core :class:`core.bot.Bot`:
 - replies: split at 2,000 characters on sensible boundaries, sent as a reply
   to the user's message with mentions disabled (model output cannot ping
   @everyone), files attached, retried on 429 / 5xx / network errors with a
-  Discord nonce so a retried send is not posted twice;
+  Discord nonce so a retried send is not posted twice; shown while they are
+  written when the reply plugin streams (``live``: post, then edit at most
+  once a second);
 - slash commands: one per core command (options as optional string options),
   synced on start, resynced when the command set changes (an admin switched
   a plugin); permission checks stay in the core (``core.commands``).
@@ -20,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import inspect
-import io
 import logging
 import re
 import signal
@@ -36,16 +36,23 @@ from discord.ext import commands
 
 from core.errors import ConfigError
 from core.models import Command, Reply, Sent
-from plugins.discord.convert import interaction_to_incoming, read_attachments, to_incoming, trigger
+from plugins.discord.convert import (
+    interaction_to_incoming,
+    read_attachments,
+    to_deletion,
+    to_edit,
+    to_incoming,
+    trigger,
+)
 from plugins.discord.endpoints import use_endpoints
+from plugins.discord.live import LiveReply
+from plugins.discord.parts import _nonce, allowed_mentions, reply_parts, to_files
 from plugins.discord.settings import DiscordSettings
-from plugins.discord.split import split_message
 
 log = logging.getLogger("plugins.discord")
 
 # Discord's rule for command and option names (lower case, 1-32 chars).
 APP_NAME = re.compile(r"^[-_\w]{1,32}$")
-FILES_PER_MESSAGE = 10
 # Discord wants an interaction answered within 3 s: a command still running
 # after this long is deferred ("bot is thinking") and answered by follow-up.
 DEFER_AFTER = 2.0
@@ -57,49 +64,6 @@ PRIVILEGED_INTENT_HELP = (
     "DISCORD_MESSAGE_CONTENT_INTENT=false ([discord] message_content_intent = false) to answer only "
     "mentions, replies and DMs."
 )
-
-
-def _nonce(message_id: Any, index: int) -> int:
-    """The same reply part to the same message always gets the same nonce:
-    Discord (``enforce_nonce``) then returns the first message instead of
-    posting a second one when a send is retried."""
-    digest = hashlib.sha256(f"{message_id}:{index}".encode()).hexdigest()
-    return int(digest[:15], 16)
-
-
-Part = tuple[Optional[str], list[Any]]  # (text, attachments with data)
-
-
-def reply_parts(reply: Reply) -> list[Part]:
-    """The messages a reply becomes: text split at 2,000 characters, files
-    (at most 10 a message) on the last text part and after it."""
-    text = reply.text()
-    links = [a.url for a in reply.attachments if a.data is None and a.url]
-    if links:
-        text = "\n".join([text, *links]) if text else "\n".join(links)
-    chunks: list[str | None] = list(split_message(text))
-    files = [a for a in reply.attachments if a.data is not None]
-    groups = [files[i:i + FILES_PER_MESSAGE] for i in range(0, len(files), FILES_PER_MESSAGE)]
-    if not chunks and not groups:
-        chunks = ["(empty reply)"]
-    if not chunks:
-        chunks = [None]
-    parts: list[Part] = [(chunk, []) for chunk in chunks]
-    if groups:
-        parts[-1] = (parts[-1][0], groups[0])
-        parts.extend((None, group) for group in groups[1:])
-    return parts
-
-
-def allowed_mentions(reply: Reply) -> discord.AllowedMentions:
-    if reply.allow_mentions:
-        # Even a plugin that wants to ping people never pings @everyone or roles.
-        return discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
-    return discord.AllowedMentions.none()
-
-
-def to_files(attachments: list[Any]) -> list[discord.File]:
-    return [discord.File(io.BytesIO(a.data), filename=a.filename, description=a.description) for a in attachments]
 
 
 class TypingIndicator:
@@ -158,6 +122,45 @@ class SlashTree(app_commands.CommandTree):
                 await interaction.response.send_message(text, ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not answer interaction %s: %s", interaction.id, exc)
+
+
+class ReplyPlace:
+    """Where the answer to one message goes: its channel, as a Discord reply
+    to it; or, when it opens a thread, a thread started from it, created
+    once, by the instance that sends (after the core's checks) and only
+    then. A thread that exists already (a retry) is reused; one that cannot
+    be created leaves the answer in the channel."""
+
+    def __init__(self, message: discord.Message, thread: bool) -> None:
+        self.message = message
+        self.thread = thread
+        self._opened: Any = None
+        self._lock = asyncio.Lock()
+        # The message's text as the core got it (the bot's mention dropped).
+        self.text = ""
+
+    def thread_name(self) -> str:
+        text = " ".join(self.text.split())
+        return (text[:80] or f"conversation with {self.message.author.display_name}")[:100]
+
+    async def target(self) -> tuple[Any, bool]:
+        """(the channel to post in, whether to quote the message)."""
+        if not self.thread:
+            return self.message.channel, True
+        async with self._lock:
+            if self._opened is None:
+                self._opened = await self._open()
+        return (self._opened, False) if self._opened is not False else (self.message.channel, True)
+
+    async def _open(self) -> Any:
+        try:
+            return await self.message.create_thread(name=self.thread_name(), auto_archive_duration=1440)
+        except discord.HTTPException as exc:
+            if exc.code == 160004:  # already created from this message (a retried send)
+                with contextlib.suppress(discord.HTTPException):
+                    return await self.message.guild.fetch_channel(self.message.id)  # type: ignore[union-attr]
+            log.warning("could not open a thread for message %s (%s); answering in the channel", self.message.id, exc)
+            return False
 
 
 class TransportMixin:
@@ -237,7 +240,7 @@ class TransportMixin:
     async def on_message(self, message: discord.Message) -> None:
         if self.user is None:
             return
-        why = trigger(message, self.user.id, self.config.channels)
+        why = trigger(message, self.user.id, self.config.channels, self.config.thread_channels)
         if why is None:
             return
         if not self.first_delivery(message.id):
@@ -250,12 +253,51 @@ class TransportMixin:
             return
         await self.answer(message)
 
+    # --- edits and deletions -----------------------------------------------------
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        """A user edited a message: memory updates what it holds (the core's
+        ``handle_edit``). Updates without new text (a link preview coming
+        in) and the bot's own edits are not edits of what was said."""
+        if self.user is None or "content" not in payload.data or payload.data.get("edited_timestamp") is None:
+            return
+        try:
+            await self.core.handle_edit(to_edit(payload.message, bot_user_id=self.user.id, bot_name=self.user.display_name))
+        except Exception:  # noqa: BLE001 - one event must not take the transport down
+            log.exception("edit of message %s could not be applied", payload.message_id)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._deleted([payload.message_id], payload.channel_id, payload.guild_id)
+
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        await self._deleted(sorted(payload.message_ids), payload.channel_id, payload.guild_id)
+
+    async def _deleted(self, ids: list[int], channel_id: int, guild_id: int | None) -> None:
+        """Messages were deleted (one, or a moderator's bulk delete): memory
+        removes them everywhere (the core's ``handle_deletion``)."""
+        try:
+            await self.core.handle_deletion(to_deletion(ids, channel_id, guild_id, self.core.clock.now()))
+        except Exception:  # noqa: BLE001 - one event must not take the transport down
+            log.exception("deletion of messages %s could not be applied", ids)
+
+    def opens_thread(self, message: discord.Message) -> bool:
+        """Whether the answer to ``message`` opens a thread (``thread_channels``)."""
+        return (
+            message.guild is not None
+            and not isinstance(message.channel, discord.Thread)
+            and message.channel.id in self.config.thread_channels
+        )
+
     async def answer(self, message: discord.Message) -> None:
         typing = TypingIndicator(message.channel)
+        live: LiveReply | None = None
+        place = ReplyPlace(message, self.opens_thread(message))
 
         async def send(reply: Reply) -> Sent:
             await typing.stop()
-            return await self.send_reply(message, reply)
+            if live is not None:
+                return await live.deliver(reply)
+            return await self.send_reply(message, reply, place)
 
         try:
             attachments = await read_attachments(message, self.config.max_attachment_bytes)
@@ -266,43 +308,83 @@ class TransportMixin:
                 owner_ids=self.owners,
                 attachments=attachments,
             )
+            if place.thread:
+                # A thread started from a message has the message's id: the
+                # conversation's scope is the thread's from its first message.
+                incoming.thread_id = str(message.id)
+                place.text = incoming.content
+            if self.config.stream_replies:
+                # Subscribed before the pipeline starts, so no piece is missed.
+                live = LiveReply(self, message, incoming, self.config.stream_edit_interval, typing.stop, place)
+                live.follow(self.core.tokens.subscribe(incoming.id))
             await self.core.handle(incoming, send)
         except Exception:  # noqa: BLE001 - one message must not take the transport down
             # The user's message was stored before the reply was sent (the
             # pipeline's order), so a failed send loses no history.
             log.exception("message %s could not be answered", message.id)
         finally:
+            if live is not None:
+                await live.close()
             await typing.stop()
 
-    async def send_reply(self, message: discord.Message, reply: Reply) -> Sent:
+    async def send_reply(self, message: discord.Message, reply: Reply, place: ReplyPlace | None = None) -> Sent:
         """Send ``reply`` as an answer to ``message``; returns the first
         message's id and time. Raises when Discord keeps refusing it."""
         mentions = allowed_mentions(reply)
         first: discord.Message | None = None
         for index, (text, files) in enumerate(reply_parts(reply)):
-
-            def make(index: int = index, text: str | None = text, files: list[Any] = files) -> dict[str, Any]:
-                kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "nonce": _nonce(message.id, index)}
-                if files:
-                    kwargs["files"] = to_files(files)
-                if index == 0:
-                    kwargs["reference"] = message.to_reference(fail_if_not_exists=False)
-                    kwargs["mention_author"] = False
-                return kwargs
-
-            sent = await self.send_with_retry(message.channel, make)
+            sent = await self.post_part(message, index, text, files, mentions, place)
             first = first or sent
         assert first is not None
         return Sent(id=str(first.id), timestamp=first.created_at.timestamp())
 
-    async def send_with_retry(self, channel: Any, make: Callable[[], dict[str, Any]]) -> discord.Message:
-        """``channel.send`` with retries beyond discord.py's own for 429,
-        5xx and network errors; a 4xx other than 429 is final."""
+    async def post_part(
+        self,
+        message: discord.Message,
+        index: int,
+        text: str | None,
+        files: list[Any],
+        mentions: discord.AllowedMentions,
+        place: ReplyPlace | None = None,
+    ) -> discord.Message:
+        """Post part ``index`` of the reply to ``message`` (the first one as
+        a Discord reply to it, or in the thread it opened), with the part's
+        nonce."""
+        channel, quoting = await (place or ReplyPlace(message, False)).target()
+
+        def make() -> dict[str, Any]:
+            kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions, "nonce": _nonce(message.id, index)}
+            if files:
+                kwargs["files"] = to_files(files)
+            if index == 0 and quoting:
+                kwargs["reference"] = message.to_reference(fail_if_not_exists=False)
+                kwargs["mention_author"] = False
+            return kwargs
+
+        return await self.send_with_retry(channel.send, make)
+
+    async def edit_part(
+        self, posted: discord.Message, text: str | None, files: list[Any], mentions: discord.AllowedMentions
+    ) -> discord.Message:
+        """Show ``text`` (and ``files``) in a message the bot posted."""
+
+        def make() -> dict[str, Any]:
+            kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions}
+            if files:
+                kwargs["attachments"] = to_files(files)
+            return kwargs
+
+        return await self.send_with_retry(posted.edit, make)
+
+    async def send_with_retry(self, call: Callable[..., Any], make: Callable[[], dict[str, Any]]) -> discord.Message:
+        """``call(**make())`` (a channel's send, a message's edit) with
+        retries beyond discord.py's own for 429, 5xx and network errors; a
+        4xx other than 429 is final."""
         attempts = self.config.send_retries + 1
         for attempt in range(attempts):
             delay = self.config.send_retry_delay * (2**attempt)
             try:
-                return await channel.send(**make())
+                return await call(**make())
             except discord.RateLimited as exc:
                 delay = max(delay, exc.retry_after)
                 problem: Exception = exc
@@ -314,8 +396,8 @@ class TransportMixin:
                 problem = exc
             if attempt == attempts - 1:
                 raise problem
-            log.warning("sending to channel %s failed (%s); retry %s/%s in %.1fs",
-                        getattr(channel, "id", "?"), problem, attempt + 1, attempts - 1, delay)
+            log.warning("%s failed (%s); retry %s/%s in %.1fs",
+                        getattr(call, "__qualname__", "sending"), problem, attempt + 1, attempts - 1, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import discord
 
-from core.models import Attachment, IncomingMessage
+from core.models import Attachment, IncomingMessage, MessageDeletion, MessageEdit, Quote
 
 log = logging.getLogger("plugins.discord")
 
@@ -22,10 +22,14 @@ TRANSPORT = "discord"
 CHECKED_PERMISSIONS = ("manage_messages", "administrator")
 
 
-def trigger(message: discord.Message, bot_user_id: int, channels: Iterable[int]) -> str | None:
+def trigger(
+    message: discord.Message, bot_user_id: int, channels: Iterable[int], thread_parents: Iterable[int] = ()
+) -> str | None:
     """Why the bot should answer ``message`` (``"dm"``, ``"mention"``,
     ``"reply"``, ``"channel"``), or ``None`` to stay silent. Messages from
-    bots (itself included) and webhooks never trigger."""
+    bots (itself included) and webhooks never trigger. ``thread_parents``:
+    channels whose threads are answered whole (the bot opens one per
+    conversation there)."""
     if message.author.bot or message.author.id == bot_user_id or message.webhook_id is not None:
         return None
     if message.guild is None:
@@ -39,6 +43,8 @@ def trigger(message: discord.Message, bot_user_id: int, channels: Iterable[int])
             return "reply"
     wanted = set(channels)
     if wanted and (message.channel.id in wanted or parent_id(message.channel) in wanted):
+        return "channel"
+    if parent_id(message.channel) in set(thread_parents):
         return "channel"
     return None
 
@@ -67,6 +73,13 @@ def permissions_of(channel: object, author: object) -> frozenset[str]:
         log.debug("cannot compute permissions in %s: %s", channel, exc)
         return frozenset()
     return _names(perms)
+
+
+def roles_of(author: object) -> frozenset[str]:
+    """The author's role ids in the guild (empty in DMs)."""
+    if not isinstance(author, discord.Member):
+        return frozenset()
+    return frozenset(str(r.id) for r in author.roles if not r.is_default())
 
 
 def _names(perms: discord.Permissions) -> frozenset[str]:
@@ -100,6 +113,28 @@ async def read_attachments(message: discord.Message, max_bytes: int) -> list[Att
             )
         )
     return result
+
+
+def quote_of(message: discord.Message, bot_user_id: int, bot_name: str) -> Quote | None:
+    """The message ``message`` replies to, when Discord sent it along and it
+    is in the same channel (a context never reaches into another channel)."""
+    ref = message.reference
+    if ref is None or ref.message_id is None or ref.channel_id != message.channel.id:
+        return None
+    resolved = ref.resolved if isinstance(ref.resolved, discord.Message) else ref.cached_message
+    if resolved is None:
+        return None
+    from_bot = resolved.author.id == bot_user_id
+    inner = resolved.reference
+    return Quote(
+        id=str(resolved.id),
+        author_id="bot" if from_bot else str(resolved.author.id),
+        author_name=resolved.author.display_name,
+        content=clean_content(resolved.content, bot_user_id, bot_name),
+        timestamp=resolved.created_at.timestamp(),
+        from_bot=from_bot,
+        answers_id=str(inner.message_id) if from_bot and inner is not None and inner.message_id else None,
+    )
 
 
 def describe_embed(embed: discord.Embed) -> str:
@@ -151,6 +186,8 @@ def to_incoming(
         attachments=attachments,
         permissions=permissions_of(message.channel, message.author),
         is_owner=str(message.author.id) in set(owner_ids),
+        quoted=quote_of(message, bot_user_id, bot_name),
+        author_roles=roles_of(message.author),
     )
 
 
@@ -175,4 +212,31 @@ def interaction_to_incoming(
         # Discord computes the member's permissions in the channel for us.
         permissions=_names(interaction.permissions) if in_guild else frozenset(),
         is_owner=str(interaction.user.id) in set(owner_ids),
+        author_roles=roles_of(interaction.user),
+    )
+
+
+def to_edit(message: discord.Message, *, bot_user_id: int, bot_name: str) -> MessageEdit:
+    """A user's edit of ``message`` (its new state)."""
+    edited = message.edited_at or message.created_at
+    channel_id, _thread = _where(message.channel)
+    return MessageEdit(
+        id=str(message.id),
+        author_id=str(message.author.id),
+        channel_id=channel_id,
+        guild_id=str(message.guild.id) if message.guild else None,
+        content=clean_content(message.content, bot_user_id, bot_name),
+        edited_at=edited.timestamp(),
+        transport=TRANSPORT,
+        author_is_bot=message.author.bot or message.author.id == bot_user_id,
+    )
+
+
+def to_deletion(ids: Iterable[int], channel_id: int, guild_id: int | None, now: float) -> MessageDeletion:
+    return MessageDeletion(
+        ids=[str(i) for i in ids],
+        channel_id=str(channel_id),
+        guild_id=str(guild_id) if guild_id is not None else None,
+        deleted_at=now,
+        transport=TRANSPORT,
     )

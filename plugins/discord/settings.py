@@ -28,6 +28,12 @@ class DiscordSettings(PluginSettings):
     # Channels where the bot answers every message, not only mentions/replies
     # (threads under them too). Needs message_content_intent.
     channels: list[int] = Field(default_factory=list)
+    # Busy channels where each new conversation opens a thread: a message
+    # that addresses the bot there starts a thread (from that message), the
+    # reply goes in it, and every message in threads under these channels is
+    # answered. Pair with [sessions] scope = "thread" to share a thread's
+    # context among its members.
+    thread_channels: list[int] = Field(default_factory=list)
     # Sync slash commands to these guilds (instant) instead of globally.
     guild_ids: list[int] = Field(default_factory=list)
     # Sharding: shard_count alone runs every shard in this process;
@@ -39,6 +45,11 @@ class DiscordSettings(PluginSettings):
     # Attachments larger than this are not downloaded (only their URL is kept).
     max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=0)
     sync_commands: bool = True
+    # Show a reply while it is written (when the reply plugin streams it,
+    # e.g. [llm] stream = true): post the first words, then edit the message
+    # at most once per stream_edit_interval seconds (Discord rate-limits edits).
+    stream_replies: bool = True
+    stream_edit_interval: float = Field(1.0, ge=0.2)
     # Extra attempts, after discord.py's own retries, for a reply that failed
     # with a 429 / 5xx / network error.
     send_retries: int = Field(3, ge=0)

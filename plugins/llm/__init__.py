@@ -2,8 +2,9 @@
 offline stand-in when no ``LLM_BASE_URL`` is set.
 
 Settings live in ``[llm]`` / ``LLM_*`` (see :mod:`plugins.llm.settings`).
-Transports that want to show a reply as it is written use
-:func:`subscribe_tokens` (see :mod:`plugins.llm.streaming`).
+With ``stream = true`` the model's reply is published piece by piece on
+the bot's hub (``bot.tokens``, :mod:`core.streaming`) for transports that
+show it live.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from core.models import Context, HealthReport, IncomingMessage, Reply
 from core.plugins import hookimpl
 from plugins.llm.prompt import FAILURE_MARK
 from plugins.llm.reply import LlmRuntime
-from plugins.llm.streaming import TokenStream
+from core.streaming import TokenStream
 
 log = logging.getLogger("plugins.llm")
 
@@ -27,7 +28,8 @@ def runtime_for(bot: Any) -> LlmRuntime | None:
 
 def subscribe_tokens(bot: Any, message_id: str) -> TokenStream | None:
     """Subscribe to the reply to ``message_id`` as it is generated; ``None``
-    when the plugin is not running for ``bot``. See :mod:`plugins.llm.streaming`."""
+    when the plugin is not running for ``bot``. Same as
+    ``bot.tokens.subscribe`` (:mod:`core.streaming`)."""
     runtime = bot.plugin_state.get("llm")
     return runtime.tokens.subscribe(message_id) if runtime is not None else None
 
@@ -38,6 +40,7 @@ async def startup(bot: Any) -> None:
     if old is not None:
         await old.stop()
     runtime = LlmRuntime.from_bot(bot)
+    runtime.tokens = bot.tokens
     await runtime.start()
     bot.plugin_state["llm"] = runtime
 

@@ -158,8 +158,8 @@ class ChatClient:
                 headers[self.settings.auth_header] = key
         return headers
 
-    def body(self, messages: list[dict[str, Any]], stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.settings.model, "messages": messages, "stream": stream}
+    def body(self, messages: list[dict[str, Any]], stream: bool, model: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model or self.settings.model, "messages": messages, "stream": stream}
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
@@ -234,13 +234,14 @@ class ChatClient:
         hint = hints.get(status, "the provider rejected the request")
         raise ProviderError("refused", f"HTTP {status}: {hint}", status)
 
-    async def complete(self, messages: list[dict[str, Any]]) -> Completion:
-        """One reply, non-streaming. Raises :class:`ProviderError`."""
+    async def complete(self, messages: list[dict[str, Any]], model: str | None = None) -> Completion:
+        """One reply, non-streaming (``model``: another than the
+        configured one). Raises :class:`ProviderError`."""
 
         async def once(attempt: int) -> Completion:
             try:
                 async with self.session.post(
-                    self.url, json=self.body(messages, False), headers=self.headers(), timeout=self.timeout
+                    self.url, json=self.body(messages, False, model), headers=self.headers(), timeout=self.timeout
                 ) as response:
                     await self._error_for_status(response)
                     raw = await _read_limited(response, self.settings.max_response_bytes + 1)
@@ -283,16 +284,16 @@ class ChatClient:
             raise ProviderError("bad_reply", "the model returned an empty reply")
         return Completion(text=text, finish_reason=choice.get("finish_reason"), model=data.get("model"))
 
-    def stream(self, messages: list[dict[str, Any]]) -> ChatStream:
+    def stream(self, messages: list[dict[str, Any]], model: str | None = None) -> ChatStream:
         """The reply's text as it arrives (server-sent events): iterate the
         returned :class:`ChatStream` with ``async for``."""
-        return ChatStream(self, messages)
+        return ChatStream(self, messages, model)
 
-    async def _open_stream(self, messages: list[dict[str, Any]]) -> Any:
+    async def _open_stream(self, messages: list[dict[str, Any]], model: str | None = None) -> Any:
         async def once(attempt: int) -> Any:
             try:
                 response = await self.session.post(
-                    self.url, json=self.body(messages, True), headers=self.headers(), timeout=self.timeout
+                    self.url, json=self.body(messages, True, model), headers=self.headers(), timeout=self.timeout
                 )
             except asyncio.TimeoutError:
                 raise _Retry("timed out") from None
@@ -329,9 +330,10 @@ class ChatStream:
     (``"length"`` when ``max_tokens`` cut it short).
     """
 
-    def __init__(self, client: ChatClient, messages: list[dict[str, Any]]) -> None:
+    def __init__(self, client: ChatClient, messages: list[dict[str, Any]], model: str | None = None) -> None:
         self.client = client
         self.messages = messages
+        self.model = model
         self.finish_reason: str | None = None
         self.text = ""
 
@@ -339,7 +341,7 @@ class ChatStream:
         return self._pieces()
 
     async def _pieces(self) -> AsyncIterator[str]:
-        response = await self.client._open_stream(self.messages)
+        response = await self.client._open_stream(self.messages, self.model)
         finished = False
         try:
             async for event in _sse_events(response, self.client.settings.max_response_bytes):

@@ -35,6 +35,11 @@ def describe_attachment(attachment: Attachment) -> str:
     return f"[{kind}: {attachment.filename}{extra}]"
 
 
+def file_text(attachment: Attachment) -> str:
+    """A text file read into the record, with its name around it."""
+    return f"--- file: {attachment.filename} ---\n{attachment.text}\n--- end of {attachment.filename} ---"
+
+
 def is_failure_reply(record: MessageRecord) -> bool:
     return record.role is Role.BOT and record.content.startswith(FAILURE_MARK)
 
@@ -47,7 +52,11 @@ def _text_of(record: MessageRecord, name_prefix: bool, describe_images: bool) ->
     text = record.content
     if name_prefix and record.role is Role.USER:
         text = f"{record.author_name or record.author_id}: {text}"
-    notes = [describe_attachment(a) for a in record.attachments if describe_images or not a.is_image]
+    notes = [
+        file_text(a) if a.text is not None else describe_attachment(a)
+        for a in record.attachments
+        if describe_images or not a.is_image
+    ]
     if notes:
         text = "\n".join([text, *notes]) if text else "\n".join(notes)
     return text

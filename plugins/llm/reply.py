@@ -19,12 +19,15 @@ from plugins.llm.client import ChatClient, ProviderError, models_url
 from plugins.llm.offline import offline_reply
 from plugins.llm.prompt import FAILURE_MARK, build_messages
 from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
-from plugins.llm.streaming import TokenHub
+from core.streaming import TokenHub
 from plugins.llm.summary import STATE_KEY, RollingSummary, fallen_out, summary_request, with_summary
 
 log = logging.getLogger("plugins.llm")
 
 CUT_SHORT = "the model's reply was cut short by its max_tokens limit"
+# The end of a reply whose stream broke midway, in the text itself: what is
+# stored (and what the model reads next time) says it is unfinished.
+INTERRUPTED = " … [reply interrupted]"
 
 
 def failure_text(error: ProviderError, degraded: bool) -> str:
@@ -89,9 +92,9 @@ class LlmRuntime:
         try:
             if self.settings.offline or self.client is None:
                 has_memory = bot is None or bot.storage.present or bool(bot.hooks.implementations("build_context"))
-                text = offline_reply(context, message.author_id, message.id, message.author_name, has_memory)
-                self.tokens.publish(message.id, text)
-                return Reply(text)
+                # Not a stream: nothing is published, the transport sends the
+                # reply whole (a preview would only race the stored reply).
+                return Reply(offline_reply(context, message.author_id, message.id, message.author_name, has_memory))
             return await self._model_reply(context, message, bot)
         finally:
             self.tokens.finish(message.id)
@@ -101,6 +104,10 @@ class LlmRuntime:
         guild_id = context.session.guild_id or message.guild_id
         bot_default = bot.settings.bot.system_prompt if bot is not None else None
         system = self.settings.persona(guild_id, context.system_prompt, bot_default)
+        # Set at run time by the server's administrators (/settings): wins.
+        runtime = bot.guild_settings if bot is not None else None
+        system = (runtime.get(guild_id, "system_prompt") if runtime and guild_id else None) or system
+        model = runtime.get(guild_id, "model") if runtime and guild_id else None
         if self.settings.summaries and bot is not None:
             system = with_summary(system, await self._summary(context, bot))
         messages = await build_messages(
@@ -113,12 +120,13 @@ class LlmRuntime:
         degraded = any("degraded" in note for note in context.notes)
         notes: list[str] = []
         try:
+            broken: str | None = None
             if self.settings.stream:
-                text, finish_reason, broken = await self._streamed(messages, message.id)
+                text, finish_reason, broken = await self._streamed(messages, message.id, model)
                 if broken is not None:
                     notes.append(f"the model's reply broke off ({broken}); this is what arrived")
             else:
-                completion = await self.client.complete(messages)
+                completion = await self.client.complete(messages, model)
                 text, finish_reason = completion.text, completion.finish_reason
         except ProviderError as error:
             self.last_outcome = f"failed: {error}"
@@ -132,11 +140,15 @@ class LlmRuntime:
         if len(text) > limit:
             notes.append(f"the model's reply was {len(text):,} characters; I kept the first {limit:,}")
             text = text[:limit].rstrip() + "…"
+        if broken is not None:
+            text += INTERRUPTED
         return Reply(text, notes=notes)
 
-    async def _streamed(self, messages: list[dict[str, Any]], message_id: str) -> tuple[str, str | None, str | None]:
+    async def _streamed(
+        self, messages: list[dict[str, Any]], message_id: str, model: str | None = None
+    ) -> tuple[str, str | None, str | None]:
         assert self.client is not None
-        stream = self.client.stream(messages)
+        stream = self.client.stream(messages, model)
         try:
             async for piece in stream:
                 self.tokens.publish(message_id, piece)

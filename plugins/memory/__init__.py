@@ -14,9 +14,11 @@ import logging
 from typing import Any
 
 from core.errors import ConfigError
-from core.models import HealthReport, IncomingMessage, MessageRecord, Session
+from core.models import HealthReport, IncomingMessage, MessageDeletion, MessageEdit, MessageRecord, ReplyId, Session
 from core.plugins import hookimpl
+from plugins.memory import edits
 from plugins.memory.breaker import BackendDown
+from plugins.memory.edits import corrections_of
 from plugins.memory.settings import MemorySettings
 from plugins.memory.store import MemoryStore
 
@@ -75,10 +77,30 @@ class MemoryStorage:
         self.bot = bot
 
     async def store_message(self, record: MessageRecord, session: Session) -> bool:
-        return await store_of(self.bot).store_message(record)
+        store = store_of(self.bot)
+        corrected = corrections_of(store).corrected(record)
+        if corrected is None:
+            # Deleted before it was stored (E3): nothing to keep, and a reply
+            # to it marks the message answered all the same.
+            reply = ReplyId.parse(record.id)
+            if reply is not None:
+                await store.arbiter.done(reply.message_id)
+            return True
+        return await store.store_message(corrected)
 
     async def load_messages(self, session: Session, limit: int) -> list[MessageRecord]:
-        return await store_of(self.bot).load_messages(session, limit)
+        store = store_of(self.bot)
+        return corrections_of(store).overlay(await store.load_messages(session, limit))
+
+    async def edit_message(self, edit: MessageEdit) -> None:
+        await edits.edit(store_of(self.bot), edit)
+
+    async def delete_messages(self, deletion: MessageDeletion) -> None:
+        await edits.delete(store_of(self.bot), deletion)
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        store = store_of(self.bot)
+        return corrections_of(store).overlay(await store.load_records(ids))
 
     async def load_session(self, scope_key: str) -> Session | None:
         return await store_of(self.bot).load_session(scope_key)

@@ -88,7 +88,7 @@ async def _store(bot: Any) -> AsyncIterator[MemoryStore]:
 async def migrate(bot: Any, args: argparse.Namespace, out: Output) -> int:
     async with _database(bot) as db:
         current = await db.run(schema.current_version, db.m, slow=True)
-        pending = list(range(current + 1, schema.SCHEMA_VERSION + 1))
+        pending = [n for n, _step in schema.MIGRATIONS if current < n <= schema.SCHEMA_VERSION]
         out.data(database=db.where, schema_version=current, code_version=schema.SCHEMA_VERSION)
         if args.action == "show":
             out.data(pending=pending)
@@ -100,7 +100,7 @@ async def migrate(bot: Any, args: argparse.Namespace, out: Output) -> int:
             out.line(f"pending migrations: {', '.join(map(str, pending))}" if pending else "up to date")
             return EXIT_ATTENTION if pending else EXIT_OK
         applied = await db.migrate()
-        out.data(applied=applied, schema_version=current + len(applied) if applied else current)
+        out.data(applied=applied, schema_version=applied[-1] if applied else current)
         out.line(f"applied migrations: {', '.join(map(str, applied))}" if applied else "up to date: nothing to apply")
         return EXIT_OK
 

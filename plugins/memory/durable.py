@@ -305,6 +305,54 @@ class DurableStore:
         rows.reverse()
         return rows
 
+    # --- edits and deletions (docs/MEMORY.md, E) ------------------------------------
+
+    def edit_message(self, message_id: str, author_id: str, content: str, edited_at: float) -> str | None:
+        """Apply an edit to a user's message (E2: only a newer edit wins);
+        return the session it changed, or ``None`` when nothing changed."""
+        p = self.db.param
+        with self.db.atomic():
+            changed = self.db.execute_sql(
+                f"UPDATE messages SET content = {p}, edited_at = {p} WHERE message_id = {p} AND author_id = {p} "
+                f"AND role = 'user' AND (edited_at IS NULL OR edited_at < {p})",
+                (content, edited_at, message_id, author_id, edited_at),
+            ).rowcount
+            if not changed:
+                return None
+            row = self.db.execute_sql(f"SELECT session_id FROM messages WHERE message_id = {p}", (message_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def delete_messages(self, ids: list[str], deleted_at: float) -> list[str]:
+        """Tombstone ``ids`` (E3), delete them and the bot's replies to them
+        (E4); return the sessions that lost messages."""
+        p = self.db.param
+        ignore = "INSERT IGNORE INTO" if self.dialect == "mysql" else "INSERT INTO"
+        conflict = "" if self.dialect == "mysql" else " ON CONFLICT (message_id) DO NOTHING"
+        targets = [*ids, *(f"reply:{i}" for i in ids)]
+        marks = ", ".join([p] * len(targets))
+        with self.db.atomic():
+            for message_id in ids:
+                self.db.execute_sql(f"{ignore} deleted_messages (message_id, deleted_at) VALUES ({p}, {p}){conflict}",
+                                    (message_id, deleted_at))
+            rows = self.db.execute_sql(f"SELECT DISTINCT session_id FROM messages WHERE message_id IN ({marks})",
+                                       tuple(targets)).fetchall()
+            self.db.execute_sql(f"DELETE FROM messages WHERE message_id IN ({marks})", tuple(targets))
+        return sorted(str(r[0]) for r in rows)
+
+    def insert_unless_deleted(self, row: tuple[Any, ...]) -> bool:
+        """An outbox replay's insert: a message deleted meanwhile (or the
+        reply to one) stays deleted (E3)."""
+        message_id = str(row[0])
+        asked = message_id[len("reply:"):] if message_id.startswith("reply:") else message_id
+        p = self.db.param
+        if self.db.execute_sql(f"SELECT 1 FROM deleted_messages WHERE message_id = {p}", (asked,)).fetchone():
+            return False
+        return self.insert_message(row)
+
+    def messages_by_id(self, ids: list[str]) -> list[tuple[Any, ...]]:
+        marks = ", ".join([self.db.param] * len(ids))
+        return list(self.db.execute_sql(f"SELECT {self.sql_cols} FROM messages WHERE message_id IN ({marks})", tuple(ids)).fetchall())
+
     def count_messages(self, session_id: str) -> int:
         rows = self.db.execute_sql(f"SELECT COUNT(*) FROM messages WHERE session_id = {self.db.param}", (session_id,)).fetchall()
         return int(rows[0][0])

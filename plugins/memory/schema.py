@@ -20,7 +20,7 @@ from playhouse.migrate import SchemaMigrator, migrate as run_migrations
 
 log = logging.getLogger("plugins.memory.schema")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 
 @dataclass
@@ -58,6 +58,7 @@ def make_models(db: pw.Database) -> Models:
         reply_to_id = pw.CharField(max_length=128, null=True)
         attachments = pw.TextField(default="[]")
         created_at = pw.DoubleField()
+        edited_at = pw.DoubleField(null=True)
 
         class Meta:
             table_name = "messages"
@@ -189,7 +190,27 @@ def _v4(m: Models) -> None:
         run_migrations(migrator.add_column("claims", "state", pw.CharField(max_length=16, default="claimed")))
 
 
-MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+def _v6(m: Models) -> None:
+    """Edits and deletions (docs/MEMORY.md, E1-E4): the platform time of a
+    message's latest edit (an older edit never overwrites a newer one), and
+    a tombstone per deleted message id (a deleted message is never stored
+    again, whatever arrives late)."""
+    columns = {c.name for c in m.db.get_columns("messages")}
+    if "edited_at" not in columns:
+        migrator = SchemaMigrator.from_database(m.db)
+        run_migrations(migrator.add_column("messages", "edited_at", pw.DoubleField(null=True)))
+    m.db.execute_sql(
+        _ddl(
+            m.db,
+            "CREATE TABLE IF NOT EXISTS deleted_messages ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " deleted_at {double} NOT NULL"
+            "){table_opts}",
+        )
+    )
+
+
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6)]
 
 
 def _ddl(db: pw.Database, template: str) -> str:

@@ -38,6 +38,7 @@ from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
 from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
+from plugins.memory.edits import apply_correction
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
@@ -391,16 +392,20 @@ class MemoryStore:
         assert self.db is not None
         db = self.db
 
+        corrected: set[str] = set()
+
         def apply_all() -> None:
             with db.db.atomic():
                 for entry in entries:
                     kind, data = entry.get("k"), entry.get("d")
                     if kind == "msg":
-                        db.insert_message(tuple(data))
+                        db.insert_unless_deleted(tuple(data))
                     elif kind == "session":
                         db.upsert_session(data["s"], data.get("f"))
                     elif kind == "state":
                         db.set_state(data["key"], data["value"])
+                    elif kind in ("edit", "delete"):
+                        corrected.update(apply_correction(db, kind, data))
 
         try:
             await db.run(apply_all, slow=True)
@@ -413,7 +418,7 @@ class MemoryStore:
         # The cache may not have seen these writes (Redis was down too, or a
         # window was rebuilt meanwhile): what they touch is dropped once the
         # database serves reads again (see _db_recovered).
-        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"}
+        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"} | corrected
         self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
         for entry in entries:
             if entry.get("k") == "session":
@@ -557,6 +562,21 @@ class MemoryStore:
             except BackendDown as exc:
                 self.db_failed(exc)
         return await self._from_copies(session, limit)
+
+    async def load_records(self, ids: list[str]) -> list[MessageRecord]:
+        """Messages by id, from the database (the source of truth): an
+        exchange a user replies to, whatever session and window it is in.
+        ``[]`` while the database cannot answer (the caller falls back on
+        what the platform quoted)."""
+        if not ids or not self.db_ok:
+            return []
+        assert self.db is not None
+        try:
+            rows = await self.db.run(self.db.messages_by_id, list(ids))
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return []
+        return [records.from_row(row) for row in rows]
 
     async def _rebuild(self, session: Session, limit: int, counter: Any, epoch: str | None) -> list[MessageRecord]:
         """A cold read: one database query of ``limit`` rows. When that is

@@ -16,7 +16,7 @@ from typing import Any
 from core.models import Context, IncomingMessage, Session
 from core.plugins import hookimpl
 
-from plugins.sessions import commands, service
+from plugins.sessions import commands, quotes, service
 
 
 @hookimpl
@@ -41,12 +41,14 @@ async def resolve_session(message: IncomingMessage, bot: Any) -> Session | None:
 async def build_context(session: Session, message: IncomingMessage, bot: Any) -> Context:
     cfg = service.settings_for(bot, message)
     window = await service.window(bot, session, message, cfg)
+    quoted = await quotes.quoted_exchange(bot, message, session, window.messages)
     return Context(
         session=session,
         system_prompt=service.system_prompt_for(bot, cfg),
-        messages=window.messages,
+        messages=quoted + window.messages,
         token_budget=cfg.token_budget,
-        tokens_used=window.tokens_used,
+        tokens_used=window.tokens_used + service.tokens_of(bot, quoted),
+        notes=[quotes.NOTE] if quoted else [],
     )
 
 

@@ -10,6 +10,7 @@ several bots in one process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from core.storage import StorageFailed
 from plugins.sessions import lifecycle
 from plugins.sessions.config import Effective, SessionsSettings, effective, load
 from plugins.sessions.scope import scope_key
-from plugins.sessions.tokens import resolve_counter
+from plugins.sessions.tokens import record_tokens, resolve_counter
 from plugins.sessions.window import Window, fit
 
 log = logging.getLogger("plugins.sessions")
@@ -63,7 +64,15 @@ def configure(bot: Any) -> SessionsSettings:
 
 
 def settings_for(bot: Any, message: IncomingMessage) -> Effective:
-    return effective(settings_of(bot), message)
+    """The settings for ``message``: config and its overrides, then what
+    the server's administrators set at run time (``/settings``)."""
+    cfg = effective(settings_of(bot), message)
+    runtime = getattr(bot, "guild_settings", None)
+    if runtime is None or message.guild_id is None or message.is_dm:
+        return cfg
+    changed = {name: value for name in ("scope", "window_messages", "system_prompt")
+               if (value := runtime.get(message.guild_id, name)) is not None}
+    return dataclasses.replace(cfg, **changed) if changed else cfg
 
 
 def own_scope(bot: Any, message: IncomingMessage) -> str:
@@ -171,3 +180,8 @@ async def window(bot: Any, session: Session, message: IncomingMessage | None, cf
     if message is not None:
         current = next((r for r in loaded if r.id == message.id), None) or current_record(message, session)
     return fit(loaded, current, system_prompt_for(bot, cfg), cfg.window_messages, cfg.token_budget, counter)
+
+
+def tokens_of(bot: Any, records: list[MessageRecord]) -> int:
+    counter = resolve_counter(settings_of(bot).token_counter)
+    return sum(record_tokens(r, counter) for r in records)

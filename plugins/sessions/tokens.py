@@ -97,4 +97,6 @@ def record_tokens(record: MessageRecord, count: TokenCounter) -> int:
         total += ATTACHMENT_COST
         if attachment.description:
             total += count(attachment.description)
+        if attachment.text:
+            total += count(attachment.text)
     return total

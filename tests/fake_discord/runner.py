@@ -39,7 +39,7 @@ from tests.fake_discord.server import FakeDiscord
 
 # Variables that configure the bot: a developer's own values must not leak
 # into a test bot (their database, their LLM, their Discord token).
-_BOT_ENV_PREFIXES = ("DISCORD_", "BOT_", "MEMORY_", "SESSIONS_", "LLM_", "IMAGES_", "LIMITS_", "OPENAI_")
+_BOT_ENV_PREFIXES = ("DISCORD_", "BOT_", "MEMORY_", "SESSIONS_", "LLM_", "IMAGES_", "LIMITS_", "OPENAI_", "FILES_")
 _BOT_ENV_NAMES = ("DATABASE_URL", "REDIS_URL")
 
 

@@ -157,6 +157,11 @@ class FakeDiscord:
         self.dm_channels: dict[str, dict[str, Any]] = {}  # channel id -> channel (recipient user)
         self.messages: dict[str, dict[str, Any]] = {}
         self.bot_messages: list[dict[str, Any]] = []
+        # Edits of the bot's messages (message_id, content, at: monotonic time)
+        # and ids of the messages it deleted.
+        self.edits: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.threads: list[dict[str, Any]] = []  # threads the bot started
         self.interaction_responses: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, dict[str, Any]] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id or None (global)
@@ -396,6 +401,27 @@ class FakeDiscord:
         self.messages[message["id"]] = message
         return message
 
+    async def edit_user_message(self, message_id: str, content: str) -> dict[str, Any]:
+        """The author edits a message: MESSAGE_UPDATE with the whole new
+        message (as Discord sends it), ``edited_timestamp`` set."""
+        message = self.messages[message_id]
+        message["content"] = content
+        message["edited_timestamp"] = iso(time.time())
+        await self.dispatch("MESSAGE_UPDATE", dict(message), guild_id=message.get("guild_id"), blank=True)
+        return message
+
+    async def delete_user_messages(self, channel_id: str, message_ids: list[str]) -> None:
+        """Messages are deleted: MESSAGE_DELETE for one, MESSAGE_DELETE_BULK
+        (a moderator's purge) for several."""
+        _channel, guild = self._channel(channel_id)
+        for message_id in message_ids:
+            self.messages.pop(message_id, None)
+        where = {"channel_id": channel_id, **({"guild_id": guild.id} if guild else {})}
+        if len(message_ids) == 1:
+            await self.dispatch("MESSAGE_DELETE", {"id": message_ids[0], **where}, guild_id=where.get("guild_id"))
+        else:
+            await self.dispatch("MESSAGE_DELETE_BULK", {"ids": list(message_ids), **where}, guild_id=where.get("guild_id"))
+
     async def dispatch_message(self, message: dict[str, Any]) -> None:
         await self.dispatch("MESSAGE_CREATE", message, guild_id=message.get("guild_id"), blank=True)
 
@@ -460,7 +486,7 @@ class FakeDiscord:
             if session.invalid or session.shard[0] != (self._shard_of(guild_id) % session.shard[1]):
                 continue
             payload = data
-            if blank and event == "MESSAGE_CREATE" and self._must_blank(session, data):
+            if blank and event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and self._must_blank(session, data):
                 payload = dict(data, content="", embeds=[], attachments=[], components=[])
                 payload.pop("poll", None)
             await self._send_dispatch(session, event, payload)
@@ -675,6 +701,17 @@ class FakeDiscord:
         if m and method == "GET":
             message = self.messages.get(m.group(2))
             return json_response(message) if message else error(404, "Unknown Message", 10008)
+        if m and method == "PATCH":
+            return await self._edit_message(request, m.group(1), m.group(2))
+        m2 = re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", path)
+        if m2 and method == "POST":
+            return await self._start_thread(request, m2.group(1), m2.group(2))
+        m3 = re.fullmatch(r"/channels/(\d+)", path)
+        if m3 and method == "GET":
+            found, _guild = self._channel(m3.group(1))
+            return json_response(found) if found else error(404, "Unknown Channel", 10003)
+        if m and method == "DELETE":
+            return self._delete_message(m.group(1), m.group(2))
         if method == "POST" and path == "/users/@me/channels":
             body = await request.json()
             user = next((m["user"] for g in self.guilds.values() for m in g.members.values()
@@ -780,6 +817,61 @@ class FakeDiscord:
         self.bot_messages.append(record)
         await self.dispatch_message(message)  # real Discord echoes the bot's own messages
         return json_response(message)
+
+    def _own_message(self, channel_id: str, message_id: str) -> tuple[dict[str, Any] | None, web.Response | None]:
+        message = self.messages.get(message_id)
+        if message is None or message["channel_id"] != channel_id:
+            return None, error(404, "Unknown Message", 10008)
+        if message["author"]["id"] != self.bot_user["id"]:
+            return None, error(403, "Cannot edit a message authored by another user", 50005)
+        return message, None
+
+    async def _edit_message(self, request: web.Request, channel_id: str, message_id: str) -> web.Response:
+        """PATCH of a bot message: recorded in ``edits`` (with the monotonic
+        time it arrived, so tests can check the bot's edit rate)."""
+        message, problem = self._own_message(channel_id, message_id)
+        if problem is not None or message is None:
+            return problem or error(404, "Unknown Message", 10008)
+        payload, files = await self._read_message_body(request)
+        if "content" in payload and len(payload.get("content") or "") > 2000:
+            return self._validate_outgoing(payload, files) or error(400, "Invalid Form Body", 50035)
+        if "content" in payload:
+            message["content"] = payload.get("content") or ""
+        if files:
+            message["attachments"] = [{k: v for k, v in f.items() if k != "data"}
+                                      for f in self._stored_files(channel_id, files)]
+        message["edited_timestamp"] = iso(time.time())
+        self.edits.append({"message_id": message_id, "channel_id": channel_id, "content": message["content"],
+                           "files": [f["filename"] for f in files], "at": time.monotonic()})
+        for record in self.bot_messages:
+            if record["id"] == message_id:
+                record.update(content=message["content"], attachments=message["attachments"],
+                              edited_timestamp=message["edited_timestamp"])
+        return json_response(message)
+
+    async def _start_thread(self, request: web.Request, channel_id: str, message_id: str) -> web.Response:
+        """A public thread started from a message: its id is the message's
+        (as on Discord); a second thread from one message is refused."""
+        channel, guild = self._channel(channel_id)
+        if channel is None or guild is None or message_id not in self.messages:
+            return error(404, "Unknown Message", 10008)
+        if self._channel(message_id)[0] is not None:
+            return error(400, "A thread has already been created for this message", 160004)
+        body = await request.json()
+        thread = self.add_channel(guild, str(body.get("name") or "thread")[:100], parent_id=channel_id)
+        thread.update(id=message_id, owner_id=self.bot_user["id"])
+        self.threads.append(thread)
+        await self.dispatch("THREAD_CREATE", dict(thread, newly_created=True), guild_id=guild.id)
+        return json_response(thread, 201)
+
+    def _delete_message(self, channel_id: str, message_id: str) -> web.Response:
+        message, problem = self._own_message(channel_id, message_id)
+        if problem is not None or message is None:
+            return problem or error(404, "Unknown Message", 10008)
+        del self.messages[message_id]
+        self.deleted.append(message_id)
+        self.bot_messages = [m for m in self.bot_messages if m["id"] != message_id]
+        return web.Response(status=204)
 
     async def _interaction_callback(self, request: web.Request, interaction_id: str, token: str) -> web.Response:
         interaction = self.interactions.get(interaction_id)

@@ -65,6 +65,10 @@ class Written:
     user: str
     place: str
     message: dict[str, Any]
+    # What memory must hold for it now: the text of its latest edit, and
+    # whether it was deleted (then neither it nor its reply).
+    edited: str | None = None
+    deleted: bool = False
 
     @property
     def id(self) -> str:
@@ -84,6 +88,12 @@ class DiscordScenario:
         self.pids: dict[str, list[int]] = {}
         self.exit_codes: dict[str, list[int]] = {}
         self.written: list[Written] = []
+        # More environment for the bot processes (set before they start).
+        self.extra_env: dict[str, str] = {}
+        # The bot's answers to slash commands, by what was run.
+        self.answers: dict[str, str] = {}
+        # The thread the bot opened for the conversation last started.
+        self.thread = ""
         self.users: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
 
@@ -105,6 +115,7 @@ class DiscordScenario:
             "DATABASE_URL": self.backends.database_url,
             "REDIS_URL": self.backends.redis_url,
             "BOT_INSTANCE_ID": name,
+            **self.extra_env,
         }
 
     def start(self, name: str) -> BotProcess:
@@ -152,20 +163,35 @@ class DiscordScenario:
             raise DiscordScenarioError(f"unknown place {place!r}: use a DM or one of " + ", ".join(f"#{c}" for c in CHANNELS))
         return str(self.channels[name]["id"]), True
 
-    def write(self, user_name: str, text: str, place: str) -> Written:
-        """``user`` writes ``text`` (mentioning the bot in a guild channel);
-        returns once the bot's reply to it has reached Discord."""
+    def write(self, user_name: str, text: str, place: str, **options: Any) -> Written:
+        """``user`` writes ``text`` (mentioning the bot in a guild channel,
+        unless it replies to the bot: ``reply_to=<id>``; ``attachments=``
+        as the fake takes them); returns once the bot's reply to it has
+        reached Discord."""
         if not any(b.running for b in self.bots.values()):
             raise DiscordScenarioError("no bot process is running to answer")
         user = self.user(user_name)
         channel_id, mention = self.channel_for(place, user)
-        message = self.discord.say(channel_id, user, text, mention=mention)
+        message = self.discord.say(channel_id, user, text, mention=mention and "reply_to" not in options, **options)
         written = Written(text, user_name, place, message)
         self.written.append(written)
         try:
             self.wait(lambda: self.replies_to(written.id) or None, REPLY_TIMEOUT, f"the bot's reply to {text!r}")
         except TimeoutError:
             raise DiscordScenarioError(f"no reply to {text!r} within {REPLY_TIMEOUT:.0f} s\n{self.logs()}") from None
+        return written
+
+    def write_only(self, user_name: str, text: str, place: str, *, in_channel: str | None = None) -> Written:
+        """``user`` writes ``text`` in ``place`` (mentioning the bot), or
+        without a mention in channel or thread ``in_channel``; does not wait."""
+        user = self.user(user_name)
+        if in_channel is not None:
+            message = self.discord.say(in_channel, user, text)
+        else:
+            channel_id, mention = self.channel_for(place, user)
+            message = self.discord.say(channel_id, user, text, mention=mention)
+        written = Written(text, user_name, place, message)
+        self.written.append(written)
         return written
 
     def wait(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
@@ -400,16 +426,18 @@ def then_one_reply_each_on_discord(discord_world: DiscordScenario) -> None:
 def _check_stored_once(discord_world: DiscordScenario) -> None:
     db = discord_world.backends.query
     problems = []
+    kept = [w for w in discord_world.written if not w.deleted]
     for w in discord_world.written:
         rows = db("SELECT role, content FROM messages WHERE message_id = ?", (w.id,))
-        if rows != [("user", w.text)]:
-            problems.append(f"{w.text!r} (id {w.id}) is stored as {rows}")
+        wanted = [] if w.deleted else [("user", w.edited or w.text)]
+        if rows != wanted:
+            problems.append(f"{w.text!r} (id {w.id}) is stored as {rows}, not {wanted}")
         replies = db("SELECT count(*) FROM messages WHERE role = 'bot' AND reply_to_id = ?", (w.id,))[0][0]
-        if replies != 1:
+        if replies != (0 if w.deleted else 1):
             problems.append(f"{replies} replies to {w.text!r} are stored")
     total = db("SELECT count(*) FROM messages")[0][0]
-    if total != 2 * len(discord_world.written):
-        problems.append(f"{total} rows in messages for {len(discord_world.written)} messages and their replies")
+    if total != 2 * len(kept):
+        problems.append(f"{total} rows in messages for {len(kept)} messages and their replies")
     assert not problems, "; ".join(problems)
 
 

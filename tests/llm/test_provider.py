@@ -311,7 +311,7 @@ def test_a_broken_stream_keeps_what_arrived_and_says_so(tmp_path: Path) -> None:
             return reply.content, reply.text()
 
     content, shown = run(scenario())
-    assert content == "Half a reply"
+    assert content == "Half a reply … [reply interrupted]"
     assert "broke off (the stream ended mid-reply)" in shown
 
 

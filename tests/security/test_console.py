@@ -116,3 +116,46 @@ def test_forget_deletes_the_files_saved_for_that_user_only(tmp_path: Path) -> No
 
     assert asyncio.run(forget()) == [{"saved_files": 1}]
     assert [p.name for p in files.iterdir()] == ["someone-else"]
+
+
+def _streaming_echo(stdout: io.StringIO, seen_live: list[bool]) -> types.ModuleType:
+    """A reply generator that publishes its reply in pieces (an escape
+    sequence split across two of them) and, before returning the whole
+    reply, notes whether the pieces were already on the terminal."""
+    module = types.ModuleType("streaming_echo")
+
+    async def generate_reply(context: Context, message: IncomingMessage, bot: object) -> Reply:
+        pieces = ["you said: ", "hi \x1b", "[2J there", " — streamed"]
+        for piece in pieces:
+            bot.tokens.publish(message.id, piece)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+        for _ in range(100):
+            if "streamed" in stdout.getvalue():
+                break
+            await asyncio.sleep(0.01)
+        seen_live.append("you said: hi" in stdout.getvalue() and "streamed" in stdout.getvalue())
+        return Reply("".join(pieces), notes=["a note"])
+
+    module.generate_reply = hookimpl(tryfirst=True)(generate_reply)  # type: ignore[attr-defined]
+    return module
+
+
+def test_a_streamed_reply_is_printed_as_it_is_written_and_stays_printable(tmp_path: Path) -> None:
+    bot = make_bot(tmp_path, {"console": console_plugin})
+    stdout = io.StringIO()
+    seen_live: list[bool] = []
+    bot.plugins.pm.register(_streaming_echo(stdout, seen_live), "streaming_echo")
+
+    async def main() -> None:
+        await bot.start()
+        try:
+            await asyncio.wait_for(console_plugin.run_console(bot, stdin=io.StringIO("hello\n/quit\n"), stdout=stdout), 30)
+        finally:
+            await bot.stop()
+
+    asyncio.run(main())
+    printed = stdout.getvalue()
+    assert seen_live == [True], "the pieces were not printed before the reply was complete"
+    assert "\x1b" not in printed
+    assert printed.count("you said: hi") == 1
+    assert "— streamed\n(a note)\n" in printed
