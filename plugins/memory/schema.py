@@ -20,7 +20,7 @@ from playhouse.migrate import SchemaMigrator, migrate as run_migrations
 
 log = logging.getLogger("plugins.memory.schema")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @dataclass
@@ -189,7 +189,83 @@ def _v4(m: Models) -> None:
         run_migrations(migrator.add_column("claims", "state", pw.CharField(max_length=16, default="claimed")))
 
 
-MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4)]
+def _v5(m: Models) -> None:
+    """Recall (plugins/recall, docs/RECALL.md): a full-text index on the
+    messages, the facts users told the bot, and the messages a deleted fact
+    keeps out of recall."""
+    db = m.db
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS facts ("
+            " id {autopk},"
+            " user_id VARCHAR(64) NOT NULL,"
+            " place VARCHAR(80) NOT NULL,"
+            " fact_key VARCHAR(100) NOT NULL,"
+            " value {text} NOT NULL,"
+            " source_id VARCHAR(128),"
+            " ts {double} NOT NULL,"
+            " pinned INTEGER NOT NULL DEFAULT 0,"
+            " deleted INTEGER NOT NULL DEFAULT 0"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "facts", "facts_user_place_key", "user_id, place, fact_key", unique=True)
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS recall_hidden ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " user_id VARCHAR(64) NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "recall_hidden", "recall_hidden_user_id", "user_id")
+    _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
+    _full_text_index(db)
+
+
+def _full_text_index(db: pw.Database) -> None:
+    """The engine's own full-text search on ``messages.content``."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        # A stored column, so a search reads the vector instead of parsing
+        # every candidate row's text again ('simple': no stemming, no
+        # language guess; the query side drops common words).
+        db.execute_sql(
+            "ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector"
+            " GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED"
+        )
+        db.execute_sql("CREATE INDEX IF NOT EXISTS messages_search ON messages USING GIN (search)")
+    elif isinstance(db, pw.MySQLDatabase):
+        _create_index(db, "messages", "messages_search", "content", kind="FULLTEXT ")
+    else:
+        # An external-content FTS5 table kept in step by triggers: the text
+        # is stored once (in messages), the index beside it. author_id is
+        # indexed too, so a search is one index lookup for "this user's
+        # messages with these words".
+        db.execute_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS messages_search USING fts5("
+            "content, author_id, content='messages', content_rowid='id')"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_insert AFTER INSERT ON messages BEGIN"
+            " INSERT INTO messages_search(rowid, content, author_id) VALUES (new.id, new.content, new.author_id); END"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_delete AFTER DELETE ON messages BEGIN"
+            " INSERT INTO messages_search(messages_search, rowid, content, author_id)"
+            " VALUES ('delete', old.id, old.content, old.author_id); END"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_update AFTER UPDATE OF content, author_id ON messages BEGIN"
+            " INSERT INTO messages_search(messages_search, rowid, content, author_id)"
+            " VALUES ('delete', old.id, old.content, old.author_id);"
+            " INSERT INTO messages_search(rowid, content, author_id) VALUES (new.id, new.content, new.author_id); END"
+        )
+        db.execute_sql("INSERT INTO messages_search(messages_search) VALUES ('rebuild')")
+
+
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5)]
 
 
 def _ddl(db: pw.Database, template: str) -> str:
@@ -208,11 +284,11 @@ def _ddl(db: pw.Database, template: str) -> str:
     return template.format(**kinds)
 
 
-def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: bool = False) -> None:
+def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: bool = False, kind: str = "") -> None:
     existing = {i.name for i in db.get_indexes(table)}
     if name in existing:
         return
-    db.execute_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {table} ({columns})")
+    db.execute_sql(f"CREATE {'UNIQUE ' if unique else kind}INDEX {name} ON {table} ({columns})")
 
 
 def current_version(m: Models) -> int:
