@@ -37,11 +37,25 @@ def _check_latest(db: pw.Database) -> None:
     row = m.SessionRow.get(m.SessionRow.session_id == "s")
     assert row.fence == 0 and row.state == '{"x": 1}'
     assert db.table_exists("claims")
+    assert db.table_exists("facts") and db.table_exists("recall_hidden")
+    _check_searchable(db)
     names = {i.name for i in db.get_indexes("messages")}
     assert {"messages_message_id", "messages_session_id_ts", "messages_author_id"} <= names
     # the unique index is real: a second row with the same message id is ignored
     m.Message.insert(message_id="1", session_id="s", scope_key="k", role="user", author_id="u", content="dup", ts=1.0, created_at=0.0).on_conflict_ignore().execute()
     assert m.Message.select().where(m.Message.message_id == "1").count() == 1
+
+
+def _check_searchable(db: pw.Database) -> None:
+    """Step 5 indexed the messages stored before it: each engine's own
+    full-text search finds them."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        sql = "SELECT count(*) FROM messages WHERE search @@ to_tsquery('simple', 'text')"
+    elif isinstance(db, pw.MySQLDatabase):
+        sql = "SELECT count(*) FROM messages WHERE MATCH(content) AGAINST ('text' IN BOOLEAN MODE)"
+    else:
+        sql = "SELECT count(*) FROM messages_search WHERE messages_search MATCH 'text'"
+    assert db.execute_sql(sql).fetchall()[0][0] == 50
 
 
 @pytest.fixture
@@ -54,13 +68,13 @@ def any_db(backend: Backend) -> Iterator[pw.Database]:
 
 def test_migrations_upgrade_a_populated_v1_database(any_db: pw.Database) -> None:
     _populate_v1(any_db)
-    assert schema.migrate(schema.make_models(any_db)) == [2, 3, 4]
+    assert schema.migrate(schema.make_models(any_db)) == [2, 3, 4, 5]
     _check_latest(any_db)
 
 
 def test_migrating_twice_is_a_no_op(any_db: pw.Database) -> None:
     m = schema.make_models(any_db)
-    assert schema.migrate(m) == [1, 2, 3, 4]
+    assert schema.migrate(m) == [1, 2, 3, 4, 5]
     assert schema.migrate(m) == []
     assert schema.current_version(m) == schema.SCHEMA_VERSION
 
@@ -80,7 +94,7 @@ def test_migrations_on_mysql_when_available() -> None:
         db.connect()
         try:
             _populate_v1(db)
-            assert schema.migrate(schema.make_models(db)) == [2, 3, 4]
+            assert schema.migrate(schema.make_models(db)) == [2, 3, 4, 5]
             _check_latest(db)
         finally:
             db.close()
