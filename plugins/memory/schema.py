@@ -235,7 +235,15 @@ def _full_text_index(db: pw.Database) -> None:
             "ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector"
             " GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED"
         )
-        db.execute_sql("CREATE INDEX IF NOT EXISTS messages_search ON messages USING GIN (search)")
+        # With btree_gin (a trusted contrib extension) the index holds the
+        # author too, so a search reads only that user's matching rows.
+        try:
+            with db.atomic():
+                db.execute_sql("CREATE EXTENSION IF NOT EXISTS btree_gin")
+                db.execute_sql("CREATE INDEX IF NOT EXISTS messages_search ON messages USING GIN (author_id, search)")
+        except pw.DatabaseError as exc:
+            log.warning("memory: btree_gin is not available (%s); indexing the text alone", str(exc).splitlines()[0])
+            db.execute_sql("CREATE INDEX IF NOT EXISTS messages_search ON messages USING GIN (search)")
     elif isinstance(db, pw.MySQLDatabase):
         _create_index(db, "messages", "messages_search", "content", kind="FULLTEXT ")
     else:
