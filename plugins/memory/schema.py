@@ -191,8 +191,9 @@ def _v4(m: Models) -> None:
 
 def _v5(m: Models) -> None:
     """Recall (plugins/recall, docs/RECALL.md): a full-text index on the
-    messages, the facts users told the bot, and the messages a deleted fact
-    keeps out of recall."""
+    messages, the facts users told the bot (``pinned`` ones outlive
+    retention), and the messages a deleted fact keeps out of recall; an
+    index for retention (plugins/memory/retention.py)."""
     db = m.db
     db.execute_sql(
         _ddl(
@@ -221,7 +222,8 @@ def _v5(m: Models) -> None:
         )
     )
     _create_index(db, "recall_hidden", "recall_hidden_user_id", "user_id")
-    _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
+    # Retention deletes a guild's oldest messages first.
+    _create_index(db, "messages", "messages_guild_id_ts", "guild_id, ts")
     _full_text_index(db)
 
 

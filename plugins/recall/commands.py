@@ -3,7 +3,9 @@
 - ``/memory`` lists your facts (with where and when you told them) and what
   the last reply recalled for you;
 - ``/memory forget <fact>`` deletes one fact everywhere, and keeps the
-  messages that told it out of recall (``/forget`` deletes everything).
+  messages that told it out of recall (``/forget`` deletes everything);
+- ``/memory pin <fact>`` keeps a fact through the guild's retention
+  (``unpin`` undoes it).
 
 A user only ever sees and deletes their own facts; replies are ephemeral.
 """
@@ -18,7 +20,10 @@ from plugins.recall import service
 from plugins.recall.facts import day
 from plugins.recall.queries import FactRow
 
-USAGE = "Usage: /memory (list what I keep) or /memory forget <fact> (e.g. /memory forget favourite colour)."
+USAGE = (
+    "Usage: /memory (list what I keep), /memory forget <fact> (e.g. /memory forget favourite colour), "
+    "/memory pin <fact> or /memory unpin <fact>."
+)
 
 
 def describe(facts: list[FactRow], shown: list[Any], guild_id: str | None) -> str:
@@ -27,7 +32,8 @@ def describe(facts: list[FactRow], shown: list[Any], guild_id: str | None) -> st
         lines.append("What I keep about you (delete one with /memory forget <fact>):")
         for f in facts:
             where = "in DMs" if f.place == "dm" else "in this server" if f.place == f"g:{guild_id}" else "in another server"
-            lines.append(f"- {f.text()} (told {day(f.timestamp)}, {where})")
+            pin = ", pinned" if f.pinned else ""
+            lines.append(f"- {f.text()} (told {day(f.timestamp)}, {where}{pin})")
     else:
         lines.append("I keep no facts about you.")
     if shown:
@@ -59,9 +65,20 @@ async def memory(inv: Invocation) -> Reply:
                 state.last_shown.pop(message.author_id, None)
             also = f"; {hidden} message{'s' if hidden != 1 else ''} that told it will not be recalled" if hidden else ""
             return Reply(f"Deleted the fact “{key}”{also}.", ephemeral=True)
+        if words[0].lower() in ("pin", "unpin") and len(words) > 1:
+            return await _pin(inv, " ".join(w.lower() for w in words[1:]), words[0].lower() == "pin")
     except BackendDown:
         return Reply("The database is unreachable right now, so I cannot read or change your facts; nothing was changed. Please try again later.", ephemeral=True)
     return Reply(f"I did not understand “{inv.args}”. {USAGE}", ephemeral=True)
+
+
+async def _pin(inv: Invocation, key: str, pinned: bool) -> Reply:
+    changed = await service.run_slow(inv.bot, "nothing was changed, try again later", "pin_fact", inv.message.author_id, key, pinned)
+    if not changed:
+        return Reply(f"I keep no fact “{key}” about you. /memory lists them.", ephemeral=True)
+    if pinned:
+        return Reply(f"Pinned the fact “{key}”: it is kept however long the server keeps messages.", ephemeral=True)
+    return Reply(f"Unpinned the fact “{key}”.", ephemeral=True)
 
 
 def all_commands() -> list[Command]:
@@ -70,6 +87,6 @@ def all_commands() -> list[Command]:
             "memory",
             "what I keep about you across conversations; /memory forget <fact> deletes one",
             memory,
-            options={"action": "nothing to list, or: forget <fact>"},
+            options={"action": "nothing to list, or: forget <fact>, pin <fact>, unpin <fact>"},
         )
     ]

@@ -60,6 +60,7 @@ class FactRow:
     place: str
     source_id: str | None
     timestamp: float
+    pinned: bool = False
 
     def text(self) -> str:
         return Fact(self.key, self.value).text()
@@ -176,8 +177,14 @@ class RecallQueries:
         return changed
 
     def list_facts(self, user_id: str) -> list[FactRow]:
-        sql = f"SELECT fact_key, value, place, source_id, ts FROM facts WHERE user_id = {self.p} AND deleted = 0 ORDER BY fact_key, place"
-        return [FactRow(r[0], r[1], r[2], r[3], float(r[4])) for r in self.db.execute_sql(sql, (user_id,)).fetchall()]
+        sql = f"SELECT fact_key, value, place, source_id, ts, pinned FROM facts WHERE user_id = {self.p} AND deleted = 0 ORDER BY fact_key, place"
+        return [FactRow(r[0], r[1], r[2], r[3], float(r[4]), bool(r[5])) for r in self.db.execute_sql(sql, (user_id,)).fetchall()]
+
+    def pin_fact(self, user_id: str, key: str, pinned: bool) -> int:
+        """Pin (or unpin) ``user_id``'s fact ``key``: a pinned fact outlives
+        the guild's retention (plugins/memory/retention.py)."""
+        sql = f"UPDATE facts SET pinned = {self.p} WHERE user_id = {self.p} AND fact_key = {self.p} AND deleted = 0"
+        return int(self.db.execute_sql(sql, (1 if pinned else 0, user_id, key)).rowcount)
 
     def delete_fact(self, user_id: str, key: str, now: float) -> tuple[int, int]:
         """Delete ``user_id``'s fact ``key`` in every place, and keep the
@@ -214,7 +221,7 @@ class RecallQueries:
 
     def export_user(self, user_id: str) -> dict[str, Any]:
         facts = [
-            {"key": f.key, "value": f.value, "place": f.place, "source_id": f.source_id, "timestamp": f.timestamp}
+            {"key": f.key, "value": f.value, "place": f.place, "source_id": f.source_id, "timestamp": f.timestamp, "pinned": f.pinned}
             for f in self.list_facts(user_id)
         ]
         hidden = [r[0] for r in self.db.execute_sql(f"SELECT message_id FROM recall_hidden WHERE user_id = {self.p}", (user_id,)).fetchall()]
