@@ -9,6 +9,7 @@ database) and reads the sessions plugin's token counter.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from core.models import Context, IncomingMessage, MessageRecord, Session
@@ -24,8 +25,13 @@ def startup(bot: Any) -> None:
 
 
 @hookimpl
-def shutdown(bot: Any) -> None:
-    bot.plugin_state.pop("recall", None)
+async def shutdown(bot: Any) -> None:
+    state = bot.plugin_state.pop("recall", None)
+    if isinstance(state, service.RecallState):
+        for task in list(state.tasks):
+            task.cancel()
+        if state.tasks:
+            await asyncio.gather(*state.tasks, return_exceptions=True)
 
 
 @hookimpl

@@ -17,8 +17,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.models import Context, IncomingMessage, MessageRecord, Recalled
+from core.models import Context, IncomingMessage, Recalled
 
+from plugins.recall import model_facts
 from plugins.recall.facts import extract, place_of
 from plugins.recall.queries import Found, RecallQueries, Where, terms
 from plugins.recall.settings import RecallSettings
@@ -44,6 +45,8 @@ class RecallState:
     durable: Any = None
     skipped_logged_at: float = -1e18
     skipped: int = 0
+    # Facts being asked of the model (cancelled at shutdown).
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def note_shown(self, user_id: str, items: list[Recalled]) -> None:
         self.last_shown[user_id] = items
@@ -178,14 +181,49 @@ async def extend(bot: Any, context: Context, message: IncomingMessage) -> None:
         context.tokens_used = (context.tokens_used or 0) + HEADER_TOKENS + sum(r.tokens for r in chosen)
 
 
-async def learn(bot: Any, message: IncomingMessage, record: MessageRecord | None = None) -> int:
-    """Store the facts ``message`` states about its author (rules offline).
-    Best effort: with the database down the message is still stored, and
-    full-text recall finds it later."""
+async def learn(bot: Any, message: IncomingMessage) -> int:
+    """Store the facts ``message`` states about its author: the offline
+    rules at once, or the model's (``extract``) in a task of its own, so
+    the session is not held while the model thinks. Best effort: with the
+    database down the message is still stored, and full-text recall finds
+    it later."""
     state = state_of(bot)
     if state is None or not state.settings.facts or not message.author_id:
         return 0
-    facts = extract(message.content)
+    client = _model_client(bot) if state.settings.extract != "rules" else None
+    if client is not None and model_facts.worth_asking(message.content):
+        task = asyncio.create_task(_learn_from_model(bot, state, client, message), name="recall-facts")
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        return 0
+    return await _save(bot, state, message, extract(message.content))
+
+
+def _model_client(bot: Any) -> Any:
+    """The llm plugin's chat client for ``bot``, when a model is configured."""
+    runtime = bot.plugin_state.get("llm")
+    settings = getattr(runtime, "settings", None)
+    if settings is None or getattr(settings, "offline", True):
+        return None
+    return getattr(runtime, "client", None)
+
+
+async def _learn_from_model(bot: Any, state: RecallState, client: Any, message: IncomingMessage) -> int:
+    facts = None
+    try:
+        async with asyncio.timeout(state.settings.extract_timeout):
+            completion = await client.complete(model_facts.request(message.content))
+        facts = model_facts.parse(completion.text)
+        if facts is None:
+            log.warning("recall: the model's facts were not a JSON array of key/value; using the rules")
+    except TimeoutError:
+        log.warning("recall: the model did not list facts within %ss; using the rules", state.settings.extract_timeout)
+    except Exception as exc:  # noqa: BLE001 - ProviderError and the like: the rules still work
+        log.warning("recall: the model could not list facts (%s); using the rules", type(exc).__name__)
+    return await _save(bot, state, message, extract(message.content) if facts is None else facts)
+
+
+async def _save(bot: Any, state: RecallState, message: IncomingMessage, facts: list[Any]) -> int:
     if not facts:
         return 0
     memory = memory_of(bot)
@@ -199,7 +237,7 @@ async def learn(bot: Any, message: IncomingMessage, record: MessageRecord | None
 
     place = place_of(message.guild_id, message.is_dm)
     try:
-        return await memory.db.run(queries.save_facts, message.author_id, place, facts, message.id, message.timestamp)
+        return int(await memory.db.run(queries.save_facts, message.author_id, place, facts, message.id, message.timestamp))
     except BackendDown as exc:
         memory.db_failed(exc)
         _skip(state, str(exc))

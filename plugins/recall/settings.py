@@ -12,6 +12,7 @@ from core.errors import ConfigError
 from core.settings import PluginSettings
 
 Share = Literal["place", "everywhere"]
+Extract = Literal["auto", "rules", "model"]
 
 
 class RecallSettings(PluginSettings):
@@ -28,6 +29,11 @@ class RecallSettings(PluginSettings):
     max_tokens: int = Field(300, ge=0)
     time_budget: float = Field(0.2, gt=0, le=5)
     facts: bool = True
+    # "auto": the model finds facts when the llm plugin has one configured,
+    # the offline rules otherwise (and whenever the model's answer is
+    # unusable); "rules": never ask the model.
+    extract: Extract = "auto"
+    extract_timeout: float = Field(20.0, gt=0)
 
 
 def load(settings: Any) -> RecallSettings:
