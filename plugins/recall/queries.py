@@ -28,6 +28,10 @@ STOPWORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 MAX_TERMS = 8
+# SQLite: newest matches read per message recalled, then ranked by rank().
+CANDIDATES = 4
+# PostgreSQL: how many of a user's newest messages in a place a search reads.
+REACH = 5000
 
 
 def terms(text: str) -> list[str]:
@@ -71,6 +75,15 @@ class Hit:
     message_id: str
     content: str
     timestamp: float
+
+
+def rank(hits: list[Hit], words: list[str]) -> list[Hit]:
+    """Order ``hits`` by how many of ``words`` each holds, a word found in
+    fewer of the hits counting more; the newest first among equals."""
+    found = [set(_WORD.findall(h.content.lower())) & set(words) for h in hits]
+    weight = {w: 1.0 / sum(1 for f in found if w in f) for w in words if any(w in f for f in found)}
+    scored = sorted(zip(hits, found, strict=True), key=lambda pair: (-sum(weight[w] for w in pair[1]), -pair[0].timestamp))
+    return [h for h, _f in scored]
 
 
 @dataclass(slots=True)
@@ -124,10 +137,13 @@ class RecallQueries:
         hidden = " AND NOT EXISTS (SELECT 1 FROM recall_hidden h WHERE h.message_id = m.message_id)"
         own = f"m.author_id = {p} AND m.role = 'user'"
         if self.dialect == "postgres":
+            # The user's own newest rows first (index author_id, ts), then
+            # their stored vectors: the cost follows one user's history.
             query = " | ".join(f"'{w}'" for w in words)
             sql = (
-                f"SELECT m.message_id, m.content, m.ts FROM messages m WHERE {own}{place}"
-                f" AND m.search @@ to_tsquery('simple', {p}){hidden}"
+                f"WITH mine AS MATERIALIZED (SELECT m.message_id, m.content, m.ts, m.search FROM messages m"
+                f" WHERE {own}{place} ORDER BY m.ts DESC LIMIT {REACH})"
+                f" SELECT m.message_id, m.content, m.ts FROM mine m WHERE m.search @@ to_tsquery('simple', {p}){hidden}"
                 f" ORDER BY ts_rank(m.search, to_tsquery('simple', {p})) DESC, m.ts DESC LIMIT {p}"
             )
             params = [where.user_id, *place_params, query, query, limit]
@@ -137,13 +153,18 @@ class RecallQueries:
             sql = f"SELECT m.message_id, m.content, m.ts FROM messages m WHERE {own}{place} AND {match}{hidden} ORDER BY {match} DESC, m.ts DESC LIMIT {p}"
             params = [where.user_id, *place_params, query, query, limit]
         else:
+            # Newest matches first, ranked here: FTS5's bm25 counts every
+            # row holding each word (its IDF), which reads the whole index
+            # entry of a common word and grows with the table.
             author = where.user_id.replace('"', '""')
             query = f'author_id : "{author}" AND content : (' + " OR ".join(f'"{w}"' for w in words) + ")"
             sql = (
                 f"SELECT m.message_id, m.content, m.ts FROM messages_search s JOIN messages m ON m.id = s.rowid"
-                f" WHERE messages_search MATCH {p} AND {own}{place}{hidden} ORDER BY s.rank, m.ts DESC LIMIT {p}"
+                f" WHERE messages_search MATCH {p} AND {own}{place}{hidden} ORDER BY s.rowid DESC LIMIT {p}"
             )
-            params = [query, where.user_id, *place_params, limit]
+            params = [query, where.user_id, *place_params, limit * CANDIDATES]
+            rows = self.db.execute_sql(sql, params).fetchall()
+            return rank([Hit(r[0], r[1], float(r[2])) for r in rows], words)[:limit]
         return [Hit(r[0], r[1], float(r[2])) for r in self.db.execute_sql(sql, params).fetchall()]
 
     # --- facts ---------------------------------------------------------------------
