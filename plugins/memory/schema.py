@@ -245,7 +245,10 @@ def _full_text_index(db: pw.Database) -> None:
         )
         _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
     elif isinstance(db, pw.MySQLDatabase):
-        _create_index(db, "messages", "messages_search", "content", kind="FULLTEXT ")
+        # No FULLTEXT index: MATCH ... AGAINST reads it for every row holding
+        # a common word before the author filter (19 ms at 10k rows); a
+        # search reads one user's rows by (author_id, ts) and ranks them.
+        _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
     else:
         # An external-content FTS5 table kept in step by triggers: the text
         # is stored once (in messages), the index beside it. author_id is
@@ -292,11 +295,11 @@ def _ddl(db: pw.Database, template: str) -> str:
     return template.format(**kinds)
 
 
-def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: bool = False, kind: str = "") -> None:
+def _create_index(db: pw.Database, table: str, name: str, columns: str, unique: bool = False) -> None:
     existing = {i.name for i in db.get_indexes(table)}
     if name in existing:
         return
-    db.execute_sql(f"CREATE {'UNIQUE ' if unique else kind}INDEX {name} ON {table} ({columns})")
+    db.execute_sql(f"CREATE {'UNIQUE ' if unique else ''}INDEX {name} ON {table} ({columns})")
 
 
 def current_version(m: Models) -> int:

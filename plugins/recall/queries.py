@@ -148,10 +148,17 @@ class RecallQueries:
             )
             params = [where.user_id, *place_params, query, query, limit]
         elif self.dialect == "mysql":
-            query = " ".join(words)
-            match = f"MATCH(m.content) AGAINST ({p} IN NATURAL LANGUAGE MODE)"
-            sql = f"SELECT m.message_id, m.content, m.ts FROM messages m WHERE {own}{place} AND {match}{hidden} ORDER BY {match} DESC, m.ts DESC LIMIT {p}"
-            params = [where.user_id, *place_params, query, query, limit]
+            # The user's own newest rows (index author_id, ts), matched and
+            # ranked here: MATCH ... AGAINST reads the FULLTEXT index for
+            # every row holding a common word before the author filter.
+            sql = (
+                f"SELECT m.message_id, m.content, m.ts FROM messages m WHERE {own}{place}{hidden}"
+                f" ORDER BY m.ts DESC LIMIT {REACH}"
+            )
+            rows = self.db.execute_sql(sql, [where.user_id, *place_params]).fetchall()
+            wanted = set(words)
+            hits = [Hit(r[0], r[1], float(r[2])) for r in rows if wanted & set(_WORD.findall(r[1].lower()))]
+            return rank(hits, words)[:limit]
         else:
             # Newest matches first, ranked here: FTS5's bm25 counts every
             # row holding each word (its IDF), which reads the whole index
@@ -194,7 +201,8 @@ class RecallQueries:
         with self.db.atomic():
             for fact in facts:
                 cursor = self.db.execute_sql(sql, (user_id, place, fact.key, fact.value, source_id, timestamp))
-                changed += max(0, cursor.rowcount)
+                # MySQL counts an updated row twice: a row changed or not.
+                changed += 1 if cursor.rowcount > 0 else 0
         return changed
 
     def list_facts(self, user_id: str) -> list[FactRow]:

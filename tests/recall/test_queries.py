@@ -148,3 +148,22 @@ def test_forget_deletes_facts_tombstones_and_hidden_sources(backend: Backend) ->
         assert found_texts(bob) == ["teal is nice"]
 
     run(go())
+
+
+# --- MariaDB, when one answers on 127.0.0.1:3306 -----------------------------------------
+
+from tests.memory.test_mysql import mysql_backend  # noqa: E402, F401 - the fixture
+
+
+def test_recall_on_mariadb(mysql_backend: Backend) -> None:  # noqa: F811
+    """The same rules on MariaDB: own messages in the place, one fact per
+    key, a deleted fact's messages hidden, forget."""
+    test_a_search_finds_only_the_users_own_messages_in_the_same_place(mysql_backend)
+
+
+def test_facts_on_mariadb(mysql_backend: Backend) -> None:  # noqa: F811
+    test_a_newer_fact_supersedes_and_the_same_one_twice_changes_nothing(mysql_backend)
+
+
+def test_deleted_facts_on_mariadb(mysql_backend: Backend) -> None:  # noqa: F811
+    test_a_deleted_fact_stays_deleted_and_its_messages_are_not_recalled(mysql_backend)
