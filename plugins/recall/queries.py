@@ -151,9 +151,11 @@ class RecallQueries:
             # The user's own newest rows (index author_id, ts), matched and
             # ranked here: MATCH ... AGAINST reads the FULLTEXT index for
             # every row holding a common word before the author filter.
+            # FORCE INDEX: for ORDER BY ts ... LIMIT the optimizer would
+            # rather walk retention's (ts, guild_id) index through every row.
             sql = (
-                f"SELECT m.message_id, m.content, m.ts FROM messages m WHERE {own}{place}{hidden}"
-                f" ORDER BY m.ts DESC LIMIT {REACH}"
+                f"SELECT m.message_id, m.content, m.ts FROM messages m FORCE INDEX (messages_author_id_ts)"
+                f" WHERE {own}{place}{hidden} ORDER BY m.ts DESC LIMIT {REACH}"
             )
             rows = self.db.execute_sql(sql, [where.user_id, *place_params]).fetchall()
             wanted = set(words)
