@@ -12,7 +12,7 @@ import pytest
 from bench.recall import main
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.real)])
 def test_a_tiny_run_reports_latency_and_tokens(tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "recall.json"
     assert main(["--sizes", "2000", "--backends", backend, "--per-user", "100", "--queries", "30", "--warmup", "5", "--json", str(out)]) == 0
