@@ -190,8 +190,8 @@ def _v4(m: Models) -> None:
 
 
 def _v5(m: Models) -> None:
-    """Recall (plugins/recall, docs/RECALL.md): a full-text index on the
-    messages, the facts users told the bot (``pinned`` ones outlive
+    """Recall (plugins/recall, docs/RECALL.md): each engine's way to search
+    the messages, the facts users told the bot (``pinned`` ones outlive
     retention), and the messages a deleted fact keeps out of recall; an
     index for retention (plugins/memory/retention.py)."""
     db = m.db
@@ -230,7 +230,8 @@ def _v5(m: Models) -> None:
 
 
 def _full_text_index(db: pw.Database) -> None:
-    """The engine's own full-text search on ``messages.content``."""
+    """How each engine searches ``messages.content`` (measured:
+    docs/PERFORMANCE.md, "Recall")."""
     if isinstance(db, pw.PostgresqlDatabase):
         # A stored column, so a search reads the vector instead of parsing
         # every candidate row's text again ('simple': no stemming, no
@@ -246,8 +247,9 @@ def _full_text_index(db: pw.Database) -> None:
         _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
     elif isinstance(db, pw.MySQLDatabase):
         # No FULLTEXT index: MATCH ... AGAINST reads it for every row holding
-        # a common word before the author filter (19 ms at 10k rows); a
-        # search reads one user's rows by (author_id, ts) and ranks them.
+        # a common word before the author filter (19 ms at 10k rows, over
+        # 5 s at 1M); a search reads one user's rows by (author_id, ts) and
+        # ranks them.
         _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
     else:
         # An external-content FTS5 table kept in step by triggers: the text
