@@ -73,7 +73,18 @@ Feature: Recall across conversations
     Then the reply to "which colour is my favourite colour?" recalled nothing
     And alice has no facts
     When alice says "/memory" in #general
-    Then the reply to "/memory" contains "I keep no facts about you."
+    Then the reply to "/memory" contains "I keep no facts about you"
+
+  Scenario: /memory in a guild channel lists only that guild's facts, in a DM all of them
+    Given the bot is running
+    And alice says "my favourite colour is teal" in a DM
+    And alice says "I live in Lisbon" in #general
+    When alice says "/memory" in #general
+    Then the reply to "/memory" contains "lives in: Lisbon (told "
+    And the reply to "/memory" does not mention "teal"
+    When alice says "/memory" in a DM
+    Then the reply to "/memory" contains "favourite colour: teal (told "
+    And the reply to "/memory" contains "lives in: Lisbon (told "
 
   Scenario: Two instances extracting the same fact store it once
     Given two bot instances "A" and "B" are running on the same backends

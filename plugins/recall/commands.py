@@ -1,7 +1,8 @@
 """``/memory``: what the bot keeps about you across conversations.
 
-- ``/memory`` lists your facts (with where and when you told them) and what
-  the last reply recalled for you;
+- ``/memory`` lists your facts (with where and when you told them; in a
+  guild channel only those told in that guild, in a DM all of them) and
+  what the last reply recalled for you;
 - ``/memory forget <fact>`` deletes one fact everywhere, and keeps the
   messages that told it out of recall (``/forget`` deletes everything);
 - ``/memory pin <fact>`` keeps a fact through the guild's retention
@@ -26,6 +27,14 @@ USAGE = (
 )
 
 
+def visible_here(facts: list[FactRow], message: Any) -> list[FactRow]:
+    """A DM lists every fact; a guild channel only those told in that guild
+    (a text command's answer there may be read by others)."""
+    if message.is_dm or not message.guild_id:
+        return facts
+    return [f for f in facts if f.place == f"g:{message.guild_id}"]
+
+
 def describe(facts: list[FactRow], shown: list[Any], guild_id: str | None) -> str:
     lines = []
     if facts:
@@ -35,7 +44,7 @@ def describe(facts: list[FactRow], shown: list[Any], guild_id: str | None) -> st
             pin = ", pinned" if f.pinned else ""
             lines.append(f"- {f.text()} (told {day(f.timestamp)}, {where}{pin})")
     else:
-        lines.append("I keep no facts about you.")
+        lines.append("I keep no facts about you." if guild_id is None else "I keep no facts about you from this server (/memory in a DM lists them all).")
     if shown:
         lines.append("My last reply to you recalled:")
         lines.extend(f"- [{day(r.timestamp)}] {r.kind}: {r.content[:120]}" for r in shown)
@@ -52,7 +61,7 @@ async def memory(inv: Invocation) -> Reply:
             facts = await service.run_slow(bot, "nothing to list", "list_facts", message.author_id)
             state = service.state_of(bot)
             shown = state.last_shown.get(message.author_id, []) if state else []
-            return Reply(describe(facts, shown, message.guild_id), ephemeral=True)
+            return Reply(describe(visible_here(facts, message), shown, message.guild_id), ephemeral=True)
         if words[0].lower() in ("forget", "delete") and len(words) > 1:
             key = " ".join(w.lower() for w in words[1:])
             deleted, hidden = await service.run_slow(

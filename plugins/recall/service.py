@@ -93,7 +93,9 @@ def _skip(state: RecallState, why: str) -> None:
 
 async def _search(bot: Any, state: RecallState, message: IncomingMessage, want_messages: int) -> Found | None:
     memory = memory_of(bot)
-    if memory is None or not memory.db_ok:
+    if memory is None:
+        return None  # no memory plugin: nothing stored to recall
+    if not memory.db_ok:
         _skip(state, "the database is unreachable")
         return None
     queries = queries_of(state, memory)

@@ -58,6 +58,13 @@ def then_recalled_nothing(harness: Harness, text: str) -> None:
     assert context.recalled == [], context.recalled
 
 
+@then(p('the reply to "{text}" does not mention "{fragment}"'))
+def then_reply_not_mention(harness: Harness, text: str, fragment: str) -> None:
+    """The (last) reply to ``text`` does not hold ``fragment``."""
+    replies = harness.replies_to(harness.message_said(text))
+    assert replies and fragment not in replies[-1].content, [r.content for r in replies]
+
+
 @then(p("{user:Name} has exactly these facts:"))
 def then_facts(harness: Harness, user: str, datatable: list[list[str]]) -> None:
     """The database's facts of ``user`` (not deleted), one row each."""
