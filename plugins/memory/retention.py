@@ -5,8 +5,8 @@ messages) to a number of days. A run deletes, for each rule, what is older
 than ``now - days``, by the message's platform time:
 
 - the messages (the bot's replies too) in the database, in batches, with
-  their search-index entries, their hidden-from-recall marks and their
-  claims; the writes still queued for the database in the outbox;
+  their search-index entries, their vectors, their hidden-from-recall
+  marks and their claims; the writes still queued for the database in the outbox;
 - the cached windows in Redis of every session that lost a message (they
   are rebuilt from the database at the next read, as after a flush) and
   this instance's in-process copies of them;
@@ -104,8 +104,9 @@ class RetentionSQL:
             marks = ", ".join([p] * len(rows))
             self.db.execute_sql(f"DELETE FROM messages WHERE id IN ({marks})", ids)
             self.db.execute_sql(f"DELETE FROM claims WHERE message_id IN ({marks})", message_ids)
-            if self.db.table_exists("recall_hidden"):
-                self.db.execute_sql(f"DELETE FROM recall_hidden WHERE message_id IN ({marks})", message_ids)
+            for table in ("recall_hidden", "message_vectors"):
+                if self.db.table_exists(table):
+                    self.db.execute_sql(f"DELETE FROM {table} WHERE message_id IN ({marks})", message_ids)
         return message_ids, sorted({r[2] for r in rows})
 
     def delete_sessions(self, rule: Rule, cutoff: float) -> int:

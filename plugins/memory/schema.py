@@ -222,6 +222,22 @@ def _v5(m: Models) -> None:
         )
     )
     _create_index(db, "recall_hidden", "recall_hidden_user_id", "user_id")
+    # Optional semantic recall: a message's embedding (float32, normalised)
+    # beside it, by the model that made it.
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS message_vectors ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " user_id VARCHAR(64) NOT NULL,"
+            " guild_id VARCHAR(64),"
+            " ts {double} NOT NULL,"
+            " model VARCHAR(100) NOT NULL,"
+            " vector {blob} NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "message_vectors", "message_vectors_user_id_ts", "user_id, ts")
     # Retention deletes the oldest messages first. Time leads, so a search
     # for one user's words in one guild is never planned through this index
     # (a guild holds far more rows than one user does there).
@@ -283,7 +299,7 @@ MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3
 
 def _ddl(db: pw.Database, template: str) -> str:
     if isinstance(db, pw.PostgresqlDatabase):
-        kinds = {"autopk": "SERIAL PRIMARY KEY", "text": "TEXT", "double": "DOUBLE PRECISION", "table_opts": "", "key": "key"}
+        kinds = {"autopk": "SERIAL PRIMARY KEY", "text": "TEXT", "double": "DOUBLE PRECISION", "table_opts": "", "key": "key", "blob": "BYTEA"}
     elif isinstance(db, pw.MySQLDatabase):
         kinds = {
             "autopk": "BIGINT AUTO_INCREMENT PRIMARY KEY",
@@ -291,9 +307,10 @@ def _ddl(db: pw.Database, template: str) -> str:
             "double": "DOUBLE",
             "table_opts": " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             "key": "`key`",
+            "blob": "LONGBLOB",
         }
     else:
-        kinds = {"autopk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "double": "REAL", "table_opts": "", "key": '"key"'}
+        kinds = {"autopk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "double": "REAL", "table_opts": "", "key": '"key"', "blob": "BLOB"}
     return template.format(**kinds)
 
 

@@ -10,6 +10,7 @@ message), and the place filter is the ``share`` setting's.
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,15 @@ def rank(hits: list[Hit], words: list[str]) -> list[Hit]:
     return [h for h, _f in scored]
 
 
+@dataclass(slots=True, frozen=True)
+class Semantic:
+    """A semantic search: the query's packed vector, by ``model``."""
+
+    model: str
+    vector: bytes
+    minimum: float = 0.3
+
+
 @dataclass(slots=True)
 class Found:
     facts: list[FactRow] = field(default_factory=list)
@@ -103,15 +113,50 @@ class RecallQueries:
 
     # --- search --------------------------------------------------------------------
 
-    def search(self, where: Where, words: list[str], limit: int, max_facts: int, time_limit: float) -> Found:
-        """The user's facts and the messages best matching ``words``."""
+    def search(
+        self, where: Where, words: list[str], limit: int, max_facts: int, time_limit: float, semantic: Semantic | None = None
+    ) -> Found:
+        """The user's facts and the messages best matching ``words`` (and,
+        with ``semantic``, the most similar ones first)."""
         with self.db.atomic():
             if self.dialect == "postgres":
                 # The reply does not wait for a search the time budget gave up on.
                 self.db.execute_sql(f"SET LOCAL statement_timeout = {max(1, int(time_limit * 1000))}")
             facts = self._facts(where, max_facts) if max_facts else []
-            hits = self._messages(where, words, limit) if words and limit else []
+            hits = self._similar(where, semantic, limit) if semantic is not None and limit else []
+            if words and limit:
+                seen = {h.message_id for h in hits}
+                hits += [h for h in self._messages(where, words, limit) if h.message_id not in seen]
         return Found(facts, hits)
+
+    def _similar(self, where: Where, semantic: Semantic, limit: int) -> list[Hit]:
+        """The user's messages whose stored vectors are nearest the query's
+        (cosine at least ``semantic.minimum``), among their newest
+        :data:`~.embeddings.REACH` in the place."""
+        from plugins.recall.embeddings import REACH, similarity, unpack
+
+        p = self.p
+        place, place_params = self._place_sql(where, "v.guild_id")
+        sql = (
+            f"SELECT v.message_id, m.content, m.ts, v.vector FROM message_vectors v JOIN messages m ON m.message_id = v.message_id"
+            f" WHERE v.user_id = {p} AND v.model = {p} AND m.author_id = {p}{place}"
+            f" AND NOT EXISTS (SELECT 1 FROM recall_hidden h WHERE h.message_id = v.message_id)"
+            f" ORDER BY v.ts DESC LIMIT {REACH}"
+        )
+        rows = self.db.execute_sql(sql, [where.user_id, semantic.model, where.user_id, *place_params]).fetchall()
+        query = unpack(semantic.vector)
+        scored = [(similarity(query, unpack(r[3])), Hit(r[0], r[1], float(r[2]))) for r in rows]
+        near = sorted((pair for pair in scored if pair[0] >= semantic.minimum), key=lambda pair: -pair[0])
+        return [hit for _score, hit in near[:limit]]
+
+    def save_vector(self, message_id: str, user_id: str, guild_id: str | None, ts: float, model: str, vector: bytes) -> None:
+        p = self.p
+        cols = "message_id, user_id, guild_id, ts, model, vector"
+        if self.dialect == "mysql":
+            sql = f"INSERT IGNORE INTO message_vectors ({cols}) VALUES ({', '.join([p] * 6)})"
+        else:
+            sql = f"INSERT INTO message_vectors ({cols}) VALUES ({', '.join([p] * 6)}) ON CONFLICT (message_id) DO NOTHING"
+        self.db.execute_sql(sql, (message_id, user_id, guild_id, ts, model, vector))
 
     def _place_sql(self, where: Where, column: str = "m.guild_id") -> tuple[str, list[Any]]:
         if where.everywhere:
@@ -256,15 +301,18 @@ class RecallQueries:
             for f in self.list_facts(user_id)
         ]
         hidden = [r[0] for r in self.db.execute_sql(f"SELECT message_id FROM recall_hidden WHERE user_id = {self.p}", (user_id,)).fetchall()]
-        return {"facts": facts, "recall_hidden": hidden}
+        rows = self.db.execute_sql(f"SELECT message_id, model, vector FROM message_vectors WHERE user_id = {self.p} ORDER BY ts", (user_id,))
+        vectors = [{"message_id": r[0], "model": r[1], "float32_le": base64.b64encode(bytes(r[2])).decode("ascii")} for r in rows.fetchall()]
+        return {"facts": facts, "recall_hidden": hidden, "message_vectors": vectors}
 
     def forget_user(self, user_id: str) -> dict[str, int]:
         with self.db.atomic():
             facts = self.db.execute_sql(f"DELETE FROM facts WHERE user_id = {self.p}", (user_id,)).rowcount
             hidden = self.db.execute_sql(f"DELETE FROM recall_hidden WHERE user_id = {self.p}", (user_id,)).rowcount
+            vectors = self.db.execute_sql(f"DELETE FROM message_vectors WHERE user_id = {self.p}", (user_id,)).rowcount
         if self.dialect == "sqlite":
             # The messages' index entries went with the messages (triggers);
             # merging the index drops them from its pages too, and the log.
             self.db.execute_sql("INSERT INTO messages_search(messages_search) VALUES ('optimize')")
             self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-        return {"facts": facts, "recall_hidden": hidden}
+        return {"facts": facts, "recall_hidden": hidden, "message_vectors": vectors}

@@ -19,9 +19,9 @@ from typing import Any
 
 from core.models import Context, IncomingMessage, Recalled
 
-from plugins.recall import model_facts
+from plugins.recall import embeddings, model_facts
 from plugins.recall.facts import extract, place_of
-from plugins.recall.queries import Found, RecallQueries, Where, terms
+from plugins.recall.queries import Found, RecallQueries, Semantic, Where, terms
 from plugins.recall.settings import RecallSettings
 
 log = logging.getLogger("plugins.recall")
@@ -107,8 +107,10 @@ async def _search(bot: Any, state: RecallState, message: IncomingMessage, want_m
 
     try:
         async with asyncio.timeout(cfg.time_budget):
+            semantic = await _semantic(bot, state, message) if want_messages else None
             return await memory.db.run(
-                queries.search, where_for(cfg, message), words, want_messages, cfg.max_facts if cfg.facts else 0, cfg.time_budget
+                queries.search, where_for(cfg, message), words, want_messages, cfg.max_facts if cfg.facts else 0, cfg.time_budget,
+                semantic,
             )
     except TimeoutError:
         _skip(state, f"no answer within the time budget of {cfg.time_budget}s")
@@ -118,6 +120,21 @@ async def _search(bot: Any, state: RecallState, message: IncomingMessage, want_m
     except Exception as exc:  # noqa: BLE001 - a statement timeout, a missing index: the reply goes on
         _skip(state, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
     return None
+
+
+async def _semantic(bot: Any, state: RecallState, message: IncomingMessage) -> Semantic | None:
+    """The new message's vector, when semantic recall is on and a provider
+    is configured; ``None`` (text search only) when it cannot be had."""
+    cfg = state.settings
+    runtime = bot.plugin_state.get("llm")
+    if not cfg.semantic or _model_client(bot) is None or not message.content.strip():
+        return None
+    try:
+        (vector,) = await embeddings.embed(runtime, cfg.embeddings_model, [message.content], cfg.time_budget)
+    except embeddings.EmbeddingError as exc:
+        _skip(state, f"no embedding for the new message ({exc}); searching by words only")
+        return None
+    return Semantic(cfg.embeddings_model, vector, cfg.min_similarity)
 
 
 def choose(found: Found, context: Context, budget: int, count: Any, max_messages: int) -> list[Recalled]:
@@ -192,13 +209,39 @@ async def learn(bot: Any, message: IncomingMessage) -> int:
     state = state_of(bot)
     if state is None or not state.settings.facts or not message.author_id:
         return 0
+    if state.settings.semantic and _model_client(bot) is not None and message.content.strip():
+        _background(state, _store_vector(bot, state, message), "recall-vector")
     client = _model_client(bot) if state.settings.extract != "rules" else None
     if client is not None and model_facts.worth_asking(message.content):
-        task = asyncio.create_task(_learn_from_model(bot, state, client, message), name="recall-facts")
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        _background(state, _learn_from_model(bot, state, client, message), "recall-facts")
         return 0
     return await _save(bot, state, message, extract(message.content))
+
+
+def _background(state: RecallState, work: Any, name: str) -> None:
+    task = asyncio.create_task(work, name=name)
+    state.tasks.add(task)
+    task.add_done_callback(state.tasks.discard)
+
+
+async def _store_vector(bot: Any, state: RecallState, message: IncomingMessage) -> None:
+    """Embed the user's message and store the vector beside it (best effort:
+    without it the message is still found by its words)."""
+    cfg = state.settings
+    memory = memory_of(bot)
+    queries = queries_of(state, memory) if memory is not None and memory.db_ok else None
+    if queries is None:
+        return
+    from plugins.memory import BackendDown
+
+    try:
+        (vector,) = await embeddings.embed(bot.plugin_state.get("llm"), cfg.embeddings_model, [message.content], cfg.extract_timeout)
+        guild = None if message.is_dm else message.guild_id
+        await memory.db.run(queries.save_vector, message.id, message.author_id, guild, message.timestamp, cfg.embeddings_model, vector)
+    except embeddings.EmbeddingError as exc:
+        log.warning("recall: no embedding for message %s (%s); it is found by its words only", message.id, exc)
+    except BackendDown as exc:
+        memory.db_failed(exc)
 
 
 def _model_client(bot: Any) -> Any:

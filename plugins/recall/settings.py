@@ -34,6 +34,12 @@ class RecallSettings(PluginSettings):
     # unusable); "rules": never ask the model.
     extract: Extract = "auto"
     extract_timeout: float = Field(20.0, gt=0)
+    # Semantic recall through the provider's /embeddings endpoint (llm
+    # plugin's base URL and key): every user message gets a vector, and a
+    # new message's nearest ones are recalled first. Off by default.
+    semantic: bool = False
+    embeddings_model: str = "text-embedding-3-small"
+    min_similarity: float = Field(0.3, ge=-1, le=1)
 
 
 def load(settings: Any) -> RecallSettings:

@@ -10,6 +10,7 @@ from typing import Any
 
 from plugins.memory import records
 from plugins.memory.durable import DurableStore
+from plugins.recall.embeddings import pack
 from plugins.recall.facts import Fact
 from plugins.recall.queries import RecallQueries, Where, terms
 from tests.memory.conftest import Backend, run
@@ -134,6 +135,7 @@ def test_forget_deletes_facts_tombstones_and_hidden_sources(backend: Backend) ->
             await store_rows(store, [message(1, "alice", "my favourite colour is teal"), message(2, "bob", "teal is nice")])
             await store.run(q.save_facts, "alice", "g:g1", [Fact("favourite colour", "teal"), Fact("name", "Ada")], "1001", 1.0)
             await store.run(q.delete_fact, "alice", "favourite colour", 10.0)
+            await store.run(q.save_vector, "1001", "alice", "g1", 1.0, "test-model", pack([1.0, 2.0]))
             exported = await store.run(q.export_user, "alice")
             await store.run(lambda: store.db.execute_sql("DELETE FROM messages WHERE author_id = 'alice'").rowcount)
             forgotten = await store.run(q.forget_user, "alice")
@@ -143,7 +145,8 @@ def test_forget_deletes_facts_tombstones_and_hidden_sources(backend: Backend) ->
             ])
             bob = await store.run(q.search, Where("bob", "g1"), ["teal"], 10, 0, 1.0)
         assert [f["key"] for f in exported["facts"]] == ["name"] and exported["recall_hidden"] == ["1001"]
-        assert forgotten == {"facts": 2, "recall_hidden": 1}
+        assert [(v["message_id"], v["model"]) for v in exported["message_vectors"]] == [("1001", "test-model")]
+        assert forgotten == {"facts": 2, "recall_hidden": 1, "message_vectors": 1}
         assert left == [0, 0]
         assert found_texts(bob) == ["teal is nice"]
 
