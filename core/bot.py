@@ -497,6 +497,7 @@ class Bot:
         context = await self.hooks.first("build_context", session=session, message=message)
         if context is None:
             context = Context(session, self.settings.bot.system_prompt, [record])
+        await self.hooks.broadcast("extend_context", context=context, message=message)
         if degraded:
             context.notes.append(MEMORY_DEGRADED)
         answer = await self.hooks.first_answer("generate_reply", context=context, message=message)

@@ -284,6 +284,19 @@ def build_context(session: Session, message: IncomingMessage, bot: Any) -> Conte
     """
 
 
+@spec(Mode.BROADCAST)
+def extend_context(context: Context, message: IncomingMessage, bot: Any) -> None:
+    """Add to the context a reply will be generated from, after
+    ``build_context``: e.g. what the user said in earlier sessions
+    (``context.recalled``, see the recall plugin) or ``context.notes``.
+
+    An implementation keeps what it adds inside ``context.token_budget``
+    (adding what it spends to ``context.tokens_used``) and within a short
+    time of its own: a slow or failing one is cut off by ``[bot]
+    hook_timeout`` and the reply goes on without it. **Broadcast.**
+    """
+
+
 @spec(Mode.FIRST)
 def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
     """Generate the reply to ``message`` from ``context``.

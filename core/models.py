@@ -311,6 +311,20 @@ class MessageRecord:
 
 
 @dataclass(slots=True)
+class Recalled:
+    """Something brought back from outside the window: a message of an
+    earlier conversation or a fact the user told the bot, with its date
+    (``timestamp``, epoch seconds) and where it came from (``source_id``:
+    the message id)."""
+
+    kind: str  # "message" or "fact"
+    content: str
+    timestamp: float
+    source_id: str | None = None
+    tokens: int = 0
+
+
+@dataclass(slots=True)
 class Context:
     """What a reply plugin sees: the system prompt and the context window.
 
@@ -324,6 +338,9 @@ class Context:
     token_budget: int | None = None
     tokens_used: int | None = None
     notes: list[str] = field(default_factory=list)
+    # Added by ``extend_context`` implementations (the recall plugin):
+    # counted in ``tokens_used``, shown to the model apart from the window.
+    recalled: list[Recalled] = field(default_factory=list)
 
 
 @dataclass(slots=True)

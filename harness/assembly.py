@@ -79,6 +79,8 @@ class RecordedContext:
     notes: list[str] = field(default_factory=list)
     token_budget: int | None = None
     tokens_used: int | None = None
+    # What extend_context added (the recall plugin): kind, content, timestamp, source_id, tokens.
+    recalled: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +135,7 @@ class RecordingReplier:
                 notes=list(context.notes),
                 token_budget=context.token_budget,
                 tokens_used=context.tokens_used,
+                recalled=[dataclasses.asdict(r) for r in context.recalled],
             )
         )
         return Reply(reply_text(message))

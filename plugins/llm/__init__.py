@@ -58,6 +58,16 @@ async def health(bot: Any) -> HealthReport | None:
     return await runtime.health() if runtime is not None else None
 
 
+@hookimpl(tryfirst=True)
+async def extend_context(context: Context, bot: Any) -> None:
+    """The rolling summary, counted in the token budget (``[llm] summaries``).
+    ``tryfirst``: the conversation's own summary before what other plugins
+    add (recall)."""
+    runtime = bot.plugin_state.get("llm")
+    if runtime is not None:
+        await runtime.extend(context, bot)
+
+
 @hookimpl
 async def generate_reply(context: Context, message: IncomingMessage, bot: Any) -> Reply | None:
     runtime = bot.plugin_state.get("llm")

@@ -10,6 +10,7 @@ name?"). It says plainly that it is an offline stand-in, not a model.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from core.models import Context, MessageRecord, Role
@@ -101,6 +102,15 @@ def _count_line(memory: Memory) -> str:
     return f"I remember {_plural(memory.remembered, 'earlier message')} of this session ({', '.join(split)})."
 
 
+def _recalled_line(context: Context) -> str:
+    """What the recall plugin brought back from earlier conversations."""
+    parts = []
+    for item in context.recalled[:4]:
+        when = time.strftime("%Y-%m-%d", time.gmtime(item.timestamp))
+        parts.append(f"{_quote(item.content)} ({item.kind}, {when})")
+    return "From earlier conversations I recall: " + "; ".join(parts) + "."
+
+
 NO_MEMORY = "No memory plugin is enabled, so I cannot recall earlier messages."
 
 
@@ -120,6 +130,8 @@ def offline_reply(
     answer = _answer_question(memory, text, lowered, name)
     if answer is None:
         answer = _acknowledge(memory, text, name, author_name)
+    if context.recalled:
+        answer += "\n" + _recalled_line(context)
     if not has_memory:
         return f"{TAG} {INTRO} {NO_MEMORY}\n{answer}"
     prefix = f"{TAG} {INTRO}\n" if first_turn else f"{TAG} "

@@ -10,10 +10,11 @@ parts for vision models and a short description in text for the others.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from core.models import Attachment, Context, MessageRecord, Role
+from core.models import Attachment, Context, MessageRecord, Recalled, Role
 
 # Replies the plugin sends when the provider fails start with this, so the
 # next request does not feed the model its own error messages.
@@ -76,6 +77,22 @@ async def _image_url(attachment: Attachment, max_bytes: int, load_media: MediaLo
     return None
 
 
+RECALLED_HEADER = (
+    "Recalled from earlier conversations with this user (not part of the conversation below; "
+    "use only if relevant):"
+)
+
+
+def recalled_lines(recalled: list[Recalled]) -> str:
+    """The recalled facts and messages, each marked with its date."""
+    lines = [RECALLED_HEADER]
+    for item in recalled:
+        when = time.strftime("%Y-%m-%d", time.gmtime(item.timestamp))
+        what = "fact" if item.kind == "fact" else "they said"
+        lines.append(f"- [{when}] {what}: {item.content}")
+    return "\n".join(lines)
+
+
 async def build_messages(
     context: Context,
     system_prompt: str,
@@ -86,6 +103,8 @@ async def build_messages(
 ) -> list[dict[str, Any]]:
     """The ``messages`` array for a chat-completions request."""
     system = system_prompt
+    if context.recalled:
+        system += "\n\n" + recalled_lines(context.recalled)
     if context.notes:
         system += "\n\n" + "\n".join(f"Note: {note}." for note in context.notes)
     out: list[dict[str, Any]] = [{"role": "system", "content": system}]

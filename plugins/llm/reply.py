@@ -14,13 +14,13 @@ from typing import Any
 import aiohttp
 
 from core.logs import redact, secret_filter
-from core.models import Attachment, Context, HealthReport, IncomingMessage, MessageRecord, Reply
+from core.models import Attachment, Context, HealthReport, IncomingMessage, MessageRecord, Reply, Role, Session
 from plugins.llm.client import ChatClient, ProviderError, models_url
 from plugins.llm.offline import offline_reply
 from plugins.llm.prompt import FAILURE_MARK, build_messages
 from plugins.llm.settings import LlmSettings, check_base_url, load_llm_settings
 from core.streaming import TokenHub
-from plugins.llm.summary import STATE_KEY, RollingSummary, fallen_out, summary_request, with_summary
+from plugins.llm.summary import CARRY_FROM, RollingSummary, fallen_out, fit_budget, summary_request, summary_tokens, with_summary
 
 log = logging.getLogger("plugins.llm")
 
@@ -108,8 +108,9 @@ class LlmRuntime:
         runtime = bot.guild_settings if bot is not None else None
         system = (runtime.get(guild_id, "system_prompt") if runtime and guild_id else None) or system
         model = runtime.get(guild_id, "model") if runtime and guild_id else None
-        if self.settings.summaries and bot is not None:
-            system = with_summary(system, await self._summary(context, bot))
+        if self.settings.summaries:
+            # Brought up to date, and counted in the budget, by extend_context.
+            system = with_summary(system, RollingSummary.from_state(context.session.state))
         messages = await build_messages(
             context,
             system,
@@ -158,9 +159,26 @@ class LlmRuntime:
             return stream.text, stream.finish_reason, str(error)
         return stream.text, stream.finish_reason, None
 
+    async def extend(self, context: Context, bot: Any) -> None:
+        """The summary step of context building: bring the rolling summary
+        up to date, then make room for it in the token budget by dropping
+        the window's oldest messages (they are in the summary, or will be
+        at its next update)."""
+        if not self.settings.summaries or self.client is None:
+            return
+        summary = await self._summary(context, bot)
+        count, cost = _counters(bot)
+        extra = summary_tokens(summary, count)
+        if not extra or context.tokens_used is None:
+            return
+        context.messages, context.tokens_used = fit_budget(
+            context.messages, context.tokens_used + extra, context.token_budget, cost
+        )
+
     async def _summary(self, context: Context, bot: Any) -> RollingSummary:
         """The session's rolling summary, first folding in what left the
-        window once ``summary_every`` messages have. A failed update keeps
+        window once ``summary_every`` messages have, and at once the last
+        messages of the session it was carried from. A failed update keeps
         the old summary; those messages are folded in next time."""
         assert self.client is not None
         session = context.session
@@ -169,18 +187,38 @@ class LlmRuntime:
         loaded = await bot.storage.load_messages(session, limit)
         history = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == session.id]
         fallen = fallen_out(history, context.messages, summary.upto)
-        if len(fallen) < self.settings.summary_every:
+        previous = await self._previous_tail(session, summary, bot)
+        if previous == []:
+            # Carried over with nothing of the previous session left out.
+            session.state = summary.into(session.state, folded_previous=True)
+            await bot.storage.save_session(session)
+            previous = None
+        if previous is None and len(fallen) < self.settings.summary_every:
             return summary
+        new = (previous or []) + fallen
         try:
-            completion = await self.client.complete(summary_request(summary.text, fallen, self.settings.summary_words))
+            completion = await self.client.complete(summary_request(summary.text, new, self.settings.summary_words))
         except ProviderError as error:
             log.warning("llm: summary not updated (%s); replying from the window alone", redact(str(error), self.secrets))
             return summary
         text = completion.text.strip()[: self.settings.summary_words * 12]
-        updated = RollingSummary(text=text, upto=fallen[-1].sort_key, count=summary.count + len(fallen))
-        session.state[STATE_KEY] = updated.to_state()
+        updated = RollingSummary(text=text, upto=new[-1].sort_key, count=summary.count + len(new))
+        session.state = updated.into(session.state, folded_previous=previous is not None)
         await bot.storage.save_session(session)
         return updated
+
+    async def _previous_tail(self, session: Session, summary: RollingSummary, bot: Any) -> list[MessageRecord] | None:
+        """The messages of the session the summary was carried from (after
+        a timeout or a ``reset keep``) that it does not cover yet; ``None``
+        when it was not carried or that tail is folded in already."""
+        source = session.state.get(CARRY_FROM)
+        if not isinstance(source, str) or not source:
+            return None
+        previous = Session(id=source, scope_key=session.scope_key, opened_at=0.0, last_active_at=0.0, guild_id=session.guild_id,
+                           channel_id=session.channel_id, user_id=session.user_id)
+        loaded = await bot.storage.load_messages(previous, self.settings.summary_lookback)
+        tail = [r for r in loaded if isinstance(r, MessageRecord) and r.session_id == source]
+        return fallen_out(tail + [_LATER], [_LATER], summary.upto)
 
     # --- health ----------------------------------------------------------------
 
@@ -199,6 +237,25 @@ class LlmRuntime:
         if status >= 500:
             return HealthReport("llm", False, f"{self.describe()}: provider error (HTTP {status}); last reply {self.last_outcome}")
         return HealthReport("llm", True, f"{self.describe()}: reachable; last reply {self.last_outcome}")
+
+
+# A stand-in "window" later than every message: with it, fallen_out returns
+# the whole tail of a previous session past what the summary covers.
+_LATER = MessageRecord(id="~", session_id="", scope_key="", role=Role.USER, author_id="", content="", timestamp=float("inf"))
+
+
+def _counters(bot: Any) -> tuple[Any, Any]:
+    """The sessions plugin's token counter (and per-record cost), so the
+    budget is counted one way; the offline estimate without it."""
+    from plugins.sessions.tokens import estimate_tokens, record_tokens, resolve_counter
+
+    try:
+        from plugins.sessions.service import settings_of
+
+        count = resolve_counter(settings_of(bot).token_counter)
+    except Exception:  # noqa: BLE001 - no sessions plugin
+        count = estimate_tokens
+    return count, lambda record: record_tokens(record, count)
 
 
 def _media_loader(bot: Any) -> Any:

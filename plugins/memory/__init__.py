@@ -10,6 +10,8 @@ a process); :func:`store_of` returns it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -44,10 +46,35 @@ async def startup(bot: Any) -> None:
     except RuntimeError as exc:
         raise ConfigError(str(exc)) from None
     bot.plugin_state["memory"] = store
+    if settings.retention:
+        bot.plugin_state["memory.retention"] = asyncio.create_task(_retention_loop(bot, store, settings), name="memory-retention")
+
+
+async def _retention_loop(bot: Any, store: MemoryStore, settings: MemorySettings) -> None:
+    """Retention every ``retention_interval`` seconds (plugins/memory/retention.py)."""
+    from plugins.memory import retention
+
+    while True:
+        await asyncio.sleep(settings.retention_interval)
+        try:
+            outcome = await retention.run(store, settings.retention, bot.clock.now())
+        except BackendDown as exc:
+            log.warning("memory: retention not run now (%s); trying again in %ss", exc.reason, settings.retention_interval)
+            continue
+        except Exception:  # noqa: BLE001 - the loop must outlive anything
+            log.exception("memory: retention failed; trying again in %ss", settings.retention_interval)
+            continue
+        if outcome.messages or outcome.sessions or outcome.facts:
+            log.info("memory: retention deleted %s", outcome.as_dict())
 
 
 @hookimpl
 async def shutdown(bot: Any) -> None:
+    task = bot.plugin_state.pop("memory.retention", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     store = bot.plugin_state.pop("memory", None)
     if isinstance(store, MemoryStore):
         await store.stop()

@@ -12,6 +12,9 @@ needs Discord. Exit codes are those of :mod:`core.admin`.
   spool files and the shared Redis stream, without replaying them.
   ``outbox replay`` drains them into the database now, instead of at the
   next probe of a running instance (D3).
+- ``retention show|run`` shows the ``[memory] retention`` rules, or
+  deletes what is older than them now, with progress (the bot also runs
+  it every ``retention_interval``; plugins/memory/retention.py).
 - ``cache rebuild`` warms Redis from the database: the session and the
   window of the most recently active sessions, never overwriting what a
   running instance wrote meanwhile (the same fill as after a flush, D4).
@@ -222,8 +225,47 @@ def _cache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=1000, help="the most recently active sessions to rebuild (1000)")
 
 
+# --- retention -------------------------------------------------------------------
+
+
+async def retention_command(bot: Any, args: argparse.Namespace, out: Output) -> int:
+    from plugins.memory import retention
+
+    settings = _settings(bot)
+    rules = retention.rules(settings.retention)
+    out.data(rules={r.key: r.days for r in rules})
+    if not rules:
+        out.line("no retention is configured ([memory] retention): everything is kept")
+        return EXIT_OK
+    for rule in rules:
+        out.line(f"{rule.key}: messages older than {rule.days:g} days are deleted")
+    if args.action == "show":
+        return EXIT_OK
+    async with _store(bot) as store:
+        if not store.db_ok:
+            raise AdminError(f"the database does not answer ({store.db_breaker.reason}): nothing was deleted")
+        progress = out.progress("deleting old messages")
+        try:
+            outcome = await retention.run(store, settings.retention, bot.clock.now(), lambda _place, batch: progress.advance(batch))
+        except BackendDown as exc:
+            raise AdminError(f"the database stopped answering midway ({exc.reason}): run this again; what was deleted stays deleted") from None
+        finally:
+            progress.close()
+        out.data(**outcome.as_dict())
+        out.line(
+            f"deleted {outcome.messages} messages, {outcome.sessions} closed sessions, {outcome.facts} facts"
+            f" ({outcome.queued} queued writes, {outcome.cache_keys} cache keys)"
+        )
+        return EXIT_OK
+
+
+def _retention_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["show", "run"], help="show the rules, or delete what is older now")
+
+
 COMMANDS = [
     AdminCommand("migrate", "show or apply the database schema migrations", migrate, _migrate_arguments, start=False),
     AdminCommand("outbox", "writes waiting for the database: status, or replay them now", outbox, _outbox_arguments, start=False),
     AdminCommand("cache", "rebuild: warm Redis from the database for the recently active sessions", cache_rebuild, _cache_arguments, start=False),
+    AdminCommand("retention", "per-guild retention: show the rules, or delete older messages now", retention_command, _retention_arguments, start=False),
 ]

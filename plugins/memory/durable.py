@@ -171,6 +171,7 @@ class DurableStore:
             return fn(*args)
         except Exception as exc:
             if not _is_connection_error(exc):
+                self._end_implicit_transaction()
                 raise
             # The connection may be broken: drop it so the next call reconnects.
             try:
@@ -181,6 +182,19 @@ class DurableStore:
                 db.connect()
                 return fn(*args)
             raise
+
+    def _end_implicit_transaction(self) -> None:
+        """After a statement failed on SQLite, drop the connection: the
+        failed statement may stay unfinished and keep its read snapshot, and
+        the next write on this connection then fails at once with "database
+        is locked" (a stale snapshot; seen once a trigger writes beside the
+        row: recall's search index). The next call reconnects."""
+        if self.dialect != "sqlite" or self.db.is_closed():
+            return
+        try:
+            self.db.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     async def run(self, fn: Callable[..., T], *args: Any, retry: bool = True, slow: bool = False) -> T:
         """Run ``fn(*args)`` on a worker thread with a connection open.

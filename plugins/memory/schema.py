@@ -190,6 +190,111 @@ def _v4(m: Models) -> None:
         run_migrations(migrator.add_column("claims", "state", pw.CharField(max_length=16, default="claimed")))
 
 
+def _v5(m: Models) -> None:
+    """Recall (plugins/recall, docs/RECALL.md): each engine's way to search
+    the messages, the facts users told the bot (``pinned`` ones outlive
+    retention), and the messages a deleted fact keeps out of recall; an
+    index for retention (plugins/memory/retention.py)."""
+    db = m.db
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS facts ("
+            " id {autopk},"
+            " user_id VARCHAR(64) NOT NULL,"
+            " place VARCHAR(80) NOT NULL,"
+            " fact_key VARCHAR(100) NOT NULL,"
+            " value {text} NOT NULL,"
+            " source_id VARCHAR(128),"
+            " ts {double} NOT NULL,"
+            " pinned INTEGER NOT NULL DEFAULT 0,"
+            " deleted INTEGER NOT NULL DEFAULT 0"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "facts", "facts_user_place_key", "user_id, place, fact_key", unique=True)
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS recall_hidden ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " user_id VARCHAR(64) NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "recall_hidden", "recall_hidden_user_id", "user_id")
+    # Optional semantic recall: a message's embedding (float32, normalised)
+    # beside it, by the model that made it.
+    db.execute_sql(
+        _ddl(
+            db,
+            "CREATE TABLE IF NOT EXISTS message_vectors ("
+            " message_id VARCHAR(128) NOT NULL PRIMARY KEY,"
+            " user_id VARCHAR(64) NOT NULL,"
+            " guild_id VARCHAR(64),"
+            " ts {double} NOT NULL,"
+            " model VARCHAR(100) NOT NULL,"
+            " vector {blob} NOT NULL"
+            "){table_opts}",
+        )
+    )
+    _create_index(db, "message_vectors", "message_vectors_user_id_ts", "user_id, ts")
+    # Retention deletes the oldest messages first. Time leads, so a search
+    # for one user's words in one guild is never planned through this index
+    # (a guild holds far more rows than one user does there).
+    _create_index(db, "messages", "messages_ts_guild_id", "ts, guild_id")
+    _full_text_index(db)
+
+
+def _full_text_index(db: pw.Database) -> None:
+    """How each engine searches ``messages.content`` (measured:
+    docs/PERFORMANCE.md, "Recall")."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        # A stored column, so a search reads the vector instead of parsing
+        # every candidate row's text again ('simple': no stemming, no
+        # language guess; the query side drops common words). No GIN index:
+        # a search reads one user's rows by (author_id, ts) and matches
+        # their vectors, so its cost follows that user's history, not the
+        # table; a GIN (author_id, search) scan reads every posting of the
+        # common words, 5 ms at 1M rows and growing (docs/PERFORMANCE.md).
+        db.execute_sql(
+            "ALTER TABLE messages ADD COLUMN IF NOT EXISTS search tsvector"
+            " GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED"
+        )
+        _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
+    elif isinstance(db, pw.MySQLDatabase):
+        # No FULLTEXT index: MATCH ... AGAINST reads it for every row holding
+        # a common word before the author filter (19 ms at 10k rows, over
+        # 5 s at 1M); a search reads one user's rows by (author_id, ts) and
+        # ranks them.
+        _create_index(db, "messages", "messages_author_id_ts", "author_id, ts")
+    else:
+        # An external-content FTS5 table kept in step by triggers: the text
+        # is stored once (in messages), the index beside it. author_id is
+        # indexed too, so a search is one index lookup for "this user's
+        # messages with these words".
+        db.execute_sql(
+            "CREATE VIRTUAL TABLE IF NOT EXISTS messages_search USING fts5("
+            "content, author_id, content='messages', content_rowid='id')"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_insert AFTER INSERT ON messages BEGIN"
+            " INSERT INTO messages_search(rowid, content, author_id) VALUES (new.id, new.content, new.author_id); END"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_delete AFTER DELETE ON messages BEGIN"
+            " INSERT INTO messages_search(messages_search, rowid, content, author_id)"
+            " VALUES ('delete', old.id, old.content, old.author_id); END"
+        )
+        db.execute_sql(
+            "CREATE TRIGGER IF NOT EXISTS messages_search_update AFTER UPDATE OF content, author_id ON messages BEGIN"
+            " INSERT INTO messages_search(messages_search, rowid, content, author_id)"
+            " VALUES ('delete', old.id, old.content, old.author_id);"
+            " INSERT INTO messages_search(rowid, content, author_id) VALUES (new.id, new.content, new.author_id); END"
+        )
+        db.execute_sql("INSERT INTO messages_search(messages_search) VALUES ('rebuild')")
+
+
 def _v6(m: Models) -> None:
     """Edits and deletions (docs/MEMORY.md, E1-E4): the platform time of a
     message's latest edit (an older edit never overwrites a newer one), and
@@ -210,12 +315,12 @@ def _v6(m: Models) -> None:
     )
 
 
-MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (6, _v6)]
+MIGRATIONS: list[tuple[int, Callable[[Models], None]]] = [(1, _v1), (2, _v2), (3, _v3), (4, _v4), (5, _v5), (6, _v6)]
 
 
 def _ddl(db: pw.Database, template: str) -> str:
     if isinstance(db, pw.PostgresqlDatabase):
-        kinds = {"autopk": "SERIAL PRIMARY KEY", "text": "TEXT", "double": "DOUBLE PRECISION", "table_opts": "", "key": "key"}
+        kinds = {"autopk": "SERIAL PRIMARY KEY", "text": "TEXT", "double": "DOUBLE PRECISION", "table_opts": "", "key": "key", "blob": "BYTEA"}
     elif isinstance(db, pw.MySQLDatabase):
         kinds = {
             "autopk": "BIGINT AUTO_INCREMENT PRIMARY KEY",
@@ -223,9 +328,10 @@ def _ddl(db: pw.Database, template: str) -> str:
             "double": "DOUBLE",
             "table_opts": " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
             "key": "`key`",
+            "blob": "LONGBLOB",
         }
     else:
-        kinds = {"autopk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "double": "REAL", "table_opts": "", "key": '"key"'}
+        kinds = {"autopk": "INTEGER PRIMARY KEY AUTOINCREMENT", "text": "TEXT", "double": "REAL", "table_opts": "", "key": '"key"', "blob": "BLOB"}
     return template.format(**kinds)
 
 

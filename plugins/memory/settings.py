@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.settings import PluginSettings
@@ -57,3 +58,18 @@ class MemorySettings(PluginSettings):
     # stored message too, so no idle timeout is computed from a lagging row.
     # 0 writes every touch.
     session_touch_interval: float = Field(30.0, ge=0)
+    # Retention (plugins/memory/retention.py): "guild:<id>" (or "dm") -> days
+    # to keep messages; older ones are deleted everywhere, facts too unless
+    # pinned. Empty: everything is kept. Run every retention_interval seconds.
+    retention: dict[str, float] = Field(default_factory=dict)
+    retention_interval: float = Field(3600.0, gt=0)
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, days in value.items():
+            if key != "dm" and not re.fullmatch(r"guild:[^:\s]+", key):
+                raise ValueError(f"key {key!r} must look like 'guild:<id>' or be 'dm'")
+            if not days > 0:
+                raise ValueError(f"{key}: days must be more than 0, not {days}")
+        return value

@@ -114,6 +114,8 @@ async def reset(inv: Invocation) -> Reply:
             "This channel shares one conversation; resetting it needs the Manage Messages permission.",
             ephemeral=True,
         )
+    # "keep": the conversation's rolling summary (llm plugin) carries over.
+    keep = "keep" in inv.args.lower().split()
     # The core runs reset holding the session's lease (holds_session).
     closed, opened = await lifecycle.reset(
         message,
@@ -121,10 +123,13 @@ async def reset(inv: Invocation) -> Reply:
         bot.clock.now(),
         lambda k: service.load_session(bot, k),
         lambda s: service.save_session(bot, s),
+        reason=lifecycle.RESET_KEEP if keep else "reset",
     )
     service.remember(bot, opened)
     whose = "this channel's" if shared else "your"
     kept = " The earlier messages are kept for history and export." if closed else ""
+    if keep and closed:
+        kept += " The summary of the earlier conversation is kept in context."
     return Reply(f"Started a new session: I no longer have {whose} earlier messages in context.{kept}", ephemeral=not shared)
 
 
@@ -318,7 +323,7 @@ def all_commands() -> list[Command]:
     user_option = {"user": "bot owners: another user's id"}
     return [
         Command("reset", "start a new session now (shared channel sessions: Manage Messages)", reset,
-                holds_session=True),
+                options={"keep": "'keep' carries the summary of the conversation over"}, holds_session=True),
         Command("session", "this session: age, idle time left, context window, backend health", session_info),
         Command("history", "your recent sessions", history, options={"count": "how many (up to 100)", **user_option}),
         Command("export", "your stored data as a JSON file", export, options=user_option),

@@ -48,6 +48,12 @@ LoadSession = Callable[[str], Awaitable[Session | None]]
 SaveSession = Callable[[Session], Awaitable[Any]]
 
 PROVISIONAL = "provisional"
+# ``closed_reason`` of a ``reset keep``: the conversation's rolling summary
+# (llm plugin) carries over to the next session, as it does after a timeout.
+RESET_KEEP = "reset-keep"
+# State that outlives a session (see carry_over), and the session it came from.
+CARRY = "carry"
+CARRY_FROM = "carry_from"
 
 
 class StateUnreachable(Exception):
@@ -117,6 +123,19 @@ def _after(fresh: Session, previous: Session | None) -> None:
     # never ambiguous even when instances' clocks disagree a little.
     if previous is not None and fresh.opened_at <= previous.opened_at:
         fresh.opened_at = fresh.last_active_at = previous.opened_at + 0.001
+    if previous is not None:
+        carry_over(fresh, previous)
+
+
+def carry_over(fresh: Session, previous: Session) -> None:
+    """What plugins keep under ``state["carry"]`` outlives the session: the
+    next session of the scope starts with it, and with ``carry_from`` naming
+    the session it came from, unless that one was reset without ``keep``
+    (a plain reset is a clean slate)."""
+    carry = previous.state.get(CARRY)
+    if not isinstance(carry, dict) or not carry or previous.state.get("closed_reason") == "reset":
+        return
+    fresh.state = {**fresh.state, CARRY: dict(carry), CARRY_FROM: previous.id}
 
 
 async def resolve(
@@ -158,18 +177,22 @@ async def reset(
     now: float,
     load: LoadSession,
     save: SaveSession,
+    reason: str = "reset",
 ) -> tuple[Session | None, Session]:
-    """Close the scope's open session (if any) and open a new one now.
-    Returns ``(closed or None, opened)``."""
+    """Close the scope's open session (if any, ``closed_reason`` =
+    ``reason``) and open a new one now. Returns ``(closed or None, opened)``."""
     try:
         current = await load(scope_key)
     except StateUnreachable:
         current = None  # a reset starts anew whatever was there
     closed = None
     if current is not None and current.closed_at is None:
-        closed = close(current, now, "reset")
+        closed = close(current, now, reason)
         await save(closed)
     fresh = open_session(message, scope_key, now)
     _after(fresh, current)
+    if reason == "reset":
+        # A plain reset is a clean slate, even after a session that timed out.
+        fresh.state = {k: v for k, v in fresh.state.items() if k not in (CARRY, CARRY_FROM)}
     await save(fresh)
     return closed, fresh

@@ -112,6 +112,8 @@ class FakeProvider:
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
     arrived: dict[str, asyncio.Event] = field(default_factory=dict)
     default: Responder = echo
+    # Answers POST /embeddings when set: texts -> vectors.
+    embedder: Callable[[list[str]], list[list[float]]] | None = None
     runner: web.AppRunner | None = None
     base_url: str = ""
 
@@ -127,6 +129,15 @@ class FakeProvider:
         responder = self.script.popleft() if self.script else self.default
         return await responder(request, body)
 
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.seen.append(Seen(request.path, dict(request.query), dict(request.headers), body))
+        if self.embedder is None:
+            return web.json_response({"error": {"message": "no embeddings here"}}, status=404)
+        vectors = self.embedder(list(body["input"]))
+        data = [{"object": "embedding", "index": n, "embedding": v} for n, v in enumerate(vectors)]
+        return web.json_response({"object": "list", "data": data, "model": body.get("model")})
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
 
@@ -134,6 +145,7 @@ class FakeProvider:
         app = web.Application()
         app.router.add_post(f"{prefix}/chat/completions", self._handle)
         app.router.add_get(f"{prefix}/models", self._models)
+        app.router.add_post(f"{prefix}/embeddings", self._embeddings)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

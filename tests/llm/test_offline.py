@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.models import Context, MessageRecord, Role, Session
+from core.models import Context, MessageRecord, Recalled, Role, Session
 from plugins.llm.offline import TAG, offline_reply
 from plugins.llm.prompt import FAILURE_MARK
 from tests.llm.helpers import Chat, RecordingStore, make_bot, run
@@ -107,3 +107,14 @@ def test_offline_reply_tells_speakers_apart_and_skips_failure_notices() -> None:
     text = offline_reply(context, "alice", "4")
     assert "Bob said before: “I brought the cake”" in text
     assert "(1 from you, 1 from others, 0 from me)" in text
+
+
+def test_the_stand_in_repeats_what_was_recalled_with_dates() -> None:
+    context = Context(
+        Session("s", "k", 0.0, 0.0),
+        "sys",
+        [_record(1, Role.USER, "alice", "which colour should I paint my room?")],
+        recalled=[Recalled("fact", "favourite colour: teal", 1_764_547_200.0, "m1")],
+    )
+    text = offline_reply(context, "alice", "1")
+    assert text.endswith("From earlier conversations I recall: “favourite colour: teal” (fact, 2025-12-01).")

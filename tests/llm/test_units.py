@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.models import Attachment, Context, MessageRecord, Role, Session
+from core.models import Attachment, Context, MessageRecord, Recalled, Role, Session
 from core.settings import EnvSettings, Settings
 from plugins.llm.client import completions_url, models_url, parse_retry_after
 from plugins.llm.prompt import FAILURE_MARK, build_messages
@@ -155,6 +155,24 @@ def test_several_speakers_are_named_and_notes_reach_the_system_prompt() -> None:
         {"role": "assistant", "content": "hello both"},
         {"role": "user", "content": "Alice: what now?"},
     ]
+
+
+def test_recalled_items_reach_the_system_prompt_marked_with_their_dates() -> None:
+    context = Context(
+        Session("s", "k", 0, 0),
+        "Persona.",
+        [_rec(5, Role.USER, "alice", "which colour?")],
+        recalled=[
+            Recalled("fact", "favourite colour: teal", 1_764_547_200.0, "m1"),
+            Recalled("message", "we painted the hall teal", 1_764_460_800.0, "m2"),
+        ],
+    )
+    messages = asyncio.run(build_messages(context, "Persona."))
+    assert messages[0]["content"] == (
+        "Persona.\n\nRecalled from earlier conversations with this user (not part of the conversation below; "
+        "use only if relevant):\n- [2025-12-01] fact: favourite colour: teal\n- [2025-11-30] they said: we painted the hall teal"
+    )
+    assert messages[1:] == [{"role": "user", "content": "which colour?"}]
 
 
 def test_stored_images_come_from_the_media_loader_and_oversized_ones_are_described() -> None:

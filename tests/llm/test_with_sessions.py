@@ -119,4 +119,4 @@ def test_rolling_summary_of_what_left_the_window(tmp_path: Path) -> None:
     gap = [f"line {n}" for n in range(len(said) + 1, 8) if f"line {n}" not in window]
     assert len(gap) < 2, f"messages neither summarised nor in the window: {gap}"
     (session,) = memory.sessions.values()
-    assert session.state["llm_summary"]["text"] == summaries[-1]
+    assert session.state["carry"]["llm_summary"]["text"] == summaries[-1]

@@ -40,11 +40,27 @@ def _check_latest(db: pw.Database) -> None:
     row = m.SessionRow.get(m.SessionRow.session_id == "s")
     assert row.fence == 0 and row.state == '{"x": 1}'
     assert db.table_exists("claims") and db.table_exists("deleted_messages")
+    assert db.table_exists("facts") and db.table_exists("recall_hidden")
+    _check_searchable(db)
     names = {i.name for i in db.get_indexes("messages")}
     assert {"messages_message_id", "messages_session_id_ts", "messages_author_id"} <= names
     # the unique index is real: a second row with the same message id is ignored
     m.Message.insert(message_id="1", session_id="s", scope_key="k", role="user", author_id="u", content="dup", ts=1.0, created_at=0.0).on_conflict_ignore().execute()
     assert m.Message.select().where(m.Message.message_id == "1").count() == 1
+
+
+def _check_searchable(db: pw.Database) -> None:
+    """Step 5 indexed the messages stored before it: each engine's own
+    full-text search finds them."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        sql = "SELECT count(*) FROM messages WHERE search @@ to_tsquery('simple', 'text')"
+    elif isinstance(db, pw.MySQLDatabase):
+        # Searched through the author's rows (no FULLTEXT index; docs/RECALL.md).
+        assert "messages_author_id_ts" in {i.name for i in db.get_indexes("messages")}
+        return
+    else:
+        sql = "SELECT count(*) FROM messages_search WHERE messages_search MATCH 'text'"
+    assert db.execute_sql(sql).fetchall()[0][0] == 50
 
 
 @pytest.fixture
