@@ -74,7 +74,9 @@ async def _database(bot: Any) -> AsyncIterator[DurableStore]:
 async def _store(bot: Any) -> AsyncIterator[MemoryStore]:
     """A memory store of its own (not the bot's plugins), started: both
     backends reached, the schema migrated, as an instance starts."""
-    store = MemoryStore(_settings(bot), data_dir=bot.settings.data_dir, instance_id=f"{bot.instance_id}-admin", clock=bot.clock)
+    store = MemoryStore(
+        _settings(bot), data_dir=bot.settings.data_dir, instance_id=f"{bot.instance_id}-admin", clock=bot.clock, serves_messages=False
+    )
     try:
         await store.start()
     except RuntimeError as exc:

@@ -153,9 +153,10 @@ class Watch:
 class Arbiter:
     """Claims for one memory store. ``start()`` after the backends, ``stop()`` before."""
 
-    def __init__(self, backends: Backends, roster_file: Path | None = None) -> None:
+    def __init__(self, backends: Backends, roster_file: Path | None = None, announces: bool = True) -> None:
         self.b = backends
         self.roster_file = roster_file
+        self.announces = announces
         self.owner = f"{backends.instance_id.replace(' ', '_')}/{secrets.token_hex(4)}"
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
@@ -197,7 +198,7 @@ class Arbiter:
         for message_id in list(self.held):
             with contextlib.suppress(Exception):
                 await self.release(message_id)
-        if self._table is not None and self.b.db_ok:
+        if self.announces and self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
                 await self._db(self._table.retire, self.member)
 
@@ -557,7 +558,7 @@ class Arbiter:
     async def announce(self) -> None:
         """Say this instance is alive and read who else is (A7); the roster
         is kept in the data dir for a restart while the database is down."""
-        if self._table is not None and self.b.db_ok:
+        if self.announces and self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
                 self.roster = await self._db(self._table.announce, self.member, self.ttl)
                 if self.roster_file is not None:

@@ -92,7 +92,9 @@ class RetentionSQL:
         the sessions they belonged to."""
         p = self.p
         place, params = self._place(rule)
-        with self.db.atomic():
+        # SQLite: the write lock from the start (a read turned write fails at
+        # once, without waiting, when another connection wrote meanwhile).
+        with self.db.atomic("IMMEDIATE") if self.dialect == "sqlite" else self.db.atomic():
             rows = self.db.execute_sql(
                 f"SELECT id, message_id, session_id FROM messages WHERE {place} AND ts < {p} ORDER BY ts LIMIT {p}",
                 (*params, cutoff, limit),

@@ -61,7 +61,9 @@ class SessionStateUnreachable(BackendDown):
 class MemoryStore:
     """One bot instance's memory. Create, ``await start()``, use, ``await stop()``."""
 
-    def __init__(self, settings: MemorySettings, *, data_dir: Path, instance_id: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: MemorySettings, *, data_dir: Path, instance_id: str, clock: Clock | None = None, serves_messages: bool = True
+    ) -> None:
         self.settings = settings
         self.data_dir = Path(data_dir)
         self.instance_id = instance_id
@@ -74,7 +76,9 @@ class MemoryStore:
         spool_dir = settings.spool_dir or self.data_dir / "spool"
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
-        self.arbiter = Arbiter(self, self.spool.path.with_suffix(".roster"))
+        # An admin command's store answers no message: it stays out of the
+        # roster of instances (rule A7).
+        self.arbiter = Arbiter(self, self.spool.path.with_suffix(".roster") if serves_messages else None, announces=serves_messages)
         # Window reads Redis answered, and those it missed (rebuilt from the
         # database): the cache hit ratio, for the ops plugin's metrics.
         self.window_hits = self.window_misses = 0
