@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
 import peewee as pw
@@ -53,6 +53,8 @@ def describe_url(url: str) -> str:
     """``scheme://host:port/db`` without user or password, for messages."""
     try:
         p = urlparse(url)
+        if "," in p.netloc:
+            return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{p.path}"
         host = p.hostname or ""
         port = f":{p.port}" if p.port else ""
         return f"{p.scheme}://{host}{port}{p.path}"
@@ -97,12 +99,39 @@ def open_database(url: str, timeout: float) -> pw.Database:
             pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": int(busy * 1000), "secure_delete": 1},
         )
     try:
-        db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
+        if base.startswith("postgres") and "," in urlparse(url).netloc:
+            db = _several_hosts(url, params)
+        else:
+            db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise DatabaseURLError(str(exc).replace(url, describe_url(url))) from None
     # Connections are opened explicitly per worker thread.
     db.autoconnect = False
     return db
+
+
+def _several_hosts(url: str, params: dict[str, Any]) -> pw.Database:
+    """``postgresql://user:pw@a:5432,b:5432/db?target_session_attrs=read-write``:
+    a primary and its standbys, as libpq takes them (``host`` and ``port``
+    as lists). libpq tries them in order and, with ``read-write`` (the
+    default here when several hosts are given), keeps the one that takes
+    writes, so a promoted standby is found by the next connection."""
+    p = urlparse(url)
+    userinfo, _, hostlist = p.netloc.rpartition("@")
+    hosts, ports = [], []
+    for part in hostlist.split(","):
+        host, _, port = part.rpartition(":") if not part.endswith("]") and ":" in part else (part, "", "")
+        hosts.append(host.strip("[]"))
+        ports.append(port or "5432")
+    user, _, password = userinfo.partition(":")
+    query = {k: v[-1] for k, v in parse_qs(p.query).items()}
+    query.setdefault("target_session_attrs", "read-write")
+    kwargs: dict[str, Any] = {**params, **query, "host": ",".join(hosts), "port": ",".join(ports)}
+    if user:
+        kwargs["user"] = unquote(user)
+    if password:
+        kwargs["password"] = unquote(password)
+    return pw.PostgresqlDatabase(unquote(p.path.lstrip("/")), **kwargs)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -319,7 +319,7 @@ class MemoryStore:
             if await self.cache.refresh_epoch() == "0":
                 # Not bump_epoch(): creating the key on a fresh Redis is no
                 # news for the operator (the terminal chat shows warnings).
-                await self.cache.run(("INCR", self.cache.epoch_key))
+                await self.cache.new_epoch()
                 log.info("memory: cache epoch is now %s (the key was missing)", await self.cache.refresh_epoch())
         except BackendDown as exc:
             self.redis_failed(exc)

@@ -1,0 +1,55 @@
+@fault @failover
+Feature: The memory follows a failover of its backends
+  Operators scale out on replicated engines: a Redis Cluster, Redis with
+  Sentinels, a PostgreSQL primary with a streaming standby. When a master
+  or the primary dies mid-conversation and a replica is promoted, the bot
+  follows it without a restart, keeps answering meanwhile (G6) and loses
+  nothing it accepted (G1, G2). A promoted Redis replica may lack the last
+  writes: the memory handles that like a flush (docs/MEMORY.md, R2).
+  These scenarios start their own servers; they run on those only.
+
+  @cluster
+  Scenario: A Redis Cluster master dies mid-conversation and its replica takes over
+    Given the bot is running
+    And alice says "one" in #general
+    And alice says "two" in #general
+    When the Redis master holding alice's conversation in #general is killed
+    And alice says "three" in #general
+    And the replica is promoted
+    And alice says "four" in #general
+    Then every message got exactly one reply
+    And every message is stored exactly once
+    And eventually the bot reports "redis" healthy
+    And the bot's context for alice in #general holds 8 messages
+    And the failover figures are written down
+
+  @sentinel
+  Scenario: The Redis master dies mid-conversation and the Sentinels promote the replica
+    Given the bot is running
+    And alice says "one" in #general
+    And alice says "two" in #general
+    When the Redis master is killed
+    And alice says "three" in #general
+    And the replica is promoted
+    And alice says "four" in #general
+    Then every message got exactly one reply
+    And every message is stored exactly once
+    And eventually the bot reports "redis" healthy
+    And the bot's context for alice in #general holds 8 messages
+    And the failover figures are written down
+
+  @pg_standby
+  Scenario: The PostgreSQL primary dies mid-conversation and the standby is promoted
+    Given the bot is running
+    And alice says "one" in #general
+    And alice says "two" in #general
+    And the standby has replayed everything
+    When the PostgreSQL primary is stopped
+    And alice says "three" in #general
+    And the standby is promoted
+    And alice says "four" in #general
+    Then every message got exactly one reply
+    And eventually the bot reports "database" healthy
+    And eventually every message is stored exactly once
+    And the bot's context for alice in #general holds 8 messages
+    And the failover figures are written down
