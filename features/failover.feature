@@ -53,3 +53,17 @@ Feature: The memory follows a failover of its backends
     And eventually every message is stored exactly once
     And the bot's context for alice in #general holds 8 messages
     And the failover figures are written down
+
+  @pg_standby
+  Scenario: A standby promoted without the last commits: the memory writes them back
+    Given the bot is running
+    And alice says "one" in #general
+    And the standby has replayed everything
+    And the standby stops receiving the primary's writes
+    And alice says "two" in #general
+    When the PostgreSQL primary is stopped
+    And the standby is promoted
+    And alice says "three" in #general
+    Then every message got exactly one reply
+    And eventually every message is stored exactly once
+    And the bot's context for alice in #general holds 6 messages

@@ -663,6 +663,8 @@ class ClusterBackends(RealBackends):
     def redis_client(self) -> Any:
         return self.cluster.client()
 
+    _client = redis_client
+
     def flush_redis(self) -> None:
         self.cluster.flushall()
 

@@ -393,6 +393,15 @@ class PostgresPair:
             lambda: self.query(self.standby_port, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,))[0][0],
         )
 
+    def stop_streaming(self) -> None:
+        """The standby stops receiving WAL (its primary_conninfo emptied):
+        later commits on the primary are what an asynchronous standby
+        lacks when it is promoted."""
+        with contextlib.closing(self.connect(self.standby_port)) as conn, conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            cur.execute("SELECT pg_reload_conf()")
+        _wait("the standby to stop streaming", lambda: self.replication_state() is None)
+
     def stop_primary(self) -> None:
         """Immediate shutdown: no checkpoint, as a crash."""
         self._pg_ctl(self.primary_dir, self.primary_port, "stop")

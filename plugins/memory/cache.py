@@ -48,7 +48,7 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, WatchError
 
 from core.models import MessageRecord, Session
 from plugins.memory import records
@@ -60,6 +60,10 @@ from plugins.memory.redis_client import _FAKE_SERVERS, RedisURLError, describe_r
 log = logging.getLogger("plugins.memory.cache")
 
 Command = tuple[Any, ...]
+
+# What a Redis call may raise when Redis fails: a Cluster client raises
+# RedisClusterException (not a RedisError) when no node of it answers.
+FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 # An append is one Lua script instead of three or four commands and, now
 # and then, a second round trip to trim (measured: a little cheaper even
@@ -158,7 +162,7 @@ class AutoPipeline(Grouped):
 
 def _copy(exc: BaseException) -> BaseException:
     # One exception object raised in many tasks would chain their tracebacks.
-    if isinstance(exc, RedisError | OSError | asyncio.TimeoutError):
+    if isinstance(exc, FAILURES):
         try:
             return type(exc)(*exc.args)
         except Exception:  # noqa: BLE001 - an exception type with other arguments
@@ -220,7 +224,7 @@ class Cache:
         :class:`BackendDown`. The client's socket timeouts bound it."""
         try:
             return await coro
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
 
     async def run(self, *commands: Command) -> list[Any]:
@@ -240,7 +244,7 @@ class Cache:
             if not await self._same_server():
                 raise BackendDown("redis", f"{type(exc).__name__}: {exc}") from None
             log.info("memory: a Redis connection was closed under us (%s); same server, sending again", exc)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(self.pipeline.run(*commands))
 
@@ -250,7 +254,7 @@ class Cache:
         try:
             await self._drop_idle_connections()
             info = await (self._cluster_identity() if self.cluster else self.r.info("server"))
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except FAILURES:
             return False
         return isinstance(info, dict) and str(info.get("run_id")) == self.run_id
 
@@ -307,9 +311,9 @@ class Cache:
             # A pooled connection the server closed (it restarted, or this
             # process was paused past it) says nothing of now: ask again on
             # a fresh one. A restart shows in the run id the caller compares.
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            with contextlib.suppress(*FAILURES):
                 await self._drop_idle_connections()
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(go())
 
@@ -512,7 +516,7 @@ class Cache:
 
         try:
             return await asyncio.wait_for(go(), max(self.timeout * 40, 5.0))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__) from None
 
 

@@ -156,6 +156,7 @@ class DurableStore:
         self._probe_executor = self._new_executor(1, "memory-db-probe")
         self._prepare_sql()
         self.closed = False
+        self.connection_errors = 0
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
@@ -201,6 +202,9 @@ class DurableStore:
         except Exception as exc:
             if not _is_connection_error(exc):
                 raise
+            # Counted: the next connection may reach another server (a
+            # promoted standby), which the memory then checks (R4).
+            self.connection_errors += 1
             # The connection may be broken: drop it so the next call reconnects.
             try:
                 db.close()
@@ -366,6 +370,32 @@ class DurableStore:
                 return False
             S.update(**row, fence=max(stored, fence or 0)).where(S.session_id == data["id"]).execute()
             return True
+
+    def insert_session_if_missing(self, data: dict[str, Any]) -> bool:
+        """Insert a session row unless one with its id exists (never an update)."""
+        S = self.m.SessionRow
+        row = {
+            "session_id": data["id"],
+            "scope_key": data["scope_key"],
+            "user_id": data.get("user_id"),
+            "guild_id": data.get("guild_id"),
+            "channel_id": data.get("channel_id"),
+            "opened_at": data["opened_at"],
+            "last_active_at": data["last_active_at"],
+            "closed_at": data.get("closed_at"),
+            "state": orjson.dumps(data.get("state") or {}).decode(),
+            "fence": 0,
+        }
+        return bool(S.insert(**row).on_conflict_ignore().execute())
+
+    def server_identity(self) -> str | None:
+        """Which server answers (PostgreSQL: address, port, start time): it
+        changes when a standby is promoted or the server restarted. ``None``
+        for the others (one file, or no failover to follow)."""
+        if self.dialect != "postgres":
+            return None
+        row = self.db.execute_sql("SELECT inet_server_addr()::text, inet_server_port(), pg_postmaster_start_time()::text").fetchone()
+        return " ".join(str(v) for v in row) if row else None
 
     def upsert_sessions(self, items: list[tuple[dict[str, Any], int | None]]) -> list[bool]:
         """:meth:`upsert_session` for each ``(data, fence)``, in order, in

@@ -70,6 +70,13 @@ def given_standby_replayed(harness: Harness) -> None:
     harness.backends.pair.wait_replayed()  # type: ignore[attr-defined]
 
 
+@given("the standby stops receiving the primary's writes")
+def given_standby_cut_off(harness: Harness) -> None:
+    """What an asynchronous standby does when it lags: commits made on the
+    primary from now on never reach it."""
+    harness.backends.pair.stop_streaming()  # type: ignore[attr-defined]
+
+
 @when("the PostgreSQL primary is stopped")
 def when_pg_primary_stopped(harness: Harness, failover: dict[str, Any]) -> None:
     harness.backends.pair.stop_primary()  # type: ignore[attr-defined]
