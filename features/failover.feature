@@ -14,13 +14,12 @@ Feature: The memory follows a failover of its backends
     And alice says "one" in #general
     And alice says "two" in #general
     When the Redis master holding alice's conversation in #general is killed
-    And alice says "three" in #general
-    And the replica is promoted
-    And alice says "four" in #general
+    And alice keeps talking in #general until the replica is promoted
+    And alice says "after" in #general
     Then every message got exactly one reply
     And every message is stored exactly once
     And eventually the bot reports "redis" healthy
-    And the bot's context for alice in #general holds 8 messages
+    And the bot's context for alice in #general holds every message said and its reply
     And the failover figures are written down
 
   @sentinel
@@ -29,13 +28,12 @@ Feature: The memory follows a failover of its backends
     And alice says "one" in #general
     And alice says "two" in #general
     When the Redis master is killed
-    And alice says "three" in #general
-    And the replica is promoted
-    And alice says "four" in #general
+    And alice keeps talking in #general until the replica is promoted
+    And alice says "after" in #general
     Then every message got exactly one reply
     And every message is stored exactly once
     And eventually the bot reports "redis" healthy
-    And the bot's context for alice in #general holds 8 messages
+    And the bot's context for alice in #general holds every message said and its reply
     And the failover figures are written down
 
   @pg_standby
@@ -45,13 +43,12 @@ Feature: The memory follows a failover of its backends
     And alice says "two" in #general
     And the standby has replayed everything
     When the PostgreSQL primary is stopped
-    And alice says "three" in #general
-    And the standby is promoted
-    And alice says "four" in #general
+    And alice keeps talking in #general until the standby is promoted 2 seconds later
+    And alice says "after" in #general
     Then every message got exactly one reply
     And eventually the bot reports "database" healthy
     And eventually every message is stored exactly once
-    And the bot's context for alice in #general holds 8 messages
+    And the bot's context for alice in #general holds every message said and its reply
     And the failover figures are written down
 
   @pg_standby
@@ -67,3 +64,47 @@ Feature: The memory follows a failover of its backends
     Then every message got exactly one reply
     And eventually every message is stored exactly once
     And the bot's context for alice in #general holds 6 messages
+
+  @sentinel
+  Scenario: A replica promoted without the last writes is handled like a flush
+    Given the bot is running
+    And alice says "one" in #general
+    And alice says "two" in #general
+    And the replica stops receiving the master's writes
+    And alice says "three" in #general
+    When the Redis master is killed and the lagging replica promoted
+    Then eventually the bot reports "redis" healthy
+    When alice says "four" in #general
+    Then the reply to "four" was generated from these messages in this order:
+      | author | content  |
+      | alice  | one      |
+      | bot    | ok one   |
+      | alice  | two      |
+      | bot    | ok two   |
+      | alice  | three    |
+      | bot    | ok three |
+      | alice  | four     |
+    And every message got exactly one reply
+    And every message is stored exactly once
+
+  @cluster
+  Scenario: A Cluster replica promoted without the last writes is handled like a flush
+    Given the bot is running
+    And alice says "one" in #general
+    And alice says "two" in #general
+    And the replica of alice's conversation in #general stops receiving its master's writes
+    And alice says "three" in #general
+    When the Redis master is killed and the lagging replica promoted
+    Then eventually the bot reports "redis" healthy
+    When alice says "four" in #general
+    Then the reply to "four" was generated from these messages in this order:
+      | author | content  |
+      | alice  | one      |
+      | bot    | ok one   |
+      | alice  | two      |
+      | bot    | ok two   |
+      | alice  | three    |
+      | bot    | ok three |
+      | alice  | four     |
+    And every message got exactly one reply
+    And every message is stored exactly once

@@ -137,13 +137,17 @@ class RedisClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Every live node says the cluster is ok and sees all slots served."""
+        """Every live node says the cluster is ok and sees all slots served,
+        and every live replica's link to its master is up (synced)."""
 
         def ok() -> bool:
             for node in self.nodes:
                 if node.alive:
                     info = node.client().cluster("info")
                     if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
+                        return False
+                    replication = node.client().info("replication")
+                    if replication.get("role") == "slave" and replication.get("master_link_status") != "up":
                         return False
             return True
 
@@ -163,6 +167,16 @@ class RedisClusterServers:
         with contextlib.closing(self.client()) as c:
             node = c.get_node_from_key(key)
             return self.node_of_port(int(node.port))
+
+    def replica_of(self, key: str) -> RedisNode:
+        """A replica of the master serving ``key``."""
+        master = self.master_of(key).client()
+        my_id = master.cluster("myid")
+        my_id = my_id.decode() if isinstance(my_id, bytes) else my_id
+        for address, node in master.cluster("nodes").items():
+            if node.get("master_id") == my_id:
+                return self.node_of_port(int(address.rsplit(":", 1)[1].split("@")[0]))
+        raise RuntimeError(f"the master of {key!r} has no replica")
 
     def masters(self) -> list[RedisNode]:
         with contextlib.closing(self.client()) as c:
@@ -344,7 +358,7 @@ class PostgresPair:
         )  # fmt: skip
         self._run(
             str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
-            "-D", str(self.standby_dir), "-R", "-X", "stream", "--no-sync",
+            "-D", str(self.standby_dir), "-R", "-X", "stream", "--no-sync", "--checkpoint=fast",
         )  # fmt: skip
         self._pg_ctl(self.standby_dir, self.standby_port, "start")
         _wait("the standby to stream", lambda: self.replication_state() == "streaming")
