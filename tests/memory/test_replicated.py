@@ -25,7 +25,7 @@ from tests.memory.helpers import SESSION, ids, rec, warm
 
 
 def test_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
-    client = make_client("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2/mymaster/2?sentinel_password=x", 0.25)
+    client = make_client("redis+sentinel://:s3cret@10.0.0.1:26379,10.0.0.2/mymaster/2?sentinel_password=x", 0.25)  # scan-secrets: allow (a test URL)
     pool = client.connection_pool
     assert pool.service_name == "mymaster"
     assert [c.connection_pool.connection_kwargs["port"] for c in pool.sentinel_manager.sentinels] == [26379, 26379]
