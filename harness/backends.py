@@ -1,4 +1,4 @@
-"""The two backend matrices a scenario runs on, and their fault controls.
+"""The backend matrices a scenario runs on, and their fault controls.
 
 - ``fast``: fakeredis inside this process (``fakeredis://<unique name>``) and
   a SQLite file in the scenario's temp dir. Scenarios with bot instances in
@@ -8,6 +8,8 @@
   shared 6379) and a fresh PostgreSQL database on 127.0.0.1:5432, each behind
   a :class:`~harness.proxy.TcpProxy`; the bot talks to the proxies, the
   harness's own checks talk to the servers directly.
+- ``cluster`` (opt-in, ``--backend cluster``): a private Redis Cluster of
+  three masters with a replica each, and PostgreSQL as in ``real``.
 
 Every fault control here is exercised by ``tests/harness/test_faults.py``,
 which proves that the fault really happens.
@@ -628,10 +630,106 @@ class RealBackends(Backends):
         self.database.drop()
 
 
+class ClusterBackends(RealBackends):
+    """A Redis Cluster of three masters with a replica each
+    (:class:`harness.replicated.RedisClusterServers`, the bot connects with
+    ``redis+cluster://``) and a fresh PostgreSQL database behind a proxy.
+
+    The Cluster's faults are the real ones: ``FLUSHALL`` on every master;
+    every node killed and started again empty (each keeps its cluster
+    configuration, as a restarted node does); unreachable = every node
+    paused (``SIGSTOP``: connections hang, as with a blackhole); dropped
+    connections = ``CLIENT KILL`` on every node."""
+
+    name = "cluster"
+
+    def __init__(self, tmp_path: Path) -> None:
+        from harness.proxy import TcpProxy
+        from harness.replicated import RedisClusterServers
+
+        check_real_services()
+        self.cluster = RedisClusterServers(tmp_path / "cluster")
+        try:
+            self.cluster.start()
+            self.database = PostgresDatabase()
+            self.pg_proxy = TcpProxy(PG_HOST, PG_PORT, name="pg-proxy")
+        except BaseException:
+            self.cluster.stop()
+            raise
+        self.redis_url = self.cluster.url
+        self.database_url = f"postgresql://{PG_USER}@127.0.0.1:{self.pg_proxy.port}/{self.database.name}"
+        self._conn = None
+
+    def redis_client(self) -> Any:
+        return self.cluster.client()
+
+    _client = redis_client
+
+    def flush_redis(self) -> None:
+        self.cluster.flushall()
+
+    def redis_keys(self) -> list[str]:
+        return self.cluster.keys()
+
+    def evict_redis_keys(self, keep: int = 2) -> list[str]:
+        doomed = self.cluster.keys()[1::keep]
+        with contextlib.closing(self.cluster.client()) as client:
+            for key in doomed:
+                client.delete(key)
+        return doomed
+
+    def kill_redis(self, keep_data: bool = False) -> None:
+        if keep_data:
+            raise FaultError("the Cluster matrix restarts its nodes empty (no snapshot)")
+        self.cluster.kill_all()
+
+    def start_redis(self) -> None:
+        self.cluster.start_all()
+
+    def snapshot_redis(self) -> None:
+        raise FaultError("the Cluster matrix has no snapshots: a master killed with its replica promoted is its stale copy")
+
+    restart_redis_from_snapshot = snapshot_redis
+
+    def redis_unreachable(self, mode: str = "drop") -> None:
+        if mode == "drop":
+            self.cluster.drop_connections()
+        self.cluster.pause_all()
+
+    def redis_reachable(self) -> None:
+        self.cluster.resume_all()
+
+    def redis_drop_connections(self) -> int:
+        return self.cluster.drop_connections()
+
+    def restore_all(self) -> None:
+        self.pg_proxy.set_mode("pass")
+        self.cluster.resume_all()
+        if not all(node.alive for node in self.cluster.nodes):
+            with contextlib.suppress(Exception):
+                self.cluster.start_all()
+
+    def close(self) -> None:
+        self.pg_proxy.close()
+        self.cluster.stop()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self.database.drop()
+
+
 def make_backends(name: str, tmp_path: Path, processes: bool = False) -> Backends:
     """``processes``: some bot instance will run in another OS process."""
     if name == "fast":
         return FastBackends(tmp_path, tcp_redis=processes)
     if name == "real":
         return RealBackends(tmp_path)
-    raise ValueError(f"unknown backend {name!r} (fast or real)")
+    if name == "cluster":
+        return ClusterBackends(tmp_path)
+    from harness import replicated
+
+    if name == "sentinel":
+        return replicated.sentinel_backends(tmp_path)
+    if name == "pg_standby":
+        return replicated.pg_standby_backends(tmp_path)
+    raise ValueError(f"unknown backend {name!r} (fast, real, cluster, sentinel or pg_standby)")

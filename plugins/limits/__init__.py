@@ -40,6 +40,13 @@ def redis_factory(url: str, timeout: float) -> Any:
         name = url[len("fakeredis://"):] or "default"
         server = _FAKE_SERVERS.setdefault(name, fakeredis.FakeServer())
         return lambda: fakeredis.FakeAsyncRedis(server=server)
+    if url.split("://", 1)[0] in ("redis+sentinel", "redis+cluster", "rediss+cluster"):
+        # The memory's client factory reads these URLs (the memory is an
+        # essential plugin: it is always installed). One key per command
+        # here, so a Cluster serves the counters too.
+        from plugins.memory.redis_client import make_client
+
+        return lambda: make_client(url, timeout)
     import redis.asyncio as aioredis
 
     return lambda: aioredis.from_url(

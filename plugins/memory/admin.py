@@ -204,6 +204,10 @@ async def cache_rebuild(bot: Any, args: argparse.Namespace, out: Output) -> int:
             down = [name for name, ok in (("database", store.db_ok), ("redis", store.redis_ok)) if not ok]
             raise AdminError(f"{' and '.join(down)} not answering: the cache is rebuilt from the database into Redis")
         db, cache = store.db, store.cache
+        if args.new_epoch:
+            # Every instance stops trusting every cached window and session.
+            await cache.bump_epoch()
+            out.data(epoch=cache.epoch)
         scopes = await db.run(_recent_scopes, db, args.limit, slow=True)
         progress = out.progress("rebuilding sessions", len(scopes))
         rebuilt = 0
@@ -225,6 +229,11 @@ async def cache_rebuild(bot: Any, args: argparse.Namespace, out: Output) -> int:
 def _cache_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["rebuild"], help="warm Redis from the database")
     parser.add_argument("--limit", type=int, default=1000, help="the most recently active sessions to rebuild (1000)")
+    parser.add_argument(
+        "--new-epoch",
+        action="store_true",
+        help="first invalidate every cached window and session, for every instance (after an upgrade that renamed keys)",
+    )
 
 
 # --- retention -------------------------------------------------------------------

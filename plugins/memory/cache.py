@@ -1,23 +1,29 @@
 """The Redis side: hot windows, cached sessions, the cache epoch.
 
-Keys (all under ``key_prefix``):
+Keys (all under ``key_prefix``; their names are made in
+:mod:`plugins.memory.keys`, each session's and each scope's keys hash-tagged
+so that a Redis Cluster keeps them in one slot):
 
 - ``epoch``: the cache generation. Windows and sessions live under keys that
-  embed it (``w:<epoch>:<session>``, ``s:<epoch>:<scope>``), so bumping it
+  embed it (``w:<epoch>:{<session>}``, ``s:<epoch>:{<scope>}``), so bumping it
   invalidates every cached window at once, for every instance, without
   scanning. It is bumped after an outage during which writes reached only
-  the database (or Redis restarted from an old snapshot). Each instance
-  re-reads it on every health probe and on recovery, and a rebuild only
-  fills a window if the epoch is still the one it read before its query.
-- ``w:<epoch>:<session>``: the last ``window_size`` messages, oldest first,
+  the database, or when Redis restarted or failed over (its data may be an
+  old snapshot or a replica's lagging copy). Each instance re-reads it on
+  every health probe and on recovery, and beside every window read. A new
+  epoch is never one used before (at least the clock in milliseconds), so
+  keys of an old generation that survived a partial loss are never read again.
+- ``w:<epoch>:{<session>}``: the last ``window_size`` messages, oldest first,
   one orjson entry each. Appends use ``RPUSHX``: a flushed, expired or
   evicted key is never recreated by an append (G5); only a rebuild from the
-  database creates it, in one transaction.
-- ``c:<session>``: a write counter bumped by every append. A rebuild reads it
-  before its database query and creates the window only if it is unchanged
-  (``WATCH``), so a message written between the query and the creation is
-  never left out.
-- ``s:<epoch>:<scope>``: the latest session of a scope (JSON).
+  database creates it, in one script.
+- ``c:{<session>}``: a write counter bumped by every append. A rebuild reads it
+  before its database query and creates the window only if it is unchanged,
+  so a message written between the query and the creation is never left out.
+- ``s:<epoch>:{<scope>}``: the latest session of a scope (JSON).
+
+No script touches the epoch key and another key: the epoch is read by its
+own command in the same round trip (a Cluster keeps it in another slot).
 
 The hot-path operations (append, window read, session get/put, claims,
 leases) go through :class:`AutoPipeline`: the commands of every operation
@@ -38,103 +44,54 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
-from urllib.parse import urlparse
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, WatchError
 
 from core.models import MessageRecord, Session
 from plugins.memory import records
 from plugins.memory.breaker import BackendDown
 from plugins.memory.grouping import Grouped
+from plugins.memory.keys import KeyNames, glob_escape
+from plugins.memory.redis_client import _FAKE_SERVERS, RedisURLError, describe_redis_url, fake_server, is_cluster, make_client
 
 log = logging.getLogger("plugins.memory.cache")
 
-_FAKE_SERVERS: dict[str, Any] = {}
-
-
-class RedisURLError(ValueError):
-    """REDIS_URL is malformed; the message never holds the password."""
-
-
-def fake_server(name: str) -> Any:
-    """The process-wide fakeredis server called ``name`` (created on first use)."""
-    import fakeredis
-
-    server = _FAKE_SERVERS.get(name)
-    if server is None:
-        server = _FAKE_SERVERS[name] = fakeredis.FakeServer()
-    return server
-
-
-def make_client(url: str, timeout: float) -> aioredis.Redis:
-    """A redis.asyncio client for ``url`` with fast timeouts and no retries
-    (the breaker and the probe decide what happens on failure)."""
-    try:
-        parsed = urlparse(url)
-        scheme = parsed.scheme
-    except ValueError as exc:
-        raise RedisURLError(f"not a URL ({exc})") from None
-    if scheme == "fakeredis":
-        import fakeredis
-
-        name = (parsed.netloc + parsed.path).strip("/") or "default"
-        return fakeredis.FakeAsyncRedis(server=fake_server(name))
-    if scheme not in ("redis", "rediss", "unix"):
-        raise RedisURLError(f"unsupported scheme {scheme!r} (use redis://, rediss://, unix:// or fakeredis://NAME)")
-    try:
-        # A blocking pool: a burst of concurrent sessions waits (briefly) for a
-        # free connection instead of failing with MaxConnectionsError, which
-        # the breaker would take for an outage (and rebuild every window).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-            max_connections=256,
-            timeout=max(timeout, 1.0),
-        )
-        return aioredis.Redis.from_pool(pool)
-    except (ValueError, TypeError) as exc:
-        raise RedisURLError(str(exc).replace(url, describe_redis_url(url))) from None
-
-
 Command = tuple[Any, ...]
+
+# What a Redis call may raise when Redis fails: a Cluster client raises
+# RedisClusterException (not a RedisError) when no node of it answers.
+FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 # An append is one Lua script instead of three or four commands and, now
 # and then, a second round trip to trim (measured: a little cheaper even
 # alone). Reads stay plain pipelined commands: running a script costs Redis
 # more than the client saves on a 50-entry LRANGE.
 
-# KEYS: window, write counter, epoch. ARGV: the counter read before the
-# database query ('' if there was none), the epoch then, ttl, entries. ->
-# 1 if the window was created: only if it does not exist, nothing was
-# appended since (the counter), and the epoch did not move.
+# KEYS: window, write counter. ARGV: the counter read before the database
+# query ('' if there was none), ttl, entries. -> 1 if the window was
+# created: only if it does not exist and nothing was appended since (the
+# counter). The window's key names the epoch read before the query: a fill
+# that lands after a bump creates a key of the old generation, which no
+# read asks for again (it expires).
 FILL = """
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[2] then return 0 end
-for i = 4, #ARGV, 1000 do
+for i = 3, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
-# KEYS: window, write counter[, claim to mark done]. ARGV: entry, window
-# size, length that triggers a trim, ttl. -> {length (0: no window), the
-# entry before the new one}
+# KEYS: window, write counter. ARGV: entry, window size, length that
+# triggers a trim, ttl. -> {length (0: no window), the entry before the new one}
 APPEND = """
 local n = redis.call('RPUSHX', KEYS[1], ARGV[1])
 local previous = redis.call('LINDEX', KEYS[1], -2)
 local count = redis.call('INCR', KEYS[2])
-if KEYS[3] then redis.call('SET', KEYS[3], 'done', 'EX', 86400) end
 if count == 1 or n > tonumber(ARGV[3]) then
     redis.call('EXPIRE', KEYS[2], ARGV[4])
     if n > tonumber(ARGV[2]) then
@@ -146,10 +103,23 @@ return {n, previous}
 """
 
 
-# The epoch, the window's last ARGV[1] entries and its write counter: one
-# command. A missing key reads as "" (a nil would cut Lua's reply short).
+# The window's last ARGV[1] entries and its write counter: one command (the
+# epoch is read beside it). A missing key reads as "" (a nil would cut
+# Lua's reply short).
 WINDOW = """
-return {redis.call('GET', KEYS[1]) or '', redis.call('LRANGE', KEYS[2], ARGV[1], -1), redis.call('GET', KEYS[3]) or ''}
+return {redis.call('LRANGE', KEYS[1], ARGV[1], -1), redis.call('GET', KEYS[2]) or ''}
+"""
+
+# A new epoch: one more than the last, and at least ARGV[1] (the clock in
+# milliseconds), so that a generation lost with the epoch key (a flush of
+# its node, a replica promoted without it) is never numbered again.
+NEW_EPOCH = """
+local v = redis.call('INCR', KEYS[1])
+if v < tonumber(ARGV[1]) then
+    redis.call('SET', KEYS[1], ARGV[1])
+    return ARGV[1]
+end
+return tostring(v)
 """
 
 
@@ -192,23 +162,12 @@ class AutoPipeline(Grouped):
 
 def _copy(exc: BaseException) -> BaseException:
     # One exception object raised in many tasks would chain their tracebacks.
-    if isinstance(exc, RedisError | OSError | asyncio.TimeoutError):
+    if isinstance(exc, FAILURES):
         try:
             return type(exc)(*exc.args)
         except Exception:  # noqa: BLE001 - an exception type with other arguments
             pass
     return RedisError(f"{type(exc).__name__}: {exc}")
-
-
-def describe_redis_url(url: str) -> str:
-    try:
-        p = urlparse(url)
-        if p.scheme == "unix":
-            return f"unix://{p.path}"
-        port = f":{p.port}" if p.port else ""
-        return f"{p.scheme}://{p.hostname or ''}{port}{p.path}"
-    except ValueError:
-        return "(unparseable URL)"
 
 
 def _decode(value: Any) -> str | None:
@@ -223,6 +182,10 @@ class Cache:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, window_size: int, ttl: int, timeout: float) -> None:
         self.r = client
+        self.keys = KeyNames(prefix)
+        # A Redis Cluster: every primary's run id makes the server's identity,
+        # and keys of different slots are never sent in one command.
+        self.cluster = is_cluster(client)
         self.pipeline = AutoPipeline(client)
         # The server's run id as the memory's probe last accepted it.
         self.run_id: str | None = None
@@ -240,7 +203,7 @@ class Cache:
         self.epoch_changed_at = -1e9
         self.epoch_changed_clock = -1e18
         self.now: Callable[[], float] | None = None
-        self.epoch_key = f"{prefix}epoch"
+        self.epoch_key = self.keys.epoch
         self.trim_slack = max(8, window_size // 4)
         # fakeredis has no INFO; a real server's run id tells a restart apart.
         self.has_info = not type(client).__module__.startswith("fakeredis")
@@ -248,20 +211,20 @@ class Cache:
     # --- keys ---------------------------------------------------------------
 
     def window_key(self, session_id: str, epoch: str | None = None) -> str:
-        return f"{self.prefix}w:{epoch or self.epoch}:{session_id}"
+        return self.keys.window(session_id, epoch or self.epoch)
 
     def counter_key(self, session_id: str) -> str:
-        return f"{self.prefix}c:{session_id}"
+        return self.keys.counter(session_id)
 
     def session_key(self, scope_key: str, epoch: str | None = None) -> str:
-        return f"{self.prefix}s:{epoch or self.epoch}:{scope_key}"
+        return self.keys.session(scope_key, epoch or self.epoch)
 
     async def call(self, coro: Any) -> Any:
         """Await a Redis operation, mapping every failure to
         :class:`BackendDown`. The client's socket timeouts bound it."""
         try:
             return await coro
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
 
     async def run(self, *commands: Command) -> list[Any]:
@@ -281,7 +244,7 @@ class Cache:
             if not await self._same_server():
                 raise BackendDown("redis", f"{type(exc).__name__}: {exc}") from None
             log.info("memory: a Redis connection was closed under us (%s); same server, sending again", exc)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(self.pipeline.run(*commands))
 
@@ -289,9 +252,9 @@ class Cache:
         if not self.has_info or self.run_id is None:
             return False
         try:
-            await self.r.connection_pool.disconnect(inuse_connections=False)
-            info = await self.r.info("server")
-        except (RedisError, OSError, asyncio.TimeoutError):
+            await self._drop_idle_connections()
+            info = await (self._cluster_identity() if self.cluster else self.r.info("server"))
+        except FAILURES:
             return False
         return isinstance(info, dict) and str(info.get("run_id")) == self.run_id
 
@@ -325,10 +288,12 @@ class Cache:
         async def go() -> tuple[str | None, int]:
             pipe = self.r.pipeline(transaction=False)
             pipe.get(self.epoch_key)
-            pipe.xlen(f"{self.prefix}outbox")
-            if self.has_info:
+            pipe.xlen(self.keys.outbox)
+            if self.has_info and not self.cluster:
                 pipe.info("server")
             epoch, depth, *rest = await pipe.execute(raise_on_error=False)
+            if self.cluster:
+                rest = [await self._cluster_identity()]
             for value in (epoch, depth):
                 if isinstance(value, Exception):
                     raise value
@@ -346,19 +311,42 @@ class Cache:
             # A pooled connection the server closed (it restarted, or this
             # process was paused past it) says nothing of now: ask again on
             # a fresh one. A restart shows in the run id the caller compares.
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                await self.r.connection_pool.disconnect(inuse_connections=False)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            with contextlib.suppress(*FAILURES):
+                await self._drop_idle_connections()
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(go())
+
+    async def _drop_idle_connections(self) -> None:
+        if self.cluster:
+            # With replies collected (raise_on_error=False) a Cluster pipeline
+            # never re-reads the topology itself; closing the client makes
+            # the next command do it (as redis-py's own retry does): after a
+            # failover, that is how the promoted replica is found.
+            await self.r.aclose()
+        else:
+            await self.r.connection_pool.disconnect(inuse_connections=False)
+
+    async def _cluster_identity(self) -> dict[str, Any]:
+        """A Cluster's "run id": every primary's, joined. A failover (a
+        replica promoted, maybe without the last writes) or a restarted
+        primary changes it, which the memory handles as a restart (D4, R2)."""
+        found = await self.r.info("server", target_nodes=aioredis.RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        infos = found.values() if isinstance(found, dict) and "run_id" not in found else [found]
+        return {"run_id": ",".join(sorted(str(i.get("run_id")) for i in infos if isinstance(i, dict)))}
 
     async def refresh_epoch(self) -> str:
         self._seen_epoch(await self.call(self.r.get(self.epoch_key)))
         return self.epoch
 
+    async def new_epoch(self) -> str:
+        """Move the epoch to a value never used before; the new value."""
+        value = await self.call(self.r.eval(NEW_EPOCH, 1, self.epoch_key, int(time.time() * 1000)))
+        return _decode(value) or "0"
+
     async def bump_epoch(self) -> str:
         """Invalidate every cached window and session (all instances)."""
-        self.epoch = str(await self.call(self.r.incr(self.epoch_key)))
+        self.epoch = await self.new_epoch()
         self._epoch_changed()
         log.warning("memory: cache epoch is now %s (cached windows rebuilt from the database)", self.epoch)
         return self.epoch
@@ -378,9 +366,11 @@ class Cache:
         """
         entry = records.encode_entry(record)
         key = self.window_key(record.session_id)
-        keys = (key, self.counter_key(record.session_id), *((done_claim,) if done_claim is not None else ()))
-        ((length, previous),) = await self.run(
-            ("EVAL", APPEND, len(keys), *keys, entry, self.window_size, self.window_size + self.trim_slack, self.ttl)
+        # The claim is another slot's key: its own command, in the same round trip.
+        done = (("SET", done_claim, "done", "EX", 86400),) if done_claim is not None else ()
+        ((length, previous), *_) = await self.run(
+            ("EVAL", APPEND, 2, key, self.counter_key(record.session_id), entry, self.window_size, self.window_size + self.trim_slack, self.ttl),
+            *done,
         )
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
@@ -424,8 +414,10 @@ class Cache:
         of a generation another instance invalidated (it wrote to the
         database while Redis was unreachable) is never served, even by an
         instance that did not see the outage and whose probe has not run."""
-        keys = (self.epoch_key, self.window_key(session.id), self.counter_key(session.id))
-        ((epoch, entries, counter),) = await self.run(("EVAL", WINDOW, len(keys), *keys, -limit))
+        keys = (self.window_key(session.id), self.counter_key(session.id))
+        # The window before the epoch: an epoch still the known one after the
+        # window was read means the window was read before any bump.
+        (entries, counter), epoch = await self.run(("EVAL", WINDOW, len(keys), *keys, -limit), ("GET", self.epoch_key))
         epoch, counter = epoch or None, counter or None
         if self._seen_epoch(epoch) or not entries:
             return None, counter
@@ -453,7 +445,7 @@ class Cache:
         key = self.window_key(session_id, epoch)
         ckey = self.counter_key(session_id)
         before = b"" if counter_before is None else counter_before
-        (filled,) = await self.run(("EVAL", FILL, 3, key, ckey, self.epoch_key, before, epoch, self.ttl, *entries[-self.window_size :]))
+        (filled,) = await self.run(("EVAL", FILL, 2, key, ckey, before, self.ttl, *entries[-self.window_size :]))
         return bool(filled)
 
     async def drop_window(self, session_id: str) -> None:
@@ -492,20 +484,19 @@ class Cache:
         counters. Claims on the messages are kept only as ``done`` markers
         (they hold no content and stop a redelivery from storing them again).
         Returns how many keys were deleted."""
-        p = glob_escape(self.prefix)
-        patterns = [f"{p}w:*:{glob_escape(sid)}" for sid in sessions]
-        patterns += [f"{p}s:*:{glob_escape(scope)}" for scope in scopes]
+        patterns = [self.keys.windows_of(sid) for sid in sessions]
+        patterns += [self.keys.sessions_of(scope) for scope in scopes]
         exact = [self.counter_key(sid) for sid in sessions]
-        exact += [f"{self.prefix}{kind}:{scope}" for scope in scopes for kind in ("lease", "fence")]
+        exact += [key for scope in scopes for key in (self.keys.lease(scope), self.keys.fence(scope))]
         deleted = await self.delete_matching(patterns)
+        # One key per command: on a Cluster each goes to its own slot's node.
         pipe = self.r.pipeline(transaction=False)
-        for start in range(0, len(exact), 500):
-            pipe.delete(*exact[start : start + 500])
+        for key in exact:
+            pipe.delete(key)
         for mid in message_ids:
-            pipe.set(f"{self.prefix}claim:{mid}", b"done", ex=24 * 3600, xx=True)
+            pipe.set(self.keys.claim(mid), b"done", ex=24 * 3600, xx=True)
         results = await self.call(pipe.execute())
-        return deleted + sum(r for r in results[: (len(exact) + 499) // 500] if isinstance(r, int))
-
+        return deleted + sum(r for r in results[: len(exact)] if isinstance(r, int))
 
     async def delete_matching(self, patterns: list[str]) -> int:
         """Delete every key matching the glob ``patterns`` (all epochs)."""
@@ -525,10 +516,8 @@ class Cache:
 
         try:
             return await asyncio.wait_for(go(), max(self.timeout * 40, 5.0))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__) from None
 
 
-def glob_escape(text: str) -> str:
-    """Escape Redis glob metacharacters in a key fragment."""
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+__all__ = ["_FAKE_SERVERS", "Cache", "RedisURLError", "describe_redis_url", "fake_server", "glob_escape", "make_client"]

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
 import peewee as pw
@@ -53,6 +53,8 @@ def describe_url(url: str) -> str:
     """``scheme://host:port/db`` without user or password, for messages."""
     try:
         p = urlparse(url)
+        if "," in p.netloc:
+            return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{p.path}"
         host = p.hostname or ""
         port = f":{p.port}" if p.port else ""
         return f"{p.scheme}://{host}{port}{p.path}"
@@ -97,12 +99,39 @@ def open_database(url: str, timeout: float) -> pw.Database:
             pragmas={"journal_mode": "wal", "synchronous": "normal", "busy_timeout": int(busy * 1000), "secure_delete": 1},
         )
     try:
-        db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
+        if base.startswith("postgres") and "," in urlparse(url).netloc:
+            db = _several_hosts(url, params)
+        else:
+            db = db_url.connect(url, unquote_password=True, unquote_user=True, **params)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise DatabaseURLError(str(exc).replace(url, describe_url(url))) from None
     # Connections are opened explicitly per worker thread.
     db.autoconnect = False
     return db
+
+
+def _several_hosts(url: str, params: dict[str, Any]) -> pw.Database:
+    """``postgresql://user:pw@a:5432,b:5432/db?target_session_attrs=read-write``:
+    a primary and its standbys, as libpq takes them (``host`` and ``port``
+    as lists). libpq tries them in order and, with ``read-write`` (the
+    default here when several hosts are given), keeps the one that takes
+    writes, so a promoted standby is found by the next connection."""
+    p = urlparse(url)
+    userinfo, _, hostlist = p.netloc.rpartition("@")
+    hosts, ports = [], []
+    for part in hostlist.split(","):
+        host, _, port = part.rpartition(":") if not part.endswith("]") and ":" in part else (part, "", "")
+        hosts.append(host.strip("[]"))
+        ports.append(port or "5432")
+    user, _, password = userinfo.partition(":")
+    query = {k: v[-1] for k, v in parse_qs(p.query).items()}
+    query.setdefault("target_session_attrs", "read-write")
+    kwargs: dict[str, Any] = {**params, **query, "host": ",".join(hosts), "port": ",".join(ports)}
+    if user:
+        kwargs["user"] = unquote(user)
+    if password:
+        kwargs["password"] = unquote(password)
+    return pw.PostgresqlDatabase(unquote(p.path.lstrip("/")), **kwargs)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -127,6 +156,7 @@ class DurableStore:
         self._probe_executor = self._new_executor(1, "memory-db-probe")
         self._prepare_sql()
         self.closed = False
+        self.connection_errors = 0
         self.insert = Batcher(self, self.insert_rows, self.insert_message)
         self.save_session = Batcher(self, self.upsert_sessions, lambda item: self.upsert_session(*item))
 
@@ -173,6 +203,9 @@ class DurableStore:
             if not _is_connection_error(exc):
                 self._end_implicit_transaction()
                 raise
+            # Counted: the next connection may reach another server (a
+            # promoted standby), which the memory then checks (R4).
+            self.connection_errors += 1
             # The connection may be broken: drop it so the next call reconnects.
             try:
                 db.close()
@@ -400,6 +433,32 @@ class DurableStore:
                 return False
             S.update(**row, fence=max(stored, fence or 0)).where(S.session_id == data["id"]).execute()
             return True
+
+    def insert_session_if_missing(self, data: dict[str, Any]) -> bool:
+        """Insert a session row unless one with its id exists (never an update)."""
+        S = self.m.SessionRow
+        row = {
+            "session_id": data["id"],
+            "scope_key": data["scope_key"],
+            "user_id": data.get("user_id"),
+            "guild_id": data.get("guild_id"),
+            "channel_id": data.get("channel_id"),
+            "opened_at": data["opened_at"],
+            "last_active_at": data["last_active_at"],
+            "closed_at": data.get("closed_at"),
+            "state": orjson.dumps(data.get("state") or {}).decode(),
+            "fence": 0,
+        }
+        return bool(S.insert(**row).on_conflict_ignore().execute())
+
+    def server_identity(self) -> str | None:
+        """Which server answers (PostgreSQL: address, port, start time): it
+        changes when a standby is promoted or the server restarted. ``None``
+        for the others (one file, or no failover to follow)."""
+        if self.dialect != "postgres":
+            return None
+        row = self.db.execute_sql("SELECT inet_server_addr()::text, inet_server_port(), pg_postmaster_start_time()::text").fetchone()
+        return " ".join(str(v) for v in row) if row else None
 
     def upsert_sessions(self, items: list[tuple[dict[str, Any], int | None]]) -> list[bool]:
         """:meth:`upsert_session` for each ``(data, fence)``, in order, in

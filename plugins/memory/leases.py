@@ -29,18 +29,19 @@ FIRST_POLL = 0.02
 
 # Take the lease if it is free, or a leftover of this instance (a failed
 # release, an earlier life); then draw a fencing token and read what the
-# caller needs next (the epoch, the cached session): one command. A
-# missing key reads as "" (a nil would cut Lua's reply short).
+# caller needs next (the cached session): one command, on the scope's keys
+# only (one Cluster slot; the epoch is read beside it). A missing key reads
+# as "" (a nil would cut Lua's reply short).
 ACQUIRE = """
 local won = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 if not won then
     local v = redis.call('GET', KEYS[1]) or ''
-    if string.sub(v, 1, string.len(ARGV[4])) ~= ARGV[4] then return {0, 0, '', ''} end
+    if string.sub(v, 1, string.len(ARGV[4])) ~= ARGV[4] then return {0, 0, ''} end
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-return {1, fence, redis.call('GET', KEYS[3]) or '', redis.call('GET', KEYS[4]) or ''}
+return {1, fence, redis.call('GET', KEYS[3]) or ''}
 """
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -135,13 +136,15 @@ class Lease:
 
     async def _acquire(self) -> None:
         store, cache = self.c.store, self.c.store.cache
-        self.key = f"{cache.prefix}lease:{self.scope_key}"
-        fence_key = f"{cache.prefix}fence:{self.scope_key}"
-        keys = (self.key, fence_key, cache.epoch_key, cache.session_key(self.scope_key))
+        self.key = cache.keys.lease(self.scope_key)
+        fence_key = cache.keys.fence(self.scope_key)
+        keys = (self.key, fence_key, cache.session_key(self.scope_key))
         mine = f"{store.instance_id} ".encode()
         delay = FIRST_POLL
         while True:
-            ((won, fence, epoch, session),) = await cache.run(("EVAL", ACQUIRE, len(keys), *keys, self.value, self.c.ttl_ms, FENCE_TTL, mine))
+            (won, fence, session), epoch = await cache.run(
+                ("EVAL", ACQUIRE, len(keys), *keys, self.value, self.c.ttl_ms, FENCE_TTL, mine), ("GET", cache.epoch_key)
+            )
             if won:
                 break
             # Held by a live instance (it renews while it works): wait.

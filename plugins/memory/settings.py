@@ -27,7 +27,9 @@ class MemorySettings(PluginSettings):
         None, validation_alias=AliasChoices("database_url", "MEMORY_DATABASE_URL", "DATABASE_URL")
     )
     redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("redis_url", "MEMORY_REDIS_URL", "REDIS_URL"))
-    key_prefix: str = "bot:"
+    # Braces are Redis Cluster hash tags: the memory puts each session's id
+    # (each scope's key) between them, so the prefix may not hold any.
+    key_prefix: str = Field("bot:", pattern=r"^[^{}]*$")
     # Hot window kept per session in Redis.
     window_size: int = Field(200, gt=0, le=100_000)
     # Idle sessions' cache keys expire after this many seconds.

@@ -39,6 +39,7 @@ from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_
 from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.edits import apply_correction
+from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, Spool
 from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
@@ -85,6 +86,9 @@ class MemoryStore:
         self.leases = Leases(self)
         self.cache_dirty = False
         self.migrated = False
+        # The database server last seen answering (R4 of docs/MEMORY.md).
+        self.db_server: str | None = None
+        self._db_errors_seen = 0
         self.run_id: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
@@ -154,6 +158,7 @@ class MemoryStore:
                 await self.db.ping()
                 await self.db.migrate()
                 self.migrated = True
+                await self._db_server_moved()
             except BackendDown as exc:
                 self._problem(self.db_breaker, f"DATABASE_URL {describe_url(db_url)} is unreachable ({exc.reason}); starting degraded", fatal=False)
             except Exception as exc:  # noqa: BLE001 - e.g. authentication failures, missing database
@@ -258,6 +263,13 @@ class MemoryStore:
             elif self.db_ok and self.redis_ok:
                 with contextlib.suppress(BackendDown):
                     await self._check_dirty_flags()
+            if self.db_ok and self.db is not None and self.db.connection_errors != self._db_errors_seen:
+                # A connection broke and was opened again without an outage
+                # (the call was retried): maybe on a promoted standby.
+                try:
+                    await self._follow_db_server()
+                except BackendDown as exc:
+                    self.db_failed(exc)
             if self.redis_ok:
                 await self._keep_epoch_key()
             await self._keep_recent()
@@ -342,7 +354,7 @@ class MemoryStore:
             if await self.cache.refresh_epoch() == "0":
                 # Not bump_epoch(): creating the key on a fresh Redis is no
                 # news for the operator (the terminal chat shows warnings).
-                await self.cache.run(("INCR", self.cache.epoch_key))
+                await self.cache.new_epoch()
                 log.info("memory: cache epoch is now %s (the key was missing)", await self.cache.refresh_epoch())
         except BackendDown as exc:
             self.redis_failed(exc)
@@ -362,9 +374,26 @@ class MemoryStore:
         self.cache.run_id = self.run_id
         self.redis_breaker.reset()
 
+    async def _db_server_moved(self) -> bool:
+        """Whether another database server answers than the last time asked
+        (a standby promoted, or the server restarted): docs/MEMORY.md, R4."""
+        assert self.db is not None
+        identity = await self.db.run(self.db.server_identity)
+        moved = self.db_server is not None and identity is not None and identity != self.db_server
+        self.db_server = identity or self.db_server
+        return moved
+
+    async def _follow_db_server(self) -> None:
+        """After a failover, write back what the new server may lack (R4)."""
+        assert self.db is not None
+        self._db_errors_seen = self.db.connection_errors
+        if await self._db_server_moved():
+            await write_back(self.db, self.recent, self.clock.now())
+
     async def _db_recovered(self) -> None:
         try:
             await self._replay_outbox()
+            await self._follow_db_server()
         except BackendDown as exc:
             if exc.backend != "redis":
                 self.db_breaker.trip(exc.reason)

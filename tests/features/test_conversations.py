@@ -8,6 +8,7 @@ from typing import Any
 
 from pytest_bdd import scenarios, then
 
+from plugins.memory.keys import KeyNames
 from tests.harness.harness import Harness
 from tests.harness.steps import p
 
@@ -41,9 +42,10 @@ def _window_length(harness: Harness, user: str, place: str) -> int:
     assert rows, f"no session stored for {user} in {place}"
     client: Any = harness.backends.redis_client()
     try:
-        epoch = (client.get(f"{prefix}epoch") or b"0").decode()
-        assert client.exists(f"{prefix}s:{epoch}:{scope}"), f"Redis holds no session for {scope} (epoch {epoch})"
-        return int(client.llen(f"{prefix}w:{epoch}:{rows[0][0]}"))
+        keys = KeyNames(prefix)
+        epoch = (client.get(keys.epoch) or b"0").decode()
+        assert client.exists(keys.session(scope, epoch)), f"Redis holds no session for {scope} (epoch {epoch})"
+        return int(client.llen(keys.window(rows[0][0], epoch)))
     finally:
         client.close()
 

@@ -24,6 +24,11 @@ from tests.harness.harness import Harness
 from harness.instances import LEAKY_ENV, LEAKY_PREFIXES
 
 BACKENDS = ("fast", "real")
+# The features the Cluster matrix runs (``--backend cluster``, not part of
+# ``all``): the retention scenarios (restart, flush, outage, two instances).
+CLUSTER_FEATURES = ("test_restart", "test_redis_flush", "test_redis_outage", "test_instances")
+# The replicated topologies of features/failover.feature (its scenarios' tags).
+FAILOVER_TOPOLOGIES = ("cluster", "sentinel", "pg_standby")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,9 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--backend",
         action="store",
         default="all",
-        choices=("fast", "real", "all"),
+        choices=("fast", "real", "all", "cluster"),
         help="backend matrix for the Gherkin scenarios: fast (fakeredis + SQLite), "
-        "real (redis-server + PostgreSQL) or all (default)",
+        "real (redis-server + PostgreSQL), all (default: fast and real) or cluster "
+        "(a private Redis Cluster + PostgreSQL; the retention features only)",
     )
 
 
@@ -61,7 +67,7 @@ def needs_services(item: pytest.Item) -> bool:
     marked ``real``, or one that uses a service fixture."""
     callspec = getattr(item, "callspec", None)
     backend = callspec.params.get("backend") if callspec else None
-    if backend == "real" or item.get_closest_marker("real") is not None:
+    if backend in ("real", "cluster", "failover") or item.get_closest_marker("real") is not None:
         return True
     return bool(SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
@@ -77,11 +83,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if backend == "fast" and item.get_closest_marker("real") is not None:
             dropped.append(item)  # a @real scenario has no fast form
             continue
+        if backend == "cluster" and item.module.__name__.rpartition(".")[2] not in CLUSTER_FEATURES:
+            dropped.append(item)
+            continue
         if needs_services(item):
             if fast_only:
                 dropped.append(item)
                 continue
             item.add_marker(pytest.mark.real)
+        if backend == "cluster":
+            item.add_marker(pytest.mark.cluster)
         kept.append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -93,11 +104,11 @@ _service_problem: dict[str, str | None] = {}
 
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> str:
-    """The backend this run of the test uses: ``"fast"`` or ``"real"``."""
+    """The backend this run of the test uses: ``"fast"``, ``"real"`` or ``"cluster"``."""
     name = getattr(request, "param", None)
     if name is None:
         raise pytest.UsageError("the backend fixture is parametrized by the harness plugin")
-    if name == "real":
+    if name in ("real", "cluster", "failover"):
         if "real" not in _service_problem:
             try:
                 check_real_services()
@@ -130,6 +141,9 @@ def harness(request: pytest.FixtureRequest, backend: str, tmp_path: Path, clean_
     and contexts recorded. Torn down after the test: instances stopped,
     faults undone, Redis server killed, PostgreSQL database dropped."""
     processes = request.node.get_closest_marker("multiprocess") is not None
+    if backend == "failover":
+        # features/failover.feature: each scenario's tag names its topology.
+        backend = next(t for t in FAILOVER_TOPOLOGIES if request.node.get_closest_marker(t) is not None)
     backends = make_backends(backend, tmp_path, processes=processes)
     h = Harness(backends, tmp_path)
     try:

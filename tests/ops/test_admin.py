@@ -60,8 +60,30 @@ def test_cache_rebuild_puts_recent_windows_back_after_a_flush(harness: Harness, 
     assert len(_windows(harness)) == 2, harness.backends.redis_keys()
 
 
+def test_cache_rebuild_with_a_new_epoch_replaces_windows_that_miss_messages(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an upgrade that renamed keys, a window may lack what an
+    instance of the old release appended elsewhere: ``--new-epoch`` makes
+    every window be rebuilt from the database (docs/OPERATIONS.md, Upgrade)."""
+    harness.start_instance("A")
+    harness.say("alice", "#general", "one")
+    harness.say("alice", "#general", "two")
+    harness.stop_instance("A")
+    # The window loses its last entries, as if written under another key name.
+    client = harness.backends.redis_client()
+    try:
+        (window,) = [k for k in client.keys("bot:w:*")]
+        client.ltrim(window, 0, 0)
+    finally:
+        client.close()
+    code, doc, err = _cli(harness, monkeypatch, "cache", "rebuild", "--new-epoch")
+    assert (code, doc["sessions"]) == (0, 1), (doc, err)
+    harness.start_instance("A")
+    _scope, _session, lines = harness.view("alice", "#general")
+    assert [line.content for line in lines] == ["one", "ok one", "two", "ok two"]
+
+
 def _windows(harness: Harness) -> list[str]:
-    # bot:w:<epoch>:<session id>: a session's hot window (plugins/memory/cache.py).
+    # bot:w:<epoch>:{<session id>}: a session's hot window (plugins/memory/keys.py).
     return [k for k in harness.backends.redis_keys() if k.startswith("bot:w:")]
 
 
