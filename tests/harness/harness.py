@@ -241,7 +241,10 @@ class Harness:
         """``user`` says ``content`` in ``place``; every running instance
         receives it (as in a rolling deploy), or only those named in ``to``."""
         message = self.new_message(user_name, place_text, content)
-        self.deliver(message, to, linger)
+        if linger is None:
+            self.deliver(message, to)  # (tests wrap deliver with this signature)
+        else:
+            self.deliver(message, to, linger)
         return message
 
     def deliver(self, message: IncomingMessage, to: list[str] | None = None, linger: float | None = None) -> list[SentReply]:
