@@ -263,7 +263,7 @@ class MemoryStore:
             elif self.db_ok and self.redis_ok:
                 with contextlib.suppress(BackendDown):
                     await self._check_dirty_flags()
-            if self.db_ok and self.db is not None and self.db.connection_errors != self._db_errors_seen:
+            if self.db_ok and self.db is not None and self.db.dialect == "postgres" and self.db.connection_errors != self._db_errors_seen:
                 # A connection broke and was opened again without an outage
                 # (the call was retried): maybe on a promoted standby.
                 try:
@@ -387,6 +387,8 @@ class MemoryStore:
         """After a failover, write back what the new server may lack (R4)."""
         assert self.db is not None
         self._db_errors_seen = self.db.connection_errors
+        if self.db.dialect != "postgres":
+            return  # one file, or no failover to follow (server_identity)
         if await self._db_server_moved():
             await write_back(self.db, self.recent, self.clock.now())
 
