@@ -40,7 +40,9 @@ async def startup(bot: Any) -> None:
     old = bot.plugin_state.get("memory")
     if isinstance(old, MemoryStore):
         await old.stop()
-    store = MemoryStore(settings, data_dir=bot.settings.data_dir, instance_id=bot.instance_id, clock=bot.clock)
+    # An admin command's bot answers no message: it stays out of the roster (A7).
+    serves = getattr(bot, "admin_command", None) is None
+    store = MemoryStore(settings, data_dir=bot.settings.data_dir, instance_id=bot.instance_id, clock=bot.clock, serves_messages=serves)
     try:
         await store.start()
     except RuntimeError as exc:

@@ -107,6 +107,17 @@ def open_database(url: str, timeout: float) -> pw.Database:
         raise DatabaseURLError(str(exc).replace(url, describe_url(url))) from None
     # Connections are opened explicitly per worker thread.
     db.autoconnect = False
+    if isinstance(db, pw.SqliteDatabase):
+        # Every transaction takes the write lock at BEGIN: one that reads
+        # and then writes fails at once, without waiting, when another
+        # connection wrote in between (claims, announcements, settles run
+        # beside /forget, retention and recall in the same process).
+        plain_atomic = db.atomic
+
+        def atomic(lock_type: str | None = "IMMEDIATE") -> Any:
+            return plain_atomic(lock_type)
+
+        db.atomic = atomic  # type: ignore[method-assign]
     return db
 
 

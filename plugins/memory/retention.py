@@ -191,17 +191,11 @@ async def _drop_cached(store: Any, sessions: list[str]) -> int:
         return 0
     cache = store.cache
     try:
-        deleted: int = await cache.delete_matching([f"{_glob(cache.prefix)}w:*:{_glob(sid)}" for sid in sessions])
-        keys = [cache.counter_key(sid) for sid in sessions]
-        deleted += int(await cache.call(cache.r.delete(*keys))) if keys else 0
+        deleted: int = await cache.delete_matching([cache.keys.windows_of(sid) for sid in sessions])
+        for sid in sessions:  # one key a command: each in its own slot on a Cluster
+            deleted += int(await cache.call(cache.r.delete(cache.counter_key(sid))))
         return deleted
     except BackendDown as exc:
         store.redis_failed(exc)
         await store._mark_dirty()
         return 0
-
-
-def _glob(text: str) -> str:
-    from plugins.memory.cache import glob_escape
-
-    return str(glob_escape(text))

@@ -108,7 +108,7 @@ def test_sessions_export_and_forget_a_user(harness: Harness, monkeypatch: pytest
     code, doc, _ = _cli(harness, monkeypatch, "forget", "--user", alice)
     assert code == 2 and "--yes" in doc["error"]
     code, doc, _ = _cli(harness, monkeypatch, "forget", "--user", alice, "--yes")
-    assert code == 0 and doc["deleted"]["messages"] >= 1
+    assert code == 0 and doc["deleted"]["messages"] >= 1, doc
     code, doc, _ = _cli(harness, monkeypatch, "export", "--user", alice)
     assert "remember me" not in json.dumps(doc["export"])
     assert "not me" in json.dumps(harness.db("SELECT content FROM messages"))
