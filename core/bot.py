@@ -17,6 +17,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from core import commands as command_parsing
+from core.tasks import stop_task
 from core.clock import Clock
 from core.commands import CommandRegistry
 from core.dispatch import HookFailure, Hooks
@@ -105,11 +106,8 @@ class Bot:
         self.started = True
 
     async def stop(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
-                await self._follower
-            self._follower = None
+        await stop_task(self._follower)
+        self._follower = None
         if self.started:
             await self.hooks.broadcast("shutdown")
         self.started = False

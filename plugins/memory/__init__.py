@@ -11,10 +11,10 @@ a process); :func:`store_of` returns it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
+from core.tasks import stop_task
 from core.errors import ConfigError
 from core.models import HealthReport, IncomingMessage, MessageDeletion, MessageEdit, MessageRecord, ReplyId, Session
 from core.plugins import hookimpl
@@ -74,9 +74,7 @@ async def _retention_loop(bot: Any, store: MemoryStore, settings: MemorySettings
 async def shutdown(bot: Any) -> None:
     task = bot.plugin_state.pop("memory.retention", None)
     if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
     store = bot.plugin_state.pop("memory", None)
     if isinstance(store, MemoryStore):
         await store.stop()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.tasks import stop_task
 from plugins.memory.breaker import BackendDown
 from plugins.memory.claim_table import ClaimTable
 from plugins.memory.durable import Batcher
@@ -189,11 +190,8 @@ class Arbiter:
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"memory-claims-{self.owner}")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._renewer
-            self._renewer = None
+        await stop_task(self._renewer)
+        self._renewer = None
         # A clean stop hands what it holds to the standbys at once.
         for message_id in list(self.held):
             with contextlib.suppress(Exception):

@@ -14,12 +14,12 @@ asyncio lock per scope does the same; with Redis down it is the only one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import secrets
 from typing import Any
 
+from core.tasks import stop_task
 from plugins.memory.breaker import BackendDown
 
 log = logging.getLogger("plugins.memory.leases")
@@ -80,11 +80,8 @@ class Leases:
         self._renewer = asyncio.create_task(self._renew_loop(), name=f"memory-leases-{self.store.instance_id}")
 
     async def stop(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._renewer
-            self._renewer = None
+        await stop_task(self._renewer)
+        self._renewer = None
 
     def lease(self, scope_key: str) -> Lease:
         return Lease(self, scope_key)

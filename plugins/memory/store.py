@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from core.tasks import stop_tasks
 from core.clock import Clock
 from core.models import HealthReport, MessageRecord, Role, Session
 from plugins.memory import records
@@ -51,6 +52,10 @@ log = logging.getLogger("plugins.memory")
 # After a flush or a Redis restart, the windows of this many of the
 # conversations served last are rebuilt in the background.
 REBUILD_SCOPES = 256
+# A clean stop hands claims back and writes the outbox through, but never
+# for longer than this: what is left is in the spool and Redis's stream for
+# the next start (A2), and a restart must not wait on a slow backend.
+STOP_BUDGET = 10.0
 
 
 class SessionStateUnreachable(BackendDown):
@@ -170,27 +175,29 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
-        await self.arbiter.stop()
-        await self.leases.stop()
-        for task in list(self._refills.values()):
-            task.cancel()
-        if self._refills:
-            await asyncio.wait(list(self._refills.values()), timeout=2)
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._probe_task
+        await stop_tasks([*self._refills.values(), *([self._probe_task] if self._probe_task else [])], timeout=2)
         self._probe_task = None
-        if self.db_ok:
-            with contextlib.suppress(Exception):
-                await self._replay_outbox()
-                await self._invalidate_touched()
+        try:
+            async with asyncio.timeout(STOP_BUDGET):
+                await self._hand_over()
+        except TimeoutError:
+            log.warning("memory: stop cut short after %g s; the outbox is replayed at the next start", STOP_BUDGET)
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cache.r.aclose(), 1.0)
         if self.db is not None:
             with contextlib.suppress(Exception):
                 await self.db.close()
+
+    async def _hand_over(self) -> None:
+        """What a clean stop does for the instances that stay: claims and
+        leases handed back, the outbox written through (A2, A4)."""
+        await self.arbiter.stop()
+        await self.leases.stop()
+        if self.db_ok:
+            with contextlib.suppress(Exception):
+                await self._replay_outbox()
+                await self._invalidate_touched()
 
     # --- backend state -------------------------------------------------------------
 

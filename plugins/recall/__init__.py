@@ -9,9 +9,9 @@ database) and reads the sessions plugin's token counter.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from core.tasks import stop_tasks
 from core.models import Context, IncomingMessage, MessageRecord, Session
 from core.plugins import hookimpl
 
@@ -28,10 +28,7 @@ def startup(bot: Any) -> None:
 async def shutdown(bot: Any) -> None:
     state = bot.plugin_state.pop("recall", None)
     if isinstance(state, service.RecallState):
-        for task in list(state.tasks):
-            task.cancel()
-        if state.tasks:
-            await asyncio.gather(*state.tasks, return_exceptions=True)
+        await stop_tasks(list(state.tasks))
 
 
 @hookimpl

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import io
 import logging
 import threading
 import time
@@ -61,8 +62,24 @@ class LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            stacks = self.stacks()
             future.cancel()
-            raise HarnessError(f"{what} did not finish within {timeout:.0f} s (hang guard)") from None
+            raise HarnessError(f"{what} did not finish within {timeout:.0f} s (hang guard); tasks:\n{stacks}") from None
+
+    def stacks(self) -> str:
+        """Where each task on the loop waits: what a hang report needs."""
+
+        async def gather() -> str:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.print_stack(limit=12, file=out)
+            return out.getvalue()
+
+        try:
+            return asyncio.run_coroutine_threadsafe(gather(), self.loop).result(5)
+        except concurrent.futures.TimeoutError:
+            return "(the loop itself is blocked: no task stacks)"
 
     def close(self) -> None:
         async def cancel_rest() -> None:
