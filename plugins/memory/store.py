@@ -1137,7 +1137,10 @@ class MemoryStore:
     async def health(self) -> list[HealthReport]:
         reports = []
         reports.append(HealthReport("redis", self.redis_ok, self._detail(self.redis_breaker, self.cache is not None), {"epoch": self.cache.epoch if self.cache else None}))
-        reports.append(HealthReport("database", self.db_ok, self._detail(self.db_breaker, self.db is not None), {"dialect": self.db.dialect if self.db else None}))
+        # "recovering": a backend is back and the outbox replay, the joins
+        # of sessions opened blind and the cache checks are still running.
+        metrics = {"dialect": self.db.dialect if self.db else None, "recovering": self._recovering.locked()}
+        reports.append(HealthReport("database", self.db_ok, self._detail(self.db_breaker, self.db is not None), metrics))
         spool = await asyncio.get_running_loop().run_in_executor(None, self.spool.depth)
         stream = 0
         if self.redis_ok:

@@ -355,9 +355,14 @@ def when_db_back(harness: Harness) -> None:
 def _until_all_healthy(harness: Harness, component: str) -> None:
     def every_instance() -> None:
         for name in list(harness.instances):
-            report = harness.health(name).get(component)
+            reports = harness.health(name)
+            report = reports.get(component)
             if report is not None and not report["ok"]:
                 raise AssertionError(f"instance {name} still reports {component} down: {report['detail']}")
+            # Back, and done with what coming back means (outbox replay,
+            # joins of sessions opened blind): the breaker closes first.
+            if reports.get("database", {}).get("metrics", {}).get("recovering"):
+                raise AssertionError(f"instance {name} is still recovering")
 
     harness.wait_until(every_instance, f"every instance reports {component} healthy")
 
