@@ -21,7 +21,7 @@ from core.tasks import stop_task
 from core.clock import Clock
 from core.commands import CommandRegistry
 from core.dispatch import HookFailure, Hooks
-from core.errors import Refused
+from core.errors import ExportIncomplete, Refused
 from core.models import (
     Context,
     HealthReport,
@@ -46,7 +46,7 @@ log = logging.getLogger("core.bot")
 _NONE: frozenset[str] = frozenset()
 # A plugin implementing one of these is switched for the whole bot only.
 OWNERS_ONLY_HOOKS = frozenset(
-    {"claim_message", "session_scope", "resolve_session", "register_storage", "export_user", "forget_user"}
+    {"claim_message", "session_scope", "resolve_session", "register_storage", "export_user", "forget_user", "export_guild"}
 )
 
 # How a conversation turn gets its answer: (message, session, its stored
@@ -382,6 +382,45 @@ class Bot:
         the bot's replies to them (docs/MEMORY.md, E). Nothing is sent."""
         if deletion.ids:
             await self.storage.delete_messages(deletion)
+
+    async def handle_member_left(self, user_id: str, guild_id: str, left_at: float, transport: str = "test") -> bool:
+        """A member left guild ``guild_id`` (or was removed from it), on any
+        transport. When the guild forgets its leavers (``forget_on_leave``),
+        memory deletes what they wrote there by the path of a bulk delete
+        (docs/MEMORY.md, E6); ``True`` when it was asked to."""
+        if not guild_settings.forgets_leavers(self.guild_settings, guild_id):
+            return False
+        log.info("member %s left guild %s, which forgets its leavers: deleting what they wrote there", user_id, guild_id)
+        await self.storage.delete_messages(MessageDeletion.of_member(user_id, guild_id, left_at, transport))
+        return True
+
+    async def export_guild(self, guild_id: str) -> dict[str, Any]:
+        """Everything the plugins hold for ``guild_id`` (the ``export_guild``
+        hook), merged: lists under one key are joined. Raises
+        :class:`ExportIncomplete` when a plugin failed. Who may ask is the
+        caller's check."""
+        results = await self.hooks.collect_by_plugin("export_guild", guild_id=guild_id)
+        answered = {plugin for plugin, _ in results}
+        failed = sorted({i.plugin_name for i in self.hooks.implementations("export_guild")} - answered)
+        if failed:
+            raise ExportIncomplete(failed)
+        merged: dict[str, Any] = {}
+        for _plugin, part in results:
+            for key, value in (part or {}).items():
+                if isinstance(merged.get(key), list) and isinstance(value, list):
+                    merged[key] = merged[key] + value
+                else:
+                    merged[key] = value
+        return merged
+
+    async def stored_states(self) -> dict[str, Any]:
+        """Every stored switch and run-time setting (``plugins.`` bot
+        state), read now; raises ``RuntimeError`` when the store cannot
+        answer (unknown is not "none set")."""
+        states = await self._load_states()
+        if states is None:
+            raise RuntimeError("the stored settings cannot be read now (is the database reachable?)")
+        return states
 
     async def _command(
         self, message: IncomingMessage, name: str, args: str, send: SendReply

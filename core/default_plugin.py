@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.commands import available, is_owner
-from core.guild_settings import SETTINGS, describe
+from core.guild_settings import SETTINGS, describe, guild_export
 from core.hookspecs import PROJECT_NAME
 from core.models import Command, Context, HealthReport, Invocation, Reply
 import pluggy
@@ -129,6 +129,12 @@ def register_commands(register: Any) -> None:
             options={"action": "show, set or reset", "name": "the setting", "value": "its new value"},
         )
     )
+
+
+@hookimpl
+async def export_guild(guild_id: str, bot: Any) -> dict[str, Any]:
+    # Read from the store, not this instance's copy: an export is a record.
+    return guild_export(await bot.stored_states(), guild_id)
 
 
 @hookimpl

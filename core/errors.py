@@ -16,3 +16,12 @@ class Refused(Exception):
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
+
+
+class ExportIncomplete(Exception):
+    """A plugin failed while exporting: ``plugins`` names them. A partial
+    export is never handed out, so the caller reports this instead."""
+
+    def __init__(self, plugins: list[str]) -> None:
+        super().__init__(f"export incomplete: plugin {', '.join(plugins)} failed")
+        self.plugins = plugins

@@ -18,6 +18,9 @@ Rules (``docs/SECURITY.md``, "Authority"; the README's "Settings per server"):
    bot's owners and the server's administrators are never shut out (they
    must be able to undo a mistake). Messages from people shut out are
    ignored silently.
+5. ``forget_on_leave`` (off unless set): a member leaving the server (or
+   removed from it) has what they said there deleted from memory, by the
+   path of a bulk delete (docs/MEMORY.md, E6).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.models import IncomingMessage
+from core.switches import guild_key
 
 SETTINGS_PREFIX = "plugins.settings."
 BOT_SCOPE = "bot"
@@ -94,6 +98,8 @@ class Setting:
     help: str
     parse: Callable[[str], Any]
     bot_wide: bool = False
+    # What applies while unset, when it is not the config file's value.
+    unset: str = "(config)"
 
 
 SETTINGS = {
@@ -108,6 +114,8 @@ SETTINGS = {
         Setting("blocked_roles", "roles whose members the bot ignores", _ids),
         Setting("allowed_roles", "if set, only members with one of these roles are answered", _ids),
         Setting("dms", "whether the bot answers direct messages (owners, bot-wide): on or off", _switch, True),
+        Setting("forget_on_leave", "delete what a member said in this server when they leave it: on or off",
+                _switch, unset="off"),
     )
 }
 
@@ -156,6 +164,25 @@ class GuildSettings:
         return not allowed or bool(roles & set(allowed))
 
 
+def forgets_leavers(settings: GuildSettings, guild_id: str) -> bool:
+    """Rule 5: whether ``guild_id`` deletes what a member said there when
+    they leave (docs/MEMORY.md, E6). Off unless its administrators said so:
+    leaving a server is not a request to erase, and a moderator's kick
+    must not silently destroy the record a server may need."""
+    return settings.get(guild_id, "forget_on_leave", False) is True
+
+
+def guild_export(states: dict[str, Any], guild_id: str) -> dict[str, Any]:
+    """One guild's run-time settings and plugin switches, from the stored
+    bot state ``states`` (every ``plugins.`` key): what a guild export
+    holds of the core's. Nothing of another guild, nor the bot-wide
+    values."""
+    settings = GuildSettings.from_states(states).values.get(guild_id, {})
+    raw_switches = states.get(guild_key(guild_id))
+    switches = raw_switches.get("switches", {}) if isinstance(raw_switches, dict) else {}
+    return {"guild_settings": dict(settings), "plugin_switches": dict(switches) if isinstance(switches, dict) else {}}
+
+
 def scope_key(guild_id: str | None, name: str) -> str:
     """The stored key of ``name``'s values for ``guild_id``."""
     return SETTINGS_PREFIX + (BOT_SCOPE if SETTINGS[name].bot_wide or guild_id is None else guild_id)
@@ -167,7 +194,7 @@ def describe(settings: GuildSettings, guild_id: str | None, prefix: str) -> str:
     for setting in SETTINGS.values():
         value = settings.get(guild_id, setting.name)
         if value is None:
-            shown = "(config)"
+            shown = setting.unset
         elif isinstance(value, list):
             shown = ", ".join(value)
         elif isinstance(value, bool):

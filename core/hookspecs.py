@@ -345,3 +345,13 @@ def forget_user(user_id: str, bot: Any) -> dict[str, int] | None:
     """
 
 
+@spec(Mode.COLLECT)
+def export_guild(guild_id: str, bot: Any) -> dict[str, Any] | None:
+    """Return everything the plugin holds for guild (server) ``guild_id``
+    as JSON-able data, keyed by what it is (``{"messages": [...]}``):
+    what was said there, its settings, what was learnt there. Never
+    another guild's data, never a secret. Who may ask is checked by the
+    caller (the guild's administrators for their guild, the bot's owners
+    for any). **Collect**; the core merges the dicts, and an export with a
+    failed implementation is refused whole.
+    """

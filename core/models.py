@@ -151,13 +151,22 @@ class MessageEdit:
 
 @dataclass(slots=True)
 class MessageDeletion:
-    """Messages deleted on the platform (one, or a bulk delete), by id."""
+    """Messages deleted on the platform (one, or a bulk delete), by id; or,
+    with ``author_id`` (and ``guild_id``), every message that author wrote
+    in that guild up to ``deleted_at``: a member who left a guild that
+    forgets its leavers (docs/MEMORY.md, E6). Both take the same path."""
 
     ids: list[str]
     channel_id: str
     deleted_at: float
     guild_id: str | None = None
     transport: str = "test"
+    author_id: str | None = None
+
+    @classmethod
+    def of_member(cls, user_id: str, guild_id: str, left_at: float, transport: str = "test") -> MessageDeletion:
+        """What ``user_id`` wrote in ``guild_id`` before ``left_at``."""
+        return cls(ids=[], channel_id="", deleted_at=left_at, guild_id=guild_id, transport=transport, author_id=user_id)
 
 
 class ReplyId(str):

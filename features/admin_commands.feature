@@ -42,3 +42,21 @@ Feature: Operators recover the memory by hand with the admin commands
     Then the command exits 0
     And the database holds exactly 0 messages for alice in #general
     And the database holds exactly 2 messages for bob in #general
+
+  Scenario: A server's data is exported on request, and only that server's
+    Given alice is a server administrator
+    And alice says "/settings set window_messages 7" in #general
+    And bob says "two" in #general of other
+    And carol says "three" in a DM
+    When the operator runs "export --guild main"
+    Then the command exits 0
+    And its export holds the message "one" and the bot's reply to it
+    And its export holds the server setting "window_messages" as 7
+    And its export does not hold the message "two"
+    And its export does not hold the message "three"
+    When the operator runs "export --guild other"
+    Then the command exits 0
+    And its export holds the message "two" and the bot's reply to it
+    And its export does not hold the message "one"
+    When the operator runs "export --guild main --user alice"
+    Then the command exits 2

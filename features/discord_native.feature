@@ -5,9 +5,10 @@ Feature: Conversations that feel like Discord
   scenario's backends, and the model a chat-completions server on
   127.0.0.1 that records every request: text files are read into the
   context, replies are shown while they are written, replying to an old
-  message brings that exchange back, and edits and deletions reach memory. What is checked is what Discord
-  received from the bot, what the model was sent, and the `messages` table
-  read with plain SQL.
+  message brings that exchange back, edits and deletions reach memory, and a
+  member leaving a server that asked for it is forgotten there. What is
+  checked is what Discord received from the bot, what the model was sent,
+  and the `messages` table read with plain SQL.
 
   Background:
     Given the model behind the bot is a chat-completions server
@@ -111,4 +112,22 @@ Feature: Conversations that feel like Discord
     And carol writes "which colours were said?" in that thread on Discord
     Then the model's request for "which colours were said?" holds "alice: my colour is red"
     And the model's request for "which colours were said?" holds "bob: and mine is blue"
+    And eventually the database holds every message written on Discord and its reply, each once
+
+  @fault
+  Scenario: A member leaving a server that forgets its leavers is forgotten there, and only there
+    Given carol is an administrator of the server on Discord
+    And the bot processes hear members leave
+    And the bot is running in its own process, connected to Discord
+    When carol runs /settings set forget_on_leave "on" on Discord in #general
+    And alice writes "my locker number is 17" to the bot in #general on Discord
+    And alice writes "my cat is called Tom" to the bot in a DM on Discord
+    And bob writes "my locker number is 99" to the bot in #general on Discord
+    And alice leaves the server on Discord
+    And the bot's Redis is flushed
+    And alice writes "which locker was mine?" to the bot in #general on Discord
+    And alice writes "what is my cat called?" to the bot in a DM on Discord
+    Then the answer on Discord to /settings set forget_on_leave says "forget_on_leave set in this server"
+    And the model's request for "which locker was mine?" does not hold "my locker number is 17"
+    And the model's request for "what is my cat called?" holds "my cat is called Tom"
     And eventually the database holds every message written on Discord and its reply, each once

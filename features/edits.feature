@@ -2,9 +2,10 @@ Feature: Edits and deletions reach memory
   A user who edits a message changes what memory holds for it and what the
   next reply sees; a deleted message (one, or a moderator's bulk delete)
   is removed with the bot's reply to it, from the cache, the database and
-  the outbox. These are writes like messages (docs/MEMORY.md, E1-E5):
+  the outbox. These are writes like messages (docs/MEMORY.md, E1-E6):
   idempotent, ordered by the platform's time, and they survive a Redis
-  flush and a database outage.
+  flush and a database outage. A member leaving a server that set
+  forget_on_leave follows the same path for what they said there.
 
   Background:
     Given the bot is running
@@ -104,3 +105,49 @@ Feature: Edits and deletions reach memory
       | content        |
       | my name is Bea |
       | I like tea     |
+
+  Scenario: A member leaving a server that forgets its leavers takes what they said there, and only that
+    Given carol is a server administrator
+    And carol says "/settings set forget_on_leave on" in #general
+    And alice says "hello from the other server" in #general of other
+    And alice says "a private word" in a DM
+    And bob says "bob was here" in #general
+    When alice leaves the server of #general
+    And Redis is flushed
+    Then the reply to "/settings set forget_on_leave on" contains "forget_on_leave set in this server"
+    And the database holds no trace of "my name is Ann"
+    And the database holds no trace of "I like tea"
+    And the database holds exactly 0 messages for alice in #general
+    And the bot's context for alice in #general is empty
+    And the database holds exactly 2 messages for alice in #general of other
+    And the database holds exactly 2 messages for alice in a DM
+    And the database holds exactly 2 messages for bob in #general
+    When alice leaves the server of #general again
+    And alice says "I am back" in #general
+    Then the bot's context for alice in #general holds these messages in this order:
+      | author | content       |
+      | alice  | I am back     |
+      | bot    | ok I am back  |
+
+  Scenario: A member leaving a server that keeps what leavers said (the default) changes nothing
+    When alice leaves the server of #general
+    Then the database holds exactly 6 messages for alice in #general
+    And the bot's context for alice in #general holds alice's messages in this order:
+      | content         |
+      | my name is Ann  |
+      | my secret is 42 |
+      | I like tea      |
+
+  @fault
+  Scenario: A member leaving while the database is unreachable is applied when it returns
+    Given carol is a server administrator
+    And carol says "/settings set forget_on_leave on" in #general
+    When the database becomes unreachable
+    And alice says "said while the database is away" in #general
+    And alice leaves the server of #general
+    Then the bot's context for alice in #general is empty
+    When the database is reachable again
+    Then eventually the database holds exactly 0 messages for alice in #general
+    And eventually the database holds no trace of "said while the database is away"
+    When Redis is flushed
+    Then the bot's context for alice in #general is empty

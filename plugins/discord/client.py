@@ -37,6 +37,7 @@ from discord.ext import commands
 from core.errors import ConfigError
 from core.models import Command, Reply, Sent
 from plugins.discord.convert import (
+    TRANSPORT,
     interaction_to_incoming,
     read_attachments,
     to_deletion,
@@ -63,6 +64,10 @@ PRIVILEGED_INTENT_HELP = (
     "Discord developer portal (Bot > Privileged Gateway Intents > Message Content Intent), or set "
     "DISCORD_MESSAGE_CONTENT_INTENT=false ([discord] message_content_intent = false) to answer only "
     "mentions, replies and DMs."
+)
+MEMBERS_INTENT_HELP = (
+    " DISCORD_MEMBERS_INTENT=true ([discord] members_intent) asks for the Server Members intent too: enable "
+    "it in the portal (Server Members Intent) or set it to false (then no server hears its members leave)."
 )
 
 
@@ -175,6 +180,7 @@ class TransportMixin:
     def __init__(self, core_bot: Any, config: DiscordSettings, **options: Any) -> None:
         intents = discord.Intents.default()
         intents.message_content = config.message_content_intent
+        intents.members = config.members_intent
         kwargs: dict[str, Any] = {
             "command_prefix": commands.when_mentioned,
             "help_command": None,
@@ -182,6 +188,9 @@ class TransportMixin:
             "allowed_mentions": discord.AllowedMentions.none(),
             "tree_cls": SlashTree,
             "guild_ready_timeout": config.guild_ready_timeout,
+            # The member list is not needed (only leaving members are): no
+            # chunk of every server's members at start.
+            "chunk_guilds_at_startup": False,
         }
         if config.shard_count is not None:
             kwargs["shard_count"] = config.shard_count
@@ -279,6 +288,18 @@ class TransportMixin:
             await self.core.handle_deletion(to_deletion(ids, channel_id, guild_id, self.core.clock.now()))
         except Exception:  # noqa: BLE001 - one event must not take the transport down
             log.exception("deletion of messages %s could not be applied", ids)
+
+    async def on_raw_member_remove(self, payload: discord.RawMemberRemoveEvent) -> None:
+        """A member left the server or was removed (needs the Server Members
+        intent, ``members_intent``): the core decides by the server's
+        ``forget_on_leave`` whether memory deletes what they said there
+        (docs/MEMORY.md, E6). The bot leaving is not a member leaving."""
+        if self.user is None or payload.user.id == self.user.id:
+            return
+        try:
+            await self.core.handle_member_left(str(payload.user.id), str(payload.guild_id), self.core.clock.now(), TRANSPORT)
+        except Exception:  # noqa: BLE001 - one event must not take the transport down
+            log.exception("member %s leaving guild %s could not be applied", payload.user.id, payload.guild_id)
 
     def opens_thread(self, message: discord.Message) -> bool:
         """Whether the answer to ``message`` opens a thread (``thread_channels``)."""
@@ -580,7 +601,7 @@ async def serve(core_bot: Any) -> None:
             task.uncancel()
             log.info("SIGTERM: disconnected from Discord")
         except discord.PrivilegedIntentsRequired:
-            raise ConfigError(PRIVILEGED_INTENT_HELP) from None
+            raise ConfigError(PRIVILEGED_INTENT_HELP + (MEMBERS_INTENT_HELP if config.members_intent else "")) from None
         except discord.LoginFailure:
             raise ConfigError("Discord refused DISCORD_TOKEN (401 Unauthorized): check the token") from None
 

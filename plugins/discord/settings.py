@@ -10,6 +10,11 @@ for the application in the Discord developer portal (Bot → Privileged
 Gateway Intents → Message Content Intent); if it is not, Discord closes the
 connection with code 4014 and the bot stops with an error saying so. Turn
 the setting off to run with mentions and DMs only.
+
+``members_intent`` asks for the privileged *Server Members* intent, the
+only way to hear a member leave a server (``forget_on_leave``). It too must
+be enabled in the portal (Server Members Intent), or Discord closes with
+4014.
 """
 
 from __future__ import annotations
@@ -42,6 +47,11 @@ class DiscordSettings(PluginSettings):
     shard_count: int | None = Field(None, ge=1)
     shard_ids: list[int] | None = None
     message_content_intent: bool = True
+    # Ask for the privileged Server Members intent, so the bot hears members
+    # leave (GUILD_MEMBER_REMOVE): needed only by servers that set
+    # forget_on_leave. Off by default: it must be enabled in the developer
+    # portal too, and a bot in 100+ servers needs Discord's approval for it.
+    members_intent: bool = False
     # Attachments larger than this are not downloaded (only their URL is kept).
     max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=0)
     sync_commands: bool = True

@@ -168,6 +168,11 @@ async def export_user(user_id: str, bot: Any) -> dict[str, Any]:
 
 
 @hookimpl
+async def export_guild(guild_id: str, bot: Any) -> dict[str, Any]:
+    return await store_of(bot).export_guild(guild_id)
+
+
+@hookimpl
 async def forget_user(user_id: str, bot: Any) -> dict[str, int]:
     return await store_of(bot).forget_user(user_id)
 

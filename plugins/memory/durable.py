@@ -397,6 +397,28 @@ class DurableStore:
             self.db.execute_sql(f"DELETE FROM messages WHERE message_id IN ({marks})", tuple(targets))
         return sorted(str(r[0]) for r in rows)
 
+    def delete_member(self, user_id: str, guild_id: str, until: float, known: list[str]) -> list[str]:
+        """A member left a guild that forgets its leavers (E6): the ids of
+        what they wrote there up to ``until`` (platform time), with the ids
+        ``known`` from elsewhere (the outbox), go the way of a bulk delete
+        (:meth:`delete_messages`: tombstones, replies). The facts told
+        there and the vectors of those messages go too. Idempotent;
+        returns the sessions that lost messages."""
+        p = self.db.param
+        sql = (f"SELECT message_id FROM messages WHERE author_id = {p} AND guild_id = {p} AND role = 'user'"
+               f" AND ts <= {p}")
+        ids = sorted({*known, *(str(r[0]) for r in self.db.execute_sql(sql, (user_id, guild_id, until)).fetchall())})
+        sessions: set[str] = set()
+        for start in range(0, len(ids), 500):
+            sessions.update(self.delete_messages(ids[start : start + 500], until))
+        with self.db.atomic():
+            if self.db.table_exists("facts"):
+                self.db.execute_sql(f"DELETE FROM facts WHERE user_id = {p} AND place = {p}", (user_id, f"g:{guild_id}"))
+            if self.db.table_exists("message_vectors"):
+                self.db.execute_sql(f"DELETE FROM message_vectors WHERE user_id = {p} AND guild_id = {p} AND ts <= {p}",
+                                    (user_id, guild_id, until))
+        return sorted(sessions)
+
     def insert_unless_deleted(self, row: tuple[Any, ...]) -> bool:
         """An outbox replay's insert: a message deleted meanwhile (or the
         reply to one) stays deleted (E3)."""
@@ -558,28 +580,37 @@ class DurableStore:
         own = M.select(M.message_id).where(M.author_id == user_id)
         return M.select().where((M.author_id == user_id) | ((M.role == "bot") & M.reply_to_id.in_(own)))
 
+    @staticmethod
+    def _exported(m: Any) -> dict[str, Any]:
+        return {
+            "id": m.message_id,
+            "session_id": m.session_id,
+            "scope_key": m.scope_key,
+            "role": m.role,
+            "author_id": m.author_id,
+            "author_name": m.author_name,
+            "content": m.content,
+            "timestamp": m.ts,
+            "guild_id": m.guild_id,
+            "channel_id": m.channel_id,
+            "reply_to_id": m.reply_to_id,
+            "attachments": orjson.loads(m.attachments or "[]"),
+        }
+
     def export_user(self, user_id: str) -> dict[str, Any]:
         M = self.m.Message
-        messages = []
-        for m in self._user_message_query(user_id).order_by(M.ts, M.message_id):
-            messages.append(
-                {
-                    "id": m.message_id,
-                    "session_id": m.session_id,
-                    "scope_key": m.scope_key,
-                    "role": m.role,
-                    "author_id": m.author_id,
-                    "author_name": m.author_name,
-                    "content": m.content,
-                    "timestamp": m.ts,
-                    "guild_id": m.guild_id,
-                    "channel_id": m.channel_id,
-                    "reply_to_id": m.reply_to_id,
-                    "attachments": orjson.loads(m.attachments or "[]"),
-                }
-            )
+        messages = [self._exported(m) for m in self._user_message_query(user_id).order_by(M.ts, M.message_id)]
         sessions = self.user_sessions(user_id, 1_000_000)
         return {"messages": messages, "sessions": sessions}
+
+    def export_guild(self, guild_id: str) -> dict[str, Any]:
+        """Every message stored in ``guild_id`` (the bot's replies too) and
+        every session there, shared ones included; nothing of another
+        guild or of DMs."""
+        M, S = self.m.Message, self.m.SessionRow
+        messages = [self._exported(m) for m in M.select().where(M.guild_id == guild_id).order_by(M.ts, M.message_id)]
+        rows = S.select().where(S.guild_id == guild_id).order_by(S.opened_at, S.session_id)
+        return {"messages": messages, "sessions": [self._session_dict(r) for r in rows]}
 
     def forget_user(self, user_id: str) -> dict[str, Any]:
         """Delete the user's messages (and the bot's replies to them), their

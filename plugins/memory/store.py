@@ -1090,6 +1090,20 @@ class MemoryStore:
                     known.add(record.id)
         return data
 
+    async def export_guild(self, guild_id: str) -> dict[str, Any]:
+        """What ``guild_id``'s conversations hold: the database's rows, and
+        the messages still queued for it in the outbox."""
+        await self._reach_db("cannot export while the database is unreachable; try again later")
+        assert self.db is not None
+        data = await self.db.run(self.db.export_guild, guild_id, slow=True)
+        known = {m["id"] for m in data["messages"]}
+        for entry in await self.pending_entries():
+            if entry.get("k") == "msg" and entry["d"][8] == guild_id and entry["d"][0] not in known:
+                record = records.from_row(tuple(entry["d"]))
+                data["messages"].append(record.to_dict())
+                known.add(record.id)
+        return data
+
     async def forget_user(self, user_id: str) -> dict[str, int]:
         await self._reach_db("cannot forget while the database is unreachable; nothing was deleted, try again later")
         assert self.db is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.admin import EXIT_ATTENTION, EXIT_OK, EXIT_USAGE, AdminCommand, AdminError, Output
+from core.errors import ExportIncomplete
 from core.models import HealthReport, Session
 
 # --- sessions --------------------------------------------------------------------
@@ -75,14 +76,17 @@ def _sessions_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def export(bot: Any, args: argparse.Namespace, out: Output) -> int:
-    data: dict[str, Any] = {"user_id": args.user}
-    parts = await bot.hooks.collect("export_user", user_id=args.user)
-    for part in parts:
-        if isinstance(part, dict):
-            data.update(part)
-    failed = sorted({f.plugin for f in bot.hooks.failures if f.hook == "export_user"})
-    if failed:
-        raise AdminError(f"export incomplete: plugin {', '.join(failed)} failed (see the log); nothing was written")
+    if args.guild is not None:
+        data = await _guild_export(bot, args.guild)
+    else:
+        data = {"user_id": args.user}
+        parts = await bot.hooks.collect("export_user", user_id=args.user)
+        for part in parts:
+            if isinstance(part, dict):
+                data.update(part)
+        failed = sorted({f.plugin for f in bot.hooks.failures if f.hook == "export_user"})
+        if failed:
+            raise AdminError(f"export incomplete: plugin {', '.join(failed)} failed (see the log); nothing was written")
     text = json.dumps(data, indent=2, sort_keys=True, default=str)
     if args.out:
         Path(args.out).write_text(text + "\n", encoding="utf-8")
@@ -93,6 +97,17 @@ async def export(bot: Any, args: argparse.Namespace, out: Output) -> int:
     else:
         out.line(text)
     return EXIT_OK
+
+
+async def _guild_export(bot: Any, guild_id: str) -> dict[str, Any]:
+    """A guild's data (the ``export_guild`` hook), or the refusal: a
+    partial export is never written."""
+    if not guild_id.isdigit():
+        raise AdminError(f"--guild takes a server's numeric id, not {guild_id!r}", EXIT_USAGE)
+    try:
+        return {"guild_id": guild_id, **await bot.export_guild(guild_id)}
+    except ExportIncomplete as exc:
+        raise AdminError(f"{exc} (see the log); nothing was written") from None
 
 
 async def forget(bot: Any, args: argparse.Namespace, out: Output) -> int:
@@ -116,7 +131,9 @@ def _user_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    _user_arguments(parser)
+    whose = parser.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--user", help="the user's platform id")
+    whose.add_argument("--guild", help="a server's id: its settings, conversations and facts")
     parser.add_argument("--out", help="write the export to this file instead of stdout")
 
 
@@ -170,7 +187,7 @@ async def doctor(bot: Any, args: argparse.Namespace, out: Output) -> int:
 
 COMMANDS = [
     AdminCommand("sessions", "list a user's sessions, or show one conversation", sessions, _sessions_arguments),
-    AdminCommand("export", "export everything stored about a user (data requests)", export, _export_arguments),
+    AdminCommand("export", "export everything stored about a user, or a server's data (data requests)", export, _export_arguments),
     AdminCommand("forget", "delete everything stored about a user, everywhere", forget, _forget_arguments),
     AdminCommand("doctor", "what is degraded and why, with the fix", doctor),
 ]

@@ -52,6 +52,11 @@ async def export_user(user_id: str, bot: Any) -> dict[str, Any]:
     return await service.run_slow(bot, "cannot export now", "export_user", user_id)
 
 
+@hookimpl
+async def export_guild(guild_id: str, bot: Any) -> dict[str, Any]:
+    return await service.run_slow(bot, "cannot export now", "export_guild", guild_id)
+
+
 @hookimpl(trylast=True)
 async def forget_user(user_id: str, bot: Any) -> dict[str, int]:
     # trylast: after the memory plugin deleted the messages, so the search

@@ -305,6 +305,16 @@ class RecallQueries:
         vectors = [{"message_id": r[0], "model": r[1], "float32_le": base64.b64encode(bytes(r[2])).decode("ascii")} for r in rows.fetchall()]
         return {"facts": facts, "recall_hidden": hidden, "message_vectors": vectors}
 
+    def export_guild(self, guild_id: str) -> dict[str, Any]:
+        """The facts members told in ``guild_id`` (place ``g:<id>``), each
+        with whose it is; never another guild's or a DM's."""
+        sql = (f"SELECT user_id, fact_key, value, source_id, ts, pinned FROM facts WHERE place = {self.p} AND deleted = 0"
+               " ORDER BY user_id, fact_key")
+        rows = self.db.execute_sql(sql, (f"g:{guild_id}",)).fetchall()
+        facts = [{"user_id": r[0], "key": r[1], "value": r[2], "place": f"g:{guild_id}", "source_id": r[3], "timestamp": r[4],
+                  "pinned": bool(r[5])} for r in rows]
+        return {"facts": facts}
+
     def forget_user(self, user_id: str) -> dict[str, int]:
         with self.db.atomic():
             facts = self.db.execute_sql(f"DELETE FROM facts WHERE user_id = {self.p}", (user_id,)).rowcount

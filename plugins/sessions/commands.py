@@ -11,6 +11,9 @@ they depend on the arguments and the scope:
   may name another user (``<@id>`` or the plain id).
 - ``forget`` deletes nothing without ``confirm``: ``/forget`` explains what
   will go, ``/forget confirm`` does it.
+- ``server-export`` is an ``admin`` command (the core checks it: a
+  server's administrators and the owners); an administrator exports their
+  own server only, owners any (by id, also from a DM).
 
 Replies about one's own data are ephemeral (only the caller sees them in
 Discord).
@@ -23,6 +26,7 @@ import re
 import time
 from typing import Any
 
+from core.errors import ExportIncomplete
 from core.models import Attachment, Command, IncomingMessage, Invocation, Reply
 
 from plugins.sessions import lifecycle, service
@@ -277,6 +281,37 @@ async def export(inv: Invocation) -> Reply:
                  attachments=[attachment], ephemeral=True)
 
 
+async def server_export(inv: Invocation) -> Reply:
+    """``/server-export [server id]``: this server's data as a JSON file.
+    The core lets only administrators and owners run it (``admin``); an
+    administrator's authority ends at their server, so only owners name
+    another one (or any, from a DM)."""
+    bot, message = inv.bot, inv.message
+    prefix = bot.settings.bot.command_prefix
+    words = inv.args.split()
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        return Reply(f"Usage: {prefix}server-export (owners: [server id])", ephemeral=True)
+    guild = words[0] if words else message.guild_id
+    if guild is None:
+        return Reply(f"There is no server here: run {prefix}server-export in the server (owners: name its id).",
+                     ephemeral=True)
+    if guild != message.guild_id and not is_owner(bot, message):
+        return Reply("You can only export this server's data; only the bot's owners can name another server.",
+                     ephemeral=True)
+    try:
+        data = await bot.export_guild(guild)
+    except ExportIncomplete as exc:
+        return Reply(f"Export failed in plugin {', '.join(exc.plugins)}; nothing was sent so you do not get a partial "
+                     "copy. Please try again later.", ephemeral=True)
+    now = bot.clock.now()
+    document = {"guild_id": guild, "exported_at": stamp(now), "exported_at_epoch": now, "data": data}
+    body = json.dumps(document, indent=2, ensure_ascii=False, default=str).encode("utf-8")
+    attachment = Attachment(f"server-export-{guild}.json", "application/json", size=len(body), data=body)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in data.items() if isinstance(v, list)) or "no records"
+    where = "this server" if guild == message.guild_id else f"server {guild}"
+    return Reply(f"Here is everything I hold for {where}: {counts}.", attachments=[attachment], ephemeral=True)
+
+
 # --- forget --------------------------------------------------------------------
 
 
@@ -329,4 +364,6 @@ def all_commands() -> list[Command]:
         Command("export", "your stored data as a JSON file", export, options=user_option),
         Command("forget", "delete all your data everywhere (asks for confirmation)", forget,
                 options={"confirm": "type confirm to delete", **user_option}),
+        Command("server-export", "admins: this server's settings, conversations and facts as a JSON file",
+                server_export, permission="admin", options={"server": "bot owners: another server's id"}),
     ]

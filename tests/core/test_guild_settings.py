@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.guild_settings import SETTINGS, GuildSettings, describe, scope_key
+from core.guild_settings import SETTINGS, GuildSettings, describe, forgets_leavers, guild_export, scope_key
 from core.models import IncomingMessage
 
 
@@ -20,6 +20,7 @@ from core.models import IncomingMessage
         ("dms", "off", False),
         ("model", "llama3.1:8b", "llama3.1:8b"),
         ("system_prompt", "  Be brief. ", "Be brief."),
+        ("forget_on_leave", "on", True),
     ],
 )
 def test_values_are_parsed(name: str, raw: str, value: object) -> None:
@@ -84,3 +85,29 @@ def test_what_is_stored_where_and_shown() -> None:
     assert "unknown" not in SET.values["100"]
     shown = describe(SET, "100", "/")
     assert "channels: 10, 11" in shown and "dms: off" in shown and "model: (config)" in shown
+
+
+def test_a_server_forgets_its_leavers_only_when_it_said_so() -> None:
+    states = {"plugins.settings.100": {"forget_on_leave": True}, "plugins.settings.200": {"forget_on_leave": False}}
+    found = GuildSettings.from_states(states)
+    assert forgets_leavers(found, "100")
+    assert not forgets_leavers(found, "200")
+    assert not forgets_leavers(found, "300"), "unset is off"
+    assert "forget_on_leave: off" in describe(found, "300", "/")
+
+
+def test_a_guild_export_holds_that_guild_s_settings_and_switches_only() -> None:
+    states = {
+        "plugins.settings.100": {"window_messages": 3, "system_prompt": "Be a pirate."},
+        "plugins.settings.200": {"system_prompt": "other guild's secret persona"},
+        "plugins.settings.bot": {"dms": False},
+        "plugins.guild.100": {"version": 2, "switches": {"images": {"enabled": False, "by": "9", "at": 1.0}}},
+        "plugins.guild.200": {"version": 2, "switches": {"recall": {"enabled": False, "by": "8", "at": 2.0}}},
+        "plugins.runtime": {"version": 2, "switches": {"llm": {"enabled": False, "by": "1", "at": 3.0}}},
+    }
+    exported = guild_export(states, "100")
+    assert exported == {
+        "guild_settings": {"window_messages": 3, "system_prompt": "Be a pirate."},
+        "plugin_switches": {"images": {"enabled": False, "by": "9", "at": 1.0}},
+    }
+    assert guild_export(states, "300") == {"guild_settings": {}, "plugin_switches": {}}

@@ -236,4 +236,4 @@ def test_the_hook_listing_shows_marks_and_call_order(tmp_path: Path) -> None:
     bot = make_bot(tmp_path, {"aping": _replier("pong"), "zping": _replier("zpong")})
     lines = hook_listing(bot)
     assert "generate_reply (first answer): zping -> aping -> core [trylast]" in lines
-    assert "core: generate_reply [trylast], health, register_commands" in lines
+    assert "core: export_guild, generate_reply [trylast], health, register_commands" in lines

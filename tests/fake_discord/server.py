@@ -287,6 +287,13 @@ class FakeDiscord:
         guild.members[user["id"]] = member
         return member
 
+    async def remove_member(self, guild: Guild, user: dict[str, Any]) -> None:
+        """``user`` leaves ``guild`` (or is kicked): GUILD_MEMBER_REMOVE, sent
+        only to sessions with the Server Members intent."""
+        guild.members.pop(user["id"], None)
+        await self.dispatch("GUILD_MEMBER_REMOVE", {"guild_id": guild.id, "user": user}, guild_id=guild.id,
+                            intent=GUILD_MEMBERS_INTENT)
+
     def dm_channel(self, user: dict[str, Any]) -> dict[str, Any]:
         for channel in self.dm_channels.values():
             if channel["recipients"][0]["id"] == user["id"]:
@@ -479,11 +486,15 @@ class FakeDiscord:
     def _shard_of(self, guild_id: str | None) -> int:
         return 0 if guild_id is None else (int(guild_id) >> 22) % self.shard_count
 
-    async def dispatch(self, event: str, data: dict[str, Any], *, guild_id: str | None = None, blank: bool = False) -> None:
+    async def dispatch(self, event: str, data: dict[str, Any], *, guild_id: str | None = None, blank: bool = False,
+                       intent: int = 0) -> None:
         """Send a dispatch event to every live session of the right shard
-        (sessions that are disconnected buffer it for RESUME)."""
+        (sessions that are disconnected buffer it for RESUME); with
+        ``intent``, only to the sessions that asked for it (as Discord does)."""
         for session in list(self.sessions.values()):
             if session.invalid or session.shard[0] != (self._shard_of(guild_id) % session.shard[1]):
+                continue
+            if intent and not session.intents & intent:
                 continue
             payload = data
             if blank and event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and self._must_blank(session, data):

@@ -139,6 +139,33 @@ def when_runs_settings(discord_world: DiscordScenario, user: str, name: str, val
     discord_world.answers[f"/settings set {name}"] = answer
 
 
+@given("the bot processes hear members leave")
+def given_members_intent(discord_world: DiscordScenario) -> None:
+    """``DISCORD_MEMBERS_INTENT=true``: the Server Members intent, without
+    which Discord (and the fake) sends no GUILD_MEMBER_REMOVE."""
+    discord_world.extra_env["DISCORD_MEMBERS_INTENT"] = "true"
+
+
+@when(p("{user:Name} leaves the server on Discord"))
+def when_leaves_on_discord(discord_world: DiscordScenario, user: str) -> None:
+    """GUILD_MEMBER_REMOVE to every bot process. What ``user`` wrote in the
+    server's channels is then expected gone (the server forgets its
+    leavers); waits (bounded) until the database no longer holds it."""
+    member = discord_world.user(user)
+    discord_world.discord.call(discord_world.fake.remove_member(discord_world.guild, member))
+    gone = [w for w in discord_world.written if w.user == user and w.place.startswith("#")]
+    for w in gone:
+        w.deleted = True
+
+    def applied() -> bool:
+        marks = ", ".join("?" * len(gone))
+        ids = tuple(w.id for w in gone)
+        return not discord_world.backends.query(
+            f"SELECT 1 FROM messages WHERE message_id IN ({marks}) OR reply_to_id IN ({marks})", ids + ids)
+
+    _wait_for_db(discord_world, applied, f"what {user} wrote in the server, after they left")
+
+
 @given(p("the bot processes open a thread per conversation in {place:Place}, shared by its members"))
 def given_thread_channel(discord_world: DiscordScenario, place: str) -> None:
     """``DISCORD_THREAD_CHANNELS`` lists the channel; ``SESSIONS_SCOPE=thread``."""

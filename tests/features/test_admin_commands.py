@@ -27,11 +27,15 @@ def when_operator_runs(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, admin_result: dict[str, Any], command: str
 ) -> None:
     """``python -m core COMMAND --json`` on the scenario's backends and
-    instance A's data dir; a user name after ``--user`` becomes its id."""
+    instance A's data dir; a user name after ``--user`` becomes its id, a
+    server's name (``main``, the default one; ``other``) after ``--guild``
+    its id."""
     argv = shlex.split(command)
     for i, word in enumerate(argv[:-1]):
         if word == "--user":
             argv[i + 1] = harness.world.user(argv[i + 1]).id
+        elif word == "--guild":
+            argv[i + 1] = harness.world.guild(argv[i + 1])
     code, report, stderr = run_admin(harness, monkeypatch, *argv)
     admin_result.update(code=code, report=report, stderr=stderr)
 
@@ -58,3 +62,27 @@ def then_windows(harness: Harness, count: int) -> None:
     plugins/memory/cache.py) of that many sessions."""
     windows = [k for k in harness.backends.redis_keys() if k.startswith("bot:w:")]
     assert len(windows) == count, windows
+
+
+def _exported_contents(admin_result: dict[str, Any]) -> list[str]:
+    return [m["content"] for m in admin_result["report"]["export"]["messages"]]
+
+
+@then(p('its export holds the message "{text}" and the bot\'s reply to it'))
+def then_export_holds(harness: Harness, admin_result: dict[str, Any], text: str) -> None:
+    messages = admin_result["report"]["export"]["messages"]
+    said = harness.message_said(text)
+    ids = {m["id"] for m in messages}
+    assert said.id in ids and f"reply:{said.id}" in ids, _exported_contents(admin_result)
+
+
+@then(p('its export does not hold the message "{text}"'))
+def then_export_lacks(admin_result: dict[str, Any], text: str) -> None:
+    contents = _exported_contents(admin_result)
+    assert not [c for c in contents if text in c], contents
+
+
+@then(p('its export holds the server setting "{name}" as {value:d}'))
+def then_export_setting(admin_result: dict[str, Any], name: str, value: int) -> None:
+    settings = admin_result["report"]["export"]["guild_settings"]
+    assert settings.get(name) == value, settings

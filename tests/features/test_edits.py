@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Iterable
+from typing import Any
 
 from pytest_bdd import scenarios, then, when
 
@@ -122,3 +123,22 @@ def then_no_trace_eventually(harness: Harness, text: str) -> None:
         then_no_trace(harness, text)
 
     harness.wait_until(check, f"the deletion of {text!r} in the database")
+
+
+@when(p("{user:Name} leaves the server of {place:Place}"))
+@when(p("{user:Name} leaves the server of {place:Place} again"))
+def when_member_leaves(harness: Harness, user: str, place: str) -> None:
+    """The platform tells every instance that ``user`` left (or was
+    removed from) the server ``place`` is in, as Discord's
+    GUILD_MEMBER_REMOVE reaches every connection."""
+    member = harness.world.user(user)
+    guild = harness.world.place(place, member).guild_id
+    if guild is None:
+        raise HarnessError(f"{place} is not in a server")
+    harness.advance_clock(1)
+    left_at = harness.clock.now()
+    harness.run(_all(_left(b, member.id, guild, left_at) for b in _bots(harness)), what="delivering a member leaving")
+
+
+async def _left(bot: Any, user_id: str, guild_id: str, left_at: float) -> None:
+    await bot.handle_member_left(user_id, guild_id, left_at)

@@ -82,3 +82,52 @@ def test_an_edit_of_a_deleted_message_changes_nothing(db: Sync) -> None:
     db.delete_messages(["3"], 1.0)
     assert db.edit_message("3", "u1", "y", 2.0) is None
     assert db.messages_by_id(["3"]) == []
+
+
+# --- E6: a member leaving a guild that forgets its leavers ---------------------------
+
+
+def guild_row(message_id: str, author: str, guild: str | None, ts: float, role: Role = Role.USER) -> tuple:
+    record = MessageRecord(message_id, "s-" + (guild or "dm"), "k", role, author if role is Role.USER else "bot",
+                           f"{author} said {message_id}", ts, guild_id=guild,
+                           reply_to_id=message_id[len("reply:"):] if role is Role.BOT else None)
+    return records.to_row(record, 0.0)
+
+
+def test_a_leaver_loses_what_they_wrote_in_that_guild_before_leaving_and_nothing_else(db: Sync) -> None:
+    for r in (
+        guild_row("1", "u1", "g1", 10.0), guild_row("reply:1", "bot", "g1", 10.5, Role.BOT),
+        guild_row("2", "u1", "g2", 11.0), guild_row("3", "u1", None, 12.0),
+        guild_row("4", "u2", "g1", 13.0), guild_row("5", "u1", "g1", 50.0),
+    ):
+        db.insert_message(r)
+    assert db.delete_member("u1", "g1", 20.0, ["queued-7"]) == ["s-g1"]
+    left = sorted(r[0] for r in db.messages_by_id(["1", "reply:1", "2", "3", "4", "5"]))
+    assert left == ["2", "3", "4", "5"], "only u1's words in g1 before leaving, and the bot's reply, go"
+    assert not db.insert_unless_deleted(guild_row("1", "u1", "g1", 10.0)), "tombstoned like a deletion"
+    assert not db.insert_unless_deleted(guild_row("queued-7", "u1", "g1", 15.0)), "ids found in the outbox too"
+    assert db.delete_member("u1", "g1", 20.0, []) == [], "applying it again changes nothing"
+
+
+def test_the_corrections_drop_a_leaver_s_words_and_the_replies_to_them() -> None:
+    from plugins.memory.edits import Corrections
+
+    def rec(mid: str, author: str, guild: str | None, ts: float, role: Role = Role.USER) -> MessageRecord:
+        return MessageRecord(mid, "s", "k", role, author, "x", ts, guild_id=guild,
+                             reply_to_id=mid[len("reply:"):] if role is Role.BOT else None)
+
+    seen = Corrections()
+    seen.note_member_left("u1", "g1", 20.0)
+    window = [rec("1", "u1", "g1", 10.0), rec("reply:1", "bot", "g1", 10.5, Role.BOT), rec("2", "u1", "g2", 11.0),
+              rec("3", "u1", None, 12.0), rec("4", "u2", "g1", 13.0), rec("5", "u1", "g1", 30.0)]
+    assert [r.id for r in seen.overlay(window)] == ["2", "3", "4", "5"]
+    assert seen.corrected(rec("reply:1", "bot", "g1", 10.5, Role.BOT)) is None, "a reply stored later goes too"
+
+
+def test_a_leaver_s_queued_words_are_found_in_the_outbox() -> None:
+    from plugins.memory.edits import _queued_by
+
+    entries = [{"k": "msg", "d": list(guild_row(mid, a, g, ts))} for mid, a, g, ts in
+               (("1", "u1", "g1", 10.0), ("2", "u1", "g2", 11.0), ("3", "u2", "g1", 12.0), ("4", "u1", "g1", 30.0))]
+    entries.append({"k": "session", "d": {}})
+    assert _queued_by(entries, "u1", "g1", 20.0) == ["1"]

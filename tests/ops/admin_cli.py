@@ -26,5 +26,10 @@ def run_admin(harness: Harness, monkeypatch: pytest.MonkeyPatch, *argv: str) -> 
     monkeypatch.setenv("BOT_INSTANCE_ID", "admin")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = main([*argv, "--json"])
-    return code, json.loads(out.getvalue()), err.getvalue()
+        try:
+            code = main([*argv, "--json"])
+        except SystemExit as exc:
+            # argparse refuses bad usage before the command runs: exit 2,
+            # the reason on stderr, no report.
+            code = int(exc.code or 0)
+    return code, json.loads(out.getvalue() or "{}"), err.getvalue()
