@@ -231,7 +231,11 @@ def _stored(found: Findings, entry: Entry, by_id: dict[str, Row]) -> None:
     reply_row = by_id.get(ReplyId(entry.id))
     if reply_row is None:
         found.counts["lost_replies"] += 1
-        found.note("lost_replies", {"id": entry.id})
+        # Who sent it and what became of each delivery: a reply whose
+        # sender "died" was lost between the send and the store.
+        found.note("lost_replies", {"id": entry.id, "conversation": entry.conversation,
+                                    "replies": [(r.instance, r.at, r.degraded) for r in entry.replies],
+                                    "deliveries": _deliveries(entry)})
     elif row is not None and order_key(reply_row.message_id, reply_row.ts) <= order_key(row.message_id, row.ts):
         found.counts["out_of_order"] += 1
         found.note("out_of_order", {"id": entry.id, "reply_ts": reply_row.ts, "message_ts": row.ts})
