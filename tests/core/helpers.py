@@ -66,3 +66,16 @@ def say(bot: Bot, text: str, **kwargs: Any) -> list[Reply]:
 
     asyncio.run(go())
     return sent
+
+
+def only_reply(bot: Any, incoming: IncomingMessage, loop: asyncio.AbstractEventLoop) -> Reply:
+    """Handle ``incoming`` on ``loop`` (the bot's own); the one reply sent."""
+    sent: list[Reply] = []
+
+    async def send(reply: Reply) -> Sent:
+        sent.append(reply)
+        return Sent()
+
+    loop.run_until_complete(asyncio.wait_for(bot.handle(incoming, send), 10))
+    assert len(sent) == 1, [r.content for r in sent]
+    return sent[0]

@@ -15,10 +15,10 @@ import pytest
 
 from core.bot import Bot
 from core.commands import is_allowed
-from core.models import Command, IncomingMessage, Reply, Sent
+from core.models import Command, IncomingMessage, Reply
 from core.plugins import hookimpl
 from core.settings import BotSection, EnvSettings, Settings
-from tests.core.helpers import FakeEntryPoint
+from tests.core.helpers import FakeEntryPoint, only_reply
 
 _ids = itertools.count(1)
 OWNER = "owner-1"
@@ -67,15 +67,7 @@ def bot(tmp_path: Path) -> Any:
 
 
 def say(bot: Any, message: IncomingMessage) -> str:
-    sent: list[Reply] = []
-
-    async def send(reply: Reply) -> Sent:
-        sent.append(reply)
-        return Sent()
-
-    bot._test_loop.run_until_complete(asyncio.wait_for(bot.handle(message, send), 10))
-    assert len(sent) == 1
-    return sent[0].content
+    return only_reply(bot, message, bot._test_loop).content
 
 
 @pytest.mark.parametrize(
@@ -100,7 +92,9 @@ def test_plugins_disable_is_refused_for_a_non_admin(bot: Any, who: dict[str, Any
     [{"permissions": frozenset({"administrator"})}, {"author": OWNER}, {"is_owner": True}],
     ids=["administrator", "configured-owner-id", "transport-owner"],
 )
-def test_plugins_disable_and_enable_in_a_server_are_allowed_for_admins_and_owners(bot: Any, who: dict[str, Any]) -> None:
+def test_plugins_disable_and_enable_in_a_server_are_allowed_for_admins_and_owners(
+    bot: Any, who: dict[str, Any]
+) -> None:
     assert say(bot, msg("/plugins disable toy", **who)) == "plugin 'toy' switched off in this server"
     assert say(bot, msg("hello")) != "toy answers"
     assert say(bot, msg("hello", guild_id="g2")) == "toy answers"

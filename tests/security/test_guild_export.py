@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from core.bot import Bot
-from core.models import IncomingMessage, Reply, Sent
+from core.models import IncomingMessage, Reply
 from core.plugins import hookimpl
 from core.settings import BotSection, EnvSettings, Settings
 from plugins.sessions.commands import all_commands
-from tests.core.helpers import FakeEntryPoint
+from tests.core.helpers import FakeEntryPoint, only_reply
 
 _ids = itertools.count(1)
 OWNER = "owner-1"
@@ -67,18 +67,17 @@ def bot(tmp_path: Path) -> Any:
 
 def run(bot: Any, text: str, author: str, guild_id: str | None = "g1", **extra: Any) -> Reply:
     message = IncomingMessage(
-        id=f"export{next(_ids)}", author_id=author, author_name=author, channel_id="c1", guild_id=guild_id,
-        content=text, timestamp=1_700_000_000.0, is_dm=guild_id is None, **extra,
+        id=f"export{next(_ids)}",
+        author_id=author,
+        author_name=author,
+        channel_id="c1",
+        guild_id=guild_id,
+        content=text,
+        timestamp=1_700_000_000.0,
+        is_dm=guild_id is None,
+        **extra,
     )
-    sent: list[Reply] = []
-
-    async def send(reply: Reply) -> Sent:
-        sent.append(reply)
-        return Sent()
-
-    bot._test_loop.run_until_complete(asyncio.wait_for(bot.handle(message, send), 10))
-    assert len(sent) == 1
-    return sent[0]
+    return only_reply(bot, message, bot._test_loop)
 
 
 def exported(reply: Reply) -> dict[str, Any]:
