@@ -153,6 +153,50 @@ class Spool:
         return dropped
 
 
+class SentJournal:
+    """Replies sent and not stored yet (rule D5 in docs/MEMORY.md).
+
+    The pipeline stores a reply after sending it, and that store can wait
+    on a slow database for a while: a process killed meanwhile lost a reply
+    its user saw (the chaos soak found 20 at once). So a reply is written
+    here, to a local file, before its store awaits anything; whatever no
+    store of this process is running for (a killed process's entries, or a
+    store that failed) is handed to the outbox by :meth:`hand_over`, which
+    also drops the entries whose store finished.
+    """
+
+    def __init__(self, folder: Path, instance_id: str) -> None:
+        self.spool = Spool(folder, instance_id)
+        self.pending: set[str] = set()  # its store is running
+        self.settled: set[str] = set()  # its store finished: accepted
+
+    def note(self, row: list[Any]) -> None:
+        self.pending.add(row[0])
+        self.spool.append({"k": "msg", "d": row, "at": time.time()})
+
+    def done(self, message_id: str, accepted: bool) -> None:
+        self.pending.discard(message_id)
+        if accepted:
+            self.settled.add(message_id)
+
+    def hand_over(self, outbox: Outbox) -> int:
+        """Move every entry no store here is running for into the outbox's
+        spool, and drop those stored. Synchronous on purpose: no store can
+        start or finish between the read and the rewrite."""
+        orphans = []
+        for path in self.spool.files():
+            entries, _size = self.spool.read(path)
+            for entry in entries:
+                mid = entry["d"][0]
+                if mid not in self.pending and mid not in self.settled:
+                    orphans.append(entry)
+        for entry in orphans:
+            outbox.to_spool(outbox.entry("msg", entry["d"]))
+        self.spool.rewrite(lambda entry: entry["d"][0] in self.pending)
+        self.settled.clear()
+        return len(orphans)
+
+
 class Outbox:
     """The stream plus the spool, with replay."""
 

@@ -3,7 +3,8 @@
 Write (``store_message``): database first (that is what makes a message
 accepted, G1), then an append to the hot window if the window exists (G5).
 Database down: the row goes to the outbox (Redis stream; a local spool file
-when Redis is down too). Redis down: database only, and the cache is marked
+when Redis is down too). A reply, already sent, is in a local journal until
+its store finishes (rule D5, docs/MEMORY.md). Redis down: database only, and the cache is marked
 dirty so it is invalidated before it is trusted again.
 
 Read (``load_messages``): the hot window; on a miss, one database query that
@@ -42,7 +43,7 @@ from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore,
 from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
-from plugins.memory.outbox import Outbox, Spool
+from plugins.memory.outbox import Outbox, SentJournal, Spool
 from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
 from plugins.memory.recent import RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
@@ -82,6 +83,7 @@ class MemoryStore:
         spool_dir = settings.spool_dir or self.data_dir / "spool"
         self.spool = Spool(Path(spool_dir), instance_id)
         self.outbox: Outbox = Outbox(None, self.spool, f"{instance_id}/{secrets.token_hex(4)}")
+        self.sent = SentJournal(Path(spool_dir) / "sent", instance_id)
         # An admin command's store answers no message: it stays out of the
         # roster of instances (rule A7).
         self.arbiter = Arbiter(self, self.spool.path.with_suffix(".roster") if serves_messages else None, announces=serves_messages)
@@ -136,7 +138,7 @@ class MemoryStore:
             self._problem(self.redis_breaker, f"REDIS_URL is malformed: {exc}")
         if self.db is None and self.cache is None:
             raise RuntimeError("; ".join(self.problems) + " (memory cannot start without either backend)")
-
+        self._hand_over_sent()
         await self._connect(db_url, redis_url)
         if self.db_ok and self.redis_ok:
             await self._check_dirty_flags()
@@ -260,6 +262,7 @@ class MemoryStore:
 
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
+        self._hand_over_sent()
         async with self._recovering:
             redis_back, stream_depth = await self._probe_redis()
             db_back = await self._probe_db()
@@ -493,6 +496,25 @@ class MemoryStore:
         if record.role is not Role.BOT and self.redis_ok and self.db_ok:
             assert self.cache is not None
             early = asyncio.ensure_future(self.cache.append(record))
+        reply = record.role is Role.BOT and record.id.startswith("reply:")
+        if not reply:
+            return await self._store_row(record, row, early)
+        # Sent already: in the journal before anything awaits (rule D5).
+        self.sent.note(list(row))
+        finished = False
+        try:
+            stored = await self._store_row(record, row, early)
+            finished = True  # in the database or the outbox, degraded or not
+            return stored
+        finally:
+            self.sent.done(record.id, accepted=finished)
+
+    def _hand_over_sent(self) -> None:
+        handed = self.sent.hand_over(self.outbox)
+        if handed:
+            log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
+
+    async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[None] | None) -> bool:
         in_db, duplicate = await self._insert(row, early, record.session_id)
         accepted, degraded = in_db, False
         if not in_db:

@@ -1,0 +1,73 @@
+"""Rule D5: a reply is durable from the moment it is sent, also when its
+process dies before the store it started could finish."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from core.models import Role
+from plugins.memory.outbox import Outbox, SentJournal, Spool
+from tests.memory.conftest import Backend, run, started
+from tests.memory.helpers import rec
+
+
+def _reply(n: int) -> Any:
+    return rec(n, id=f"reply:{1000 + n}", role=Role.BOT, author="bot", reply_to_id=str(1000 + n), content=f"answer {n}")
+
+
+def _journal_lines(store: Any) -> int:
+    return sum(len(store.sent.spool.read(path)[0]) for path in store.sent.spool.files())
+
+
+def test_d5_a_reply_whose_process_dies_before_storing_it_is_stored_by_its_next_life(backend: Backend) -> None:
+    async def go() -> list[tuple[Any, ...]]:
+        first = backend.store("A")
+        await first.start()
+        hang = asyncio.Event()
+
+        async def database_never_answers(*_args: Any) -> bool:
+            await hang.wait()
+            return True
+
+        first._store_row = database_never_answers  # type: ignore[method-assign]
+        sending = asyncio.create_task(first.store_message(_reply(1)))
+        await asyncio.sleep(0.05)
+        # SIGKILL here: nothing of `first` runs again. Its next life opens
+        # the same spool folder.
+        async with started(backend.store("A")) as second:
+            await second.probe()
+            rows = backend.sql("SELECT message_id, content FROM messages")
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await first.stop()
+        return rows
+
+    assert run(go()) == [("reply:1001", "answer 1")]
+
+
+def test_d5_a_stored_reply_leaves_nothing_behind(backend: Backend) -> None:
+    async def go() -> tuple[int, int, int]:
+        async with started(backend.store("A")) as store:
+            await store.store_message(rec(1))
+            await store.store_message(_reply(1))
+            written = _journal_lines(store)
+            await store.probe()
+            return written, _journal_lines(store), store.spool.depth()
+
+    # Written before the store, dropped once it finished, never queued.
+    assert run(go()) == (1, 0, 0)
+
+
+def test_d5_a_store_that_failed_is_handed_to_the_outbox(tmp_path: Path) -> None:
+    journal = SentJournal(tmp_path / "sent", "A")
+    outbox = Outbox(None, Spool(tmp_path, "A"))
+    for n in (1, 2, 3):
+        journal.note([f"reply:{n}", "s1"])
+    journal.done("reply:1", accepted=True)
+    journal.done("reply:2", accepted=False)  # it raised: neither stored nor queued
+    # reply:3's store is still running: it stays in the journal, untouched.
+    assert journal.hand_over(outbox) == 1
+    assert [e["d"][0] for e in outbox.spool.read(outbox.spool.path)[0]] == ["reply:2"]
+    assert [e["d"][0] for e in journal.spool.read(journal.spool.path)[0]] == ["reply:3"]
