@@ -25,7 +25,7 @@ Feature: Per-guild retention
     And the database holds exactly 2 messages for bob in #general
     And the database holds exactly 2 messages for alice in #general of other
     And the bot's context for alice in #general is empty
-    And alice has exactly these facts:
+    And eventually alice has exactly these facts:
       | fact                   |
       | favourite colour: teal |
       | lives in: Lisbon       |

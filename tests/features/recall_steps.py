@@ -69,7 +69,15 @@ def then_reply_not_mention(harness: Harness, text: str, fragment: str) -> None:
 def then_facts(harness: Harness, user: str, datatable: list[list[str]]) -> None:
     """The database's facts of ``user`` (not deleted), one row each."""
     want = sorted(row["fact"] for row in _rows(datatable))
-    assert sorted(_facts(harness, user)) == want
+    got = sorted(_facts(harness, user))
+    assert got == want, f"{user}'s facts: {got}"
+
+
+@then(p("eventually {user:Name} has exactly these facts:"))
+def then_facts_eventually(harness: Harness, user: str, datatable: list[list[str]]) -> None:
+    """As above, waiting (bounded) for background work (retention deletes
+    messages first, then facts, in separate batches)."""
+    harness.wait_until(lambda: then_facts(harness, user, datatable), f"{user}'s facts")
 
 
 @then(p("{user:Name} has no facts"))
