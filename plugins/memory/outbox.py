@@ -179,22 +179,27 @@ class SentJournal:
         if accepted:
             self.settled.add(message_id)
 
-    def hand_over(self, outbox: Outbox) -> int:
-        """Move every entry no store here is running for into the outbox's
-        spool, and drop those stored. Synchronous on purpose: no store can
-        start or finish between the read and the rewrite."""
-        orphans = []
+    def orphans(self) -> list[dict[str, Any]]:
+        """Entries no store here is running for and none finished."""
+        found = []
         for path in self.spool.files():
             entries, _size = self.spool.read(path)
-            for entry in entries:
-                mid = entry["d"][0]
-                if mid not in self.pending and mid not in self.settled:
-                    orphans.append(entry)
-        for entry in orphans:
-            outbox.to_spool(outbox.entry("msg", entry["d"]))
+            found += [e for e in entries if e["d"][0] not in self.pending and e["d"][0] not in self.settled]
+        return found
+
+    def hand_over(self, outbox: Outbox, stored: set[str] | frozenset[str] = frozenset()) -> int:
+        """Move every orphan the database is not known to hold (``stored``)
+        into the outbox's spool, and drop the rest of the journal but the
+        stores still running. Synchronous on purpose: no store can start
+        or finish between the read and the rewrite."""
+        handed = 0
+        for entry in self.orphans():
+            if entry["d"][0] not in stored:
+                outbox.to_spool(outbox.entry("msg", entry["d"]))
+                handed += 1
         self.spool.rewrite(lambda entry: entry["d"][0] in self.pending)
         self.settled.clear()
-        return len(orphans)
+        return handed
 
 
 class Outbox:

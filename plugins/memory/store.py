@@ -138,8 +138,8 @@ class MemoryStore:
             self._problem(self.redis_breaker, f"REDIS_URL is malformed: {exc}")
         if self.db is None and self.cache is None:
             raise RuntimeError("; ".join(self.problems) + " (memory cannot start without either backend)")
-        self._hand_over_sent()
         await self._connect(db_url, redis_url)
+        await self._hand_over_sent()
         if self.db_ok and self.redis_ok:
             await self._check_dirty_flags()
             with contextlib.suppress(BackendDown):
@@ -262,7 +262,7 @@ class MemoryStore:
 
     async def probe(self) -> None:
         """Check both backends once; run recovery work for any that came back."""
-        self._hand_over_sent()
+        await self._hand_over_sent()
         async with self._recovering:
             redis_back, stream_depth = await self._probe_redis()
             db_back = await self._probe_db()
@@ -509,8 +509,22 @@ class MemoryStore:
         finally:
             self.sent.done(record.id, accepted=finished)
 
-    def _hand_over_sent(self) -> None:
-        handed = self.sent.hand_over(self.outbox)
+    async def _hand_over_sent(self) -> None:
+        """Rule D5: replies a store did not finish go to the outbox, unless
+        the database already holds them (a killed process's journal holds
+        every reply since its last probe: replaying those would only make
+        windows be rebuilt)."""
+        stored: set[str] = set()
+        orphans = [e["d"][0] for e in self.sent.orphans()]
+        if orphans and self.db_ok:
+            assert self.db is not None
+            try:
+                for i in range(0, len(orphans), 500):
+                    rows = await self.db.run(self.db.messages_by_id, orphans[i : i + 500])
+                    stored |= {row[0] for row in rows}
+            except BackendDown as exc:
+                self.db_failed(exc)
+        handed = self.sent.hand_over(self.outbox, stored)
         if handed:
             log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
 

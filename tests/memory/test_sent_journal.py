@@ -4,8 +4,11 @@ process dies before the store it started could finish."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from core.models import Role
 from plugins.memory.outbox import Outbox, SentJournal, Spool
@@ -45,6 +48,35 @@ def test_d5_a_reply_whose_process_dies_before_storing_it_is_stored_by_its_next_l
         return rows
 
     assert run(go()) == [("reply:1001", "answer 1")]
+
+
+def test_d5_the_next_life_hands_over_only_what_the_database_lacks(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def go() -> list[tuple[Any, ...]]:
+        first = backend.store("A")
+        await first.start()
+        await first.store_message(_reply(1))  # stored; the journal is trimmed at the next probe only
+        hang = asyncio.Event()
+
+        async def database_never_answers(*_args: Any) -> bool:
+            await hang.wait()
+            return True
+
+        first._store_row = database_never_answers  # type: ignore[method-assign]
+        sending = asyncio.create_task(first.store_message(_reply(2)))
+        await asyncio.sleep(0.05)
+        with caplog.at_level(logging.WARNING, logger="plugins.memory"):
+            async with started(backend.store("A")) as second:
+                await second.probe()
+                rows = backend.sql("SELECT message_id FROM messages ORDER BY message_id")
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await first.stop()
+        return rows
+
+    assert run(go()) == [("reply:1001",), ("reply:1002",)]
+    assert "memory: 1 sent replies whose store did not finish" in caplog.text
 
 
 def test_d5_a_stored_reply_leaves_nothing_behind(backend: Backend) -> None:
