@@ -20,6 +20,21 @@ def _reply(n: int) -> Any:
     return rec(n, id=f"reply:{1000 + n}", role=Role.BOT, author="bot", reply_to_id=str(1000 + n), content=f"answer {n}")
 
 
+async def _killed_while_storing(store: Any, reply: Any) -> asyncio.Task[bool]:
+    """Send ``reply`` through a store whose database never answers, and
+    leave it there: as if the process were SIGKILLed mid-store (nothing of
+    it runs again; the caller cancels the task at the end)."""
+
+    async def database_never_answers(*_args: Any) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    store._store_row = database_never_answers
+    sending = asyncio.create_task(store.store_message(reply))
+    await asyncio.sleep(0.05)
+    return sending
+
+
 def _journal_lines(store: Any) -> int:
     return sum(len(store.sent.spool.read(path)[0]) for path in store.sent.spool.files())
 
@@ -28,17 +43,8 @@ def test_d5_a_reply_whose_process_dies_before_storing_it_is_stored_by_its_next_l
     async def go() -> list[tuple[Any, ...]]:
         first = backend.store("A")
         await first.start()
-        hang = asyncio.Event()
-
-        async def database_never_answers(*_args: Any) -> bool:
-            await hang.wait()
-            return True
-
-        first._store_row = database_never_answers  # type: ignore[method-assign]
-        sending = asyncio.create_task(first.store_message(_reply(1)))
-        await asyncio.sleep(0.05)
-        # SIGKILL here: nothing of `first` runs again. Its next life opens
-        # the same spool folder.
+        sending = await _killed_while_storing(first, _reply(1))
+        # Its next life opens the same spool folder.
         async with started(backend.store("A")) as second:
             await second.probe()
             rows = backend.sql("SELECT message_id, content FROM messages")
@@ -57,15 +63,7 @@ def test_d5_the_next_life_hands_over_only_what_the_database_lacks(
         first = backend.store("A")
         await first.start()
         await first.store_message(_reply(1))  # stored; the journal is trimmed at the next probe only
-        hang = asyncio.Event()
-
-        async def database_never_answers(*_args: Any) -> bool:
-            await hang.wait()
-            return True
-
-        first._store_row = database_never_answers  # type: ignore[method-assign]
-        sending = asyncio.create_task(first.store_message(_reply(2)))
-        await asyncio.sleep(0.05)
+        sending = await _killed_while_storing(first, _reply(2))
         with caplog.at_level(logging.WARNING, logger="plugins.memory"):
             async with started(backend.store("A")) as second:
                 await second.probe()
