@@ -187,6 +187,12 @@ class SentJournal:
             found += [e for e in entries if e["d"][0] not in self.pending and e["d"][0] not in self.settled]
         return found
 
+    def forget(self, message_ids: set[str]) -> None:
+        """Drop the entries of ``message_ids`` and the replies to them
+        (/forget: nothing of a forgotten user stays on disk)."""
+        # d[10] is reply_to_id (records.ROW_COLUMNS).
+        self.spool.rewrite(lambda e: e["d"][0] not in message_ids and e["d"][10] not in message_ids)
+
     def hand_over(self, outbox: Outbox, stored: set[str] | frozenset[str] = frozenset()) -> int:
         """Move every orphan the database is not known to hold (``stored``)
         into the outbox's spool, and drop the rest of the journal but the

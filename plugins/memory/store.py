@@ -1144,9 +1144,13 @@ class MemoryStore:
         await self._reach_db("cannot forget while the database is unreachable; nothing was deleted, try again later")
         assert self.db is not None
 
+        queued_ids: set[str] = set()
+
         def mine(entry: dict[str, Any]) -> bool:
             d = entry.get("d")
             if entry.get("k") == "msg":
+                if d[4] == user_id:
+                    queued_ids.add(d[0])
                 return d[4] == user_id
             if entry.get("k") == "session":
                 return d["s"].get("user_id") == user_id
@@ -1155,6 +1159,7 @@ class MemoryStore:
         # The queue first, so a replay cannot bring anything back afterwards.
         queued = await self.outbox.forget(mine, self.redis_ok)
         result = await self.db.run(self.db.forget_user, user_id, slow=True)
+        self.sent.forget(queued_ids | set(result["message_ids"]))
         cached = 0
         self.recent.forget(result["touched"], user_id)
         for sid in result["touched"]:
