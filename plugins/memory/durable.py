@@ -445,17 +445,7 @@ class DurableStore:
         if self.dialect != "mysql":
             return self._upsert_session_one_statement(data, fence)
         S = self.m.SessionRow
-        row = {
-            "session_id": data["id"],
-            "scope_key": data["scope_key"],
-            "user_id": data.get("user_id"),
-            "guild_id": data.get("guild_id"),
-            "channel_id": data.get("channel_id"),
-            "opened_at": data["opened_at"],
-            "last_active_at": data["last_active_at"],
-            "closed_at": data.get("closed_at"),
-            "state": orjson.dumps(data.get("state") or {}).decode(),
-        }
+        row = _session_row(data)
         with self.db.atomic():
             current = _one(S.select(S.fence).where(S.session_id == data["id"]).tuples())
             if current is None:
@@ -470,19 +460,7 @@ class DurableStore:
     def insert_session_if_missing(self, data: dict[str, Any]) -> bool:
         """Insert a session row unless one with its id exists (never an update)."""
         S = self.m.SessionRow
-        row = {
-            "session_id": data["id"],
-            "scope_key": data["scope_key"],
-            "user_id": data.get("user_id"),
-            "guild_id": data.get("guild_id"),
-            "channel_id": data.get("channel_id"),
-            "opened_at": data["opened_at"],
-            "last_active_at": data["last_active_at"],
-            "closed_at": data.get("closed_at"),
-            "state": orjson.dumps(data.get("state") or {}).decode(),
-            "fence": 0,
-        }
-        return bool(S.insert(**row).on_conflict_ignore().execute())
+        return bool(S.insert(**_session_row(data), fence=0).on_conflict_ignore().execute())
 
     def server_identity(self) -> str | None:
         """Which server answers (PostgreSQL: address, port, start time): it
@@ -699,6 +677,21 @@ def _one(query: Any) -> Any:
     on that connection would not see newer writes (WAL)."""
     rows = list(query.limit(1))
     return rows[0] if rows else None
+
+
+def _session_row(data: dict[str, Any]) -> dict[str, Any]:
+    """A session's column values (all but the fence) from its stored form."""
+    return {
+        "session_id": data["id"],
+        "scope_key": data["scope_key"],
+        "user_id": data.get("user_id"),
+        "guild_id": data.get("guild_id"),
+        "channel_id": data.get("channel_id"),
+        "opened_at": data["opened_at"],
+        "last_active_at": data["last_active_at"],
+        "closed_at": data.get("closed_at"),
+        "state": orjson.dumps(data.get("state") or {}).decode(),
+    }
 
 
 def _short(exc: BaseException) -> str:
