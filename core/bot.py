@@ -17,11 +17,12 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from core import commands as command_parsing
-from core.tasks import stop_task
+from core import guild_settings
 from core.clock import Clock
 from core.commands import CommandRegistry
 from core.dispatch import HookFailure, Hooks
 from core.errors import ExportIncomplete, Refused
+from core.guild_settings import GuildSettings
 from core.models import (
     Context,
     HealthReport,
@@ -34,12 +35,11 @@ from core.models import (
     Session,
 )
 from core.plugins import ESSENTIAL, PluginHost, get_plugin_manager
-from core.storage import StorageService
 from core.settings import Settings
+from core.storage import StorageService
 from core.streaming import TokenHub
-from core import guild_settings
-from core.guild_settings import GuildSettings
 from core.switches import BOT_KEY, STATE_PREFIX, StoredSwitches, Switch, SwitchBoard, guild_key
+from core.tasks import stop_task
 
 log = logging.getLogger("core.bot")
 

@@ -40,7 +40,7 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> Non
         task.exception()  # retrieved: no "exception was never retrieved" noise
 
 
-async def stop_tasks(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> None:
-    """:func:`stop_task` for each of ``tasks``, at once."""
+async def stop_tasks(tasks: list[asyncio.Task[Any] | None], timeout: float = 5.0) -> None:
+    """:func:`stop_task` for each of ``tasks`` (``None`` ones skipped), at once."""
     if tasks:
         await asyncio.gather(*(stop_task(t, timeout) for t in tasks))

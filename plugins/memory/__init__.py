@@ -14,10 +14,10 @@ import asyncio
 import logging
 from typing import Any
 
-from core.tasks import stop_task
 from core.errors import ConfigError
 from core.models import HealthReport, IncomingMessage, MessageDeletion, MessageEdit, MessageRecord, ReplyId, Session
 from core.plugins import hookimpl
+from core.tasks import stop_task
 from plugins.memory import edits
 from plugins.memory.breaker import BackendDown
 from plugins.memory.edits import corrections_of

@@ -193,17 +193,21 @@ class SentJournal:
         # d[10] is reply_to_id (records.ROW_COLUMNS).
         self.spool.rewrite(lambda e: e["d"][0] not in message_ids and e["d"][10] not in message_ids)
 
-    def hand_over(self, outbox: Outbox, stored: set[str] | frozenset[str] = frozenset()) -> int:
-        """Move every orphan the database is not known to hold (``stored``)
-        into the outbox's spool, and drop the rest of the journal but the
-        stores still running. Synchronous on purpose: no store can start
-        or finish between the read and the rewrite."""
+    def hand_over(self, outbox: Outbox, orphans: list[dict[str, Any]], stored: set[str]) -> int:
+        """Move the ``orphans`` (as :meth:`orphans` read them) that the
+        database is not known to hold (``stored``) into the outbox's spool,
+        and drop them and the entries whose store finished. Synchronous on
+        purpose: no store can start or finish between the spool write and
+        the rewrite. An orphan that appeared since ``orphans`` was read stays
+        for the next hand-over."""
+        considered = {e["d"][0] for e in orphans}
         handed = 0
-        for entry in self.orphans():
+        for entry in orphans:
             if entry["d"][0] not in stored:
                 outbox.to_spool(outbox.entry("msg", entry["d"]))
                 handed += 1
-        self.spool.rewrite(lambda entry: entry["d"][0] in self.pending)
+        finished = self.settled | considered
+        self.spool.rewrite(lambda e: e["d"][0] in self.pending or e["d"][0] not in finished)
         self.settled.clear()
         return handed
 

@@ -32,13 +32,13 @@ from typing import Any
 
 import orjson
 
-from core.tasks import stop_tasks
 from core.clock import Clock
 from core.models import HealthReport, MessageRecord, Role, Session
+from core.tasks import stop_tasks
 from plugins.memory import records
+from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.breaker import BackendDown, Breaker
 from plugins.memory.cache import Cache, RedisURLError, describe_redis_url, make_client
-from plugins.memory.arbiter import DONE, DONE_TTL, Arbiter
 from plugins.memory.durable import DIRTY_PREFIX, DatabaseURLError, DurableStore, describe_url
 from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
@@ -177,7 +177,7 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
-        await stop_tasks([*self._refills.values(), *([self._probe_task] if self._probe_task else [])], timeout=2)
+        await stop_tasks([*self._refills.values(), self._probe_task], timeout=2)
         self._probe_task = None
         try:
             async with asyncio.timeout(STOP_BUDGET):
@@ -515,16 +515,17 @@ class MemoryStore:
         every reply since its last probe: replaying those would only make
         windows be rebuilt)."""
         stored: set[str] = set()
-        orphans = [e["d"][0] for e in self.sent.orphans()]
-        if orphans and self.db_ok:
+        orphans = self.sent.orphans()
+        ids = [e["d"][0] for e in orphans]
+        if ids and self.db_ok:
             assert self.db is not None
             try:
-                for i in range(0, len(orphans), 500):
-                    rows = await self.db.run(self.db.messages_by_id, orphans[i : i + 500])
+                for i in range(0, len(ids), 500):
+                    rows = await self.db.run(self.db.messages_by_id, ids[i : i + 500])
                     stored |= {row[0] for row in rows}
             except BackendDown as exc:
                 self.db_failed(exc)
-        handed = self.sent.hand_over(self.outbox, stored)
+        handed = self.sent.hand_over(self.outbox, orphans, stored)
         if handed:
             log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
 
@@ -1148,10 +1149,9 @@ class MemoryStore:
 
         def mine(entry: dict[str, Any]) -> bool:
             d = entry.get("d")
-            if entry.get("k") == "msg":
-                if d[4] == user_id:
-                    queued_ids.add(d[0])
-                return d[4] == user_id
+            if entry.get("k") == "msg" and d[4] == user_id:
+                queued_ids.add(d[0])
+                return True
             if entry.get("k") == "session":
                 return d["s"].get("user_id") == user_id
             return False

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.tasks import stop_tasks
 from core.models import Context, IncomingMessage, MessageRecord, Session
 from core.plugins import hookimpl
-
+from core.tasks import stop_tasks
 from plugins.recall import commands, service
 from plugins.recall.settings import load
 

@@ -98,6 +98,6 @@ def test_d5_a_store_that_failed_is_handed_to_the_outbox(tmp_path: Path) -> None:
     journal.done("reply:1", accepted=True)
     journal.done("reply:2", accepted=False)  # it raised: neither stored nor queued
     # reply:3's store is still running: it stays in the journal, untouched.
-    assert journal.hand_over(outbox) == 1
+    assert journal.hand_over(outbox, journal.orphans(), set()) == 1
     assert [e["d"][0] for e in outbox.spool.read(outbox.spool.path)[0]] == ["reply:2"]
     assert [e["d"][0] for e in journal.spool.read(journal.spool.path)[0]] == ["reply:3"]
