@@ -54,10 +54,43 @@ class FaultError(Exception):
     an in-process fakeredis); the message says what to do instead."""
 
 
+# Ports the harness hands out lie below the kernel's ephemeral range
+# (32768-60999 on Linux): a port taken from bind(0) is in that range, and by
+# the time a server binds it an outgoing connection of another test process may
+# hold it as its local port. That happened under xdist: a cluster node could not
+# start. Each xdist worker takes its own slice, so two workers never hand out
+# the same port.
+_PORTS_LOW, _PORTS_HIGH = 12000, 32000
+_next_port: list[int] = []
+
+
+def _port_slice() -> tuple[int, int]:
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) % workers if worker.isdigit() else 0
+    width = (_PORTS_HIGH - _PORTS_LOW) // workers
+    low = _PORTS_LOW + index * width
+    return low, low + width
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing is bound to. Ports come in turn within this
+    process's slice (from a start that differs per process), so one process
+    never hands out the port it handed out a moment ago while that server is
+    still starting."""
+    low, high = _port_slice()
+    if not _next_port:
+        _next_port.append(low + (os.getpid() * 7919) % (high - low))
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = low if port + 1 >= high else port + 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free loopback port in {low}-{high}")
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:

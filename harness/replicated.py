@@ -34,6 +34,8 @@ def _wait(what: str, check: Any, timeout: float = 30.0, every: float = 0.05) -> 
             last = check()
             if last:
                 return last
+        except FaultError:
+            raise
         except Exception as exc:  # noqa: BLE001 - not yet
             last = exc
         time.sleep(every)
@@ -71,7 +73,14 @@ class RedisNode:
         log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        _wait(f"redis-server on {self.port}", lambda: _redis(self.port).ping(), timeout=10)
+        _wait(f"redis-server on {self.port}", self._ping, timeout=10)
+
+    def _ping(self) -> Any:
+        assert self.process is not None
+        if self.process.poll() is not None:  # it will not come up: say why now
+            tail = (self.directory / "redis.log").read_text(errors="replace").splitlines()[-3:]
+            raise FaultError(f"redis-server on {self.port} exited ({self.process.returncode}): {' | '.join(tail)}")
+        return _redis(self.port).ping()
 
     def client(self) -> Any:
         return _redis(self.port)

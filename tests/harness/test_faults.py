@@ -444,6 +444,33 @@ def test_messages_look_like_discord(harness: Harness) -> None:
     assert again == [] or all(s.message_id == first.id for s in again)
 
 
+# --- ports ------------------------------------------------------------------------------------
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_come_in_turn() -> None:
+    # An outgoing connection takes its local port from the ephemeral range; a server
+    # told to bind a port from there can find it taken (a cluster node failed to start).
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(50)]
+    assert all(not low <= port <= high for port in ports)
+    assert len(set(ports)) == 50
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", ports[-1] + 1))
+        assert free_port() != ports[-1] + 1  # a bound port is never handed out
+
+
+def test_each_xdist_worker_has_its_own_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.backends as backends
+
+    seen = []
+    for worker in ("gw0", "gw1", "gw2"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setattr(backends, "_next_port", [])
+        seen.append({backends.free_port() for _ in range(20)})
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
+
+
 # --- the real matrix fails, never skips, without its services ------------------------------
 
 

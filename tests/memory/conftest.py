@@ -31,7 +31,7 @@ import pytest
 from core.clock import ManualClock
 from plugins.memory.settings import MemorySettings
 from plugins.memory.store import MemoryStore
-from harness.backends import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER
+from harness.backends import PG_ADMIN_DB, PG_HOST, PG_PORT, PG_USER, free_port
 
 T = TypeVar("T")
 
@@ -41,12 +41,6 @@ PG = {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "dbname": PG_ADMIN_DB}
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
     """Run ``coro`` on a fresh loop, bounded by ``timeout`` seconds."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateRedis:

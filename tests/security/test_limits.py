@@ -26,6 +26,7 @@ from core.models import Attachment, Command, IncomingMessage, Reply, Sent
 from core.plugins import hookimpl
 from core.storage import StorageBase
 from core.settings import EnvSettings, Settings
+from harness.backends import free_port
 from plugins.limits.config import LimitsSettings, Rate, parse_rate
 from plugins.limits.limiter import LIMITS_UNAVAILABLE, Limiter
 from tests.core.helpers import FakeEntryPoint
@@ -62,12 +63,6 @@ def run() -> Iterator[Callable[[Any], Any]]:
     yield go
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _shared_redis_up() -> bool:
@@ -226,7 +221,7 @@ def test_counters_in_real_redis_hold_across_instances(run: Any) -> None:
     [("local", [None, None, "too fast"]), ("open", [None, None, None]), ("closed", [LIMITS_UNAVAILABLE] * 3)],
 )
 def test_redis_down_degrades_as_configured(mode: str, expected: list[str | None], run: Any) -> None:
-    dead = f"redis://127.0.0.1:{_free_port()}/0"  # nothing listens there
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     lim = limiter(ManualClock(), dead, user_messages="2/1m", channel_messages="off", when_redis_down=mode)
     results = [run(lim.check_message(msg())) for _ in range(3)]
     for got, want in zip(results, expected):
@@ -239,7 +234,7 @@ def test_redis_down_degrades_as_configured(mode: str, expected: list[str | None]
 @pytest.mark.fault
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
 def test_limits_go_back_to_redis_when_it_returns(run: Any, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     clock = ManualClock()
     lim = limiter(clock, url, user_messages="2/1m", channel_messages="off", redis_retry_after=5)
@@ -385,7 +380,7 @@ def test_owners_are_not_rate_limited_through_the_bot(run: Any, tmp_path: Path) -
 
 
 def test_health_reports_the_counters_backend(run: Any, tmp_path: Path) -> None:
-    bot = make_bot(tmp_path, Recorder(), redis_url=f"redis://127.0.0.1:{_free_port()}/0")
+    bot = make_bot(tmp_path, Recorder(), redis_url=f"redis://127.0.0.1:{free_port()}/0")
     run(bot.start())
     reports = {r.component: r for r in run(bot.health())}
     assert reports["limits"].ok is False and "when_redis_down=local" in reports["limits"].detail

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pydantic_settings import SettingsConfigDict
 from core.errors import ConfigError
 from core.logs import MASK, redact, secret_filter, secret_values
 from core.settings import EnvSettings, PluginSettings, Settings, load_settings
+from harness.backends import free_port
 from tests.fake_urls import password_url
 from tests.security.conftest import fake_secret
 
@@ -36,12 +36,6 @@ class ProviderSettings(PluginSettings):
     api_key: SecretStr | None = None
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("redis_url", "SECTEST_REDIS_URL"))
     timeout: float = 5.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- logging a settings object ------------------------------------------------
@@ -101,7 +95,7 @@ def test_plugin_settings_with_a_password_url_from_the_environment(
 def test_a_failed_database_connection_string_is_masked(log_stream: io.StringIO) -> None:
     psycopg2 = pytest.importorskip("psycopg2")
     password = "".join(["pg", "pass", "word", "-", "x" * 12])  # built at run time
-    url = password_url("postgresql", "app", password, f"127.0.0.1:{_free_port()}/bot")
+    url = password_url("postgresql", "app", password, f"127.0.0.1:{free_port()}/bot")
     with pytest.raises(psycopg2.OperationalError) as caught:
         psycopg2.connect(url, connect_timeout=2)
     log.error("database %s unreachable: %s", url, caught.value, exc_info=caught.value)
