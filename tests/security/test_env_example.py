@@ -14,8 +14,10 @@ from core.settings import EnvSettings, PluginSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / ".env.example"
-# Read by libraries or the shell, not settings of this project.
-GENERIC = {"PATH", "HOME", "PYTHONPATH", "TERM", "USER", "TMPDIR", "BASH_SOURCE", "CI"}
+# Read by libraries or the shell, or set by them (pytest-xdist names its
+# workers), not settings of this project.
+GENERIC = {"PATH", "HOME", "PYTHONPATH", "TERM", "USER", "TMPDIR", "BASH_SOURCE", "CI",
+           "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"}
 SECRET = re.compile(r"^(DISCORD_TOKEN|.*_API_KEY|(.*_)?DATABASE_URL|(.*_)?REDIS_URL)$")
 
 
