@@ -1194,7 +1194,15 @@ class MemoryStore:
         reports.append(HealthReport("redis", self.redis_ok, self._detail(self.redis_breaker, self.cache is not None), {"epoch": self.cache.epoch if self.cache else None}))
         # "recovering": a backend is back and the outbox replay, the joins
         # of sessions opened blind and the cache checks are still running.
-        metrics = {"dialect": self.db.dialect if self.db else None, "recovering": self._recovering.locked()}
+        # "provisional": sessions opened blind that this instance knows of and
+        # has not joined yet (it tries at every probe once the database
+        # answers and the outbox is empty); not 0 long after recovery means
+        # a conversation is still split.
+        metrics = {
+            "dialect": self.db.dialect if self.db else None,
+            "recovering": self._recovering.locked(),
+            "provisional": len(self._unsettled.keys() | {d["id"] for d in self.recent.provisional_sessions()}),
+        }
         reports.append(HealthReport("database", self.db_ok, self._detail(self.db_breaker, self.db is not None), metrics))
         spool = await asyncio.get_running_loop().run_in_executor(None, self.spool.depth)
         stream = 0

@@ -219,11 +219,18 @@ def test_a_provisional_session_waits_for_the_outbox(backend: Backend) -> None:
             store.db_breaker.reset()  # the database answers, the probe has not run
             found = await store.load_session(SCOPE)
             assert found is not None and found.id == "s-blind"  # not settled before the outbox drained
+            assert await _provisional_reported(store) == 1  # what operators see (docs/OPERATIONS.md)
             await store.probe()
             found = await store.load_session(SCOPE)
             assert found is not None and found.id == "s-old" and session_ids(backend) == ["s-old"]
+            assert await _provisional_reported(store) == 0
 
     run(go())
+
+
+async def _provisional_reported(store: object) -> int:
+    reports = {r.component: r for r in await store.health()}  # type: ignore[attr-defined]
+    return int(reports["database"].metrics["provisional"])
 
 
 def test_a_provisional_session_is_settled_by_the_instance_that_replays_it(backend: Backend) -> None:
