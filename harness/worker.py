@@ -63,6 +63,12 @@ class Worker:
         if request.get("now") is not None:
             self.clock.set(max(self.clock.now(), float(request["now"])))
 
+    async def _backends_up(self) -> bool:
+        from harness.assembly import health
+
+        reports = {r["component"]: r for r in await health(self.bot)}
+        return all(reports.get(k, {"ok": True})["ok"] for k in ("redis", "database"))
+
     async def serve(self, request: dict[str, Any]) -> None:
         rid = request.get("id")
         try:
@@ -112,10 +118,15 @@ class Worker:
         if cmd == "scope":
             return {"scope": await scope_of(self.bot, message_from_dict(request["message"]))}
         if cmd == "context":
+            up_before = await self._backends_up()
             scope, session_id, lines = await context_view(
                 self.bot, message_from_dict(request["message"]), int(request["limit"])
             )
-            return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines]}
+            # degraded: a backend was routed around while the view was read (the
+            # bot would have said memory is degraded in a reply).
+            degraded = not (up_before and await self._backends_up())
+            return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines],
+                    "degraded": degraded}
         if cmd == "health":
             return {"reports": await health(self.bot)}
         if cmd == "stop":
