@@ -52,3 +52,30 @@ Feature: Context survives a bot restart
     And the reply to "two" came from the same session as the reply to "one"
     And eventually every message is stored exactly once
     And the bot's context for alice in #general holds 4 messages
+
+  # Rule D5 (docs/MEMORY.md). The database holds the reply's row locked (an
+  # uncommitted insert of the same id, as a slow or contended database
+  # would) so the instance dies between sending the reply and storing it;
+  # only PostgreSQL can hold one row while others are written. The dying
+  # process's insert is either rolled back with its connection (the journal
+  # hands the reply to the outbox) or commits after the death (nobody put it
+  # in the window: the window is rebuilt).
+  @real @multiprocess
+  Scenario Outline: A reply sent by an instance killed before it stored the reply is not lost
+    Given the memory setting "db_timeout" is 30
+    And the bot is running in a separate process
+    And alice says "one" in #general
+    When alice says "two" in #general, and instance "A" is killed after sending the reply, its insert <fate>
+    And instance "A" starts again in a separate process
+    Then eventually every message is stored exactly once
+    And the bot's context for alice in #general holds these messages in this order:
+      | author | content |
+      | alice  | one     |
+      | bot    | ok one  |
+      | alice  | two     |
+      | bot    | ok two  |
+
+    Examples:
+      | fate                   |
+      | rolled back            |
+      | committed after it died |

@@ -512,8 +512,7 @@ class MemoryStore:
     async def _hand_over_sent(self) -> None:
         """Rule D5: replies a store did not finish go to the outbox, unless
         the database already holds them (a killed process's journal holds
-        every reply since its last probe: replaying those would only make
-        windows be rebuilt)."""
+        every reply since its last probe, most of them stored whole)."""
         stored: set[str] = set()
         orphans = self.sent.orphans()
         ids = [e["d"][0] for e in orphans]
@@ -528,6 +527,10 @@ class MemoryStore:
         handed = self.sent.hand_over(self.outbox, orphans, stored)
         if handed:
             log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
+        # The database holds the others, but a window may not: an insert in
+        # flight when its process died still commits, with nobody left to
+        # append it. Their windows are rebuilt whole from the database (D4).
+        await self._invalidate({e["d"][1] for e in orphans if e["d"][0] in stored}, set())
 
     async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[None] | None) -> bool:
         in_db, duplicate = await self._insert(row, early, record.session_id)

@@ -13,7 +13,7 @@ import pytest
 from core.models import Role
 from plugins.memory.outbox import Outbox, SentJournal, Spool
 from tests.memory.conftest import Backend, run, started
-from tests.memory.helpers import rec
+from tests.memory.helpers import SESSION, ids, rec
 
 
 def _reply(n: int) -> Any:
@@ -75,6 +75,37 @@ def test_d5_the_next_life_hands_over_only_what_the_database_lacks(
 
     assert run(go()) == [("reply:1001",), ("reply:1002",)]
     assert "memory: 1 sent replies whose store did not finish" in caplog.text
+
+
+def test_d5_a_reply_its_dead_process_committed_but_never_put_in_the_window_is_in_the_next_context(
+    backend: Backend,
+) -> None:
+    """The insert was in flight when its process died and committed anyway:
+    the database holds the reply, the window does not (nobody appended it).
+    The next life rebuilds that window from the database."""
+
+    async def go() -> list[str]:
+        first = backend.store("A")
+        await first.start()
+        await first.store_message(rec(1))
+        assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
+
+        async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
+            await first.db.insert(row)
+            await asyncio.Event().wait()
+            return True
+
+        first._store_row = committed_then_killed
+        sending = asyncio.create_task(first.store_message(_reply(1)))
+        await asyncio.sleep(0.05)
+        async with started(backend.store("A")) as second:
+            found = ids(await second.load_messages(SESSION, 10))
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await first.stop()
+        return found
+
+    assert run(go()) == ["1001", "reply:1001"]
 
 
 def test_d5_a_stored_reply_leaves_nothing_behind(backend: Backend) -> None:
