@@ -120,3 +120,30 @@ Feature: A conversation never splits
       | alice  | and now?       |
     And the reply to "and now?" does not say memory is degraded
     And the database holds 2 sessions for alice in a DM
+
+  # Rule 11 of docs/MEMORY_SESSIONS.md: bob's conversation begins on
+  # instance "B" while the database answers reads but takes no writes of
+  # messages and sessions (B finds no session, opens one, and its writes go
+  # to the outbox); a flush takes the stream's copy, so B's spool alone
+  # holds the conversation, and B dies. Instance "A", finding nothing
+  # anywhere, opens bob's first session. B's next life replays its spool:
+  # the two are one conversation. PostgreSQL only: SQLite cannot block the
+  # writes of some tables and not the reads of the others.
+  @real @multiprocess
+  Scenario: A conversation the database learns of late is joined to the session opened meanwhile
+    When a second instance "B" starts on the same backends in a separate process
+    And the database takes no writes of messages and sessions
+    And bob says "I am Bob" in a DM to instance "B" only
+    And Redis is flushed
+    And instance "B" is killed
+    And the database takes writes again
+    And bob says "who am I?" in a DM to instance "A" only
+    And instance "B" starts again in a separate process
+    Then eventually the conversation of bob in a DM is stored in one session
+    And the bot's context for bob in a DM holds these messages in this order:
+      | author | content      |
+      | bob    | I am Bob     |
+      | bot    | ok I am Bob  |
+      | bob    | who am I?    |
+      | bot    | ok who am I? |
+    And every message is stored exactly once

@@ -407,6 +407,8 @@ class Backends:
     # database
     def cut_database(self, mode: str = "drop") -> None: ...
     def restore_database(self) -> None: ...
+    def block_writes(self) -> None: ...
+    def unblock_writes(self) -> int: ...
     def database_drop_connections(self) -> int: ...
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
 
@@ -524,6 +526,12 @@ class FastBackends(Backends):
     def database_drop_connections(self) -> int:
         raise FaultError("SQLite has no network connections to drop; tag the scenario @real")
 
+    def block_writes(self) -> None:
+        raise FaultError("SQLite locks the whole file, reads of other tables included; tag the scenario @real")
+
+    def unblock_writes(self) -> int:
+        raise FaultError("SQLite cannot block some writes; tag the scenario @real")
+
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.sqlite.conn is not None:
             return list(self.sqlite.conn.execute(sql, params).fetchall())
@@ -562,6 +570,8 @@ class FastBackends(Backends):
 class RealBackends(Backends):
     """A private redis-server and a fresh PostgreSQL database, each behind a
     proxy."""
+
+    _writes_blocked: Any = None  # the connection holding block_writes' lock
 
     name = "real"
     paramstyle = "%s"
@@ -633,6 +643,36 @@ class RealBackends(Backends):
     def database_drop_connections(self) -> int:
         return self.pg_proxy.reset_connections()
 
+    def block_writes(self) -> None:
+        """Reads go on, writes of messages and sessions wait: another
+        transaction holds both tables in EXCLUSIVE mode (as a migration or a
+        long maintenance lock would). Claims and the rest stay writable."""
+        if self._writes_blocked is not None:
+            return
+        conn = self.database.connect()
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE messages, sessions IN EXCLUSIVE MODE")
+        self._writes_blocked = conn
+
+    def unblock_writes(self) -> int:
+        """End the writes that waited (their clients gave up at their
+        timeout; a server-side statement timeout would end them too), then
+        release the lock. Returns how many were ended."""
+        conn, self._writes_blocked = self._writes_blocked, None
+        if conn is None:
+            return 0
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+                ended = int(cur.fetchone()[0])
+            conn.rollback()
+        finally:
+            conn.close()
+        return ended
+
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg2
 
@@ -649,6 +689,8 @@ class RealBackends(Backends):
     def restore_all(self) -> None:
         self.redis_proxy.set_mode("pass")
         self.pg_proxy.set_mode("pass")
+        with contextlib.suppress(Exception):
+            self.unblock_writes()
         if not self.redis.alive:
             with contextlib.suppress(Exception):
                 self.redis.start(keep_data=self._keep_data)

@@ -526,6 +526,20 @@ class DurableStore:
         rows = S.select().where(S.state.contains('"provisional"'))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("provisional")]
 
+    def late_first_sessions(self, scope_keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """Sessions marked ``first`` (opened because the scope had none) of
+        whose scope an earlier session is in the database now: it reached
+        the database late (MEMORY_SESSIONS.md, rule 11). All scopes (a scan:
+        once per process) or those given (after an outbox replay)."""
+        S = self.m.SessionRow
+        E = S.alias()
+        earlier = E.select(pw.SQL("1")).where((E.scope_key == S.scope_key) & (E.opened_at < S.opened_at))
+        where = S.state.contains('"first"') & pw.fn.EXISTS(earlier)
+        if scope_keys is not None:
+            where &= S.scope_key.in_(scope_keys)
+        rows = S.select().where(where)
+        return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("first")]
+
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:
         S = self.m.SessionRow
         row = _one(S.select().where(S.scope_key == scope_key).order_by(S.opened_at.desc(), S.last_active_at.desc()))

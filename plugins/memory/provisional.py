@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from plugins.memory.durable import DurableStore
-from plugins.memory.recent import PROVISIONAL
+from plugins.memory.recent import FIRST, PROVISIONAL
 
 JOINED_PREFIX = "memory.joined."
 # Join records are kept this long (wall-clock seconds): later writes to a
@@ -58,7 +58,7 @@ class Settled:
 def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float | None) -> bool:
     """Whether a message arriving when ``blind`` was opened would have
     continued ``before``, under the timeouts ``blind`` was opened with."""
-    mark = blind["state"].get(PROVISIONAL) or {}
+    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FIRST) or {}
     opened = blind["opened_at"]
     if before["closed_at"] is not None and before["closed_at"] <= opened:
         return False
@@ -107,7 +107,7 @@ def _settle(store: DurableStore, session_id: str) -> Settled | None:
             return None
         blind = store._session_dict(row)
         if not blind["state"].get(PROVISIONAL):
-            return Settled(blind)
+            return _settle_first(store, blind) if blind["state"].get(FIRST) else Settled(blind)
         before = _before(store, blind)
         if before is not None and continues(before, blind, _newest_write(store, before["id"])):
             return _join(store, blind, before)
@@ -117,6 +117,22 @@ def _settle(store: DurableStore, session_id: str) -> Settled | None:
         blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
         S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
         return Settled(blind)
+
+
+def _settle_first(store: DurableStore, first: dict[str, Any]) -> Settled:
+    """A session opened because the scope had none, once a session opened
+    before it is in the database (rule 11): joined to that one if it would
+    have continued, else it keeps being the conversation it is, unmarked.
+    With nothing before it yet it keeps its mark."""
+    before = _before(store, first)
+    if before is None:
+        return Settled(first)
+    if continues(before, first, _newest_write(store, before["id"])):
+        return _join(store, first, before)
+    first["state"] = {k: v for k, v in first["state"].items() if k != FIRST}
+    S = store.m.SessionRow
+    S.update(state=orjson.dumps(first["state"]).decode()).where(S.session_id == first["id"]).execute()
+    return Settled(first)
 
 
 def _transaction(store: DurableStore) -> Any:

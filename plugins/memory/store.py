@@ -45,7 +45,7 @@ from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
 from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
-from plugins.memory.recent import RecentConversations, is_provisional, newest
+from plugins.memory.recent import FIRST, RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
@@ -115,6 +115,7 @@ class MemoryStore:
         # the copy alone forgets them when the instance that opened or
         # replayed one restarts (docs/MEMORY_SESSIONS.md, rule 6).
         self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._late_scopes: set[str] = set()  # scopes of sessions replayed from an outbox (rule 11)
         self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -468,6 +469,9 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
+                # A session the database learns of only now: a first session
+                # opened meanwhile in its scope is joined to it (rule 11).
+                self._late_scopes.add(entry["d"]["s"]["scope_key"])
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -781,27 +785,40 @@ class MemoryStore:
         """Settle the provisional sessions this instance knows of: in its
         copy, saved here, written to the database by its outbox replay, or
         found there at its first probe with both backends up (whoever opened
-        or replayed them may have been killed before settling them)."""
-        if not self._scanned:
-            assert self.db is not None
-            try:
+        or replayed them may have been killed before settling them); and the
+        first sessions of the scopes whose earlier session its replay wrote
+        late, or found at that first probe (MEMORY_SESSIONS.md, rule 11)."""
+        assert self.db is not None
+        scopes = sorted(self._late_scopes)
+        try:
+            if not self._scanned:
                 for data in await self.db.run(self.db.provisional_sessions, slow=True):
                     self._note_unsettled(data)
-                self._scanned = True
-            except BackendDown as exc:
-                self.db_failed(exc)
-                return
+                scopes_wanted = None  # every scope
+            else:
+                scopes_wanted = scopes
+            if scopes_wanted is None or scopes_wanted:
+                for data in await self.db.run(self.db.late_first_sessions, scopes_wanted, slow=True):
+                    self._note_unsettled(data, first_too=True)
+            self._scanned = True
+            self._late_scopes.difference_update(scopes)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return
         known = {d["id"]: d for d in self.recent.provisional_sessions()}
         known.update(self._unsettled)
         for sid, data in known.items():
             settled = await self._settle_provisional(data)
             if settled is not None:
                 self.recent.note_session(settled)
-            if settled is None or settled["id"] != sid or not is_provisional(settled):
+            # The same object back: put off (the outbox may hold writes, a row
+            # is locked, the database failed); try again after the next probe.
+            put_off = settled is data
+            if settled is None or settled["id"] != sid or not (is_provisional(settled) or put_off):
                 self._unsettled.pop(sid, None)
 
-    def _note_unsettled(self, data: dict[str, Any]) -> None:
-        if not is_provisional(data):
+    def _note_unsettled(self, data: dict[str, Any], first_too: bool = False) -> None:
+        if not (is_provisional(data) or (first_too and (data.get("state") or {}).get(FIRST))):
             return
         self._unsettled[data["id"]] = dict(data)
         while len(self._unsettled) > 10_000:
@@ -1011,7 +1028,8 @@ class MemoryStore:
         waits in the outbox; until then it is used as it is. A session
         opened blind twice in a row settles step by step, hence the loop."""
         for _ in range(3):
-            if not is_provisional(data) or not self.db_ok or await self._outbox_may_hold_entries():
+            unsettled = is_provisional(data) or (data.get("state") or {}).get(FIRST)
+            if not unsettled or not self.db_ok or await self._outbox_may_hold_entries():
                 return data
             assert self.db is not None
             try:

@@ -31,7 +31,10 @@ When the stored state of a scope cannot be reached at all (``load`` raises
 :class:`StateUnreachable`), the session opened is *provisional*:
 ``state["provisional"]`` records the timeouts it was opened under, so that
 storage can join it to the conversation it continues once the state is
-back (docs/MEMORY_SESSIONS.md, "Sessions under faults").
+back (docs/MEMORY_SESSIONS.md, "Sessions under faults"). A session opened
+because the scope had none records them too (``state["first"]``): an
+earlier session still in some instance's outbox may reach the database
+later, and storage joins the two (rule 11).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ LoadSession = Callable[[str], Awaitable[Session | None]]
 SaveSession = Callable[[Session], Awaitable[Any]]
 
 PROVISIONAL = "provisional"
+# Marks a session opened because the scope had none: a session of the scope
+# opened earlier may still reach the database late (from a spool), and then
+# this one is joined to it (docs/MEMORY_SESSIONS.md, rule 11).
+FIRST = "first"
 # ``closed_reason`` of a ``reset keep``: the conversation's rolling summary
 # (llm plugin) carries over to the next session, as it does after a timeout.
 RESET_KEEP = "reset-keep"
@@ -167,6 +174,8 @@ async def resolve(
         await save(close(current, now, ends[1], at=ends[0]))
     fresh = open_session(message, scope_key, now)
     _after(fresh, current)
+    if current is None:
+        fresh.state = {**fresh.state, FIRST: {"idle_timeout": idle_timeout, "max_age": max_age}}
     await save(fresh)
     return fresh
 

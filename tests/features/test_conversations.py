@@ -35,6 +35,12 @@ def then_one_session(harness: Harness, user: str, place: str) -> None:
     assert current == used[0], f"the bot reads session {current}, the messages are in {used[0]}"
 
 
+@then(p("eventually the conversation of {user:Name} in {place:Place} is stored in one session"))
+def then_one_session_eventually(harness: Harness, user: str, place: str) -> None:
+    """As above, waiting (bounded) for the instances to join what they can."""
+    harness.wait_until(lambda: then_one_session(harness, user, place), f"{user}'s conversation in one session")
+
+
 def _window_length(harness: Harness, user: str, place: str) -> int:
     prefix = harness.sections["memory"].get("key_prefix", "bot:")
     scope = harness.scope(user, place)

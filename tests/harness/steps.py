@@ -367,6 +367,22 @@ def _until_all_healthy(harness: Harness, component: str) -> None:
     harness.wait_until(every_instance, f"every instance reports {component} healthy")
 
 
+@when("the database takes no writes of messages and sessions")
+def when_db_blocks_writes(harness: Harness) -> None:
+    """Reads go on; writes of messages and sessions wait until the bot's
+    timeout gives up on them (PostgreSQL: a transaction holds both tables
+    in EXCLUSIVE mode). Claims are still written. ``@real`` only."""
+    harness.backends.block_writes()
+
+
+@when("the database takes writes again")
+def when_db_unblocks_writes(harness: Harness) -> None:
+    """The writes that waited are ended (their clients gave up long ago),
+    the lock released; then as 'the database is reachable again'."""
+    harness.backends.unblock_writes()
+    _until_all_healthy(harness, "database")
+
+
 @when("the database drops every connection")
 def when_db_drops(harness: Harness) -> None:
     """Reset every open PostgreSQL connection once; new ones work (``@real``)."""

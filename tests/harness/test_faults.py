@@ -6,6 +6,7 @@ Run per backend like the scenarios (``[fast]`` / ``[real]``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
@@ -375,6 +376,54 @@ def test_database_drop_connections(harness: Harness, backend: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
     backends.database.connect(port=backends.pg_proxy.port).close()
+
+
+def test_blocked_writes_wait_while_reads_and_claims_go_on(harness: Harness, backend: str) -> None:
+    if backend == "fast":
+        from harness.backends import FaultError
+
+        with pytest.raises(FaultError):
+            harness.backends.block_writes()
+        return
+    import psycopg2
+
+    backends = harness.backends
+    assert isinstance(backends, RealBackends)
+    harness.start_instance("A")  # the schema
+    conn = backends.database.connect(port=backends.pg_proxy.port)
+    conn.autocommit = True
+    backends.block_writes()
+    with conn.cursor() as cur:
+        cur.execute("SET lock_timeout = '300ms'")
+        cur.execute("SELECT count(*) FROM messages")
+        cur.execute("SELECT count(*) FROM claims")
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            cur.execute("DELETE FROM sessions")
+        with pytest.raises(psycopg2.errors.LockNotAvailable):
+            cur.execute("DELETE FROM messages")
+        cur.execute("DELETE FROM claims")  # other tables take writes
+    waiting = backends.database.connect(port=backends.pg_proxy.port)
+    waiting.autocommit = True
+    stuck = threading.Thread(target=lambda: _quietly(waiting, "DELETE FROM messages"))
+    stuck.start()
+    harness.wait_until(lambda: _assert_waiting(backends), "a write waits on the lock")
+    assert backends.unblock_writes() == 1  # the waiting write is ended
+    stuck.join(10)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM messages")  # writes go through again
+    conn.close()
+
+
+def _quietly(conn: object, sql: str) -> None:
+    with contextlib.suppress(Exception), conn.cursor() as cur:  # type: ignore[attr-defined]
+        cur.execute(sql)
+
+
+def _assert_waiting(backends: RealBackends) -> None:
+    found = backends.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    assert found[0][0] == 1, found
 
 
 # --- bot instances, the clock -------------------------------------------------------

@@ -278,6 +278,79 @@ def test_a_provisional_session_left_in_the_database_is_settled_by_the_next_insta
     run(go())
 
 
+# --- rule 11: a conversation the database learns of late ------------------------------
+
+FIRST = {"first": {"idle_timeout": 1800.0, "max_age": None}}
+
+
+async def _first_beside_a_late_session(backend: Backend, a: object, b: object, later: float) -> None:
+    """B opens the scope's session while its writes fail: only its outbox
+    holds it, and a flush takes the stream's copy. A, finding nothing,
+    opens the scope's first session ``later`` seconds after B's last write
+    (the bot clock). Then B's probe replays its spool and settles what it
+    wrote late."""
+    await b.probe()  # type: ignore[attr-defined]  # its first probe's scan is behind it: the replay must tell
+    at = backend.clock.now()
+    early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FIRST))
+    with database_cut(backend, b):  # type: ignore[arg-type]
+        await b.save_session(early)  # type: ignore[attr-defined]
+        await b.store_message(rec(1, ts=at, session=early))  # type: ignore[attr-defined]
+    first_at = at + later
+    backend.flush()  # B's spool alone holds the conversation now
+    assert await a.load_session(SCOPE) is None  # type: ignore[attr-defined]
+    first = Session(id="s-first", scope_key=SCOPE, opened_at=first_at, last_active_at=first_at, user_id="u3", state=dict(FIRST))
+    await a.save_session(first)  # type: ignore[attr-defined]
+    await a.store_message(rec(2, ts=first_at, session=first))  # type: ignore[attr-defined]
+    await b.probe()  # type: ignore[attr-defined]
+
+
+def test_a_first_session_is_joined_to_a_session_replayed_late(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await _first_beside_a_late_session(backend, a, b, 10.0)
+            assert rows(backend) == ["s-early"] and session_ids(backend) == ["s-early"]
+            found = await a.load_session(SCOPE)
+            assert found is not None and found.id == "s-early"
+            assert ids(await a.load_messages(found, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_a_first_session_after_the_timeout_stays_a_conversation_of_its_own(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await _first_beside_a_late_session(backend, a, b, 1800.0 + 60.0)
+            assert rows(backend) == ["s-early", "s-first"] and session_ids(backend) == ["s-early", "s-first"]
+            found = await a.load_session(SCOPE)
+            assert found is not None and found.id == "s-first" and "first" not in found.state  # judged once
+            assert await _provisional_reported(b) == 0
+
+    run(go())
+
+
+def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_start(backend: Backend) -> None:
+    """Whoever replayed the earlier session was killed before settling: an
+    instance finds the pair at its first probe (rule 11, as rule 6)."""
+
+    async def go() -> None:
+        at = backend.clock.now()
+        async with started(backend.store("A")) as a:
+            first = Session(id="s-first", scope_key=SCOPE, opened_at=at + 10, last_active_at=at + 10, user_id="u3", state=dict(FIRST))
+            await a.save_session(first)
+            await a.store_message(rec(2, ts=at + 10, session=first))
+            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FIRST))
+            assert a.db is not None
+            await a.db.run(a.db.upsert_session, dataclasses.asdict(early), None)  # replayed by an instance since killed
+            await a.db.insert(to_row(rec(1, ts=at, session=early), at))
+        async with started(backend.store("C")) as c:
+            await c.probe()
+            assert rows(backend) == ["s-early"] and session_ids(backend) == ["s-early"]
+            found = await c.load_session(SCOPE)
+            assert found is not None and ids(await c.load_messages(found, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
 def _locks_awaited(backend: Backend) -> int:
     found = backend.sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
