@@ -54,6 +54,14 @@ OWNERS_ONLY_HOOKS = frozenset(
 Answerer = Callable[[IncomingMessage, Session, MessageRecord, bool], Awaitable[Reply]]
 
 MEMORY_DEGRADED = "memory is degraded: this message may not be remembered"
+# How often one delivery of a message asks for its claim again after another
+# instance took it over (each round waits for that one to answer or die).
+CLAIM_ROUNDS = 4
+
+
+class TakenOver(Exception):
+    """The storage refused the send (``confirm_reply``): another instance
+    took the message over while this one was handling it."""
 
 
 class Bot:
@@ -350,6 +358,17 @@ class Bot:
     async def _handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
         if message.author_is_bot or not self.guild_settings.listens_to(message):
             return None
+        for _round in range(CLAIM_ROUNDS):
+            try:
+                return await self._handle_claimed(message, send)
+            except TakenOver:
+                # Rule A4 (docs/MEMORY.md): the one that took it over may die
+                # before answering too; asking for the claim again keeps watch
+                # (A3) until it answers, or takes the message back.
+                log.info("message %s: another instance took it over; keeping watch until it answers", message.id)
+        return None
+
+    async def _handle_claimed(self, message: IncomingMessage, send: SendReply) -> Reply | None:
         # Claimed first: with several instances receiving every event, each
         # message (command or not) is answered once. A claim may refuse with
         # a reply (a limit's notice) rather than drop the message silently.
@@ -450,7 +469,7 @@ class Bot:
         """Send a reply that is not part of the conversation record; its
         claim is done once sent."""
         if not await self._confirmed(message):
-            return None
+            raise TakenOver(message.id)
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
@@ -551,7 +570,7 @@ class Bot:
         """Send the answer of a conversation turn and store it; storing its
         record marks the message answered."""
         if not await self._confirmed(message):
-            return None
+            raise TakenOver(message.id)
         sent = await send(reply)
         reply_record = MessageRecord.of_reply(
             message,

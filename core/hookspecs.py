@@ -243,6 +243,10 @@ def claim_message(message: IncomingMessage, bot: Any) -> bool | None:
     to expire), or raise :class:`~core.errors.Refused` to answer with the
     refusal instead of handling it (a limit's one notice). ``None`` means no
     opinion. **First answer**; with no answer the message is handled.
+    Asked again for the same message when the storage's ``confirm_reply``
+    refused its send (another instance took it over, and may die before
+    answering too): a claim that keeps watch until that one answers
+    returns ``False`` then, or ``True`` when the message came back.
     """
 
 

@@ -83,7 +83,8 @@ class Storage(Protocol):
 
     async def confirm_reply(self, message: IncomingMessage) -> bool:
         """Right before any answer to ``message`` is sent: ``False`` when
-        this instance must not send it (another took the message over)."""
+        this instance must not send it (another took the message over); the
+        core then asks ``claim_message`` again (rule A4, docs/MEMORY.md)."""
         ...
 
     async def load_bot_state(self, key: str) -> Any:

@@ -129,6 +129,22 @@ Feature: Several bot instances on the same backends
     And the reply to "take your time" was generated once
 
   @multiprocess
+  Scenario: A holder whose claim was taken over keeps watch, and answers when the one that took it over dies
+    # Rule A4: A pauses while it handles the message, B takes the claim over
+    # and is killed before it answers; A resumes, finds its claim taken, asks
+    # for it again (a standby now) and takes the message back once B's claim
+    # has expired. Discord redelivers nothing: without it nobody answers.
+    Given the memory setting "claim_ttl" is 2
+    And the bot is running in a separate process
+    And a second instance "B" is running on the same backends in a separate process
+    And alice says "hello" in #general
+    And every instance takes 1 seconds to generate a reply
+    When alice says "are you there?" in #general; instance "A" pauses holding it, "B" takes it over and is killed
+    Then instance "A" answers "are you there?"
+    And every message got exactly one reply
+    And eventually every message is stored exactly once
+
+  @multiprocess
   Scenario: An instance killed while holding a claim: a standby that received the message answers it
     # Rules A1-A3 under Discord's delivery: both instances receive the
     # message once; the one holding its claim dies; the other keeps watch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,19 @@ class WorkerInstance(Instance):
         except asyncio.TimeoutError:
             self.kill()
             await self.process.wait()
+
+    async def set_reply_delay(self, seconds: float) -> None:
+        await self.request("reply_delay", seconds=seconds)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process holds what it holds and does nothing (a long
+        GC pause, a VM stalled) until :meth:`resume`."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, nothing flushed."""

@@ -14,6 +14,7 @@ Commands:
 - ``context`` {message, limit, now} → {scope, session_id, messages}
 - ``clock`` {set?: t, advance?: s} → {now}
 - ``health`` → {reports: [{component, ok, detail, metrics}]}
+- ``reply_delay`` {seconds}: the test replier waits this long (a slow model)
 - ``ping`` → {pid}
 - ``stop``: shut the bot down (hooks run), then exit.
 
@@ -129,6 +130,9 @@ class Worker:
                     "degraded": degraded}
         if cmd == "health":
             return {"reports": await health(self.bot)}
+        if cmd == "reply_delay":
+            self.replier.delay = float(request["seconds"])
+            return {}
         if cmd == "stop":
             if self.bot is not None:
                 await self.bot.stop()

@@ -256,6 +256,33 @@ def test_a_command_taken_over_elsewhere_is_not_answered_twice(tmp_path: Path) ->
     assert say(make_bot(tmp_path, {"m": module}), "/ping") == []
 
 
+def test_a_holder_taken_over_keeps_watch_and_answers_when_the_other_one_dies(tmp_path: Path) -> None:
+    """Rule A4: the send is refused (another instance took the message
+    over); the core asks for the claim again, which keeps watch as a
+    standby; here the other one died and the claim comes back."""
+    calls: list[str] = []
+    confirms = iter([False, True])
+    module = _module(
+        claim_message=lambda message: calls.append("claim") or True,
+        confirm_reply=lambda message: calls.append("confirm") or next(confirms),
+        store_message=lambda record: calls.append(f"store:{record.role.value}") or True,
+    )
+    assert len(say(make_bot(tmp_path, {"m": module}), "hello")) == 1
+    assert calls == ["claim", "store:user", "confirm", "claim", "store:user", "confirm", "store:bot"]
+
+
+def test_a_holder_taken_over_is_silent_when_the_other_one_answers(tmp_path: Path) -> None:
+    claims = iter([True, False])  # the second ask: the other instance answered
+    calls: list[str] = []
+    module = _module(
+        claim_message=lambda message: calls.append("claim") or next(claims),
+        confirm_reply=lambda message: False,
+        store_message=lambda record: True,
+    )
+    assert say(make_bot(tmp_path, {"m": module}), "hello") == []
+    assert calls == ["claim", "claim"]
+
+
 def test_reply_id_names_the_message_it_answers() -> None:
     from core.models import ReplyId
 

@@ -62,13 +62,14 @@ def when_received_late_watching(harness: Harness, name: str, text: str) -> None:
 
 @given(p("every instance takes {seconds:g} seconds to generate a reply"))
 def given_slow_replies(harness: Harness, seconds: float) -> None:
-    """The test reply plugin of every (in-process) instance waits this long
-    before it answers, as a slow model would."""
+    """The test reply plugin of every instance waits this long before it
+    answers, as a slow model would."""
     for name in harness.instances:
         instance = harness.instance(name)
-        if not isinstance(instance, InProcessInstance):
-            raise HarnessError(f"instance {name} must run in this process to be made slow")
-        instance.replier.delay = seconds
+        if isinstance(instance, InProcessInstance):
+            instance.replier.delay = seconds
+        else:
+            harness.run(instance.set_reply_delay(seconds), what=f"making instance {name} slow")  # type: ignore[attr-defined]
 
 
 @when(p('{user:Name} says "{text}" in {place:Place}, and instance "{name:Name}" is killed while it holds the claim'))
@@ -85,13 +86,7 @@ def when_killed_holding_claim(harness: Harness, user: str, text: str, place: str
     loop = harness.loop.loop
     dying = asyncio.run_coroutine_threadsafe(doomed.deliver(message), loop)
 
-    def claimed() -> None:
-        dump = redis_dump(harness)
-        value = next((v for k, v in dump.items() if k.endswith(f"claim:{message.id}")), None)
-        assert value is not None, f"no claim on {message.id} in Redis yet"
-        assert f"{name}/" in value, f"claim held by someone else: {value}"
-
-    harness.wait_until(claimed, f"instance {name} claims {text!r}")
+    harness.wait_until(lambda: _holds_claim(harness, message.id, name), f"instance {name} claims {text!r}")
     others = [harness.instance(n) for n in harness.instances if n != name]
     harness._standbys = [(o, asyncio.run_coroutine_threadsafe(o.deliver(message), loop)) for o in others]  # type: ignore[attr-defined]
     if dying.done():
@@ -99,6 +94,41 @@ def when_killed_holding_claim(harness: Harness, user: str, text: str, place: str
     harness.kill_instance(name)
     with contextlib.suppress(Exception):  # the delivery dies with the process, as it should
         dying.result(15)
+
+
+@when(p('{user:Name} says "{text}" in {place:Place}; instance "{a:Name}" pauses holding it, "{b:Name}" takes it over and is killed'))
+def when_taker_killed(harness: Harness, user: str, text: str, place: str, a: str, b: str) -> None:
+    """Both instances (separate processes) receive the message. ``a`` wins
+    its claim and is paused (SIGSTOP) before it can send; ``b``, keeping
+    watch, takes the claim over once it expires and is SIGKILLed before it
+    sends in turn; then ``a`` resumes. 'instance … answers …' waits for
+    ``a``'s delivery."""
+    message = harness.new_message(user, place, text)
+    delivery = harness.deliveries[message.id]
+    delivery.times += 1
+    delivery.instances.extend([a, b])
+    first, second = harness.instance(a), harness.instance(b)
+    loop = harness.loop.loop
+    holding = asyncio.run_coroutine_threadsafe(first.deliver(message), loop)
+    harness.wait_until(lambda: _holds_claim(harness, message.id, a), f"instance {a} claims {text!r}")
+    first.pause()  # type: ignore[attr-defined]
+    try:
+        taking = asyncio.run_coroutine_threadsafe(second.deliver(message), loop)
+        harness.wait_until(lambda: _holds_claim(harness, message.id, b), f"instance {b} takes {text!r} over", timeout=30)
+        if taking.done():
+            raise HarnessError(f"instance {b} finished {text!r} before it could be killed")
+        harness.kill_instance(b)
+        with contextlib.suppress(Exception):  # the delivery dies with the process, as it should
+            taking.result(15)
+    finally:
+        first.resume()  # type: ignore[attr-defined]
+    harness._standbys = [(first, holding)]  # type: ignore[attr-defined]
+
+
+def _holds_claim(harness: Harness, message_id: str, name: str) -> None:
+    dump = redis_dump(harness)
+    value = next((v for k, v in dump.items() if k.endswith(f"claim:{message_id}")), None)
+    assert value is not None and f"{name}/" in value, f"claim on {message_id}: {value!r}"
 
 
 @then(p('instance "{name:Name}" answers "{text}"'))
