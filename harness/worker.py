@@ -64,6 +64,38 @@ class Worker:
         if request.get("now") is not None:
             self.clock.set(max(self.clock.now(), float(request["now"])))
 
+    async def _start(self, request: dict[str, Any]) -> dict[str, Any]:
+        from harness.assembly import make_bot
+
+        self.instance = request["instance_id"]
+        self.bot, self.replier = make_bot(
+            self.instance,
+            Path(request["data_dir"]),
+            request["sections"],
+            self.clock,
+            request.get("plugins"),
+            replier_class=self.replier_class,
+        )
+        await self.bot.start()
+        failed = [f"{i.name}: {i.reason}" for i in self.bot.plugins.listing() if i.state in ("failed", "unknown")]
+        if failed:
+            raise RuntimeError("plugins did not start: " + "; ".join(failed))
+        return {"pid": os.getpid()}
+
+    async def _context(self, request: dict[str, Any]) -> dict[str, Any]:
+        from harness.assembly import context_view
+        from harness.world import message_from_dict
+
+        up_before = await self._backends_up()
+        scope, session_id, lines = await context_view(
+            self.bot, message_from_dict(request["message"]), int(request["limit"])
+        )
+        # degraded: a backend was routed around while the view was read (the
+        # bot would have said memory is degraded in a reply).
+        degraded = not (up_before and await self._backends_up())
+        return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines],
+                "degraded": degraded}
+
     async def _backends_up(self) -> bool:
         from harness.assembly import health
 
@@ -80,7 +112,7 @@ class Worker:
             self.answer({"id": rid, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
     async def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        from harness.assembly import context_view, deliver, health, make_bot, scope_of
+        from harness.assembly import deliver, health, scope_of
         from harness.world import message_from_dict
 
         cmd = request.get("cmd")
@@ -88,20 +120,7 @@ class Worker:
         if cmd == "ping":
             return {"pid": os.getpid()}
         if cmd == "start":
-            self.instance = request["instance_id"]
-            self.bot, self.replier = make_bot(
-                self.instance,
-                Path(request["data_dir"]),
-                request["sections"],
-                self.clock,
-                request.get("plugins"),
-                replier_class=self.replier_class,
-            )
-            await self.bot.start()
-            failed = [f"{i.name}: {i.reason}" for i in self.bot.plugins.listing() if i.state in ("failed", "unknown")]
-            if failed:
-                raise RuntimeError("plugins did not start: " + "; ".join(failed))
-            return {"pid": os.getpid()}
+            return await self._start(request)
         if cmd == "clock":
             if request.get("set") is not None:
                 self.clock.set(float(request["set"]))
@@ -119,15 +138,7 @@ class Worker:
         if cmd == "scope":
             return {"scope": await scope_of(self.bot, message_from_dict(request["message"]))}
         if cmd == "context":
-            up_before = await self._backends_up()
-            scope, session_id, lines = await context_view(
-                self.bot, message_from_dict(request["message"]), int(request["limit"])
-            )
-            # degraded: a backend was routed around while the view was read (the
-            # bot would have said memory is degraded in a reply).
-            degraded = not (up_before and await self._backends_up())
-            return {"scope": scope, "session_id": session_id, "messages": [line.__dict__ for line in lines],
-                    "degraded": degraded}
+            return await self._context(request)
         if cmd == "health":
             return {"reports": await health(self.bot)}
         if cmd == "reply_delay":

@@ -526,19 +526,21 @@ class DurableStore:
         rows = S.select().where(S.state.contains('"provisional"'))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("provisional")]
 
-    def late_first_sessions(self, scope_keys: list[str] | None = None) -> list[dict[str, Any]]:
-        """Sessions marked ``first`` (opened because the scope had none) of
-        whose scope an earlier session is in the database now: it reached
-        the database late (MEMORY_SESSIONS.md, rule 11). All scopes (a scan:
-        once per process) or those given (after an outbox replay)."""
+    def fresh_sessions(self, scope_keys: list[str] | None, since: float | None = None) -> list[dict[str, Any]]:
+        """Sessions marked ``fresh`` (opened because nothing known continued,
+        MEMORY_SESSIONS.md rule 11) with an earlier session in their scope:
+        of the scopes given (their past was just written late), or of every
+        scope, opened since ``since`` (a scan: once per process)."""
         S = self.m.SessionRow
         E = S.alias()
         earlier = E.select(pw.SQL("1")).where((E.scope_key == S.scope_key) & (E.opened_at < S.opened_at))
-        where = S.state.contains('"first"') & pw.fn.EXISTS(earlier)
+        where = S.state.contains('"fresh"') & pw.fn.EXISTS(earlier)
         if scope_keys is not None:
             where &= S.scope_key.in_(scope_keys)
+        if since is not None:
+            where &= S.opened_at >= since
         rows = S.select().where(where)
-        return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("first")]
+        return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("fresh")]
 
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:
         S = self.m.SessionRow

@@ -13,7 +13,20 @@ answers and no write waits in the outbox, it is settled, in one transaction:
 - otherwise, if the scope's next session was opened while it was still
   active (another instance, finding nothing to continue, started one at the
   same time), it is joined to that one;
-- otherwise it was a new conversation anyway: it only loses the mark.
+- otherwise it was a new conversation as far as the database knows: it
+  loses the mark and is *fresh* (below).
+
+A *fresh* session (``state["fresh"]``, the timeouts it was opened under) was
+opened because nothing known continued: the scope had no session, or its
+session had timed out, or it is a provisional session settled as a
+conversation of its own. That was judged on what the database held, and
+the conversation's past may reach it late (an instance's spool replayed
+after a flush took the stream's copy; a provisional session joined later).
+Whenever writes of a scope reach the database late, its fresh sessions are
+judged again against the session before each, with that one's activity as
+now stored (an end by timeout recorded in between is judged again; a reset
+stays): one that would still have continued takes the fresh session in,
+and is open again (rule 11).
 
 A join leaves a record (bot_state ``memory.joined.<id>``); messages written
 under the joined id afterwards (a write in flight when the join ran, another
@@ -35,7 +48,7 @@ from typing import Any
 import orjson
 
 from plugins.memory.durable import DurableStore
-from plugins.memory.recent import FIRST, PROVISIONAL
+from plugins.memory.recent import FRESH, PROVISIONAL
 
 JOINED_PREFIX = "memory.joined."
 # Join records are kept this long (wall-clock seconds): later writes to a
@@ -53,14 +66,21 @@ class Settled:
     session: dict[str, Any]
     joined_from: str | None = None
     moved: int = 0
+    changed: bool = True  # False: judged again, nothing to do
+
+
+# Ends that a timeout recorded: judged again from the activity (a late write
+# moves it). A reset is a decision, never judged again.
+TIMED_OUT = ("idle", "max_age")
 
 
 def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float | None) -> bool:
     """Whether a message arriving when ``blind`` was opened would have
     continued ``before``, under the timeouts ``blind`` was opened with."""
-    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FIRST) or {}
+    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FRESH) or {}
     opened = blind["opened_at"]
-    if before["closed_at"] is not None and before["closed_at"] <= opened:
+    timed_out = before["state"].get("closed_reason") in TIMED_OUT
+    if before["closed_at"] is not None and before["closed_at"] <= opened and not timed_out:
         return False
     active = max(before["last_active_at"], newest_write or 0.0)
     idle = float(mark.get("idle_timeout") or 0)
@@ -107,32 +127,30 @@ def _settle(store: DurableStore, session_id: str) -> Settled | None:
             return None
         blind = store._session_dict(row)
         if not blind["state"].get(PROVISIONAL):
-            return _settle_first(store, blind) if blind["state"].get(FIRST) else Settled(blind)
+            return _settle_fresh(store, blind) if blind["state"].get(FRESH) else Settled(blind)
         before = _before(store, blind)
         if before is not None and continues(before, blind, _newest_write(store, before["id"])):
             return _join(store, blind, before)
         after = _after(store, blind)
         if after is not None:
             return _join(store, blind, after)
-        blind["state"] = {k: v for k, v in blind["state"].items() if k != PROVISIONAL}
+        # A conversation of its own, as far as the database knows now: fresh,
+        # judged again if the past arrives late (rule 11).
+        mark = blind["state"][PROVISIONAL]
+        blind["state"] = {**{k: v for k, v in blind["state"].items() if k != PROVISIONAL}, FRESH: mark}
         S.update(state=orjson.dumps(blind["state"]).decode()).where(S.session_id == session_id).execute()
         return Settled(blind)
 
 
-def _settle_first(store: DurableStore, first: dict[str, Any]) -> Settled:
-    """A session opened because the scope had none, once a session opened
-    before it is in the database (rule 11): joined to that one if it would
-    have continued, else it keeps being the conversation it is, unmarked.
-    With nothing before it yet it keeps its mark."""
-    before = _before(store, first)
-    if before is None:
-        return Settled(first)
-    if continues(before, first, _newest_write(store, before["id"])):
-        return _join(store, first, before)
-    first["state"] = {k: v for k, v in first["state"].items() if k != FIRST}
-    S = store.m.SessionRow
-    S.update(state=orjson.dumps(first["state"]).decode()).where(S.session_id == first["id"]).execute()
-    return Settled(first)
+def _settle_fresh(store: DurableStore, fresh: dict[str, Any]) -> Settled:
+    """A session opened because nothing known continued (rule 11), judged
+    again now that more of the scope's past is in the database: joined to
+    the session before it if that one would still have continued when it
+    was opened; else left as it is, mark and all (more may come)."""
+    before = _before(store, fresh)
+    if before is not None and continues(before, fresh, _newest_write(store, before["id"])):
+        return _join(store, fresh, before)
+    return Settled(fresh, changed=False)
 
 
 def _transaction(store: DurableStore) -> Any:
@@ -205,6 +223,10 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
         # Reset (or timed out) while provisional: the conversation ended then.
         before["closed_at"] = blind["closed_at"]
         before["state"] = {**before["state"], "closed_reason": blind["state"].get("closed_reason", "reset")}
+    elif before["state"].get("closed_reason") in TIMED_OUT and before["closed_at"] <= blind["opened_at"]:
+        # Its end by timeout was judged without what arrived late: it goes on.
+        before["closed_at"] = None
+        before["state"] = {k: v for k, v in before["state"].items() if k != "closed_reason"}
     S.update(
         last_active_at=before["last_active_at"],
         closed_at=before["closed_at"],

@@ -24,7 +24,7 @@ from core.models import MessageRecord
 # The key in Session.state of a session opened while its scope's stored
 # state was unreachable (written by the sessions plugin).
 PROVISIONAL = "provisional"
-FIRST = "first"  # opened because the scope had none (MEMORY_SESSIONS.md, rule 11)
+FRESH = "fresh"  # opened because nothing known continued (MEMORY_SESSIONS.md, rule 11)
 
 MAX_SCOPES = 2048
 MAX_MESSAGES = 100_000

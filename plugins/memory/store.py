@@ -44,8 +44,8 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import Settled, SettleLater, follow_joins, settle
-from plugins.memory.recent import FIRST, RecentConversations, is_provisional, newest
+from plugins.memory.provisional import JOIN_KEEP, Settled, SettleLater, follow_joins, settle
+from plugins.memory.recent import FRESH, RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
@@ -115,7 +115,7 @@ class MemoryStore:
         # the copy alone forgets them when the instance that opened or
         # replayed one restarts (docs/MEMORY_SESSIONS.md, rule 6).
         self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._late_scopes: set[str] = set()  # scopes of sessions replayed from an outbox (rule 11)
+        self._late_scopes: set[str] = set()  # scopes whose past reached the database late (rule 11)
         self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -469,9 +469,10 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
-                # A session the database learns of only now: a first session
-                # opened meanwhile in its scope is joined to it (rule 11).
-                self._late_scopes.add(entry["d"]["s"]["scope_key"])
+        # The database learns of these scopes' past only now: their fresh
+        # sessions are judged again after the next probe (rule 11).
+        self._late_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+        self._late_scopes |= {e["d"][2] for e in entries if e.get("k") == "msg"}
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -786,22 +787,10 @@ class MemoryStore:
         copy, saved here, written to the database by its outbox replay, or
         found there at its first probe with both backends up (whoever opened
         or replayed them may have been killed before settling them); and the
-        first sessions of the scopes whose earlier session its replay wrote
+        fresh sessions of the scopes whose past its replays or joins wrote
         late, or found at that first probe (MEMORY_SESSIONS.md, rule 11)."""
-        assert self.db is not None
-        scopes = sorted(self._late_scopes)
         try:
-            if not self._scanned:
-                for data in await self.db.run(self.db.provisional_sessions, slow=True):
-                    self._note_unsettled(data)
-                scopes_wanted = None  # every scope
-            else:
-                scopes_wanted = scopes
-            if scopes_wanted is None or scopes_wanted:
-                for data in await self.db.run(self.db.late_first_sessions, scopes_wanted, slow=True):
-                    self._note_unsettled(data, first_too=True)
-            self._scanned = True
-            self._late_scopes.difference_update(scopes)
+            await self._find_unsettled()
         except BackendDown as exc:
             self.db_failed(exc)
             return
@@ -817,8 +806,27 @@ class MemoryStore:
             if settled is None or settled["id"] != sid or not (is_provisional(settled) or put_off):
                 self._unsettled.pop(sid, None)
 
-    def _note_unsettled(self, data: dict[str, Any], first_too: bool = False) -> None:
-        if not (is_provisional(data) or (first_too and (data.get("state") or {}).get(FIRST))):
+    async def _find_unsettled(self) -> None:
+        """What ``_settle_known`` must look at besides what it was told:
+        at the first probe, every session still provisional and the fresh
+        sessions of the last day; later, the fresh sessions of the scopes
+        whose past reached the database late (rule 11)."""
+        assert self.db is not None
+        if not self._scanned:
+            for data in await self.db.run(self.db.provisional_sessions, slow=True):
+                self._note_unsettled(data)
+            for data in await self.db.run(self.db.fresh_sessions, None, self.clock.now() - JOIN_KEEP, slow=True):
+                self._note_unsettled(data, fresh_too=True)
+            self._scanned = True
+            self._late_scopes.clear()
+        scopes = sorted(self._late_scopes)
+        for i in range(0, len(scopes), 500):
+            for data in await self.db.run(self.db.fresh_sessions, scopes[i : i + 500], slow=True):
+                self._note_unsettled(data, fresh_too=True)
+        self._late_scopes.difference_update(scopes)
+
+    def _note_unsettled(self, data: dict[str, Any], fresh_too: bool = False) -> None:
+        if not (is_provisional(data) or (fresh_too and (data.get("state") or {}).get(FRESH))):
             return
         self._unsettled[data["id"]] = dict(data)
         while len(self._unsettled) > 10_000:
@@ -1028,7 +1036,7 @@ class MemoryStore:
         waits in the outbox; until then it is used as it is. A session
         opened blind twice in a row settles step by step, hence the loop."""
         for _ in range(3):
-            unsettled = is_provisional(data) or (data.get("state") or {}).get(FIRST)
+            unsettled = is_provisional(data) or (data.get("state") or {}).get(FRESH)
             if not unsettled or not self.db_ok or await self._outbox_may_hold_entries():
                 return data
             assert self.db is not None
@@ -1045,23 +1053,29 @@ class MemoryStore:
             except SettleLater:
                 return data
             await self._after_settle(settled)
+            if not settled.changed:
+                return settled.session  # fresh, judged again: nothing to join yet
             data = settled.session
         return data
 
     async def _after_settle(self, settled: Settled) -> None:
         data = settled.session
+        if not settled.changed:
+            return
         self._known_row(data, written=True)
         if settled.joined_from is None:
             self.recent.note_session(data)
             await self._invalidate(set(), {data["scope_key"]})
             return
         log.warning(
-            "memory: session %s, opened while its state was unreachable, joined to %s (%d messages moved)",
+            "memory: session %s joined to %s, the conversation it continues (%d messages moved)",
             settled.joined_from, data["id"], settled.moved,
         )
         self._session_rows.pop(settled.joined_from, None)
         self.recent.note_session(data)
         await self._invalidate({data["id"], settled.joined_from}, {data["scope_key"]})
+        # Its activity grew: a fresh session after it is judged again (rule 11).
+        self._late_scopes.add(data["scope_key"])
 
     async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
         assert self.db is not None

@@ -32,9 +32,9 @@ When the stored state of a scope cannot be reached at all (``load`` raises
 ``state["provisional"]`` records the timeouts it was opened under, so that
 storage can join it to the conversation it continues once the state is
 back (docs/MEMORY_SESSIONS.md, "Sessions under faults"). A session opened
-because the scope had none records them too (``state["first"]``): an
-earlier session still in some instance's outbox may reach the database
-later, and storage joins the two (rule 11).
+because the scope had none, or none that still continued, records them too
+(``state["fresh"]``): the conversation's past may reach the database later
+(from some instance's outbox), and storage judges again (rule 11).
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ LoadSession = Callable[[str], Awaitable[Session | None]]
 SaveSession = Callable[[Session], Awaitable[Any]]
 
 PROVISIONAL = "provisional"
-# Marks a session opened because the scope had none: a session of the scope
-# opened earlier may still reach the database late (from a spool), and then
-# this one is joined to it (docs/MEMORY_SESSIONS.md, rule 11).
-FIRST = "first"
+# Marks a session opened because the scope had none, or none that still
+# continued: that was judged on what storage held, and the conversation's
+# past may reach it late (from a spool); storage then judges again and may
+# join this session to it (docs/MEMORY_SESSIONS.md, rule 11).
+FRESH = "fresh"
 # ``closed_reason`` of a ``reset keep``: the conversation's rolling summary
 # (llm plugin) carries over to the next session, as it does after a timeout.
 RESET_KEEP = "reset-keep"
@@ -174,8 +175,7 @@ async def resolve(
         await save(close(current, now, ends[1], at=ends[0]))
     fresh = open_session(message, scope_key, now)
     _after(fresh, current)
-    if current is None:
-        fresh.state = {**fresh.state, FIRST: {"idle_timeout": idle_timeout, "max_age": max_age}}
+    fresh.state = {**fresh.state, FRESH: {"idle_timeout": idle_timeout, "max_age": max_age}}
     await save(fresh)
     return fresh
 

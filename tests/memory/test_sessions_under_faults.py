@@ -136,7 +136,8 @@ def test_a_provisional_session_after_the_timeout_stays_a_conversation_of_its_own
             # S's last message is stored at the bot clock: past it + 1800 s, S had ended.
             await _blind_after(backend, store, backend.clock.now() + 1800)
             found = await store.load_session(SCOPE)
-            assert found is not None and found.id == "s-blind" and found.state == {}
+            # Its own conversation; fresh, so its past arriving late would be judged again (rule 11).
+            assert found is not None and found.id == "s-blind" and found.state == {"fresh": BLIND["provisional"]}
             assert rows(backend) == ["s-blind", "s-old"] and session_ids(backend) == ["s-blind", "s-old"]
 
     run(go())
@@ -278,9 +279,9 @@ def test_a_provisional_session_left_in_the_database_is_settled_by_the_next_insta
     run(go())
 
 
-# --- rule 11: a conversation the database learns of late ------------------------------
+# --- rule 11: a conversation whose past reaches the database late -----------------------
 
-FIRST = {"first": {"idle_timeout": 1800.0, "max_age": None}}
+FRESH = {"fresh": {"idle_timeout": 1800.0, "max_age": None}}
 
 
 async def _first_beside_a_late_session(backend: Backend, a: object, b: object, later: float) -> None:
@@ -291,14 +292,14 @@ async def _first_beside_a_late_session(backend: Backend, a: object, b: object, l
     wrote late."""
     await b.probe()  # type: ignore[attr-defined]  # its first probe's scan is behind it: the replay must tell
     at = backend.clock.now()
-    early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FIRST))
+    early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FRESH))
     with database_cut(backend, b):  # type: ignore[arg-type]
         await b.save_session(early)  # type: ignore[attr-defined]
         await b.store_message(rec(1, ts=at, session=early))  # type: ignore[attr-defined]
     first_at = at + later
     backend.flush()  # B's spool alone holds the conversation now
     assert await a.load_session(SCOPE) is None  # type: ignore[attr-defined]
-    first = Session(id="s-first", scope_key=SCOPE, opened_at=first_at, last_active_at=first_at, user_id="u3", state=dict(FIRST))
+    first = Session(id="s-first", scope_key=SCOPE, opened_at=first_at, last_active_at=first_at, user_id="u3", state=dict(FRESH))
     await a.save_session(first)  # type: ignore[attr-defined]
     await a.store_message(rec(2, ts=first_at, session=first))  # type: ignore[attr-defined]
     await b.probe()  # type: ignore[attr-defined]
@@ -322,7 +323,7 @@ def test_a_first_session_after_the_timeout_stays_a_conversation_of_its_own(backe
             await _first_beside_a_late_session(backend, a, b, 1800.0 + 60.0)
             assert rows(backend) == ["s-early", "s-first"] and session_ids(backend) == ["s-early", "s-first"]
             found = await a.load_session(SCOPE)
-            assert found is not None and found.id == "s-first" and "first" not in found.state  # judged once
+            assert found is not None and found.id == "s-first"
             assert await _provisional_reported(b) == 0
 
     run(go())
@@ -335,10 +336,10 @@ def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_st
     async def go() -> None:
         at = backend.clock.now()
         async with started(backend.store("A")) as a:
-            first = Session(id="s-first", scope_key=SCOPE, opened_at=at + 10, last_active_at=at + 10, user_id="u3", state=dict(FIRST))
+            first = Session(id="s-first", scope_key=SCOPE, opened_at=at + 10, last_active_at=at + 10, user_id="u3", state=dict(FRESH))
             await a.save_session(first)
             await a.store_message(rec(2, ts=at + 10, session=first))
-            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FIRST))
+            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FRESH))
             assert a.db is not None
             await a.db.run(a.db.upsert_session, dataclasses.asdict(early), None)  # replayed by an instance since killed
             await a.db.insert(to_row(rec(1, ts=at, session=early), at))
@@ -347,6 +348,38 @@ def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_st
             assert rows(backend) == ["s-early"] and session_ids(backend) == ["s-early"]
             found = await c.load_session(SCOPE)
             assert found is not None and ids(await c.load_messages(found, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_a_session_ended_by_timeout_goes_on_when_its_later_messages_arrive_late(backend: Backend) -> None:
+    """A's view: the conversation's last message was at t, so at t + 1900
+    its session had timed out and a fresh one opened. B's outbox held a
+    message of it from t + 1500 (its stream copy flushed away); replayed, the
+    timeout is judged again: one conversation, open again (rule 11)."""
+    from plugins.sessions.lifecycle import close
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await b.probe()  # its first probe's scan is behind it: the replay must tell
+            t = backend.clock.now()
+            old = Session(id="s-old", scope_key=SCOPE, opened_at=t, last_active_at=t, user_id="u3")
+            await a.save_session(old)
+            await a.store_message(rec(1, ts=t, session=old))
+            backend.clock.advance(1500)
+            with database_cut(backend, b):
+                await b.store_message(rec(2, ts=t + 1500, session=old))
+            backend.flush()  # B's spool alone holds message 2
+            backend.clock.advance(400)
+            await a.save_session(close(old, t + 1900, "idle", at=t + 1800))
+            fresh = Session(id="s-fresh", scope_key=SCOPE, opened_at=t + 1900, last_active_at=t + 1900, user_id="u3", state=dict(FRESH))
+            await a.save_session(fresh)
+            await a.store_message(rec(3, ts=t + 1900, session=fresh))
+            await b.probe()  # message 2 reaches the database late
+            assert rows(backend) == ["s-old"] and session_ids(backend) == ["s-old"]
+            found = await a.load_session(SCOPE)
+            assert found is not None and found.id == "s-old" and found.closed_at is None
+            assert ids(await a.load_messages(found, 10)) == ["1001", "1002", "1003"]
 
     run(go())
 

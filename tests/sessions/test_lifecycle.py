@@ -186,16 +186,17 @@ def test_a_session_opened_while_the_state_is_unreachable_is_provisional() -> Non
     assert _closed is None and opened.state == {}
 
 
-def test_only_a_session_opened_because_the_scope_had_none_is_marked_first() -> None:
-    """Rule 11 of docs/MEMORY_SESSIONS.md: storage may learn of an earlier
-    session late and join the first one to it, under these timeouts."""
+def test_a_session_opened_because_nothing_known_continued_is_marked_fresh() -> None:
+    """Rule 11 of docs/MEMORY_SESSIONS.md: storage may learn of the
+    conversation's past late and join the fresh session to it, judged under
+    these timeouts. Continuing a session adds nothing; a reset is a decision."""
     store = Sessions()
     first = resolve(store, T0, idle=600, max_age=3600)
-    assert first.state == {"first": {"idle_timeout": 600, "max_age": 3600}}
+    assert first.state == {"fresh": {"idle_timeout": 600, "max_age": 3600}}
     assert store.by_id[first.id].state == first.state  # saved with its mark
     continued = resolve(store, T0 + 60, idle=600, max_age=3600)
-    assert continued.id == first.id
+    assert continued.id == first.id and continued.state == first.state
     after_timeout = resolve(store, T0 + 60 + 601, idle=600, max_age=3600)
-    assert after_timeout.id != first.id and "first" not in after_timeout.state
+    assert after_timeout.id != first.id and after_timeout.state["fresh"] == {"idle_timeout": 600, "max_age": 3600}
     _closed, opened = asyncio.run(lifecycle.reset(msg(), KEY, T0 + 2000, store.load, store.save))
-    assert "first" not in opened.state
+    assert "fresh" not in opened.state
