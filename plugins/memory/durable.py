@@ -526,20 +526,14 @@ class DurableStore:
         rows = S.select().where(S.state.contains('"provisional"'))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("provisional")]
 
-    def fresh_sessions(self, scope_keys: list[str] | None, since: float | None = None) -> list[dict[str, Any]]:
-        """Sessions marked ``fresh`` (opened because nothing known continued,
-        MEMORY_SESSIONS.md rule 11) with an earlier session in their scope:
-        of the scopes given (their past was just written late), or of every
-        scope, opened since ``since`` (a scan: once per process)."""
+    def fresh_sessions(self, scope_keys: list[str]) -> list[dict[str, Any]]:
+        """Sessions of these scopes (their past was just written late)
+        marked ``fresh`` (opened because nothing known continued,
+        MEMORY_SESSIONS.md rule 11) with an earlier session in their scope."""
         S = self.m.SessionRow
         E = S.alias()
         earlier = E.select(pw.SQL("1")).where((E.scope_key == S.scope_key) & (E.opened_at < S.opened_at))
-        where = S.state.contains('"fresh"') & pw.fn.EXISTS(earlier)
-        if scope_keys is not None:
-            where &= S.scope_key.in_(scope_keys)
-        if since is not None:
-            where &= S.opened_at >= since
-        rows = S.select().where(where)
+        rows = S.select().where(S.scope_key.in_(scope_keys) & S.state.contains('"fresh"') & pw.fn.EXISTS(earlier))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("fresh")]
 
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:

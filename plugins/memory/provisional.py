@@ -26,7 +26,9 @@ Whenever writes of a scope reach the database late, its fresh sessions are
 judged again against the session before each, with that one's activity as
 now stored (an end by timeout recorded in between is judged again; a reset
 stays): one that would still have continued takes the fresh session in,
-and is open again (rule 11).
+and is open again (rule 11). The replay marks those scopes in bot_state
+(``memory.late.*``) in its own transaction, for an instance killed before
+it looked at them.
 
 A join leaves a record (bot_state ``memory.joined.<id>``); messages written
 under the joined id afterwards (a write in flight when the join ran, another
@@ -41,6 +43,7 @@ wait. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +54,15 @@ from plugins.memory.durable import DurableStore
 from plugins.memory.recent import FRESH, PROVISIONAL
 
 JOINED_PREFIX = "memory.joined."
+# A scope whose past reached the database late, written with those writes
+# and deleted once its fresh sessions were looked at (rule 11): a replayer
+# killed in between leaves it for the next instance's first probe.
+LATE_PREFIX = "memory.late."
+
+
+def late_key(scope_key: str) -> str:
+    # bot_state keys are at most 191 characters; scope keys may be as long.
+    return LATE_PREFIX + hashlib.sha256(scope_key.encode()).hexdigest()[:32]
 # Join records are kept this long (wall-clock seconds): later writes to a
 # joined session come from writes in flight and from spools replayed by an
 # instance's next life.

@@ -44,7 +44,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import JOIN_KEEP, Settled, SettleLater, follow_joins, settle
+from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, settle
 from plugins.memory.recent import FRESH, RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -439,9 +439,15 @@ class MemoryStore:
         db = self.db
 
         corrected: set[str] = set()
+        # The database learns of these scopes' past only now: their fresh
+        # sessions are judged again after the next probe (rule 11).
+        late = {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+        late |= {e["d"][2] for e in entries if e.get("k") == "msg"}
 
         def apply_all() -> None:
             with db.db.atomic():
+                for scope in late:
+                    db.set_state(late_key(scope), {"scope": scope})
                 for entry in entries:
                     kind, data = entry.get("k"), entry.get("d")
                     if kind == "msg":
@@ -469,10 +475,7 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
-        # The database learns of these scopes' past only now: their fresh
-        # sessions are judged again after the next probe (rule 11).
-        self._late_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
-        self._late_scopes |= {e["d"][2] for e in entries if e.get("k") == "msg"}
+        self._late_scopes |= late
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -808,21 +811,24 @@ class MemoryStore:
 
     async def _find_unsettled(self) -> None:
         """What ``_settle_known`` must look at besides what it was told:
-        at the first probe, every session still provisional and the fresh
-        sessions of the last day; later, the fresh sessions of the scopes
-        whose past reached the database late (rule 11)."""
+        at the first probe, every session still provisional (rule 6); the
+        fresh sessions of the scopes whose past reached the database late
+        (rule 11): written by this instance, or marked in the database by
+        one killed before it looked."""
         assert self.db is not None
         if not self._scanned:
             for data in await self.db.run(self.db.provisional_sessions, slow=True):
                 self._note_unsettled(data)
-            for data in await self.db.run(self.db.fresh_sessions, None, self.clock.now() - JOIN_KEEP, slow=True):
-                self._note_unsettled(data, fresh_too=True)
+            # Scopes a replayer killed before looking at them left behind.
+            marks = await self.db.run(self.db.states_with_prefix, LATE_PREFIX)
+            self._late_scopes |= {str(v.get("scope")) for v in marks.values() if isinstance(v, dict) and v.get("scope")}
             self._scanned = True
-            self._late_scopes.clear()
         scopes = sorted(self._late_scopes)
         for i in range(0, len(scopes), 500):
             for data in await self.db.run(self.db.fresh_sessions, scopes[i : i + 500], slow=True):
                 self._note_unsettled(data, fresh_too=True)
+        for scope in scopes:
+            await self.db.run(self.db.delete_state, late_key(scope))
         self._late_scopes.difference_update(scopes)
 
     def _note_unsettled(self, data: dict[str, Any], fresh_too: bool = False) -> None:

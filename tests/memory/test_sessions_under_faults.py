@@ -330,26 +330,33 @@ def test_a_first_session_after_the_timeout_stays_a_conversation_of_its_own(backe
 
 
 def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_start(backend: Backend) -> None:
-    """Whoever replayed the earlier session was killed before settling: an
-    instance finds the pair at its first probe (rule 11, as rule 6)."""
+    """The instance that replayed the earlier session was killed before it
+    looked at the scope: the replay left a mark in the database, and an
+    instance finds it at its first probe (rule 11, as rule 6)."""
 
     async def go() -> None:
         at = backend.clock.now()
         async with started(backend.store("A")) as a:
+            await a.probe()
             first = Session(id="s-first", scope_key=SCOPE, opened_at=at + 10, last_active_at=at + 10, user_id="u3", state=dict(FRESH))
             await a.save_session(first)
             await a.store_message(rec(2, ts=at + 10, session=first))
-            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FRESH))
-            assert a.db is not None
-            await a.db.run(a.db.upsert_session, dataclasses.asdict(early), None)  # replayed by an instance since killed
-            await a.db.insert(to_row(rec(1, ts=at, session=early), at))
+            early = dataclasses.asdict(Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(FRESH)))
+            await a._apply([a.outbox.entry("session", {"s": early, "f": None}), a.outbox.entry("msg", list(to_row(rec(1, ts=at, session=_session(early)), at)))])
+            a._late_scopes.clear()  # killed before its next probe: it never looked
+        assert rows(backend) == ["s-early", "s-first"]
         async with started(backend.store("C")) as c:
             await c.probe()
             assert rows(backend) == ["s-early"] and session_ids(backend) == ["s-early"]
             found = await c.load_session(SCOPE)
             assert found is not None and ids(await c.load_messages(found, 10)) == ["1001", "1002"]
+            assert not backend.sql("SELECT key FROM bot_state WHERE key LIKE ?", ("memory.late.%",))  # looked at: cleared
 
     run(go())
+
+
+def _session(data: dict[str, object]) -> Session:
+    return Session(**data)  # type: ignore[arg-type]
 
 
 def test_a_session_ended_by_timeout_goes_on_when_its_later_messages_arrive_late(backend: Backend) -> None:
