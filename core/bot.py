@@ -61,7 +61,12 @@ CLAIM_ROUNDS = 4
 
 class TakenOver(Exception):
     """The storage refused the send (``confirm_reply``): another instance
-    took the message over while this one was handling it."""
+    took the message over while this one was handling it. ``resume`` sends
+    (and stores) the answer already made, if the message comes back."""
+
+    def __init__(self, message_id: str, resume: Callable[[], Awaitable[Reply | None]]) -> None:
+        super().__init__(message_id)
+        self.resume = resume
 
 
 class Bot:
@@ -358,14 +363,25 @@ class Bot:
     async def _handle(self, message: IncomingMessage, send: SendReply) -> Reply | None:
         if message.author_is_bot or not self.guild_settings.listens_to(message):
             return None
+        resume: Callable[[], Awaitable[Reply | None]] | None = None
         for _round in range(CLAIM_ROUNDS):
             try:
-                return await self._handle_claimed(message, send)
-            except TakenOver:
+                if resume is None:
+                    return await self._handle_claimed(message, send)
                 # Rule A4 (docs/MEMORY.md): the one that took it over may die
                 # before answering too; asking for the claim again keeps watch
-                # (A3) until it answers, or takes the message back.
+                # (A3) until it answers, or gives the message back: then the
+                # answer made here is sent (nothing is run twice).
+                try:
+                    if await self.hooks.first("claim_message", message=message) is False:
+                        return None
+                except Refused:
+                    return None  # a limit's notice: this message was handled once already
+                async with self.session_held(message):
+                    return await resume()
+            except TakenOver as lost:
                 log.info("message %s: another instance took it over; keeping watch until it answers", message.id)
+                resume = lost.resume
         return None
 
     async def _handle_claimed(self, message: IncomingMessage, send: SendReply) -> Reply | None:
@@ -469,7 +485,7 @@ class Bot:
         """Send a reply that is not part of the conversation record; its
         claim is done once sent."""
         if not await self._confirmed(message):
-            raise TakenOver(message.id)
+            raise TakenOver(message.id, lambda: self._answer(message, reply, send))
         await send(reply)
         await self.hooks.broadcast("message_answered", message=message, reply=reply)
         return reply
@@ -570,7 +586,7 @@ class Bot:
         """Send the answer of a conversation turn and store it; storing its
         record marks the message answered."""
         if not await self._confirmed(message):
-            raise TakenOver(message.id)
+            raise TakenOver(message.id, lambda: self._deliver(message, session, reply, send))
         sent = await send(reply)
         reply_record = MessageRecord.of_reply(
             message,

@@ -161,6 +161,10 @@ class Arbiter:
         self.owner = f"{backends.instance_id.replace(' ', '_')}/{secrets.token_hex(4)}"
         self.held: dict[str, Held] = {}
         self.answered: OrderedDict[str, None] = OrderedDict()
+        # Sends refused here (A4) until a claim is won again: a transport that
+        # asked first (a streamed preview) must not be told yes by the core's
+        # own ask a moment later.
+        self.refused: OrderedDict[str, None] = OrderedDict()
         self.watching: set[str] = set()
         # The instances alive at the last announcement (A7), this one
         # included: instance ids, stable across restarts (BOT_INSTANCE_ID), so
@@ -470,6 +474,7 @@ class Arbiter:
 
     def _hold(self, message_id: str, *, in_db: bool, arbitrated: bool = True) -> None:
         self.held[message_id] = Held(message_id, asyncio.current_task(), in_db, arbitrated)
+        self.refused.pop(message_id, None)
 
     def _remember(self, message_id: str) -> None:
         self.answered[message_id] = None
@@ -484,7 +489,7 @@ class Arbiter:
         held = self.held.get(message_id)
         if held is None:
             # Not claimed here: answered elsewhere if this process conceded it.
-            return message_id not in self.answered
+            return message_id not in self.answered and message_id not in self.refused
         if not held.arbitrated:
             return True
         table = self._table
@@ -505,6 +510,9 @@ class Arbiter:
             return True
         log.warning("memory: reply to message %s not sent: another instance took the message over", message_id)
         self.held.pop(message_id, None)
+        self.refused[message_id] = None
+        while len(self.refused) > MAX_ANSWERED:
+            self.refused.popitem(last=False)
         return False
 
     def answered_here(self, message_id: str) -> None:
@@ -541,6 +549,7 @@ class Arbiter:
         for mid in message_ids:
             self.answered.pop(str(mid), None)
             self.held.pop(str(mid), None)
+            self.refused.pop(str(mid), None)
 
     # --- A2: renew ---------------------------------------------------------------------
 

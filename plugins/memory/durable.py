@@ -526,14 +526,16 @@ class DurableStore:
         rows = S.select().where(S.state.contains('"provisional"'))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("provisional")]
 
-    def fresh_sessions(self, scope_keys: list[str]) -> list[dict[str, Any]]:
-        """Sessions of these scopes (their past was just written late)
-        marked ``fresh`` (opened because nothing known continued,
-        MEMORY_SESSIONS.md rule 11) with an earlier session in their scope."""
+    def fresh_sessions(self, scope_keys: list[str], since: float) -> list[dict[str, Any]]:
+        """Sessions of these scopes (their past was just written late),
+        opened since ``since``, marked ``fresh`` (opened because nothing
+        known continued, MEMORY_SESSIONS.md rule 11), with an earlier session
+        in their scope."""
         S = self.m.SessionRow
         E = S.alias()
         earlier = E.select(pw.SQL("1")).where((E.scope_key == S.scope_key) & (E.opened_at < S.opened_at))
-        rows = S.select().where(S.scope_key.in_(scope_keys) & S.state.contains('"fresh"') & pw.fn.EXISTS(earlier))
+        where = S.scope_key.in_(scope_keys) & (S.opened_at >= since) & S.state.contains('"fresh"')
+        rows = S.select().where(where & pw.fn.EXISTS(earlier))
         return [d for d in (self._session_dict(r) for r in rows) if (d["state"] or {}).get("fresh")]
 
     def latest_session(self, scope_key: str) -> dict[str, Any] | None:

@@ -63,6 +63,23 @@ LATE_PREFIX = "memory.late."
 def late_key(scope_key: str) -> str:
     # bot_state keys are at most 191 characters; scope keys may be as long.
     return LATE_PREFIX + hashlib.sha256(scope_key.encode()).hexdigest()[:32]
+
+
+def late_writes(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """The scopes outbox ``entries`` write to, each with the earliest time
+    they cover (a message's timestamp, a session's opening): a fresh session
+    opened before it cannot have missed them."""
+    late: dict[str, float] = {}
+    for entry in entries:
+        kind, data = entry.get("k"), entry["d"]
+        if kind == "msg":
+            scope, at = str(data[2]), float(data[7])  # records.ROW_COLUMNS: scope_key, ts
+        elif kind == "session":
+            scope, at = str(data["s"]["scope_key"]), float(data["s"]["opened_at"])
+        else:
+            continue
+        late[scope] = min(at, late.get(scope, at))
+    return late
 # Join records are kept this long (wall-clock seconds): later writes to a
 # joined session come from writes in flight and from spools replayed by an
 # instance's next life.
@@ -269,6 +286,14 @@ def follow_joins(store: DurableStore) -> list[tuple[str, str, str, int]]:
         count = M.update(session_id=target).where(M.session_id == old).execute()
         if count:
             moved.append((old, target, str(records[old].get("scope") or ""), int(count)))
+    # A save in flight when the join ran puts a joined session's row back:
+    # the conversation goes on in the session it joined.
+    S = store.m.SessionRow
+    for start in range(0, len(ids), CHUNK):
+        back = [row[0] for row in S.select(S.session_id).where(S.session_id.in_(ids[start : start + CHUNK])).tuples()]
+        for old in back:
+            S.delete().where(S.session_id == old).execute()
+            moved.append((old, _final(records, old), str(records[old].get("scope") or ""), 0))
     now = time.time()
     for old, record in records.items():
         if now - float(record.get("at") or now) > JOIN_KEEP:

@@ -44,7 +44,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, settle
+from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle
 from plugins.memory.recent import FRESH, RecentConversations, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -115,7 +115,11 @@ class MemoryStore:
         # the copy alone forgets them when the instance that opened or
         # replayed one restarts (docs/MEMORY_SESSIONS.md, rule 6).
         self._unsettled: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._late_scopes: set[str] = set()  # scopes whose past reached the database late (rule 11)
+        # Scopes whose past reached the database late (rule 11): the earliest
+        # time it covers (fresh sessions opened before it cannot be concerned),
+        # and the marks in the database to clear once they were looked at.
+        self._late_scopes: dict[str, float] = {}
+        self._late_marks: dict[str, str] = {}
         self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -441,13 +445,13 @@ class MemoryStore:
         corrected: set[str] = set()
         # The database learns of these scopes' past only now: their fresh
         # sessions are judged again after the next probe (rule 11).
-        late = {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
-        late |= {e["d"][2] for e in entries if e.get("k") == "msg"}
+        late = late_writes(entries)
+        marks = {scope: {"scope": scope, "since": since} for scope, since in late.items()}
 
         def apply_all() -> None:
             with db.db.atomic():
-                for scope in late:
-                    db.set_state(late_key(scope), {"scope": scope})
+                for scope, mark in marks.items():
+                    db.set_state(late_key(scope), mark)
                 for entry in entries:
                     kind, data = entry.get("k"), entry.get("d")
                     if kind == "msg":
@@ -475,7 +479,8 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
-        self._late_scopes |= late
+        for scope, mark in marks.items():
+            self._note_late(scope, float(mark["since"]), orjson.dumps(mark).decode())
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -781,7 +786,7 @@ class MemoryStore:
             self.db_failed(exc)
             return
         for old, new, scope, count in moved:
-            log.warning("memory: %d message(s) written to session %s after it was joined to %s moved there", count, old, new)
+            log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)
             await self._invalidate({old, new}, {scope} if scope else set())
 
@@ -808,6 +813,7 @@ class MemoryStore:
             put_off = settled is data
             if settled is None or settled["id"] != sid or not (is_provisional(settled) or put_off):
                 self._unsettled.pop(sid, None)
+        await self._clear_late_marks()
 
     async def _find_unsettled(self) -> None:
         """What ``_settle_known`` must look at besides what it was told:
@@ -820,16 +826,38 @@ class MemoryStore:
             for data in await self.db.run(self.db.provisional_sessions, slow=True):
                 self._note_unsettled(data)
             # Scopes a replayer killed before looking at them left behind.
-            marks = await self.db.run(self.db.states_with_prefix, LATE_PREFIX)
-            self._late_scopes |= {str(v.get("scope")) for v in marks.values() if isinstance(v, dict) and v.get("scope")}
+            for value in (await self.db.run(self.db.states_with_prefix, LATE_PREFIX)).values():
+                if isinstance(value, dict) and value.get("scope"):
+                    self._note_late(str(value["scope"]), float(value.get("since") or 0.0), orjson.dumps(value).decode())
             self._scanned = True
-        scopes = sorted(self._late_scopes)
+        late, self._late_scopes = self._late_scopes, {}
+        scopes = sorted(late)
         for i in range(0, len(scopes), 500):
-            for data in await self.db.run(self.db.fresh_sessions, scopes[i : i + 500], slow=True):
-                self._note_unsettled(data, fresh_too=True)
-        for scope in scopes:
-            await self.db.run(self.db.delete_state, late_key(scope))
-        self._late_scopes.difference_update(scopes)
+            chunk = scopes[i : i + 500]
+            for data in await self.db.run(self.db.fresh_sessions, chunk, min(late[s] for s in chunk), slow=True):
+                if data["opened_at"] >= late[data["scope_key"]]:
+                    self._note_unsettled(data, fresh_too=True)
+
+    def _note_late(self, scope: str, since: float, mark: str | None = None) -> None:
+        self._late_scopes[scope] = min(since, self._late_scopes.get(scope, since))
+        if mark is not None:
+            self._late_marks[scope] = mark
+
+    async def _clear_late_marks(self) -> None:
+        """Delete the marks of the scopes looked at whose fresh sessions are
+        all judged (none put off); only as read or written here: another
+        instance's newer mark stays for it."""
+        assert self.db is not None
+        waiting = {d["scope_key"] for d in self._unsettled.values()} | set(self._late_scopes)
+        for scope, mark in list(self._late_marks.items()):
+            if scope in waiting:
+                continue
+            try:
+                await self.db.run(self.db.delete_state_if, late_key(scope), mark)
+            except BackendDown as exc:
+                self.db_failed(exc)
+                return
+            del self._late_marks[scope]
 
     def _note_unsettled(self, data: dict[str, Any], fresh_too: bool = False) -> None:
         if not (is_provisional(data) or (fresh_too and (data.get("state") or {}).get(FRESH))):
@@ -1081,7 +1109,7 @@ class MemoryStore:
         self.recent.note_session(data)
         await self._invalidate({data["id"], settled.joined_from}, {data["scope_key"]})
         # Its activity grew: a fresh session after it is judged again (rule 11).
-        self._late_scopes.add(data["scope_key"])
+        self._note_late(data["scope_key"], float(data["opened_at"]))
 
     async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
         assert self.db is not None
@@ -1236,9 +1264,10 @@ class MemoryStore:
         # "recovering": a backend is back and the outbox replay, the joins
         # of sessions opened blind and the cache checks are still running.
         # "provisional": sessions opened blind that this instance knows of and
-        # has not joined yet (it tries at every probe once the database
-        # answers and the outbox is empty); not 0 long after recovery means
-        # a conversation is still split.
+        # has not joined yet, and fresh ones waiting to be judged again after
+        # late writes (it tries at every probe once the database answers and
+        # the outbox is empty); not 0 long after recovery means a
+        # conversation is still split.
         metrics = {
             "dialect": self.db.dialect if self.db else None,
             "recovering": self._recovering.locked(),

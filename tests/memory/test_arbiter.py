@@ -116,6 +116,7 @@ def test_a4_a_holder_taken_over_does_not_send(backend: Backend) -> None:
             await freeze(a)  # paused past its claim
             assert await asyncio.wait_for(b.arbiter.claim("1001", None), 10)
             assert await a.arbiter.confirm("1001") is False  # resumed: not sent
+            assert await a.arbiter.confirm("1001") is False  # asked again (a streamed preview, then the core): still not
             assert await b.arbiter.confirm("1001") is True
 
     run(go())
