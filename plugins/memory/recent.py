@@ -34,6 +34,10 @@ def is_provisional(data: dict[str, Any] | None) -> bool:
     return bool(data and (data.get("state") or {}).get(PROVISIONAL))
 
 
+def is_fresh(data: dict[str, Any] | None) -> bool:
+    return bool(data and (data.get("state") or {}).get(FRESH))
+
+
 def newest(*candidates: dict[str, Any] | None) -> dict[str, Any] | None:
     """The session opened last (then active last) among ``candidates``."""
     found = [c for c in candidates if c is not None]

@@ -45,7 +45,7 @@ from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
 from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle
-from plugins.memory.recent import FRESH, RecentConversations, is_provisional, newest
+from plugins.memory.recent import RecentConversations, is_fresh, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
 log = logging.getLogger("plugins.memory")
@@ -860,7 +860,7 @@ class MemoryStore:
             del self._late_marks[scope]
 
     def _note_unsettled(self, data: dict[str, Any], fresh_too: bool = False) -> None:
-        if not (is_provisional(data) or (fresh_too and (data.get("state") or {}).get(FRESH))):
+        if not (is_provisional(data) or (fresh_too and is_fresh(data))):
             return
         self._unsettled[data["id"]] = dict(data)
         while len(self._unsettled) > 10_000:
@@ -1070,7 +1070,7 @@ class MemoryStore:
         waits in the outbox; until then it is used as it is. A session
         opened blind twice in a row settles step by step, hence the loop."""
         for _ in range(3):
-            unsettled = is_provisional(data) or (data.get("state") or {}).get(FRESH)
+            unsettled = is_provisional(data) or is_fresh(data)
             if not unsettled or not self.db_ok or await self._outbox_may_hold_entries():
                 return data
             assert self.db is not None
