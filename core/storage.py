@@ -184,6 +184,9 @@ class StorageService:
         self.hooks = hooks
         self.impl: Storage | None = None
         self.plugin: str | None = None
+        # (method, arguments offered) -> the names the method takes: reading
+        # a signature costs more than the rest of a call's dispatch.
+        self._names: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     @property
     def present(self) -> bool:
@@ -200,11 +203,13 @@ class StorageService:
                 log.warning("storage from %r ignored: %r already provides it", plugin, self.plugin)
                 return
             self.impl, self.plugin = storage, plugin
+            self._names.clear()
 
         return register
 
     def clear(self) -> None:
         self.impl, self.plugin = None, None
+        self._names.clear()
 
     async def _call(self, method: str, **kwargs: Any) -> tuple[bool, Any, list[HookFailure]]:
         if self.impl is None or self.plugin is None:
@@ -212,7 +217,11 @@ class StorageService:
         failures: list[HookFailure] = []
         function = getattr(self.impl, method)
         # Like a hook implementation, a method takes the arguments it names.
-        call = _Method(function, _argnames(function, kwargs), self.plugin)
+        key = (method, tuple(kwargs))
+        names = self._names.get(key)
+        if names is None:
+            names = self._names[key] = _argnames(function, kwargs)
+        call = _Method(function, names, self.plugin)
         ok, result = await self.hooks.call_guarded(f"storage.{method}", call, kwargs, failures)
         return ok, result, failures
 

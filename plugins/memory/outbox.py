@@ -42,9 +42,15 @@ class Spool:
         self.path = folder / f"{safe}.jsonl"
 
     def append(self, entry: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         line = orjson.dumps(entry) + b"\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            # The folder is made on first use (a sent reply is journaled on
+            # every message: no mkdir before each).
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, line)
