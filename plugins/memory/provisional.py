@@ -60,14 +60,9 @@ JOINED_PREFIX = "memory.joined."
 LATE_PREFIX = "memory.late."
 
 
-def late_key(scope_key: str, replayer: str) -> str:
-    """The mark of ``scope_key`` written by ``replayer`` (an instance id).
-    Each replayer has its own row: replays of the same scope by several
-    instances (a spool here, the shared stream there) never wait on each
-    other's row locks, nor deadlock on them (the chaos soak found both)."""
-    # bot_state keys are at most 191 characters; scope keys and instance ids may be as long.
-    scope = hashlib.sha256(scope_key.encode()).hexdigest()[:32]
-    return f"{LATE_PREFIX}{scope}.{hashlib.sha256(replayer.encode()).hexdigest()[:16]}"
+def late_key(scope_key: str) -> str:
+    # bot_state keys are at most 191 characters; scope keys may be as long.
+    return LATE_PREFIX + hashlib.sha256(scope_key.encode()).hexdigest()[:32]
 
 
 def late_writes(entries: list[dict[str, Any]]) -> dict[str, float]:

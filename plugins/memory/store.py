@@ -119,8 +119,7 @@ class MemoryStore:
         # time it covers (fresh sessions opened before it cannot be concerned),
         # and the marks in the database to clear once they were looked at.
         self._late_scopes: dict[str, float] = {}
-        # bot_state key of a late mark -> (its scope, its value as stored).
-        self._late_marks: dict[str, tuple[str, str]] = {}
+        self._late_marks: dict[str, str] = {}
         self._scanned = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -447,12 +446,12 @@ class MemoryStore:
         # The database learns of these scopes' past only now: their fresh
         # sessions are judged again after the next probe (rule 11).
         late = late_writes(entries)
-        marks = {late_key(scope, self.instance_id): {"scope": scope, "since": since} for scope, since in late.items()}
+        marks = {scope: {"scope": scope, "since": since} for scope, since in late.items()}
 
         def apply_all() -> None:
             with db.db.atomic():
-                for key in sorted(marks):
-                    db.set_state(key, marks[key])
+                for scope, mark in marks.items():
+                    db.set_state(late_key(scope), mark)
                 for entry in entries:
                     kind, data = entry.get("k"), entry.get("d")
                     if kind == "msg":
@@ -480,8 +479,8 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
-        for key, mark in marks.items():
-            self._note_late(str(mark["scope"]), float(mark["since"]), (key, orjson.dumps(mark).decode()))
+        for scope, mark in marks.items():
+            self._note_late(scope, float(mark["since"]), orjson.dumps(mark).decode())
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -827,9 +826,9 @@ class MemoryStore:
             for data in await self.db.run(self.db.provisional_sessions, slow=True):
                 self._note_unsettled(data)
             # Scopes a replayer killed before looking at them left behind.
-            for key, value in (await self.db.run(self.db.states_with_prefix, LATE_PREFIX)).items():
+            for value in (await self.db.run(self.db.states_with_prefix, LATE_PREFIX)).values():
                 if isinstance(value, dict) and value.get("scope"):
-                    self._note_late(str(value["scope"]), float(value.get("since") or 0.0), (key, orjson.dumps(value).decode()))
+                    self._note_late(str(value["scope"]), float(value.get("since") or 0.0), orjson.dumps(value).decode())
             self._scanned = True
         late, self._late_scopes = self._late_scopes, {}
         scopes = sorted(late)
@@ -839,27 +838,26 @@ class MemoryStore:
                 if data["opened_at"] >= late[data["scope_key"]]:
                     self._note_unsettled(data, fresh_too=True)
 
-    def _note_late(self, scope: str, since: float, mark: tuple[str, str] | None = None) -> None:
-        """``mark``: the bot_state key and stored value of the scope's mark."""
+    def _note_late(self, scope: str, since: float, mark: str | None = None) -> None:
         self._late_scopes[scope] = min(since, self._late_scopes.get(scope, since))
         if mark is not None:
-            self._late_marks[mark[0]] = (scope, mark[1])
+            self._late_marks[scope] = mark
 
     async def _clear_late_marks(self) -> None:
         """Delete the marks of the scopes looked at whose fresh sessions are
-        all judged (none put off); only as read or written here (a later
-        replay's newer mark stays for the next look)."""
+        all judged (none put off); only as read or written here: another
+        instance's newer mark stays for it."""
         assert self.db is not None
         waiting = {d["scope_key"] for d in self._unsettled.values()} | set(self._late_scopes)
-        for key, (scope, mark) in list(self._late_marks.items()):
+        for scope, mark in list(self._late_marks.items()):
             if scope in waiting:
                 continue
             try:
-                await self.db.run(self.db.delete_state_if, key, mark)
+                await self.db.run(self.db.delete_state_if, late_key(scope), mark)
             except BackendDown as exc:
                 self.db_failed(exc)
                 return
-            del self._late_marks[key]
+            del self._late_marks[scope]
 
     def _note_unsettled(self, data: dict[str, Any], fresh_too: bool = False) -> None:
         if not (is_provisional(data) or (fresh_too and is_fresh(data))):

@@ -495,27 +495,3 @@ def test_after_a_flush_the_probe_rebuilds_recent_windows(backend: Backend) -> No
             assert await store.cache.get_session(SCOPE) is not None
 
     run(go())
-
-
-def test_replays_of_one_scope_by_two_instances_never_write_the_same_mark(backend: Backend) -> None:
-    """Each replayer marks a late scope in its own row (rule 11): two
-    instances replaying the same scope at once (a spool here, the shared
-    stream there) took each other's row locks, and deadlocked, when they
-    wrote one row per scope. Each clears its own mark once it looked."""
-
-    async def go() -> None:
-        at = backend.clock.now()
-        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            await a.probe()
-            await b.probe()
-            for store, n in ((a, 1), (b, 2)):
-                entry = store.outbox.entry("msg", list(to_row(rec(n, ts=at + n), at + n)))
-                await store._apply([entry])
-            marks = backend.sql("SELECT key FROM bot_state WHERE key LIKE ? ORDER BY key", ("memory.late.%",))
-            assert len(marks) == 2, marks
-            assert len({key.rsplit(".", 1)[0] for (key,) in marks}) == 1  # one scope, two replayers
-            await a.probe()
-            await b.probe()
-            assert not backend.sql("SELECT key FROM bot_state WHERE key LIKE ?", ("memory.late.%",))
-
-    run(go())
