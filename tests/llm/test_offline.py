@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from core.models import Context, MessageRecord, Recalled, Role, Session
 from plugins.llm.offline import TAG, offline_reply
 from plugins.llm.prompt import FAILURE_MARK
@@ -118,3 +121,26 @@ def test_the_stand_in_repeats_what_was_recalled_with_dates() -> None:
     )
     text = offline_reply(context, "alice", "1")
     assert text.endswith("From earlier conversations I recall: “favourite colour: teal” (fact, 2025-12-01).")
+
+
+_WORDS = ["My", "my", "NAME", "name's", "is", "call", "me", "CALL ME", "i'm", "I'm", "i", "am", "Ana", "bob", "Zoé", "not", "sure", ".", "!", "hello", "named", "game"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_WORDS), max_size=8).map(" ".join), max_size=6))
+def test_find_name_skips_only_messages_no_pattern_could_match(texts: list[str]) -> None:
+    """The substring test before the regexes never hides a name they find."""
+    from plugins.llm import offline
+
+    def by_regex_alone(records: list[MessageRecord]) -> str | None:
+        for record in reversed(records):
+            for pattern in offline._NAME_PATTERNS:
+                match = pattern.search(record.content)
+                if match and match.group(1).lower() not in offline._NOT_NAMES:
+                    return match.group(1).strip()
+        return None
+
+    records = [
+        MessageRecord(str(i), "s", "dm:u", Role.USER, "u", text, float(i)) for i, text in enumerate(texts)
+    ]
+    assert offline.find_name(records) == by_regex_alone(records)
