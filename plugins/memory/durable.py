@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -85,7 +84,6 @@ def open_database(url: str, timeout: float) -> pw.Database:
             keepalives_interval=2,
             keepalives_count=2,
             tcp_user_timeout=int(max(timeout, 2) * 1000 * 2),
-            options=_with_idle_limit(url),
         )
     elif base in ("mysql", "mariadbconnector", "mysqlconnector"):
         params.update(connect_timeout=seconds, read_timeout=seconds * 3, write_timeout=seconds * 3, charset="utf8mb4")
@@ -123,22 +121,6 @@ def open_database(url: str, timeout: float) -> pw.Database:
     return db
 
 
-# A transaction left idle this long is ended by the server (rule D6 of
-# docs/MEMORY.md): a process paused or stopped in the middle of a write
-# (an outbox replay holds many rows) would otherwise hold its row locks, and
-# every other instance's writes of those rows would wait, time out and mark
-# the database down, for as long as the pause. No healthy call leaves a
-# transaction idle for more than milliseconds (its statements run back to
-# back on one worker thread).
-IDLE_IN_TRANSACTION_MS = 3000
-
-
-def _with_idle_limit(url: str) -> str:
-    """libpq ``options`` with the idle-transaction limit added to any the URL gives."""
-    given = parse_qs(urlparse(url).query).get("options", [""])[-1]
-    return f"{given} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}".strip()
-
-
 def _several_hosts(url: str, params: dict[str, Any]) -> pw.Database:
     """``postgresql://user:pw@a:5432,b:5432/db?target_session_attrs=read-write``:
     a primary and its standbys, as libpq takes them (``host`` and ``port``
@@ -156,31 +138,11 @@ def _several_hosts(url: str, params: dict[str, Any]) -> pw.Database:
     query = {k: v[-1] for k, v in parse_qs(p.query).items()}
     query.setdefault("target_session_attrs", "read-write")
     kwargs: dict[str, Any] = {**params, **query, "host": ",".join(hosts), "port": ",".join(ports)}
-    if "options" in params:
-        kwargs["options"] = params["options"]  # the URL's own, with ours added
     if user:
         kwargs["user"] = unquote(user)
     if password:
         kwargs["password"] = unquote(password)
     return pw.PostgresqlDatabase(unquote(p.path.lstrip("/")), **kwargs)
-
-
-# Server errors that roll a transaction back and say nothing of the
-# database's health: PostgreSQL deadlock_detected / serialization_failure,
-# MySQL ER_LOCK_DEADLOCK. The call is run again (rule D6).
-ROLLED_BACK_PG = ("40P01", "40001")
-ROLLED_BACK_MYSQL = (1213,)
-RERUNS = 3
-
-
-def _rolled_back(exc: BaseException) -> bool:
-    # peewee may wrap the driver's error (its first argument) or not.
-    for err in (exc, exc.__cause__, exc.__context__, *(exc.args[:1] if exc.args else ())):
-        if getattr(err, "pgcode", None) in ROLLED_BACK_PG:
-            return True
-        if isinstance(err, BaseException) and err.args[:1] and err.args[0] in ROLLED_BACK_MYSQL:
-            return True
-    return False
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -247,7 +209,7 @@ class DurableStore:
             db.connect()
             fresh = True
         try:
-            return self._rerun_rolled_back(fn, args)
+            return fn(*args)
         except Exception as exc:
             if not _is_connection_error(exc):
                 self._end_implicit_transaction()
@@ -264,21 +226,6 @@ class DurableStore:
                 db.connect()
                 return fn(*args)
             raise
-
-    @staticmethod
-    def _rerun_rolled_back(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        """``fn(*args)``, run again (at most ``RERUNS`` times) when the server
-        rolled it back to break a deadlock: two instances writing the same
-        rows in another order is not an outage (the breaker tripped on it)."""
-        for attempt in range(RERUNS):
-            try:
-                return fn(*args)
-            except Exception as exc:
-                if not _rolled_back(exc):
-                    raise
-                log.info("memory: the database rolled a write back (%s); running it again", _short(exc))
-                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
-        return fn(*args)
 
     def _end_implicit_transaction(self) -> None:
         """After a statement failed on SQLite, drop the connection: the
