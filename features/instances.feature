@@ -79,6 +79,24 @@ Feature: Several bot instances on the same backends
     And no message is stored twice
 
   @fault
+  Scenario: A write by an instance that has not seen the new cache epoch reaches the window rebuilt under it
+    # Rule D7: while A generates a reply, B starts a new cache generation
+    # (as after an outage it recovered from) and rebuilds the window from
+    # the database at once. A, whose probe has not run since, stores its
+    # reply: its append lands on the old generation's window, which nobody
+    # reads any more. The new one, rebuilt before the reply was stored, must
+    # not be served without it, by B or by A.
+    Given the memory setting "probe_interval" is 60
+    And two bot instances "A" and "B" are running on the same backends
+    And alice says "one" in #general
+    And alice says "two" in #general
+    When instance "A" generates its next reply while instance "B" starts a new cache epoch and rebuilds alice's window in #general
+    And alice says "three" in #general to instance "A" only
+    Then instance "B"'s context for alice in #general holds 6 messages
+    And instance "A"'s context for alice in #general holds 6 messages
+    And every message is stored exactly once
+
+  @fault
   Scenario: An instance that lost its connections does not answer again what another instance answered
     # A paused process handles what its connection buffered when it
     # resumes: its first delivery of a message, late. Its breakers opened

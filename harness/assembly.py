@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,17 @@ class RecordingReplier:
         self.contexts: list[RecordedContext] = []
         # Seconds each reply takes, as a slow model would.
         self.delay = 0.0
+        # Something another part of a test does while the next reply is
+        # being generated (once).
+        self.meanwhile: Callable[[], Awaitable[None]] | None = None
 
     @hookimpl(tryfirst=True)
     async def generate_reply(self, context: Context, message: IncomingMessage) -> Reply:
         if self.delay:
             await asyncio.sleep(self.delay)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
         self.contexts.append(
             RecordedContext(
                 instance=self.instance,

@@ -353,10 +353,18 @@ class Cache:
 
     # --- windows --------------------------------------------------------------------
 
-    async def append(self, record: MessageRecord, done_claim: str | None = None) -> None:
-        """Append to a session's window only if the window exists.
+    async def append(self, record: MessageRecord, done_claim: str | None = None) -> bool:
+        """Append to a session's window only if the window exists; ``True``
+        when it did, in the current epoch.
 
-        One round trip of three commands in the common case. The window
+        ``False`` means a window may lack this write: there was none (a
+        rebuild reading the database before the write committed may create
+        one without it), or it was an old generation's (another instance
+        bumped the epoch and may have rebuilt the window already). The
+        writer then calls :meth:`invalidate` once the write is in the
+        database (docs/MEMORY.md, D7).
+
+        One round trip of four commands in the common case. The window
         stays sorted: the element before the new one is checked (another
         client's concurrent push makes that check see an equal element and
         repair, which is harmless), and a late or duplicate arrival makes the
@@ -368,16 +376,20 @@ class Cache:
         key = self.window_key(record.session_id)
         # The claim is another slot's key: its own command, in the same round trip.
         done = (("SET", done_claim, "done", "EX", 86400),) if done_claim is not None else ()
-        ((length, previous), *_) = await self.run(
+        ((length, previous), *_, epoch) = await self.run(
             ("EVAL", APPEND, 2, key, self.counter_key(record.session_id), entry, self.window_size, self.window_size + self.trim_slack, self.ttl),
             *done,
+            ("GET", self.epoch_key),
         )
+        if self._seen_epoch(epoch):
+            return False
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
             if records.entry_sort_key(previous) >= key_new:
                 # Out of order or a duplicate (rare): put the window back in
                 # order, or drop it so the next read rebuilds it.
                 await self.call(self._reorder(key))
+        return bool(length)
 
     async def _reorder(self, key: str) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
@@ -449,19 +461,35 @@ class Cache:
         return bool(filled)
 
     async def drop_window(self, session_id: str) -> None:
-        await self.call(self.r.delete(self.window_key(session_id)))
+        await self.invalidate({session_id}, set())
 
     async def invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         """Drop the windows of ``sessions`` and the cached sessions of
         ``scopes``; bump their write counters so a rebuild already under way
-        does not fill a window from before."""
+        does not fill a window from before.
+
+        The epoch is read after the counters moved, and what it names is
+        dropped too when this instance knew an older one (docs/MEMORY.md,
+        D7): another instance may have bumped it and rebuilt these windows
+        from a query made before the write being published here committed.
+        A rebuild that lands after the counters moved is refused; one that
+        landed before is under the epoch read here or an older one, which
+        no read serves."""
+        known = self.epoch
         pipe = self.r.pipeline(transaction=False)
         for sid in sessions:
             pipe.incr(self.counter_key(sid))
             pipe.expire(self.counter_key(sid), self.ttl)
-            pipe.delete(self.window_key(sid))
+            pipe.delete(self.window_key(sid, known))
         for scope in scopes:
-            pipe.delete(self.session_key(scope))
+            pipe.delete(self.session_key(scope, known))
+        pipe.get(self.epoch_key)
+        *_, epoch = await self.call(pipe.execute())
+        if not self._seen_epoch(epoch):
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for key in [self.window_key(sid) for sid in sessions] + [self.session_key(scope) for scope in scopes]:
+            pipe.delete(key)  # one by one: on a Cluster they are in other slots
         await self.call(pipe.execute())
 
     # --- sessions ---------------------------------------------------------------------

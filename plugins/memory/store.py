@@ -505,7 +505,7 @@ class MemoryStore:
         # was stored before, the window is dropped and rebuilt. A bot
         # reply waits for the database: two instances' replies to one
         # message differ, and the window must keep the one the database kept.
-        early: asyncio.Future[None] | None = None
+        early: asyncio.Future[bool] | None = None
         if record.role is not Role.BOT and self.redis_ok and self.db_ok:
             assert self.cache is not None
             early = asyncio.ensure_future(self.cache.append(record))
@@ -545,7 +545,7 @@ class MemoryStore:
         # append it. Their windows are rebuilt whole from the database (D4).
         await self._invalidate({e["d"][1] for e in orphans if e["d"][0] in stored}, set())
 
-    async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[None] | None) -> bool:
+    async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[bool] | None) -> bool:
         in_db, duplicate = await self._insert(row, early, record.session_id)
         accepted, degraded = in_db, False
         if not in_db:
@@ -557,7 +557,7 @@ class MemoryStore:
             (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
         return await self._written(record, accepted and not degraded)
 
-    async def _insert(self, row: tuple[Any, ...], early: asyncio.Future[None] | None, session_id: str) -> tuple[bool, bool]:
+    async def _insert(self, row: tuple[Any, ...], early: asyncio.Future[bool] | None, session_id: str) -> tuple[bool, bool]:
         """``(in the database, was there before)``; a refused row undoes the early append."""
         if not self.db_ok:
             return False, False
@@ -572,10 +572,10 @@ class MemoryStore:
                 await self._undo_early(early, session_id)
             raise
 
-    async def _to_window(self, record: MessageRecord, early: asyncio.Future[None] | None, in_db: bool, duplicate: bool) -> None:
-        """The window's part of a write (rule D4): the early append, or the
-        append after the database answered (a reply marks its claim done in
-        the same script); a write Redis missed marks the cache dirty."""
+    async def _to_window(self, record: MessageRecord, early: asyncio.Future[bool] | None, in_db: bool, duplicate: bool) -> None:
+        """The window's part of a write (rules D4, D7): the early append, or
+        the append after the database answered (a reply marks its claim done
+        in the same script); a write Redis missed marks the cache dirty."""
         if early is None and not self.redis_ok:
             if in_db and self.cache is not None:
                 await self._mark_dirty()
@@ -583,18 +583,20 @@ class MemoryStore:
         assert self.cache is not None
         try:
             if early is not None:
-                await early
-                if duplicate:
-                    # Stored before, maybe in another session (one that
-                    # timed out between two deliveries): the window may now
-                    # show it where the database does not. Rebuild it.
-                    await self.cache.drop_window(record.session_id)
+                landed = await early
+                # Stored before (maybe in another session, one that timed out
+                # between two deliveries: the window may show it where the
+                # database does not), or no window of this epoch took it:
+                # rebuilt from the database (D7).
+                if duplicate or (in_db and not landed):
+                    await self.cache.invalidate({record.session_id}, set())
                 return
             done = None
             if record.role is Role.BOT and record.id.startswith("reply:"):
                 done = self.arbiter.key(record.id[len("reply:") :])
             if not duplicate:
-                await self.cache.append(record, done)
+                if not await self.cache.append(record, done) and in_db:
+                    await self.cache.invalidate({record.session_id}, set())
             elif done is not None:
                 # The database already had this id: its first write is
                 # the one the window holds (or will be rebuilt with).
@@ -604,7 +606,7 @@ class MemoryStore:
             if in_db:
                 await self._mark_dirty()
 
-    async def _undo_early(self, early: asyncio.Future[None], session_id: str) -> None:
+    async def _undo_early(self, early: asyncio.Future[bool], session_id: str) -> None:
         """The database refused a row the window may already show: drop the
         window (the next read rebuilds it from what is really stored)."""
         assert self.cache is not None

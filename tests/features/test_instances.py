@@ -40,6 +40,36 @@ def when_received_late(harness: Harness, name: str, text: str) -> None:
     harness.deliver(harness.message_said(text), to=[name])
 
 
+@when(p('instance "{a:Name}" generates its next reply while instance "{b:Name}" starts a new cache epoch and rebuilds {user:Name}\'s window in {place:Place}'))
+def when_new_epoch_meanwhile(harness: Harness, a: str, b: str, user: str, place: str) -> None:
+    """While ``a`` generates its next reply (its session's lease held, its
+    cache epoch read with it), ``b`` does what an instance does when it
+    recovers from an outage during which the cache missed writes: a new
+    epoch for every instance, then the conversation's window rebuilt from
+    the database under it (a read)."""
+    writer, store = harness.instance(a), _store(harness, b)
+    if not isinstance(writer, InProcessInstance):
+        raise HarnessError(f"instance {a} must run in this process")
+    probe = harness.probe(user, place)
+
+    async def meanwhile() -> None:
+        await store.cache.bump_epoch()
+        _scope, sid, _lines = await harness.instance(b).context_view(probe, harness.window)
+        assert sid is not None
+        await store.refill(sid)
+        assert await store.cache.has_window(sid), "no window rebuilt"
+
+    writer.replier.meanwhile = meanwhile
+
+
+@then(p("instance \"{name:Name}\"'s context for {user:Name} in {place:Place} holds {count:d} messages"))
+def then_instance_context_count(harness: Harness, name: str, user: str, place: str, count: int) -> None:
+    """What ``name`` reads for the conversation now holds ``count`` messages."""
+    scope, sid, lines = harness.view(user, place, instance=name)
+    got = [(harness.label(m), m.content) for m in lines]
+    assert len(lines) == count, f"{len(lines)} messages in session {sid} of {scope} on {name}: {got}"
+
+
 @given("every instance has seen the others announce themselves")
 def given_rosters(harness: Harness) -> None:
     """Each instance announces itself every claim_ttl / 3 (rule A7); an

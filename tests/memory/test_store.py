@@ -3,9 +3,12 @@ private redis-server. Each test names the guarantee it proves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
+
+from typing import Any
 
 import pytest
 
@@ -140,6 +143,82 @@ def test_g5_rebuild_does_not_miss_a_write_racing_it(backend: Backend) -> None:
             entries = [records.encode_entry(records.from_row(r)) for r in rows]
             assert await a.cache.fill(SESSION.id, entries, counter, epoch) is False
             assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+@pytest.mark.parametrize("role", [Role.USER, Role.BOT], ids=["user-message", "reply"])
+def test_d7_a_write_by_an_instance_that_knew_an_old_epoch_reaches_the_window_rebuilt_meanwhile(backend: Backend, role: Role) -> None:
+    """B bumps the epoch and rebuilds the window from the database; A, which
+    has not probed since, writes. A's append lands on the old generation's
+    window, which nobody reads: the new one must not be served without the
+    write (rule D7)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert a.cache is not None and b.cache is not None
+            await a.store_message(rec(1))
+            assert ids(await warm(a)) == ["1001"]
+            await b.cache.bump_epoch()
+            assert ids(await warm(b)) == ["1001"]  # the new generation's window
+            await a.store_message(rec(2, role=role, author="bot" if role is Role.BOT else "u3"))
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert ids(await a.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_d7_a_window_rebuilt_while_a_user_message_commits_is_dropped(backend: Backend) -> None:
+    """A user message goes to the window while the database commits it. With
+    no window there, B's rebuild may read the database before the commit
+    and create the window after the append: A drops it once the message is
+    stored (rule D7)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert a.cache is not None and a.db is not None
+            await a.store_message(rec(1))
+            appended = asyncio.Event()
+            append, insert = a.cache.append, a.db.insert
+
+            async def append_then_tell(*args: Any, **kwargs: Any) -> bool:
+                try:
+                    return await append(*args, **kwargs)
+                finally:
+                    appended.set()
+
+            async def rebuilt_by_b_first(row: Any) -> bool:
+                await asyncio.wait_for(appended.wait(), 5)
+                assert ids(await warm(b)) == ["1001"]  # rebuilt without message 2
+                return await insert(row)
+
+            a.cache.append = append_then_tell  # type: ignore[method-assign]
+            a.db.insert = rebuilt_by_b_first  # type: ignore[method-assign]
+            await a.store_message(rec(2))
+            assert appended.is_set()
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_d7_an_invalidation_reaches_the_epoch_another_instance_moved_to(backend: Backend) -> None:
+    """A write reached the database without the cache (an outbox replay);
+    A drops the session's window, knowing an old epoch: the window B
+    rebuilt under the new one before the write is dropped too (rule D7)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert a.cache is not None and a.db is not None and b.cache is not None
+            await a.store_message(rec(1))
+            assert ids(await warm(a)) == ["1001"]
+            await b.cache.bump_epoch()
+            assert ids(await warm(b)) == ["1001"]
+            from plugins.memory import records
+
+            await a.db.insert(records.to_row(rec(2), 0.0))
+            await a.cache.invalidate({SESSION.id}, {SESSION.scope_key})
+            assert a.cache.epoch == b.cache.epoch
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
 
     run(go())
 
