@@ -181,3 +181,20 @@ Feature: Several bot instances on the same backends
       | bot    | ok hello       |
       | alice  | are you there? |
     And every message is stored exactly once
+
+  @multiprocess
+  Scenario: An instance killed while holding a claim and started again: the standby does not wait out the claim
+    # Rule A8: the killed instance's next life (the same instance id) ends
+    # the claims and session leases its earlier life held as it starts, so
+    # the standby takes the message over at its next look, not when the
+    # claim (120 s here) would have expired.
+    Given the memory setting "claim_ttl" is 120
+    And two bot instances "A" and "B" are running on the same backends, "B" in a separate process
+    And alice says "hello" in #general
+    When instance "A" is busy with alice's conversation in #general
+    And alice says "are you there?" in #general, and instance "B" is killed while it holds the claim
+    And instance "A" is no longer busy
+    And instance "B" is started again in a separate process
+    Then instance "A" answers "are you there?"
+    And every message got exactly one reply
+    And every message is stored exactly once

@@ -1,4 +1,4 @@
-"""Who answers a message: rules A1-A7 of docs/MEMORY.md.
+"""Who answers a message: rules A1-A8 of docs/MEMORY.md.
 
 The database decides, on its own clock (:mod:`plugins.memory.claim_table`).
 Redis mirrors each claim (``claim:<id>`` = ``"<owner> <state>"`` or
@@ -550,6 +550,28 @@ class Arbiter:
             self.answered.pop(str(mid), None)
             self.held.pop(str(mid), None)
             self.refused.pop(str(mid), None)
+
+    async def end_earlier_lives(self) -> None:
+        """A8: the claims and session leases an earlier life of this
+        instance left (it was killed) end now, so standbys take its messages
+        over at their next look instead of a claim period later. Called at
+        start, once what that life sent and spooled is in the database."""
+        if self._table is None or not self.b.db_ok:
+            return
+        prefix = self.owner.rsplit("/", 1)[0] + "/"
+        try:
+            ended, scopes = await self._db(self._table.end_lives, prefix, self.owner)
+        except BackendDown:
+            return
+        if not ended:
+            return
+        log.warning("memory: ended %d claim(s) an earlier life of this instance held; standbys take them over", len(ended))
+        cache = self.b.cache
+        if cache is not None:
+            await self._redis(
+                *[("EVAL", RELEASE_LUA, 1, self.key(mid), prefix) for mid in ended],
+                *[("EVAL", RELEASE_LUA, 1, cache.keys.lease(scope), f"{self.b.instance_id} ") for scope in scopes],
+            )
 
     # --- A2: renew ---------------------------------------------------------------------
 

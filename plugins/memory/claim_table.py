@@ -200,6 +200,30 @@ class ClaimTable:
     def release(self, message_id: str, owner: str) -> int:
         return int(self._execute(self.sql_release, (message_id, owner)).rowcount)
 
+    def end_lives(self, prefix: str, owner: str) -> tuple[list[str], list[str]]:
+        """Expire now the live claims of owners named ``<prefix><token>``
+        other than ``owner``: the earlier lives of this instance (A8), each
+        fenced on its owner. Their message ids, and the scopes of those of
+        the messages stored already (whose session leases they may hold)."""
+        p = self.store.db.param
+        with self._writing():
+            rows = self._execute(
+                f"SELECT message_id, owner FROM claims WHERE SUBSTR(owner, 1, {p}) = {p} AND owner <> {p} "
+                f"AND state <> 'done' AND expires_at > {self.now}",
+                (len(prefix), prefix, owner),
+            ).fetchall()
+            # "A/x/<token>" is instance "A/x"'s, not an earlier life of "A".
+            lives = [(str(mid), str(holder)) for mid, holder in rows if "/" not in str(holder)[len(prefix) :]]
+            for mid, holder in lives:
+                self._execute(f"UPDATE claims SET expires_at = {self.now} WHERE message_id = {p} AND owner = {p}", (mid, holder))
+            ended = [mid for mid, _holder in lives]
+            scopes: set[str] = set()
+            for chunk in _chunks(ended):
+                marks = ", ".join([p] * len(chunk))
+                found = self._execute(f"SELECT DISTINCT scope_key FROM messages WHERE message_id IN ({marks})", chunk)
+                scopes |= {str(row[0]) for row in found.fetchall()}
+        return ended, sorted(scopes)
+
     # --- A7: who is alive ------------------------------------------------------------
 
     def announce(self, member: str, ttl: float) -> list[str]:

@@ -145,14 +145,20 @@ class MemoryStore:
             raise RuntimeError("; ".join(self.problems) + " (memory cannot start without either backend)")
         await self._connect(db_url, redis_url)
         await self._hand_over_sent()
+        settled = False
         if self.db_ok and self.redis_ok:
             await self._check_dirty_flags()
             with contextlib.suppress(BackendDown):
                 await self._replay_outbox()
                 await self._invalidate_touched()
+                settled = True
         if self.redis_ok:
             await self._keep_epoch_key()
         self.arbiter.start()
+        if settled:
+            # What the earlier life sent is stored now (rule D5): a standby
+            # taking its claims over finds those answered (rule A8).
+            await self.arbiter.end_earlier_lives()
         self.leases.start()
         self._probe_task = asyncio.create_task(self._probe_loop(), name=f"memory-probe-{self.instance_id}")
 

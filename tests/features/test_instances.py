@@ -155,6 +155,12 @@ def when_taker_killed(harness: Harness, user: str, text: str, place: str, a: str
     harness._standbys = [(first, holding)]  # type: ignore[attr-defined]
 
 
+@when(p('instance "{name:Name}" is started again in a separate process'))
+def when_started_again(harness: Harness, name: str) -> None:
+    """A killed instance's next life: the same instance id and data dir."""
+    harness.start_instance(name, process=True)
+
+
 def _holds_claim(harness: Harness, message_id: str, name: str) -> None:
     dump = redis_dump(harness)
     value = next((v for k, v in dump.items() if k.endswith(f"claim:{message_id}")), None)

@@ -1,4 +1,4 @@
-"""Who answers a message (docs/MEMORY.md, rules A1-A7), and session leases
+"""Who answers a message (docs/MEMORY.md, rules A1-A8), and session leases
 (L1-L2), across instances, on both backend matrices."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from core.models import Role, Session
 from plugins.memory.leases import current_fence
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import rec
+from tests.memory.helpers import SESSION, rec
 
 QUICK = {"claim_ttl": 0.5}
 
@@ -75,6 +75,40 @@ def test_a3_a_standby_takes_over_a_holder_that_stopped_renewing(backend: Backend
             assert await a.arbiter.claim("1001", None)
             await freeze(a)
             assert await asyncio.wait_for(b.arbiter.claim("1001", None), 10) is True
+
+    run(go())
+
+
+def test_a8_an_instance_started_again_ends_the_claims_and_leases_its_killed_life_held(backend: Backend) -> None:
+    """A holds message 1001 and its session's lease and is killed (nothing
+    renews or releases them); B received the message too and keeps watch.
+    A's next life (same instance id) ends both at start: B takes the
+    message over and the lease at once, not a claim period (30 s) later."""
+    slow = {"claim_ttl": 30.0}
+
+    async def go() -> None:
+        async with started(backend.store("B", **slow)) as b:
+            a = backend.store("A", **slow)
+            await a.start()
+            try:
+                assert await a.arbiter.claim("1001", None)
+                await a.store_message(rec(1))
+                await a.leases.lease(SESSION.scope_key).__aenter__()
+                await freeze(a)
+                await a.leases.stop()
+                a.arbiter.held.clear()  # killed: its stop releases nothing
+                a.leases.held.clear()
+            finally:
+                await a.stop()
+            standby = asyncio.create_task(b.arbiter.claim("1001", None))
+            await asyncio.sleep(0.2)
+            assert not standby.done()  # the killed life's claim is live for 30 s
+            async with started(backend.store("A", **slow)) as again:
+                assert again.arbiter.owner != a.arbiter.owner
+                assert await asyncio.wait_for(standby, 10) is True
+                async with asyncio.timeout(10):
+                    async with b.leases.lease(SESSION.scope_key):
+                        pass
 
     run(go())
 
