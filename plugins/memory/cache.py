@@ -364,7 +364,8 @@ class Cache:
         writer then calls :meth:`invalidate` once the write is in the
         database (docs/MEMORY.md, D7).
 
-        One round trip of four commands in the common case. The window
+        One round trip (the script, the epoch's ``GET``, and for a reply its
+        claim's ``SET``) in the common case. The window
         stays sorted: the element before the new one is checked (another
         client's concurrent push makes that check see an equal element and
         repair, which is harmless), and a late or duplicate arrival makes the
