@@ -556,7 +556,8 @@ class Arbiter:
         instance left (it was killed) end now, so standbys take its messages
         over at their next look instead of a claim period later. Called at
         start, once what that life sent and spooled is in the database."""
-        if self._table is None or not self.b.db_ok:
+        if self._table is None or not self.b.db_ok or " " in self.b.instance_id:
+            # Owners spell a space "_": "bot a" would end "bot_a"'s claims.
             return
         prefix = self.owner.rsplit("/", 1)[0] + "/"
         try:

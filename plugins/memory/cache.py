@@ -374,7 +374,8 @@ class Cache:
         window's TTL, and ``fill`` sets it when the window is created.
         """
         entry = records.encode_entry(record)
-        key = self.window_key(record.session_id)
+        used = self.epoch
+        key = self.window_key(record.session_id, used)
         # The claim is another slot's key: its own command, in the same round trip.
         done = (("SET", done_claim, "done", "EX", 86400),) if done_claim is not None else ()
         ((length, previous), *_, epoch) = await self.run(
@@ -382,7 +383,8 @@ class Cache:
             *done,
             ("GET", self.epoch_key),
         )
-        if self._seen_epoch(epoch):
+        self._seen_epoch(epoch)
+        if (_decode(epoch) or "0") != used:  # not self.epoch: see invalidate
             return False
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
@@ -486,10 +488,14 @@ class Cache:
             pipe.delete(self.session_key(scope, known))
         pipe.get(self.epoch_key)
         *_, epoch = await self.call(pipe.execute())
-        if not self._seen_epoch(epoch):
+        # Compared with the epoch this call used, not with self.epoch: another
+        # task of this instance may have adopted the new one meanwhile.
+        self._seen_epoch(epoch)
+        now = _decode(epoch) or "0"
+        if now == known:
             return
         pipe = self.r.pipeline(transaction=False)
-        for key in [self.window_key(sid) for sid in sessions] + [self.session_key(scope) for scope in scopes]:
+        for key in [self.window_key(sid, now) for sid in sessions] + [self.session_key(scope, now) for scope in scopes]:
             pipe.delete(key)  # one by one: on a Cluster they are in other slots
         await self.call(pipe.execute())
 

@@ -223,6 +223,63 @@ def test_d7_an_invalidation_reaches_the_epoch_another_instance_moved_to(backend:
     run(go())
 
 
+OTHER = Session(id="sess-2", scope_key="g:1:c:2:u:4", opened_at=1.0, last_active_at=1.0, guild_id="1", channel_id="2", user_id="u4")
+
+
+def test_d7_two_writes_in_one_round_trip_after_a_bump_both_reach_the_new_windows(backend: Backend) -> None:
+    """A knows the old epoch; B bumps it and rebuilds both sessions'
+    windows. A stores a message in each session at once: both appends go in
+    one round trip onto old-generation windows, and the second to resume
+    finds the epoch already adopted by the first. Each must still compare
+    with the epoch its own key named (rule D7)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert b.cache is not None
+            await a.store_message(rec(1))
+            await a.store_message(rec(1, session=OTHER, author="u4", id="2001"))
+            await warm(a)
+            await warm(a, OTHER)
+            await b.cache.bump_epoch()
+            await warm(b)
+            await warm(b, OTHER)
+            await asyncio.gather(a.store_message(rec(2)), a.store_message(rec(2, session=OTHER, author="u4", id="2002")))
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert ids(await b.load_messages(OTHER, 10)) == ["2001", "2002"]
+
+    run(go())
+
+
+def test_d7_an_invalidation_drops_under_the_epoch_redis_reported_whoever_adopted_it_first(backend: Backend) -> None:
+    """While an invalidation's round trip is in flight, another coroutine
+    of A (a window read, a lease, the probe) adopts the new epoch: the
+    invalidation must still drop B's window of the new generation (D7)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            assert a.cache is not None and a.db is not None and b.cache is not None
+            from plugins.memory import records
+
+            await a.store_message(rec(1))
+            assert ids(await warm(a)) == ["1001"]
+            await b.cache.bump_epoch()
+            assert ids(await warm(b)) == ["1001"]
+            await a.db.insert(records.to_row(rec(2), 0.0))
+            cache, real = a.cache, a.cache.call
+
+            async def adopted_meanwhile(coro: Any) -> Any:
+                if getattr(coro, "__qualname__", "").endswith("execute"):
+                    cache._seen_epoch(await cache.r.get(cache.epoch_key))
+                return await real(coro)
+
+            cache.call = adopted_meanwhile  # type: ignore[method-assign]
+            await cache.invalidate({SESSION.id}, set())
+            cache.call = real  # type: ignore[method-assign]
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
 def test_window_is_bounded_and_longer_reads_go_to_the_database(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store(window_size=5)) as store:
