@@ -201,6 +201,19 @@ def test_d7_a_window_rebuilt_while_a_user_message_commits_is_dropped(backend: Ba
     run(go())
 
 
+async def _a_write_only_in_the_database_after_b_rebuilt_under_a_new_epoch(a: Any, b: Any) -> None:
+    """Message 1 in A's window; B moves the epoch and rebuilds the window
+    under it; message 2 reaches the database only (as an outbox replay)."""
+    from plugins.memory import records
+
+    assert a.cache is not None and a.db is not None and b.cache is not None
+    await a.store_message(rec(1))
+    assert ids(await warm(a)) == ["1001"]
+    await b.cache.bump_epoch()
+    assert ids(await warm(b)) == ["1001"]
+    await a.db.insert(records.to_row(rec(2), 0.0))
+
+
 def test_d7_an_invalidation_reaches_the_epoch_another_instance_moved_to(backend: Backend) -> None:
     """A write reached the database without the cache (an outbox replay);
     A drops the session's window, knowing an old epoch: the window B
@@ -208,14 +221,7 @@ def test_d7_an_invalidation_reaches_the_epoch_another_instance_moved_to(backend:
 
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            assert a.cache is not None and a.db is not None and b.cache is not None
-            await a.store_message(rec(1))
-            assert ids(await warm(a)) == ["1001"]
-            await b.cache.bump_epoch()
-            assert ids(await warm(b)) == ["1001"]
-            from plugins.memory import records
-
-            await a.db.insert(records.to_row(rec(2), 0.0))
+            await _a_write_only_in_the_database_after_b_rebuilt_under_a_new_epoch(a, b)
             await a.cache.invalidate({SESSION.id}, {SESSION.scope_key})
             assert a.cache.epoch == b.cache.epoch
             assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002"]
@@ -257,14 +263,7 @@ def test_d7_an_invalidation_drops_under_the_epoch_redis_reported_whoever_adopted
 
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            assert a.cache is not None and a.db is not None and b.cache is not None
-            from plugins.memory import records
-
-            await a.store_message(rec(1))
-            assert ids(await warm(a)) == ["1001"]
-            await b.cache.bump_epoch()
-            assert ids(await warm(b)) == ["1001"]
-            await a.db.insert(records.to_row(rec(2), 0.0))
+            await _a_write_only_in_the_database_after_b_rebuilt_under_a_new_epoch(a, b)
             cache, real = a.cache, a.cache.call
 
             async def adopted_meanwhile(coro: Any) -> Any:
