@@ -572,6 +572,8 @@ class RealBackends(Backends):
     proxy."""
 
     _writes_blocked: Any = None  # the connection holding block_writes' lock
+    # The chaos soak's --keep: leave the database for reading after the run.
+    keep_database = False
 
     name = "real"
     paramstyle = "%s"
@@ -702,7 +704,8 @@ class RealBackends(Backends):
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
-        self.database.drop()
+        if not self.keep_database:
+            self.database.drop()
 
 
 class ClusterBackends(RealBackends):

@@ -39,7 +39,7 @@ from bench.chaos.faults import KINDS, PROCESS_KINDS, FaultLanes, FaultPlan
 from bench.chaos.instances import SoakInstance
 from bench.chaos.ledger import DIED, NOT_DELIVERED, Delivery, Entry, Ledger, Reply, Row, Rules, View, check
 from bench.chaos.overlaps import both_down, coverage, faults_from
-from harness.backends import RealBackends
+from harness.backends import PG_HOST, PG_PORT, RealBackends
 from harness.instances import WorkerError
 from harness.world import message_to_dict
 
@@ -122,9 +122,10 @@ class SoakResult:
 
 
 class Soak:
-    def __init__(self, config: SoakConfig, workdir: Path) -> None:
+    def __init__(self, config: SoakConfig, workdir: Path, keep: bool = False) -> None:
         self.cfg = config
         self.workdir = workdir
+        self.keep = keep
         self.clock = SoakClock(config.speed)
         self.rng = random.Random(config.seed)
         self.pick_rng = random.Random(f"{config.seed}:targets")
@@ -599,6 +600,10 @@ class Soak:
         asyncio.get_running_loop().set_exception_handler(self._loop_exception)
         self._make_world()
         self.backends = await asyncio.get_running_loop().run_in_executor(None, RealBackends, self.workdir / "backends")
+        if self.keep:
+            # What the bots stored, to read a violation's rows afterwards.
+            self.backends.keep_database = True
+            log.warning("database kept: %s on %s:%s (DROP DATABASE it when done)", self.backends.database.name, PG_HOST, PG_PORT)
         # The young-message rule (A7) is about real seconds of backlog: the
         # bots' clock runs `speed` times faster than real time here.
         memory = {**self.backends.memory_section(), "unarbitrated_max_age": 10.0 * cfg.speed}
@@ -680,7 +685,7 @@ def run_soak(config: SoakConfig, keep: bool = False) -> SoakResult:
     """Run one soak in a fresh work directory (removed afterwards unless ``keep``)."""
     workdir = Path(tempfile.mkdtemp(prefix="chaos-"))
     try:
-        return asyncio.run(Soak(config, workdir).run())
+        return asyncio.run(Soak(config, workdir, keep).run())
     finally:
         if keep:
             log.warning("work directory kept: %s", workdir)
