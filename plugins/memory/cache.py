@@ -264,6 +264,13 @@ class Cache:
         if self.now is not None:
             self.epoch_changed_clock = self.now()
 
+    def _adopt(self, value: Any) -> str:
+        """Adopt the epoch Redis reports and return it. Callers compare it
+        with the epoch their own keys named, not with ``self.epoch``:
+        another task of this instance may have adopted it meanwhile (D7)."""
+        self._seen_epoch(value)
+        return _decode(value) or "0"
+
     def _seen_epoch(self, value: Any) -> bool:
         """Adopt the epoch Redis reports; ``True`` if it changed."""
         epoch = _decode(value) or "0"
@@ -383,8 +390,7 @@ class Cache:
             *done,
             ("GET", self.epoch_key),
         )
-        self._seen_epoch(epoch)
-        if (_decode(epoch) or "0") != used:  # not self.epoch: see invalidate
+        if self._adopt(epoch) != used:
             return False
         if length and previous is not None:
             key_new = (record.timestamp, len(record.id), record.id)
@@ -488,10 +494,7 @@ class Cache:
             pipe.delete(self.session_key(scope, known))
         pipe.get(self.epoch_key)
         *_, epoch = await self.call(pipe.execute())
-        # Compared with the epoch this call used, not with self.epoch: another
-        # task of this instance may have adopted the new one meanwhile.
-        self._seen_epoch(epoch)
-        now = _decode(epoch) or "0"
+        now = self._adopt(epoch)
         if now == known:
             return
         pipe = self.r.pipeline(transaction=False)
