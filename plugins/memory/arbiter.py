@@ -143,8 +143,14 @@ class Watch:
     sent_at: float | None
     # time.monotonic() when it arrived here.
     received: float
-    # Before this (monotonic), the watch looks but does not claim (A7).
+    # Before this (monotonic), the watch looks but does not claim (A7),
+    # unless ``first`` (the roster's first instance for the message)
+    # announces itself again: its announcement as read when the hold began
+    # (``announced``, None until read) and when it was last read.
     claim_after: float = 0.0
+    first: str | None = None
+    announced: float | None = None
+    read_at: float = 0.0
 
     @property
     def may_claim(self) -> bool:
@@ -180,6 +186,9 @@ class Arbiter:
         self._renewer: asyncio.Task[None] | None = None
         self._pruned = 0.0
         self._probing: asyncio.Future[None] | None = None
+        # Per instance: the last read of its announcement (A7), shared by
+        # the watches that ask at the same moment.
+        self._reads: dict[str, tuple[float, asyncio.Future[float | None]]] = {}
 
     @property
     def ttl(self) -> float:
@@ -289,17 +298,54 @@ class Arbiter:
             if not await self.b.answers() and self._unarbitrated(message_id, sent_at):
                 return "mine"
             await self._wait_for_a_backend()
-            # Whoever answered unarbitrated meanwhile gets one claim period
-            # to see the backend too (a probe) and write its claim back (a
-            # renewal); until then this watch looks but does not claim.
-            watch.claim_after = time.monotonic() + self.ttl
-            verdict = "live"
+            verdict = "unknown"
         delay = FIRST_LOOK
-        while verdict == "live":
+        while verdict in ("live", "unknown"):
+            if verdict == "unknown":
+                self._hold_back(watch)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.ttl / POLLS_PER_TTL)
             verdict = await self._look(watch)
         return verdict
+
+    def _hold_back(self, watch: Watch) -> None:
+        """A7: nothing arbitrated this message for a while. The first
+        instance for it answered it unarbitrated, or nobody did: until that
+        instance shows it wrote back what it held (it announces itself
+        again), or for one claim period, this watch looks but does not claim."""
+        first = self.first_for(watch.message_id)
+        if first == self.member:
+            return
+        watch.first, watch.announced = first, None
+        watch.read_at = time.monotonic()
+        watch.claim_after = watch.read_at + self.ttl
+
+    async def _first_wrote_back(self, watch: Watch) -> bool:
+        """Whether the first instance for a held-back message announced
+        itself since the hold began (A7); the first read sets the mark."""
+        if watch.first is None or self._table is None:
+            return False
+        try:
+            watch.read_at, expiry = await self._announcement(watch.first, watch.read_at)
+        except BackendDown:
+            return False
+        if watch.announced is None:
+            watch.announced = expiry or 0.0
+            return False
+        if (expiry or 0.0) > watch.announced:
+            watch.claim_after = 0.0
+            return True
+        return False
+
+    async def _announcement(self, member: str, after: float) -> tuple[float, float | None]:
+        """``(when read, member's announced expiry)``, from a read begun
+        after ``after`` (monotonic); watches asking at once share one read."""
+        assert self._table is not None
+        read = self._reads.get(member)
+        if read is None or read[0] <= after:
+            read = (time.monotonic(), asyncio.ensure_future(self._db(self._table.announced, member)))
+            self._reads[member] = read
+        return read[0], await asyncio.shield(read[1])
 
     async def _first_ask(self, watch: Watch) -> str:
         """``mine``, ``done``, ``live`` (someone else holds it) or
@@ -374,13 +420,14 @@ class Arbiter:
             except BackendDown as exc:
                 self.b.db_failed(exc)
             else:
-                if state in ("done", "live") or not watch.may_claim:
-                    return "live" if state != "done" else "done"
+                if state in ("done", "live"):
+                    return str(state)
+                if not watch.may_claim and not await self._first_wrote_back(watch):
+                    return "live"
                 if state == "expired":
                     return await self._take_over(watch.message_id, holder)
                 return await self._claim_absent(watch.message_id)
-        verdict = await self._ask_redis(watch)
-        return "live" if verdict == "unknown" else verdict
+        return await self._ask_redis(watch)
 
     async def _mirror_says(self, message_id: str) -> str | None:
         """``done``, ``live`` (another owner's unexpired mirror) or ``None``.
@@ -438,13 +485,15 @@ class Arbiter:
         with contextlib.suppress(Exception):
             await asyncio.shield(self._probing)
 
-    def ranked_first(self, message_id: str) -> bool:
-        """Whether this instance comes first for ``message_id`` among those
+    def first_for(self, message_id: str) -> str:
+        """The instance that comes first for ``message_id`` among those
         alive at the last announcement (rendezvous hashing: every instance
         with the same roster picks the same one)."""
         peers = set(self.roster) | {self.member}
-        first = max(peers, key=lambda member: hashlib.blake2b(f"{member} {message_id}".encode(), digest_size=8).digest())
-        return first == self.member
+        return max(peers, key=lambda member: hashlib.blake2b(f"{member} {message_id}".encode(), digest_size=8).digest())
+
+    def ranked_first(self, message_id: str) -> bool:
+        return self.first_for(message_id) == self.member
 
     def _unarbitrated(self, message_id: str, sent_at: float | None) -> bool:
         """Neither backend answers: answer now only if ranked first and the
@@ -578,7 +627,9 @@ class Arbiter:
 
     async def _renew_loop(self) -> None:
         while True:
-            for step in (self.announce, self.renew):
+            # Renewed first: an announcement says every claim held here has
+            # its row (A7).
+            for step in (self.renew, self.announce):
                 try:
                     await step()
                 except Exception:  # noqa: BLE001 - the loop must outlive anything
@@ -588,6 +639,8 @@ class Arbiter:
     async def announce(self) -> None:
         """Say this instance is alive and read who else is (A7); the roster
         is kept in the data dir for a restart while the database is down."""
+        if any(not held.in_db for held in self.held.values()):
+            return  # not yet: a standby holding back for these would claim them (A7)
         if self.announces and self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
                 self.roster = await self._db(self._table.announce, self.member, self.ttl)

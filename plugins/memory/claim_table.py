@@ -238,6 +238,12 @@ class ClaimTable:
                     self.store.delete_state(key)
         return sorted(key[len(MEMBER_PREFIX) :] for key, expiry in members.items() if float(expiry) > now)
 
+    def announced(self, member: str) -> float | None:
+        """``member``'s last announcement: its expiry on the database's
+        clock (``None`` when none is kept)."""
+        value = self.store.get_state(MEMBER_PREFIX + member)
+        return None if value is None else float(value)
+
     def retire(self, member: str) -> None:
         self.store.delete_state(MEMBER_PREFIX + member)
 

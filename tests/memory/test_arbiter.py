@@ -392,6 +392,126 @@ def test_a7_a_message_whose_ranked_instance_is_gone_is_answered_when_a_backend_r
     run(go())
 
 
+async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """A bounded wait on the event ``condition`` names."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)
+
+
+def first_of(store: Any, n: int = 3000) -> str:
+    """A message id ``store`` comes first for (A7)."""
+    return next(str(i) for i in range(n, n + 100) if store.arbiter.ranked_first(str(i)))
+
+
+async def both_down_then_back(backend: Backend, stores: tuple[Any, ...], asks: Any, ready: Any) -> Any:
+    """Both backends down while ``asks`` starts the claims, back once
+    ``ready`` says they saw the outage."""
+    with database_cut_for_all(backend, *stores):
+        backend.redis_down()
+        waiting = asks()
+        await until(ready, "the claims saw both backends down")
+        await asyncio.sleep(0.1)
+        backend.redis_up()
+    return waiting
+
+
+def saw_both_down(store: Any) -> Any:
+    return lambda: not store.redis_ok and store.db_down_confirmed
+
+
+def test_a7_after_a_double_outage_the_first_instance_for_a_message_claims_it_at_once(backend: Backend) -> None:
+    """Nobody answered it unarbitrated (it was too old even for its first
+    instance): no hold, whatever claim_ttl (6 s here) says."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(b)  # (its own announcements would end a hold too)
+            mid = first_of(b)
+            waiting = await both_down_then_back(
+                backend, (a, b), lambda: asyncio.create_task(b.arbiter.claim(mid, backend.clock.now() - 30)), saw_both_down(b)
+            )
+            assert not waiting.done()
+            assert await asyncio.wait_for(waiting, 3) is True
+
+    run(go())
+
+
+def test_a7_a_standby_holds_back_until_the_first_instance_announces_again(backend: Backend) -> None:
+    """B received a message A comes first for (A did not receive it): after
+    the outage B claims it once A announced itself again, not a claim
+    period (6 s here) later."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)  # A announces only when told to here
+            mid = first_of(a)
+            waiting = await both_down_then_back(
+                backend, (a, b), lambda: asyncio.create_task(b.arbiter.claim(mid, backend.clock.now())), saw_both_down(b)
+            )
+            await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
+            assert not waiting.done()  # held back
+            await until(lambda: a.db_ok, "A's probe closed its database breaker")
+            await a.arbiter.announce()
+            assert await asyncio.wait_for(waiting, 3) is True
+
+    run(go())
+
+
+def test_a7_an_instance_announces_itself_only_once_its_unarbitrated_claims_are_written_back(backend: Backend) -> None:
+    """A answered a message unarbitrated; B, which received it too, holds
+    back after the outage. An announcement of A's before its renewal wrote
+    the claim back would let B claim it: a second reply."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)  # A renews and announces only when told to here
+            mid = first_of(a)
+            answered = asyncio.Future[bool]()
+            reply_now = asyncio.Event()
+
+            async def a_pipeline() -> None:
+                # The claim is held while the task that won it runs (A2).
+                answered.set_result(await a.arbiter.claim(mid, backend.clock.now()))
+                await reply_now.wait()
+                n = int(mid) - 1000
+                await a.store_message(rec(n, id=mid))
+                assert await a.arbiter.confirm(mid)
+                await a.store_message(rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{mid}", reply_to_id=mid))
+
+            def asks() -> asyncio.Task[bool]:
+                pipeline.append(asyncio.create_task(a_pipeline()))
+                return asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+
+            pipeline: list[asyncio.Task[None]] = []
+
+            waiting = await both_down_then_back(backend, (a, b), asks, lambda: answered.done() and saw_both_down(b)())
+            assert await answered is True  # unarbitrated: no row for it yet
+            assert a.arbiter.held[mid].in_db is False
+            await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
+            await a.probe()  # (probes run only when asked, in these tests)
+            assert a.db_ok and a.db is not None and a.arbiter._table is not None
+            before = await a.db.run(a.arbiter._table.announced, "A")
+            await a.arbiter.announce()  # too early: the claim has no row
+            assert await a.db.run(a.arbiter._table.announced, "A") == before
+            read = b.arbiter._reads["A"]
+            await until(lambda: b.arbiter._reads["A"] is not read and b.arbiter._reads["A"][1].done(), "B read it again")
+            assert not waiting.done()
+            await a.arbiter.renew()  # writes the claim back...
+            await a.arbiter.announce()  # ...then says so
+            assert (await a.db.run(a.arbiter._table.announced, "A") or 0.0) > (before or 0.0)
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # B sees A's claim now
+            reply_now.set()
+            await asyncio.wait_for(pipeline[0], 5)
+            assert await asyncio.wait_for(waiting, 5) is False
+
+    run(go())
+
+
 def test_a7_breakers_left_open_by_a_pause_are_probed_before_answering_unarbitrated(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
