@@ -166,7 +166,6 @@ async def outbox_replay(bot: Any, out: Output) -> int:
             raise AdminError(f"the database does not answer ({store.db_breaker.reason}): {left} writes still wait")
         progress = out.progress("replaying the outbox")
         replayed = await store._replay_outbox()
-        await store._invalidate_touched()
         progress.advance(replayed)
         progress.close()
         left = len(await store.pending_entries())

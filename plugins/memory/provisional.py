@@ -54,6 +54,10 @@ from plugins.memory.durable import DurableStore
 from plugins.memory.recent import FRESH, PROVISIONAL
 
 JOINED_PREFIX = "memory.joined."
+# A join's record says "stale" until the windows of the two sessions were
+# dropped (D7): whoever joined them, or any instance's next probe if the
+# joiner died in between, drops them and then clears it.
+STALE = "stale"
 # A scope whose past reached the database late, written with those writes
 # and deleted once its fresh sessions were looked at (rule 11): a replayer
 # killed in between leaves it for the next instance's first probe.
@@ -262,18 +266,20 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
         state=orjson.dumps(before["state"]).decode(),
     ).where(S.session_id == before["id"]).execute()
     S.delete().where(S.session_id == blind["id"]).execute()
-    store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time()})
+    store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time(), STALE: True})
     return Settled(before, blind["id"], int(moved or 0))
 
 
-def follow_joins(store: DurableStore) -> list[tuple[str, str, str, int]]:
+def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str]]]:
     """Move messages written under a joined session since its join to the
     session it joined (following chains of joins); drop old join records.
     Returns ``(joined id, session id, scope, messages moved)`` for each
-    move (run on a database thread)."""
+    move, and ``(joined id, session id, scope)`` for each join whose
+    windows may not be dropped yet (run on a database thread)."""
     records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
     if not records:
-        return []
+        return [], []
+    stale = [(old, str(r["into"]), str(r.get("scope") or "")) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
     ids = list(records)
     late: list[str] = []
@@ -298,7 +304,15 @@ def follow_joins(store: DurableStore) -> list[tuple[str, str, str, int]]:
     for old, record in records.items():
         if now - float(record.get("at") or now) > JOIN_KEEP:
             store.delete_state(JOINED_PREFIX + old)
-    return moved
+    return moved, stale
+
+
+def windows_dropped(store: DurableStore, joined: list[str]) -> None:
+    """The windows of these joins were dropped: clear their records' mark."""
+    for old in joined:
+        record = store.get_state(JOINED_PREFIX + old)
+        if isinstance(record, dict) and record.pop(STALE, None):
+            store.set_state(JOINED_PREFIX + old, record)
 
 
 def _final(records: dict[str, Any], session_id: str) -> str:

@@ -44,7 +44,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle
+from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
 from plugins.memory.recent import RecentConversations, is_fresh, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -103,9 +103,6 @@ class MemoryStore:
         # Per session id: the row as the database holds it, but for
         # last_active_at, and since when (bot clock) it is known to.
         self._session_rows: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
-        # Sessions and scopes written by an outbox replay, to drop from the cache.
-        self._touched_sessions: set[str] = set()
-        self._touched_scopes: set[str] = set()
         # The last resort of a read (docs/MEMORY_SESSIONS.md).
         self.recent = RecentConversations(settings.window_size)
         # Cache.epoch_changes when recent windows were last rebuilt.
@@ -150,7 +147,6 @@ class MemoryStore:
             await self._check_dirty_flags()
             with contextlib.suppress(BackendDown):
                 await self._replay_outbox()
-                await self._invalidate_touched()
                 settled = True
         if self.redis_ok:
             await self._keep_epoch_key()
@@ -210,7 +206,6 @@ class MemoryStore:
         if self.db_ok:
             with contextlib.suppress(Exception):
                 await self._replay_outbox()
-                await self._invalidate_touched()
 
     # --- backend state -------------------------------------------------------------
 
@@ -430,12 +425,6 @@ class MemoryStore:
         # Writes queued while the last batch replayed.
         with contextlib.suppress(BackendDown):
             await self._replay_outbox()
-        await self._invalidate_touched()
-
-    async def _invalidate_touched(self) -> None:
-        sessions, scopes = self._touched_sessions, self._touched_scopes
-        self._touched_sessions, self._touched_scopes = set(), set()
-        await self._invalidate(sessions, scopes)
 
     async def _replay_outbox(self) -> int:
         count = await self.outbox.replay(self._apply, self.redis_ok)
@@ -478,10 +467,13 @@ class MemoryStore:
             if entry.get("k") == "msg" and str(entry["d"][0]).startswith("reply:"):
                 self.arbiter.answered_here(str(entry["d"][0])[len("reply:") :])
         # The cache may not have seen these writes (Redis was down too, or a
-        # window was rebuilt meanwhile): what they touch is dropped once the
-        # database serves reads again (see _db_recovered).
-        self._touched_sessions |= {e["d"][1] for e in entries if e.get("k") == "msg"} | corrected
-        self._touched_scopes |= {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"}
+        # window was rebuilt meanwhile): what they touch is dropped now,
+        # before the entries leave the outbox, so that a replayer killed or
+        # stopped at any moment leaves them queued or the windows dropped (D3).
+        await self._invalidate(
+            {e["d"][1] for e in entries if e.get("k") == "msg"} | corrected,
+            {e["d"]["s"]["scope_key"] for e in entries if e.get("k") == "session"},
+        )
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
@@ -786,10 +778,11 @@ class MemoryStore:
 
     async def _follow_joins(self) -> None:
         """Messages written under a session after it was joined go where it
-        went (docs/MEMORY_SESSIONS.md, S10)."""
+        went (docs/MEMORY_SESSIONS.md, S10); the windows of a join whose
+        instance died before it dropped them are dropped here (D3)."""
         assert self.db is not None
         try:
-            moved = await self.db.run(follow_joins, self.db)
+            moved, stale = await self.db.run(follow_joins, self.db)
         except BackendDown as exc:
             self.db_failed(exc)
             return
@@ -797,6 +790,16 @@ class MemoryStore:
             log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)
             await self._invalidate({old, new}, {scope} if scope else set())
+        if stale:
+            await self._invalidate({sid for old, new, _ in stale for sid in (old, new)}, {scope for *_, scope in stale if scope})
+            await self._windows_dropped([old for old, *_ in stale])
+
+    async def _windows_dropped(self, joined: list[str]) -> None:
+        assert self.db is not None
+        try:
+            await self.db.run(windows_dropped, self.db, joined)
+        except BackendDown as exc:
+            self.db_failed(exc)
 
     async def _settle_known(self) -> None:
         """Settle the provisional sessions this instance knows of: in its
@@ -1116,6 +1119,7 @@ class MemoryStore:
         self._session_rows.pop(settled.joined_from, None)
         self.recent.note_session(data)
         await self._invalidate({data["id"], settled.joined_from}, {data["scope_key"]})
+        await self._windows_dropped([settled.joined_from])
         # Its activity grew: a fresh session after it is judged again (rule 11).
         self._note_late(data["scope_key"], float(data["opened_at"]))
 

@@ -130,6 +130,48 @@ def test_a_provisional_session_is_joined_to_the_conversation_it_continues(backen
     run(go())
 
 
+class Killed(BaseException):
+    """The process dies at this point."""
+
+
+def test_a_join_whose_instance_died_before_dropping_the_window_is_dropped_by_the_next_probe(backend: Backend) -> None:
+    """D3: the join committed (message 3 moved into S) and its instance died
+    before it dropped S's window, which lacks message 3. Another instance's
+    probe finds the join not yet published and drops it."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        try:
+            await a.save_session(S)
+            for n in (1, 2):
+                await a.store_message(rec(n, session=S))
+            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
+            blind = _p(1010.0)
+            with database_cut(backend, a):
+                await a.save_session(blind)
+                assert await a.store_message(rec(3, session=blind)) is False
+            invalidate = a._invalidate
+
+            async def die_at_the_join(sessions: set[str], scopes: set[str]) -> None:
+                if S.id in sessions:
+                    raise Killed
+                await invalidate(sessions, scopes)
+
+            a._invalidate = die_at_the_join  # type: ignore[method-assign]
+            with pytest.raises(Killed):
+                await a.probe()  # replays, joins s-blind into S, dies
+            assert session_ids(backend) == ["s-old"]
+        finally:
+            for task in (a._probe_task, a.arbiter._renewer):
+                task.cancel()  # type: ignore[union-attr]
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
 def test_a_provisional_session_after_the_timeout_stays_a_conversation_of_its_own(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store()) as store:

@@ -465,6 +465,48 @@ def test_g4_the_spool_replays_writes_in_the_order_they_were_made(backend: Backen
     run(go())
 
 
+class Killed(BaseException):
+    """The process dies at this point."""
+
+
+def test_d3_a_replayer_killed_once_the_entries_left_the_outbox_leaves_no_window_without_them(backend: Backend) -> None:
+    """Writes only A's spool holds (Redis unreachable, its data kept, and
+    the database cut): the window lacks them. A replays them and dies the
+    moment they leave its spool: the window must not outlive the replay."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        try:
+            await a.store_message(rec(1))
+            await warm(a)  # the window holds 1001
+            with database_cut(backend, a):
+                backend.redis_unreachable()
+                try:
+                    assert await a.store_message(rec(2)) is False  # the spool only
+                    assert await a.store_message(rec(3)) is False
+                finally:
+                    backend.redis_reachable()
+            drop = a.spool.drop_prefix
+
+            def drop_then_die(*args: Any) -> None:
+                drop(*args)
+                raise Killed
+
+            a.spool.drop_prefix = drop_then_die  # type: ignore[method-assign]
+            with pytest.raises(Killed):
+                for _ in range(3):  # Redis comes back at one probe, the database at the same or the next
+                    await a.probe()
+            assert db_history(backend) == ["1001", "1002", "1003"]
+        finally:
+            for task in (a._probe_task, a.arbiter._renewer):
+                task.cancel()  # type: ignore[union-attr]
+        async with started(backend.store("B")) as b:
+            assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
 def test_g2_spool_left_by_a_dead_instance_is_replayed_by_the_next(backend: Backend) -> None:
     async def go() -> None:
         a = backend.store("A")
