@@ -535,13 +535,15 @@ class MemoryStore:
                     stored |= {row[0] for row in rows}
             except BackendDown as exc:
                 self.db_failed(exc)
+        # The database holds some, but a window may not: an insert in flight
+        # when its process died still commits, with nobody left to append
+        # it. Their windows are rebuilt whole from the database (D4), dropped
+        # before the journal forgets them (a process killed in between
+        # leaves them to its next life, D3).
+        await self._invalidate({e["d"][1] for e in orphans if e["d"][0] in stored}, set())
         handed = self.sent.hand_over(self.outbox, orphans, stored)
         if handed:
             log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
-        # The database holds the others, but a window may not: an insert in
-        # flight when its process died still commits, with nobody left to
-        # append it. Their windows are rebuilt whole from the database (D4).
-        await self._invalidate({e["d"][1] for e in orphans if e["d"][0] in stored}, set())
 
     async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[bool] | None) -> bool:
         in_db, duplicate = await self._insert(row, early, record.session_id)

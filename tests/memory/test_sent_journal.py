@@ -108,6 +108,51 @@ def test_d5_a_reply_its_dead_process_committed_but_never_put_in_the_window_is_in
     assert run(go()) == ["1001", "reply:1001"]
 
 
+class Killed(BaseException):
+    """The process dies at this point."""
+
+
+def test_d5_a_next_life_killed_once_its_journal_forgot_a_reply_leaves_no_window_without_it(backend: Backend) -> None:
+    """As above, and the next life dies the moment its journal forgot the
+    reply the database holds: that window must be gone already."""
+
+    async def go() -> list[str]:
+        first = backend.store("A")
+        await first.start()
+        await first.store_message(rec(1))
+        assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
+
+        async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
+            await first.db.insert(row)
+            await asyncio.Event().wait()
+            return True
+
+        first._store_row = committed_then_killed
+        sending = asyncio.create_task(first.store_message(_reply(1)))
+        await asyncio.sleep(0.05)
+        second = backend.store("A")
+        hand_over = second.sent.hand_over
+
+        def then_die(*args: Any) -> int:
+            hand_over(*args)
+            raise Killed
+
+        second.sent.hand_over = then_die  # type: ignore[method-assign]
+        try:
+            with pytest.raises(Killed):
+                await second.start()
+            assert _journal_lines(second) == 0
+            async with started(backend.store("B")) as other:
+                return ids(await other.load_messages(SESSION, 10))
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            await first.stop()
+            await second.stop()
+
+    assert run(go()) == ["1001", "reply:1001"]
+
+
 def test_d5_a_stored_reply_leaves_nothing_behind(backend: Backend) -> None:
     async def go() -> tuple[int, int, int]:
         async with started(backend.store("A")) as store:
