@@ -289,6 +289,7 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     moved = []
     for old in late:
         target = _final(records, old)
+        _mark_stale(store, old, records[old], target, stale)  # before the move: an instance dying after it leaves the mark
         count = M.update(session_id=target).where(M.session_id == old).execute()
         if count:
             moved.append((old, target, str(records[old].get("scope") or ""), int(count)))
@@ -298,6 +299,7 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     for start in range(0, len(ids), CHUNK):
         back = [row[0] for row in S.select(S.session_id).where(S.session_id.in_(ids[start : start + CHUNK])).tuples()]
         for old in back:
+            _mark_stale(store, old, records[old], _final(records, old), stale)
             S.delete().where(S.session_id == old).execute()
             moved.append((old, _final(records, old), str(records[old].get("scope") or ""), 0))
     now = time.time()
@@ -305,6 +307,15 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
         if now - float(record.get("at") or now) > JOIN_KEEP:
             store.delete_state(JOINED_PREFIX + old)
     return moved, stale
+
+
+def _mark_stale(store: DurableStore, old: str, record: dict[str, Any], target: str, stale: list[tuple[str, str, str]]) -> None:
+    """Rows of ``old`` are about to move to ``target``: their windows are
+    stale until dropped (the record's mark, cleared by ``windows_dropped``)."""
+    if not record.get(STALE):
+        record[STALE] = True
+        store.set_state(JOINED_PREFIX + old, record)
+    stale.append((old, target, str(record.get("scope") or "")))
 
 
 def windows_dropped(store: DurableStore, joined: list[str]) -> None:

@@ -788,11 +788,10 @@ class MemoryStore:
         except BackendDown as exc:
             self.db_failed(exc)
             return
-        for old, new, scope, count in moved:
+        for old, new, _scope, count in moved:
             log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)
-            await self._invalidate({old, new}, {scope} if scope else set())
-        if stale:
+        if stale:  # the joins above among them
             await self._invalidate({sid for old, new, _ in stale for sid in (old, new)}, {scope for *_, scope in stale if scope})
             await self._windows_dropped([old for old, *_ in stale])
 

@@ -208,6 +208,40 @@ def test_a_message_written_to_a_joined_session_follows_the_join(backend: Backend
     run(go())
 
 
+def test_a_late_write_moved_by_an_instance_that_died_before_dropping_the_window_is_in_the_next_context(backend: Backend) -> None:
+    """D3 again: the probe that moved a late write into S died before it
+    dropped S's window; the next probe of any instance drops it."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        try:
+            await _blind_after(backend, a, 1010.0)
+            await a.probe()
+            assert ids(await a.load_messages(S, 10)) == ["1001", "1002", "1003"]  # S's window
+            assert a.db is not None
+            await a.db.run(a.db.insert_messages, [to_row(rec(4, session=_p(1010.0)), 1004.0)])  # late, under s-blind
+            invalidate = a._invalidate
+
+            async def die_at_the_move(sessions: set[str], scopes: set[str]) -> None:
+                if S.id in sessions:
+                    raise Killed
+                await invalidate(sessions, scopes)
+
+            a._invalidate = die_at_the_move  # type: ignore[method-assign]
+            with pytest.raises(Killed):
+                await a.probe()
+            assert session_ids(backend) == ["s-old"]
+        finally:
+            for task in (a._probe_task, a.arbiter._renewer):
+                task.cancel()  # type: ignore[union-attr]
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003", "1004"]
+
+    run(go())
+
+
 def test_a_provisional_session_with_nothing_before_it_joins_the_session_opened_beside_it(backend: Backend) -> None:
     """S5: another instance, finding nothing to continue, opened a session
     for the scope while the provisional one was active: one conversation."""
