@@ -47,3 +47,26 @@ async def warm(store: Any, session: Session = SESSION) -> list[MessageRecord]:
     got = await store.load_messages(session, 10)
     await store.refill(session.id)
     return got
+
+
+class Killed(BaseException):
+    """The process dies at this point (raised where a test kills it)."""
+
+
+def dies_dropping(store: Any, session_id: str) -> None:
+    """``store``'s process dies the moment it would drop ``session_id``'s window."""
+    invalidate = store._invalidate
+
+    async def die_there(sessions: set[str], scopes: set[str]) -> None:
+        if session_id in sessions:
+            raise Killed
+        await invalidate(sessions, scopes)
+
+    store._invalidate = die_there
+
+
+def abandon(store: Any) -> None:
+    """Leave a store as a killed process leaves it: nothing of it runs again."""
+    for task in (store._probe_task, store.arbiter._renewer):
+        if task is not None:
+            task.cancel()

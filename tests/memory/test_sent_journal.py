@@ -13,7 +13,7 @@ import pytest
 from core.models import Role
 from plugins.memory.outbox import Outbox, SentJournal, Spool
 from tests.memory.conftest import Backend, run, started
-from tests.memory.helpers import SESSION, ids, rec
+from tests.memory.helpers import SESSION, Killed, ids, rec
 
 
 def _reply(n: int) -> Any:
@@ -77,6 +77,25 @@ def test_d5_the_next_life_hands_over_only_what_the_database_lacks(
     assert "memory: 1 sent replies whose store did not finish" in caplog.text
 
 
+async def _reply_committed_then_killed(backend: Backend) -> tuple[Any, asyncio.Task[bool]]:
+    """A's window holds message 1; A stores its reply, the insert commits
+    and A dies before anything appends it (the caller cancels the task)."""
+    first = backend.store("A")
+    await first.start()
+    await first.store_message(rec(1))
+    assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
+
+    async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
+        await first.db.insert(row)
+        await asyncio.Event().wait()
+        return True
+
+    first._store_row = committed_then_killed
+    sending = asyncio.create_task(first.store_message(_reply(1)))
+    await asyncio.sleep(0.05)
+    return first, sending
+
+
 def test_d5_a_reply_its_dead_process_committed_but_never_put_in_the_window_is_in_the_next_context(
     backend: Backend,
 ) -> None:
@@ -85,19 +104,7 @@ def test_d5_a_reply_its_dead_process_committed_but_never_put_in_the_window_is_in
     The next life rebuilds that window from the database."""
 
     async def go() -> list[str]:
-        first = backend.store("A")
-        await first.start()
-        await first.store_message(rec(1))
-        assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
-
-        async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
-            await first.db.insert(row)
-            await asyncio.Event().wait()
-            return True
-
-        first._store_row = committed_then_killed
-        sending = asyncio.create_task(first.store_message(_reply(1)))
-        await asyncio.sleep(0.05)
+        first, sending = await _reply_committed_then_killed(backend)
         async with started(backend.store("A")) as second:
             found = ids(await second.load_messages(SESSION, 10))
         sending.cancel()
@@ -108,28 +115,12 @@ def test_d5_a_reply_its_dead_process_committed_but_never_put_in_the_window_is_in
     assert run(go()) == ["1001", "reply:1001"]
 
 
-class Killed(BaseException):
-    """The process dies at this point."""
-
-
 def test_d5_a_next_life_killed_once_its_journal_forgot_a_reply_leaves_no_window_without_it(backend: Backend) -> None:
     """As above, and the next life dies the moment its journal forgot the
     reply the database holds: that window must be gone already."""
 
     async def go() -> list[str]:
-        first = backend.store("A")
-        await first.start()
-        await first.store_message(rec(1))
-        assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
-
-        async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
-            await first.db.insert(row)
-            await asyncio.Event().wait()
-            return True
-
-        first._store_row = committed_then_killed
-        sending = asyncio.create_task(first.store_message(_reply(1)))
-        await asyncio.sleep(0.05)
+        first, sending = await _reply_committed_then_killed(backend)
         second = backend.store("A")
         hand_over = second.sent.hand_over
 

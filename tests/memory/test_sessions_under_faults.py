@@ -14,7 +14,7 @@ from plugins.memory.recent import RecentConversations
 from plugins.memory.records import to_row
 from plugins.memory.store import SessionStateUnreachable
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import ids, rec
+from tests.memory.helpers import Killed, abandon, dies_dropping, ids, rec
 
 SCOPE = "dm:u3"
 S = Session(id="s-old", scope_key=SCOPE, opened_at=1000.0, last_active_at=1000.0, user_id="u3")
@@ -130,10 +130,6 @@ def test_a_provisional_session_is_joined_to_the_conversation_it_continues(backen
     run(go())
 
 
-class Killed(BaseException):
-    """The process dies at this point."""
-
-
 def test_a_join_whose_instance_died_before_dropping_the_window_is_dropped_by_the_next_probe(backend: Backend) -> None:
     """D3: the join committed (message 3 moved into S) and its instance died
     before it dropped S's window, which lacks message 3. Another instance's
@@ -151,20 +147,12 @@ def test_a_join_whose_instance_died_before_dropping_the_window_is_dropped_by_the
             with database_cut(backend, a):
                 await a.save_session(blind)
                 assert await a.store_message(rec(3, session=blind)) is False
-            invalidate = a._invalidate
-
-            async def die_at_the_join(sessions: set[str], scopes: set[str]) -> None:
-                if S.id in sessions:
-                    raise Killed
-                await invalidate(sessions, scopes)
-
-            a._invalidate = die_at_the_join  # type: ignore[method-assign]
+            dies_dropping(a, S.id)
             with pytest.raises(Killed):
                 await a.probe()  # replays, joins s-blind into S, dies
             assert session_ids(backend) == ["s-old"]
         finally:
-            for task in (a._probe_task, a.arbiter._renewer):
-                task.cancel()  # type: ignore[union-attr]
+            abandon(a)
         async with started(backend.store("B")) as b:
             await b.probe()
             assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
@@ -221,20 +209,12 @@ def test_a_late_write_moved_by_an_instance_that_died_before_dropping_the_window_
             assert ids(await a.load_messages(S, 10)) == ["1001", "1002", "1003"]  # S's window
             assert a.db is not None
             await a.db.run(a.db.insert_messages, [to_row(rec(4, session=_p(1010.0)), 1004.0)])  # late, under s-blind
-            invalidate = a._invalidate
-
-            async def die_at_the_move(sessions: set[str], scopes: set[str]) -> None:
-                if S.id in sessions:
-                    raise Killed
-                await invalidate(sessions, scopes)
-
-            a._invalidate = die_at_the_move  # type: ignore[method-assign]
+            dies_dropping(a, S.id)
             with pytest.raises(Killed):
                 await a.probe()
             assert session_ids(backend) == ["s-old"]
         finally:
-            for task in (a._probe_task, a.arbiter._renewer):
-                task.cancel()  # type: ignore[union-attr]
+            abandon(a)
         async with started(backend.store("B")) as b:
             await b.probe()
             assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003", "1004"]

@@ -14,7 +14,7 @@ import pytest
 
 from core.models import MessageRecord, Role, Session
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, db_history, ids, rec, warm, with_attachment
+from tests.memory.helpers import SESSION, Killed, abandon, db_history, ids, rec, warm, with_attachment
 
 
 def test_write_then_read_round_trips_every_field(backend: Backend) -> None:
@@ -465,10 +465,6 @@ def test_g4_the_spool_replays_writes_in_the_order_they_were_made(backend: Backen
     run(go())
 
 
-class Killed(BaseException):
-    """The process dies at this point."""
-
-
 def test_d3_a_replayer_killed_once_the_entries_left_the_outbox_leaves_no_window_without_them(backend: Backend) -> None:
     """Writes only A's spool holds (Redis unreachable, its data kept, and
     the database cut): the window lacks them. A replays them and dies the
@@ -499,8 +495,7 @@ def test_d3_a_replayer_killed_once_the_entries_left_the_outbox_leaves_no_window_
                     await a.probe()
             assert db_history(backend) == ["1001", "1002", "1003"]
         finally:
-            for task in (a._probe_task, a.arbiter._renewer):
-                task.cancel()  # type: ignore[union-attr]
+            abandon(a)
         async with started(backend.store("B")) as b:
             assert ids(await b.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
 
