@@ -44,6 +44,7 @@ wait. The rules: docs/MEMORY_SESSIONS.md, "Sessions under faults".
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,9 +55,11 @@ from plugins.memory.durable import DurableStore
 from plugins.memory.recent import FRESH, PROVISIONAL
 
 JOINED_PREFIX = "memory.joined."
-# A join's record says "stale" until the windows of the two sessions were
-# dropped (D7): whoever joined them, or any instance's next probe if the
-# joiner died in between, drops them and then clears it.
+# A join's record says "stale" (a token) until the windows of the two
+# sessions were dropped (D7): whoever joined them, or any instance's next
+# probe if the joiner died in between, drops them and then clears it, but
+# only if the token is still the one it dropped for (a probe moving late
+# writes marks it anew).
 STALE = "stale"
 # A scope whose past reached the database late, written with those writes
 # and deleted once its fresh sessions were looked at (rule 11): a replayer
@@ -100,6 +103,8 @@ class Settled:
     joined_from: str | None = None
     moved: int = 0
     changed: bool = True  # False: judged again, nothing to do
+    # The join's record's stale mark, to clear once the windows are dropped.
+    mark: str | None = None
 
 
 # Ends that a timeout recorded: judged again from the activity (a late write
@@ -266,20 +271,21 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
         state=orjson.dumps(before["state"]).decode(),
     ).where(S.session_id == before["id"]).execute()
     S.delete().where(S.session_id == blind["id"]).execute()
-    store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time(), STALE: True})
-    return Settled(before, blind["id"], int(moved or 0))
+    mark = secrets.token_hex(4)
+    store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time(), STALE: mark})
+    return Settled(before, blind["id"], int(moved or 0), mark=mark)
 
 
-def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str]]]:
+def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str, Any]]]:
     """Move messages written under a joined session since its join to the
     session it joined (following chains of joins); drop old join records.
     Returns ``(joined id, session id, scope, messages moved)`` for each
-    move, and ``(joined id, session id, scope)`` for each join whose
+    move, and ``(joined id, session id, scope, mark)`` for each join whose
     windows may not be dropped yet (run on a database thread)."""
     records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
     if not records:
         return [], []
-    stale = [(old, str(r["into"]), str(r.get("scope") or "")) for old, r in records.items() if r.get(STALE)]
+    stale = [(old, str(r["into"]), str(r.get("scope") or ""), r[STALE]) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
     ids = list(records)
     late: list[str] = []
@@ -309,20 +315,22 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     return moved, stale
 
 
-def _mark_stale(store: DurableStore, old: str, record: dict[str, Any], target: str, stale: list[tuple[str, str, str]]) -> None:
+def _mark_stale(store: DurableStore, old: str, record: dict[str, Any], target: str, stale: list[tuple[str, str, str, Any]]) -> None:
     """Rows of ``old`` are about to move to ``target``: their windows are
-    stale until dropped (the record's mark, cleared by ``windows_dropped``)."""
-    if not record.get(STALE):
-        record[STALE] = True
-        store.set_state(JOINED_PREFIX + old, record)
-    stale.append((old, target, str(record.get("scope") or "")))
+    stale until dropped. A new mark, so that a clear for an older one
+    (another instance's drop, made before these rows moved) leaves it."""
+    record[STALE] = secrets.token_hex(4)
+    store.set_state(JOINED_PREFIX + old, record)
+    stale.append((old, target, str(record.get("scope") or ""), record[STALE]))
 
 
-def windows_dropped(store: DurableStore, joined: list[str]) -> None:
-    """The windows of these joins were dropped: clear their records' mark."""
-    for old in joined:
+def windows_dropped(store: DurableStore, marks: list[tuple[str, Any]]) -> None:
+    """The windows of these joins were dropped after their records showed
+    these marks: clear each mark that is still the one shown."""
+    for old, mark in marks:
         record = store.get_state(JOINED_PREFIX + old)
-        if isinstance(record, dict) and record.pop(STALE, None):
+        if isinstance(record, dict) and record.get(STALE) == mark:
+            del record[STALE]
             store.set_state(JOINED_PREFIX + old, record)
 
 

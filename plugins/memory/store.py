@@ -792,13 +792,13 @@ class MemoryStore:
             log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)
         if stale:  # the joins above among them
-            await self._invalidate({sid for old, new, _ in stale for sid in (old, new)}, {scope for *_, scope in stale if scope})
-            await self._windows_dropped([old for old, *_ in stale])
+            await self._invalidate({sid for old, new, _, _ in stale for sid in (old, new)}, {scope for _, _, scope, _ in stale if scope})
+            await self._windows_dropped([(old, mark) for old, _, _, mark in stale])
 
-    async def _windows_dropped(self, joined: list[str]) -> None:
+    async def _windows_dropped(self, marks: list[tuple[str, Any]]) -> None:
         assert self.db is not None
         try:
-            await self.db.run(windows_dropped, self.db, joined)
+            await self.db.run(windows_dropped, self.db, marks)
         except BackendDown as exc:
             self.db_failed(exc)
 
@@ -1120,7 +1120,7 @@ class MemoryStore:
         self._session_rows.pop(settled.joined_from, None)
         self.recent.note_session(data)
         await self._invalidate({data["id"], settled.joined_from}, {data["scope_key"]})
-        await self._windows_dropped([settled.joined_from])
+        await self._windows_dropped([(settled.joined_from, settled.mark)])
         # Its activity grew: a fresh session after it is judged again (rule 11).
         self._note_late(data["scope_key"], float(data["opened_at"]))
 

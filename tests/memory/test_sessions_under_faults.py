@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 import pytest
 
 from core.models import Session
+from plugins.memory.provisional import JOINED_PREFIX, follow_joins
 from plugins.memory.recent import RecentConversations
 from plugins.memory.records import to_row
 from plugins.memory.store import SessionStateUnreachable
@@ -218,6 +220,34 @@ def test_a_late_write_moved_by_an_instance_that_died_before_dropping_the_window_
         async with started(backend.store("B")) as b:
             await b.probe()
             assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003", "1004"]
+
+    run(go())
+
+
+def test_a_join_mark_is_not_cleared_by_a_probe_that_dropped_the_windows_before_rows_moved_again(backend: Backend) -> None:
+    """D3: Q's probe finds a join marked stale and drops the windows; a late
+    write lands under the joined id; P's probe moves it and dies before its
+    drop; Q then clears the mark it dropped for. P's mark must survive it."""
+
+    async def go() -> None:
+        async with started(backend.store("Q")) as q, started(backend.store("P")) as p:
+            await q.save_session(S)
+            for n in (1, 2):
+                await q.store_message(rec(n, session=S))
+            assert q.db is not None
+            # A join's record its joiner left marked (it died before its drop).
+            await q.db.run(q.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": time.time(), "stale": "m1"})
+            moved, stale = await q.db.run(follow_joins, q.db)  # Q's probe, first half
+            assert stale and not moved
+            await q._invalidate({"s-blind", S.id}, {SCOPE})
+            assert ids(await q.load_messages(S, 10)) == ["1001", "1002"]  # S's window rebuilt
+            await q.db.run(q.db.insert_unless_deleted, tuple(to_row(rec(3, session=_p(1010.0)), backend.clock.now())))  # late, under s-blind
+            dies_dropping(p, S.id)
+            with pytest.raises(Killed):
+                await p._follow_joins()  # moves it into S, dies
+            await q._windows_dropped([(old, mark) for old, _, _, mark in stale])  # Q's probe, second half
+            await q.probe()  # any later probe
+            assert ids(await q.load_messages(S, 10)) == ["1001", "1002", "1003"]
 
     run(go())
 
