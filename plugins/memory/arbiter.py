@@ -104,6 +104,12 @@ class Backends(Protocol):
     def db_back_at(self) -> float:
         """When (monotonic) the database breaker last closed."""
 
+    @property
+    def earlier_lives_settled(self) -> bool:
+        """What earlier lives of this instance left in its spool (a reply
+        answered unarbitrated among them) is in the database, or there was
+        nothing."""
+
     def db_failed(self, exc: BackendDown) -> None: ...
 
     def redis_failed(self, exc: BackendDown) -> None: ...
@@ -143,12 +149,16 @@ class Watch:
     sent_at: float | None
     # time.monotonic() when it arrived here.
     received: float
+    # The roster's first instance for the message when it arrived here
+    # (A7): the one that may answer it unarbitrated, whatever the roster
+    # says later (an outage longer than claim_ttl lets every announcement
+    # expire).
+    first: str = ""
     # Before this (monotonic), the watch looks but does not claim (A7),
-    # unless ``first`` (the roster's first instance for the message)
-    # announces itself again: its announcement as read when the hold began
-    # (``announced``, None until read) and when it was last read.
+    # unless ``first`` announces itself again: its announcement as read
+    # when the hold began (``announced``, None until read) and when it was
+    # last read.
     claim_after: float = 0.0
-    first: str | None = None
     announced: float | None = None
     read_at: float = 0.0
 
@@ -289,13 +299,13 @@ class Arbiter:
         return verdict == "mine"
 
     async def _decide(self, message_id: str, sent_at: float | None) -> str:
-        watch = Watch(message_id, sent_at, time.monotonic())
+        watch = Watch(message_id, sent_at, time.monotonic(), self.first_for(message_id))
         verdict = await self._first_ask(watch)
         if verdict == "unknown":
             # Both breakers are open, which may be old news (this process was
             # paused past its connections): A7 applies only if neither
             # backend answers a ping made now.
-            if not await self.b.answers() and self._unarbitrated(message_id, sent_at):
+            if not await self.b.answers() and self._unarbitrated(watch):
                 return "mine"
             await self._wait_for_a_backend()
             verdict = "unknown"
@@ -313,17 +323,16 @@ class Arbiter:
         instance for it answered it unarbitrated, or nobody did: until that
         instance shows it wrote back what it held (it announces itself
         again), or for one claim period, this watch looks but does not claim."""
-        first = self.first_for(watch.message_id)
-        if first == self.member:
+        if watch.first == self.member:
             return
-        watch.first, watch.announced = first, None
+        watch.announced = None
         watch.read_at = time.monotonic()
         watch.claim_after = watch.read_at + self.ttl
 
     async def _first_wrote_back(self, watch: Watch) -> bool:
         """Whether the first instance for a held-back message announced
         itself since the hold began (A7); the first read sets the mark."""
-        if watch.first is None or self._table is None:
+        if self._table is None:
             return False
         try:
             watch.read_at, expiry = await self._announcement(watch.first, watch.read_at)
@@ -495,10 +504,11 @@ class Arbiter:
     def ranked_first(self, message_id: str) -> bool:
         return self.first_for(message_id) == self.member
 
-    def _unarbitrated(self, message_id: str, sent_at: float | None) -> bool:
-        """Neither backend answers: answer now only if ranked first and the
-        message is young (A7)."""
-        if not self.ranked_first(message_id):
+    def _unarbitrated(self, watch: Watch) -> bool:
+        """Neither backend answers: answer now only if ranked first (when
+        it arrived) and the message is young (A7)."""
+        message_id, sent_at = watch.message_id, watch.sent_at
+        if watch.first != self.member:
             log.info("memory: neither backend answers; message %s is another instance's to answer: keeping watch", message_id)
             return False
         age = self._age(sent_at)
@@ -539,8 +549,8 @@ class Arbiter:
         if held is None:
             # Not claimed here: answered elsewhere if this process conceded it.
             return message_id not in self.answered and message_id not in self.refused
-        if not held.arbitrated:
-            return True
+        if not held.arbitrated and not held.lost:
+            return True  # nothing arbitrated it (A7): unless its write-back found it taken
         table = self._table
         if not held.lost and table is not None and self._db_usable:
             try:
@@ -639,7 +649,7 @@ class Arbiter:
     async def announce(self) -> None:
         """Say this instance is alive and read who else is (A7); the roster
         is kept in the data dir for a restart while the database is down."""
-        if any(not held.in_db for held in self.held.values()):
+        if any(not held.in_db for held in self.held.values()) or not self.b.earlier_lives_settled:
             return  # not yet: a standby holding back for these would claim them (A7)
         if self.announces and self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):

@@ -118,6 +118,7 @@ class MemoryStore:
         self._late_scopes: dict[str, float] = {}
         self._late_marks: dict[str, str] = {}
         self._scanned = False
+        self._replayed_once = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -304,6 +305,13 @@ class MemoryStore:
         return max(self.settings.db_timeout, self.settings.claim_ttl / 3)
 
     @property
+    def earlier_lives_settled(self) -> bool:
+        """Whether an outbox replay finished in this life, or the spool had
+        nothing to replay (an unarbitrated reply of an earlier life may wait
+        there: rule A7's announcement waits for it)."""
+        return self._replayed_once or not self.spool.files()
+
+    @property
     def db_back_at(self) -> float:
         """When (monotonic) the database breaker last closed (now while open)."""
         return self.db_breaker.since if self.db_breaker.ok else time.monotonic()
@@ -428,6 +436,7 @@ class MemoryStore:
 
     async def _replay_outbox(self) -> int:
         count = await self.outbox.replay(self._apply, self.redis_ok)
+        self._replayed_once = True
         if count:
             log.warning("memory: replayed %d outbox entries into the database", count)
         return count

@@ -10,7 +10,7 @@ from typing import Any
 from core.models import Role, Session
 from plugins.memory.leases import current_fence
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, rec
+from tests.memory.helpers import SESSION, abandon, rec
 
 QUICK = {"claim_ttl": 0.5}
 
@@ -508,6 +508,97 @@ def test_a7_an_instance_announces_itself_only_once_its_unarbitrated_claims_are_w
             reply_now.set()
             await asyncio.wait_for(pipeline[0], 5)
             assert await asyncio.wait_for(waiting, 5) is False
+
+    run(go())
+
+
+def test_a7_the_hold_follows_the_roster_the_message_arrived_with(backend: Backend) -> None:
+    """An outage longer than claim_ttl lets every announcement expire: B's
+    roster, read again after it, may hold B alone. B must still wait for A,
+    the first instance when the message arrived, which answered it."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)
+            await freeze(b)
+            mid = first_of(a)
+
+            def asks() -> asyncio.Task[bool]:
+                return asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+
+            with database_cut_for_all(backend, a, b):
+                backend.redis_down()
+                assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
+                waiting = asks()
+                await until(saw_both_down(b), "B saw both down")
+                await asyncio.sleep(0.1)
+                b.arbiter.roster = ["B"]  # its announcement after the outage found nobody else
+                backend.redis_up()
+            await until(lambda: waiting.done() or ("A" in b.arbiter._reads and b.arbiter._reads["A"][1].done()), "B looked")
+            assert not waiting.done()  # held back for A
+            await a.probe()
+            await a.arbiter.renew()  # A writes its claim back...
+            await a.arbiter.announce()  # ...and says so
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # A's claim is live
+            await a.arbiter.release(mid)
+            assert await asyncio.wait_for(waiting, 5) is True  # (A gave it up: B's now)
+
+    run(go())
+
+
+def test_a7_an_unarbitrated_claim_found_taken_when_written_back_is_not_sent(backend: Backend) -> None:
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)
+            mid = first_of(a)
+            with database_cut_for_all(backend, a, b):
+                backend.redis_down()
+                assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
+                backend.redis_up()
+            assert b.arbiter._table is not None and b.db is not None
+            verdict, _holder, _dirty = await b.db.run(b.arbiter._table.claim, mid, b.arbiter.owner, 60.0)
+            assert verdict == "mine"  # as a standby that ended its hold too early would
+            await a.probe()
+            await a.arbiter.renew()  # the write-back finds it taken
+            assert await a.arbiter.confirm(mid) is False
+
+    run(go())
+
+
+def test_a7_a_life_does_not_announce_before_its_earlier_lifes_spool_is_in_the_database(backend: Backend) -> None:
+    """An earlier life answered unarbitrated and was killed with the reply
+    in its spool: the next life's announcement would end standbys' holds
+    while the database knows nothing of that answer."""
+
+    async def go() -> None:
+        first = backend.store("A")
+        await first.start()
+        with database_cut(backend, first):
+            backend.redis_unreachable()
+            try:
+                assert await first.store_message(reply(1)) is False  # the spool only
+            finally:
+                backend.redis_reachable()
+        abandon(first)
+        assert first.db is not None and first.arbiter._table is not None
+        table = first.arbiter._table
+        before = await first.db.run(table.announced, "A")
+        backend.redis_unreachable()
+        try:
+            async with started(backend.store("A")) as second:
+                await freeze(second)
+                assert second.spool.files()
+                await second.arbiter.announce()
+                assert await first.db.run(table.announced, "A") == before
+                await second.probe()  # replays the spool (Redis is not needed for it)
+                assert not second.spool.files()
+                await second.arbiter.announce()
+                assert (await first.db.run(table.announced, "A") or 0.0) > (before or 0.0)
+        finally:
+            backend.redis_reachable()
 
     run(go())
 
