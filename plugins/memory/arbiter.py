@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -149,11 +149,11 @@ class Watch:
     sent_at: float | None
     # time.monotonic() when it arrived here.
     received: float
-    # The roster's first instance for the message when it arrived here
-    # (A7): the one that may answer it unarbitrated, whatever the roster
-    # says later (an outage longer than claim_ttl lets every announcement
-    # expire).
-    first: str = ""
+    # The roster when the message arrived here (A7): its first instance
+    # for the message may answer it unarbitrated, whatever the roster says
+    # later (an outage longer than claim_ttl lets every announcement
+    # expire). Announcements replace the list, never change it.
+    roster: list[str] = field(default_factory=list)
     # Before this (monotonic), the watch looks but does not claim (A7),
     # unless ``first`` announces itself again: its announcement as read
     # when the hold began (``announced``, None until read) and when it was
@@ -299,7 +299,7 @@ class Arbiter:
         return verdict == "mine"
 
     async def _decide(self, message_id: str, sent_at: float | None) -> str:
-        watch = Watch(message_id, sent_at, time.monotonic(), self.first_for(message_id))
+        watch = Watch(message_id, sent_at, time.monotonic(), self.roster)
         verdict = await self._first_ask(watch)
         if verdict == "unknown":
             # Both breakers are open, which may be old news (this process was
@@ -323,7 +323,7 @@ class Arbiter:
         instance for it answered it unarbitrated, or nobody did: until that
         instance shows it wrote back what it held (it announces itself
         again), or for one claim period, this watch looks but does not claim."""
-        if watch.first == self.member:
+        if self.first_for(watch.message_id, watch.roster) == self.member:
             return
         watch.announced = None
         watch.read_at = time.monotonic()
@@ -335,7 +335,7 @@ class Arbiter:
         if self._table is None:
             return False
         try:
-            watch.read_at, expiry = await self._announcement(watch.first, watch.read_at)
+            watch.read_at, expiry = await self._announcement(self.first_for(watch.message_id, watch.roster), watch.read_at)
         except BackendDown:
             return False
         if watch.announced is None:
@@ -494,11 +494,11 @@ class Arbiter:
         with contextlib.suppress(Exception):
             await asyncio.shield(self._probing)
 
-    def first_for(self, message_id: str) -> str:
+    def first_for(self, message_id: str, roster: list[str] | None = None) -> str:
         """The instance that comes first for ``message_id`` among those
-        alive at the last announcement (rendezvous hashing: every instance
-        with the same roster picks the same one)."""
-        peers = set(self.roster) | {self.member}
+        alive at the last announcement, or in ``roster`` (rendezvous
+        hashing: every instance with the same roster picks the same one)."""
+        peers = set(self.roster if roster is None else roster) | {self.member}
         return max(peers, key=lambda member: hashlib.blake2b(f"{member} {message_id}".encode(), digest_size=8).digest())
 
     def ranked_first(self, message_id: str) -> bool:
@@ -508,7 +508,7 @@ class Arbiter:
         """Neither backend answers: answer now only if ranked first (when
         it arrived) and the message is young (A7)."""
         message_id, sent_at = watch.message_id, watch.sent_at
-        if watch.first != self.member:
+        if self.first_for(message_id, watch.roster) != self.member:
             log.info("memory: neither backend answers; message %s is another instance's to answer: keeping watch", message_id)
             return False
         age = self._age(sent_at)
