@@ -549,8 +549,8 @@ class Arbiter:
         if held is None:
             # Not claimed here: answered elsewhere if this process conceded it.
             return message_id not in self.answered and message_id not in self.refused
-        if not held.arbitrated and not held.lost:
-            return True  # nothing arbitrated it (A7): unless its write-back found it taken
+        if not held.arbitrated and not held.lost and not await self._arbitrate_now(held):
+            return True  # nothing can arbitrate it (A7)
         table = self._table
         if not held.lost and table is not None and self._db_usable:
             try:
@@ -572,6 +572,24 @@ class Arbiter:
         self.refused[message_id] = None
         while len(self.refused) > MAX_ANSWERED:
             self.refused.popitem(last=False)
+        return False
+
+    async def _arbitrate_now(self, held: Held) -> bool:
+        """A claim answered unarbitrated, about to be sent: if a backend
+        answers now, it decides first (a standby may have claimed the
+        message while this process was paused or slow: the claim is then
+        lost). ``False`` when nothing can decide (A7)."""
+        if not await self.b.answers():
+            return False
+        await self._probe_once()
+        if await self._renew_in_db([held]):
+            held.arbitrated = True  # its row written back, or found taken
+            return True
+        if self.b.redis_ok and not self.b.db_ok:
+            # The database is down: Redis decides (A6).
+            held.lost = held.lost or not await self._mirror(held.message_id, "claimed", False)
+            held.arbitrated = True
+            return True
         return False
 
     def answered_here(self, message_id: str) -> None:
@@ -649,15 +667,24 @@ class Arbiter:
     async def announce(self) -> None:
         """Say this instance is alive and read who else is (A7); the roster
         is kept in the data dir for a restart while the database is down."""
-        if any(not held.in_db for held in self.held.values()) or not self.b.earlier_lives_settled:
+        if not self._all_written():
             return  # not yet: a standby holding back for these would claim them (A7)
         if self.announces and self._table is not None and self.b.db_ok:
             with contextlib.suppress(BackendDown):
-                self.roster = await self._db(self._table.announce, self.member, self.ttl)
+                # Asked again on the database thread: a call abandoned after a
+                # timeout may run after this instance answered unarbitrated.
+                self.roster = await self._db(self._table.announce, self.member, self.ttl, self._all_written)
                 if self.roster_file is not None:
                     with contextlib.suppress(OSError):
                         self.roster_file.parent.mkdir(parents=True, exist_ok=True)
                         self.roster_file.write_text("\n".join(self.roster))
+
+    def _all_written(self) -> bool:
+        """Every claim held here has its row, and what earlier lives left in
+        the spool is in the database: an announcement may say so (A7). Read
+        from a database thread too (a copy of the values: no iteration over
+        a dict the loop changes)."""
+        return self.b.earlier_lives_settled and all(held.in_db for held in list(self.held.values()))
 
     def _last_roster(self) -> list[str]:
         """The roster a previous life of this instance kept, if recent."""

@@ -10,7 +10,7 @@ life of one instance, ``state`` is ``claimed``, ``sending`` or ``done``;
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -226,12 +226,15 @@ class ClaimTable:
 
     # --- A7: who is alive ------------------------------------------------------------
 
-    def announce(self, member: str, ttl: float) -> list[str]:
+    def announce(self, member: str, ttl: float, may: Callable[[], bool] = lambda: True) -> list[str]:
         """Instance ``member`` is alive for ``ttl`` more seconds (database
-        clock); return every instance alive now, this one included, sorted."""
+        clock), if ``may()`` still says so when the statement is about to
+        run (a call left behind by a timeout can run much later, A7);
+        return every instance alive now, this one included, sorted."""
         with self._writing():
             now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
-            self.store.set_state(MEMBER_PREFIX + member, now + ttl)
+            if may():
+                self.store.set_state(MEMBER_PREFIX + member, now + ttl)
             members = self.store.states_with_prefix(MEMBER_PREFIX)
             for key, expiry in members.items():
                 if float(expiry) < now - MEMBER_KEEP:

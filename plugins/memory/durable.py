@@ -672,6 +672,17 @@ class DurableStore:
         B = self.m.BotState
         return {r[0]: orjson.loads(r[1]) for r in B.select(B.key, B.value).where(B.key.startswith(prefix)).tuples()}
 
+    def state_raw(self, key: str) -> str | None:
+        """``key``'s value as stored (for :meth:`replace_state_if`)."""
+        B = self.m.BotState
+        row = _one(B.select(B.value).where(B.key == key).tuples())
+        return str(row[0]) if row else None
+
+    def replace_state_if(self, key: str, raw_value: str, value: Any) -> int:
+        """Set ``key`` to ``value`` only if it still holds ``raw_value`` (as stored)."""
+        B = self.m.BotState
+        return B.update(value=orjson.dumps(value).decode()).where((B.key == key) & (B.value == raw_value)).execute()
+
     def delete_state_if(self, key: str, raw_value: str) -> int:
         """Delete ``key`` only if it still holds ``raw_value`` (as stored)."""
         B = self.m.BotState

@@ -328,10 +328,13 @@ def windows_dropped(store: DurableStore, marks: list[tuple[str, Any]]) -> None:
     """The windows of these joins were dropped after their records showed
     these marks: clear each mark that is still the one shown."""
     for old, mark in marks:
-        record = store.get_state(JOINED_PREFIX + old)
-        if isinstance(record, dict) and record.get(STALE) == mark:
+        key = JOINED_PREFIX + old
+        raw = store.state_raw(key)
+        record = orjson.loads(raw) if raw else None
+        if raw and isinstance(record, dict) and record.get(STALE) == mark:
             del record[STALE]
-            store.set_state(JOINED_PREFIX + old, record)
+            # Only over the value read: a new mark written meanwhile stays.
+            store.replace_state_if(key, raw, record)
 
 
 def _final(records: dict[str, Any], session_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
 from core.models import Role, Session
@@ -599,6 +600,71 @@ def test_a7_a_life_does_not_announce_before_its_earlier_lifes_spool_is_in_the_da
                 assert (await first.db.run(table.announced, "A") or 0.0) > (before or 0.0)
         finally:
             backend.redis_reachable()
+
+    run(go())
+
+
+def test_a7_a_paused_first_instance_does_not_send_after_the_standby_claimed(backend: Backend) -> None:
+    """A answers a message unarbitrated and is paused before it wrote the
+    claim back; B holds back one claim period, then claims and answers. A
+    resumes with its breakers still open (nothing ran while it was
+    stopped): before it sends, a backend that answers decides."""
+
+    async def go() -> None:
+        async with started(backend.store("A", **QUICK)) as a, started(backend.store("B", **QUICK)) as b:
+            await roster_of_both(a, b)
+            await freeze(a)  # paused: no renewal, no announcement
+            mid = first_of(a)
+            with database_cut_for_all(backend, a, b):
+                backend.redis_down()
+                assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
+                waiting = asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+                await until(saw_both_down(b), "B saw both down")
+                await asyncio.sleep(0.1)
+                backend.redis_up()
+            assert await asyncio.wait_for(waiting, 10) is True  # B's, after one claim period
+            assert not a.db_ok  # A's probe has not run yet
+            assert await a.arbiter.confirm(mid) is False  # else a second reply
+
+    run(go())
+
+
+def test_a7_an_announcement_left_behind_by_a_timeout_does_not_end_the_hold(backend: Backend) -> None:
+    """A's announcement is abandoned after db_timeout, its thread left
+    waiting (it runs when the connection comes back); A then answers a
+    message unarbitrated; B holds back and reads A's announcement; then the
+    left-behind call runs. It must not say that A wrote its claims back."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)
+            mid = first_of(a)
+            table = a.arbiter._table
+            assert table is not None
+            gate = threading.Event()
+            real = table.announce
+
+            def stuck(*args: Any) -> list[str]:
+                gate.wait(20)
+                return real(*args)
+
+            table.announce = stuck  # type: ignore[method-assign]
+            await a.arbiter.announce()  # abandoned after db_timeout; its thread waits
+            table.announce = real  # type: ignore[method-assign]
+            with database_cut_for_all(backend, a, b):
+                backend.redis_down()
+                assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
+                waiting = asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+                await until(saw_both_down(b), "B saw both down")
+                await asyncio.sleep(0.1)
+                backend.redis_up()
+            await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
+            assert not waiting.done()
+            gate.set()  # the left-behind announcement runs now
+            await asyncio.sleep(1.5)
+            assert a.arbiter.held[mid].in_db is False
+            assert not waiting.done()  # else B answers it too
 
     run(go())
 

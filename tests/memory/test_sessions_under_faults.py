@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.models import Session
-from plugins.memory.provisional import JOINED_PREFIX, follow_joins
+from plugins.memory.provisional import JOINED_PREFIX, follow_joins, windows_dropped
 from plugins.memory.recent import RecentConversations
 from plugins.memory.records import to_row
 from plugins.memory.store import SessionStateUnreachable
@@ -248,6 +248,34 @@ def test_a_join_mark_is_not_cleared_by_a_probe_that_dropped_the_windows_before_r
             await q._windows_dropped([(old, mark) for old, _, _, mark in stale])  # Q's probe, second half
             await q.probe()  # any later probe
             assert ids(await q.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_a_clear_does_not_overwrite_a_mark_written_between_its_read_and_its_write(backend: Backend) -> None:
+    """D3: another probe marks the join anew (and moves a late write)
+    between a clear's read of the record and its write."""
+
+    async def go() -> None:
+        async with started(backend.store("Q")) as q:
+            await q.save_session(S)
+            assert q.db is not None
+            db = q.db
+            await db.run(db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": time.time(), "stale": "m1"})
+            await db.run(db.insert_unless_deleted, tuple(to_row(rec(3, session=_p(1010.0)), backend.clock.now())))  # late, under s-blind
+
+            class Racing:
+                def __getattr__(self, name: str) -> object:
+                    return getattr(db, name)
+
+                def state_raw(self, key: str) -> object:
+                    raw = db.state_raw(key)
+                    follow_joins(db)  # P's probe, between Q's read and Q's write; P then dies
+                    return raw
+
+            await db.run(windows_dropped, Racing(), [("s-blind", "m1")])
+            record = await db.run(db.get_state, JOINED_PREFIX + "s-blind")
+            assert record.get("stale")  # P's mark: its moved write's window is still to drop
 
     run(go())
 
