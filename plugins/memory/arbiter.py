@@ -155,11 +155,11 @@ class Watch:
     # expire). Announcements replace the list, never change it.
     roster: list[str] = field(default_factory=list)
     # Before this (monotonic), the watch looks but does not claim (A7),
-    # unless ``first`` announces itself again: its announcement as read
-    # when the hold began (``announced``, None until read) and when it was
-    # last read.
+    # unless the first instance announces itself after ``since`` (the
+    # database's clock at the hold's first read; None until read).
+    # ``read_at``: when (monotonic) its announcement was last read.
     claim_after: float = 0.0
-    announced: float | None = None
+    since: float | None = None
     read_at: float = 0.0
 
     @property
@@ -198,7 +198,7 @@ class Arbiter:
         self._probing: asyncio.Future[None] | None = None
         # Per instance: the last read of its announcement (A7), shared by
         # the watches that ask at the same moment.
-        self._reads: dict[str, tuple[float, asyncio.Future[float | None]]] = {}
+        self._reads: dict[str, tuple[float, asyncio.Future[tuple[float | None, float]]]] = {}
 
     @property
     def ttl(self) -> float:
@@ -325,34 +325,38 @@ class Arbiter:
         again), or for one claim period, this watch looks but does not claim."""
         if self.first_for(watch.message_id, watch.roster) == self.member:
             return
-        watch.announced = None
+        watch.since = None
         watch.read_at = time.monotonic()
         watch.claim_after = watch.read_at + self.ttl
 
     async def _first_wrote_back(self, watch: Watch) -> bool:
         """Whether the first instance for a held-back message announced
-        itself since the hold began (A7); the first read sets the mark."""
+        itself since the hold began (A7); the first read sets the mark.
+        An announcement's time is the database's clock read before its
+        check: one that commits late (a stalled call) is older than the
+        mark, whenever it lands."""
         if self._table is None:
             return False
         try:
-            watch.read_at, expiry = await self._announcement(self.first_for(watch.message_id, watch.roster), watch.read_at)
+            watch.read_at, (expiry, now) = await self._announcement(self.first_for(watch.message_id, watch.roster), watch.read_at)
         except BackendDown:
             return False
-        if watch.announced is None:
-            watch.announced = expiry or 0.0
+        if watch.since is None:
+            watch.since = now
             return False
-        if (expiry or 0.0) > watch.announced:
+        if expiry is not None and expiry - self.ttl > watch.since:
             watch.claim_after = 0.0
             return True
         return False
 
-    async def _announcement(self, member: str, after: float) -> tuple[float, float | None]:
-        """``(when read, member's announced expiry)``, from a read begun
-        after ``after`` (monotonic); watches asking at once share one read."""
+    async def _announcement(self, member: str, after: float) -> tuple[float, tuple[float | None, float]]:
+        """``(when read, (member's announced expiry, the database's clock))``,
+        from a read begun after ``after`` (monotonic); watches asking at
+        once share one read."""
         assert self._table is not None
         read = self._reads.get(member)
         if read is None or read[0] <= after:
-            read = (time.monotonic(), asyncio.ensure_future(self._db(self._table.announced, member)))
+            read = (time.monotonic(), asyncio.ensure_future(self._db(self._table.announcement, member)))
             self._reads[member] = read
         return read[0], await asyncio.shield(read[1])
 

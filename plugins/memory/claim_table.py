@@ -247,6 +247,12 @@ class ClaimTable:
         value = self.store.get_state(MEMBER_PREFIX + member)
         return None if value is None else float(value)
 
+    def announcement(self, member: str) -> tuple[float | None, float]:
+        """``member``'s announced expiry (as :meth:`announced`) and the
+        database's clock now."""
+        now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
+        return self.announced(member), now
+
     def retire(self, member: str) -> None:
         self.store.delete_state(MEMBER_PREFIX + member)
 

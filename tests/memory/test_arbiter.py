@@ -615,58 +615,81 @@ def test_a7_a_paused_first_instance_does_not_send_after_the_standby_claimed(back
             await roster_of_both(a, b)
             await freeze(a)  # paused: no renewal, no announcement
             mid = first_of(a)
+            async def b_pipeline() -> bool:
+                # B's claim is held while the task that won it runs (A2): it answers.
+                if not await b.arbiter.claim(mid, backend.clock.now()):
+                    return False
+                n = int(mid) - 1000
+                await b.store_message(rec(n, id=mid))
+                assert await b.arbiter.confirm(mid)
+                await b.store_message(rec(n + 1, role=Role.BOT, author="bot", id=f"reply:{mid}", reply_to_id=mid))
+                return True
+
             with database_cut_for_all(backend, a, b):
                 backend.redis_down()
                 assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
-                waiting = asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+                waiting = asyncio.create_task(b_pipeline())
                 await until(saw_both_down(b), "B saw both down")
                 await asyncio.sleep(0.1)
                 backend.redis_up()
-            assert await asyncio.wait_for(waiting, 10) is True  # B's, after one claim period
+            assert await asyncio.wait_for(waiting, 10) is True  # B's, after one claim period: B answered
             assert not a.db_ok  # A's probe has not run yet
             assert await a.arbiter.confirm(mid) is False  # else a second reply
 
     run(go())
 
 
-def test_a7_an_announcement_left_behind_by_a_timeout_does_not_end_the_hold(backend: Backend) -> None:
+async def _an_announcement_left_behind(backend: Backend, stall: str) -> None:
     """A's announcement is abandoned after db_timeout, its thread left
-    waiting (it runs when the connection comes back); A then answers a
+    waiting (``stall``: before the statement, or after its check said yes,
+    as when the network stalls the write or the commit); A then answers a
     message unarbitrated; B holds back and reads A's announcement; then the
-    left-behind call runs. It must not say that A wrote its claims back."""
+    left-behind call goes on. It must not end B's hold: A wrote nothing back."""
+    async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+        await roster_of_both(a, b)
+        await freeze(a)
+        mid = first_of(a)
+        assert a.arbiter._table is not None
+        gate = threading.Event()
+        owner, name = (a.arbiter._table, "announce") if stall == "before" else (a.arbiter, "_all_written")
+        real = getattr(owner, name)
 
-    async def go() -> None:
-        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            await roster_of_both(a, b)
-            await freeze(a)
-            mid = first_of(a)
-            table = a.arbiter._table
-            assert table is not None
-            gate = threading.Event()
-            real = table.announce
-
-            def stuck(*args: Any) -> list[str]:
+        def stalled(*args: Any) -> Any:
+            if stall == "before":
                 gate.wait(20)
                 return real(*args)
+            ok = real(*args)
+            if threading.current_thread() is not threading.main_thread():
+                gate.wait(20)
+            return ok
 
-            table.announce = stuck  # type: ignore[method-assign]
-            await a.arbiter.announce()  # abandoned after db_timeout; its thread waits
-            table.announce = real  # type: ignore[method-assign]
-            with database_cut_for_all(backend, a, b):
-                backend.redis_down()
-                assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
-                waiting = asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
-                await until(saw_both_down(b), "B saw both down")
-                await asyncio.sleep(0.1)
-                backend.redis_up()
-            await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
-            assert not waiting.done()
-            gate.set()  # the left-behind announcement runs now
-            await asyncio.sleep(1.5)
-            assert a.arbiter.held[mid].in_db is False
-            assert not waiting.done()  # else B answers it too
+        setattr(owner, name, stalled)
+        await a.arbiter.announce()  # abandoned after db_timeout; its thread waits
+        setattr(owner, name, real)
+        with database_cut_for_all(backend, a, b):
+            backend.redis_down()
+            assert await a.arbiter.claim(mid, backend.clock.now()) is True  # unarbitrated
+            assert await a.arbiter.confirm(mid) is True  # sent: both really down
+            waiting = asyncio.create_task(b.arbiter.claim(mid, backend.clock.now()))
+            await until(saw_both_down(b), "B saw both down")
+            await asyncio.sleep(0.1)
+            backend.redis_up()
+        await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
+        assert not waiting.done()
+        gate.set()  # the left-behind call goes on now
+        await asyncio.sleep(1.5)
+        assert a.arbiter.held[mid].in_db is False
+        assert not waiting.done()  # else B answers it too
 
-    run(go())
+
+def test_a7_an_announcement_left_behind_by_a_timeout_does_not_end_the_hold(backend: Backend) -> None:
+    run(_an_announcement_left_behind(backend, "before"))
+
+
+def test_a7_an_announcement_that_commits_late_after_its_check_does_not_end_the_hold(postgres_backend: Backend) -> None:
+    """PostgreSQL only: SQLite's file lock, held through the stall, would
+    stop B's claim anyway."""
+    run(_an_announcement_left_behind(postgres_backend, "after"))
 
 
 def test_a7_breakers_left_open_by_a_pause_are_probed_before_answering_unarbitrated(backend: Backend) -> None:
