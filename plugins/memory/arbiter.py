@@ -582,18 +582,25 @@ class Arbiter:
         """A claim answered unarbitrated, about to be sent: if a backend
         answers now, it decides first (a standby may have claimed the
         message while this process was paused or slow: the claim is then
-        lost). ``False`` when nothing can decide (A7)."""
-        if not await self.b.answers():
-            return False
-        await self._probe_once()
-        if await self._renew_in_db([held]):
-            held.arbitrated = True  # its row written back, or found taken
-            return True
-        if self.b.redis_ok and not self.b.db_ok:
-            # The database is down: Redis decides (A6).
-            held.lost = held.lost or not await self._mirror(held.message_id, "claimed", False)
-            held.arbitrated = True
-            return True
+        lost). Asked directly, whatever the breakers say (they may be old
+        news after a pause) and without waiting for a probe: the database
+        writes the claim back, else Redis mirrors it. ``False`` when
+        neither answers (A7)."""
+        db, table, mid = self.b.db, self._table, held.message_id
+        if db is not None and table is not None:
+            with contextlib.suppress(BackendDown):
+                lost = await db.run(table.renew, self.owner, [mid], [mid], self.ttl)
+                held.in_db = held.arbitrated = True
+                held.lost = held.lost or mid in lost
+                return True
+        if self.b.cache is not None:
+            with contextlib.suppress(BackendDown):
+                (kept,) = await self.b.cache.run(
+                    ("EVAL", RENEW_LUA, 1, self.key(mid), self._value("claimed"), int(self.ttl * 1000), "0", f"{self.owner} ")
+                )
+                held.arbitrated = True
+                held.lost = held.lost or not kept
+                return True
         return False
 
     def answered_here(self, message_id: str) -> None:
