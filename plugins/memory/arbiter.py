@@ -266,10 +266,11 @@ class Arbiter:
     async def _mirror(self, message_id: str, state: str, decided: bool) -> bool:
         """Set this owner's mirror (A6); ``False`` when Redis says the claim
         is another's or done (only meaningful when ``decided`` is false)."""
-        found = await self._redis(
-            ("EVAL", RENEW_LUA, 1, self.key(message_id), self._value(state), int(self.ttl * 1000), "1" if decided else "0", f"{self.owner} ")
-        )
+        found = await self._redis(self._mirror_command(message_id, state, decided))
         return found is None or bool(found[0])
+
+    def _mirror_command(self, message_id: str, state: str, decided: bool) -> tuple[Any, ...]:
+        return ("EVAL", RENEW_LUA, 1, self.key(message_id), self._value(state), int(self.ttl * 1000), "1" if decided else "0", f"{self.owner} ")
 
     def _mirror_later(self, message_id: str, state: str) -> None:
         task = asyncio.ensure_future(self._mirror(message_id, state, True))
@@ -595,9 +596,7 @@ class Arbiter:
                 return True
         if self.b.cache is not None:
             with contextlib.suppress(BackendDown):
-                (kept,) = await self.b.cache.run(
-                    ("EVAL", RENEW_LUA, 1, self.key(mid), self._value("claimed"), int(self.ttl * 1000), "0", f"{self.owner} ")
-                )
+                (kept,) = await self.b.cache.run(self._mirror_command(mid, "claimed", False))
                 held.arbitrated = True
                 held.lost = held.lost or not kept
                 return True
@@ -715,12 +714,7 @@ class Arbiter:
         decided = await self._renew_in_db(held_now)
         if self.b.cache is None or not held_now:
             return
-        found = await self._redis(
-            *[
-                ("EVAL", RENEW_LUA, 1, self.key(h.message_id), self._value(h.state), int(self.ttl * 1000), "1" if decided else "0", f"{self.owner} ")
-                for h in held_now
-            ]
-        )
+        found = await self._redis(*[self._mirror_command(h.message_id, h.state, decided) for h in held_now])
         if found is not None and not decided:
             for held, kept in zip(held_now, found):
                 if not kept and held.arbitrated:

@@ -232,7 +232,7 @@ class ClaimTable:
         run (a call left behind by a timeout can run much later, A7);
         return every instance alive now, this one included, sorted."""
         with self._writing():
-            now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
+            now = self._clock()
             if may():
                 self.store.set_state(MEMBER_PREFIX + member, now + ttl)
             members = self.store.states_with_prefix(MEMBER_PREFIX)
@@ -240,6 +240,10 @@ class ClaimTable:
                 if float(expiry) < now - MEMBER_KEEP:
                     self.store.delete_state(key)
         return sorted(key[len(MEMBER_PREFIX) :] for key, expiry in members.items() if float(expiry) > now)
+
+    def _clock(self) -> float:
+        """The database's clock now (seconds since the epoch)."""
+        return float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
 
     def announced(self, member: str) -> float | None:
         """``member``'s last announcement: its expiry on the database's
@@ -250,8 +254,7 @@ class ClaimTable:
     def announcement(self, member: str) -> tuple[float | None, float]:
         """``member``'s announced expiry (as :meth:`announced`) and the
         database's clock now."""
-        now = float(self._execute(f"SELECT {self.now}", ()).fetchone()[0])
-        return self.announced(member), now
+        return self.announced(member), self._clock()
 
     def retire(self, member: str) -> None:
         self.store.delete_state(MEMBER_PREFIX + member)

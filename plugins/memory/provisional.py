@@ -285,7 +285,7 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
     if not records:
         return [], []
-    stale = [(old, str(r["into"]), str(r.get("scope") or ""), r[STALE]) for old, r in records.items() if r.get(STALE)]
+    stale = [(old, str(r["into"]), _scope(r), r[STALE]) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
     ids = list(records)
     late: list[str] = []
@@ -298,16 +298,17 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
         _mark_stale(store, old, records[old], target, stale)  # before the move: an instance dying after it leaves the mark
         count = M.update(session_id=target).where(M.session_id == old).execute()
         if count:
-            moved.append((old, target, str(records[old].get("scope") or ""), int(count)))
+            moved.append((old, target, _scope(records[old]), int(count)))
     # A save in flight when the join ran puts a joined session's row back:
     # the conversation goes on in the session it joined.
     S = store.m.SessionRow
     for start in range(0, len(ids), CHUNK):
         back = [row[0] for row in S.select(S.session_id).where(S.session_id.in_(ids[start : start + CHUNK])).tuples()]
         for old in back:
-            _mark_stale(store, old, records[old], _final(records, old), stale)
+            target = _final(records, old)
+            _mark_stale(store, old, records[old], target, stale)
             S.delete().where(S.session_id == old).execute()
-            moved.append((old, _final(records, old), str(records[old].get("scope") or ""), 0))
+            moved.append((old, target, _scope(records[old]), 0))
     now = time.time()
     for old, record in records.items():
         if now - float(record.get("at") or now) > JOIN_KEEP:
@@ -321,7 +322,11 @@ def _mark_stale(store: DurableStore, old: str, record: dict[str, Any], target: s
     (another instance's drop, made before these rows moved) leaves it."""
     record[STALE] = secrets.token_hex(4)
     store.set_state(JOINED_PREFIX + old, record)
-    stale.append((old, target, str(record.get("scope") or ""), record[STALE]))
+    stale.append((old, target, _scope(record), record[STALE]))
+
+
+def _scope(record: dict[str, Any]) -> str:
+    return str(record.get("scope") or "")
 
 
 def windows_dropped(store: DurableStore, marks: list[tuple[str, Any]]) -> None:
