@@ -353,13 +353,19 @@ class Arbiter:
     async def _announcement(self, member: str, after: float) -> tuple[float, tuple[float | None, float]]:
         """``(when read, (member's announced expiry, the database's clock))``,
         from a read begun after ``after`` (monotonic); watches asking at
-        once share one read."""
+        once share one read. A failed read is forgotten: kept, it would
+        answer every later look of the watches that shared it."""
         assert self._table is not None
         read = self._reads.get(member)
         if read is None or read[0] <= after:
             read = (time.monotonic(), asyncio.ensure_future(self._db(self._table.announcement, member)))
             self._reads[member] = read
-        return read[0], await asyncio.shield(read[1])
+        try:
+            return read[0], await asyncio.shield(read[1])
+        except BackendDown:
+            if self._reads.get(member) is read:
+                del self._reads[member]
+            raise
 
     async def _first_ask(self, watch: Watch) -> str:
         """``mine``, ``done``, ``live`` (someone else holds it) or

@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from core.models import Role, Session
+from plugins.memory.breaker import BackendDown
 from plugins.memory.leases import current_fence
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import SESSION, abandon, rec
@@ -453,6 +454,41 @@ def test_a7_a_standby_holds_back_until_the_first_instance_announces_again(backen
                 backend, (a, b), lambda: asyncio.create_task(b.arbiter.claim(mid, backend.clock.now())), saw_both_down(b)
             )
             await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
+            assert not waiting.done()  # held back
+            await until(lambda: a.db_ok, "A's probe closed its database breaker")
+            await a.arbiter.announce()
+            assert await asyncio.wait_for(waiting, 3) is True
+
+    run(go())
+
+
+def test_a7_a_failed_read_of_an_announcement_is_made_again(backend: Backend) -> None:
+    """B's first read of A's announcement after the outage fails (a
+    timeout, a worker pool replaced): its next look reads again, and
+    claims once A announced, not a claim period (6 s here) later."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            await freeze(a)
+            mid = first_of(a)
+            real_db, failed = b.arbiter._db, []
+
+            async def first_read_fails(fn: Any, *args: Any) -> Any:
+                if fn == b.arbiter._table.announcement and not failed:
+                    failed.append(fn)
+                    raise BackendDown("database", "no answer within 5s")
+                return await real_db(fn, *args)
+
+            b.arbiter._db = first_read_fails
+            waiting = await both_down_then_back(
+                backend, (a, b), lambda: asyncio.create_task(b.arbiter.claim(mid, backend.clock.now())), saw_both_down(b)
+            )
+            def read_again() -> bool:
+                read = b.arbiter._reads.get("A")
+                return bool(failed) and read is not None and read[1].done() and read[1].exception() is None
+
+            await until(read_again, "B read A's announcement again")
             assert not waiting.done()  # held back
             await until(lambda: a.db_ok, "A's probe closed its database breaker")
             await a.arbiter.announce()
