@@ -13,7 +13,7 @@ import pytest
 
 from plugins.memory.breaker import BackendDown, Breaker
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, db_history, ids, rec
+from tests.memory.helpers import SESSION, db_history, ids, rec, replay_waits
 
 
 def test_breaker_opens_on_trip_and_closes_on_reset() -> None:
@@ -117,3 +117,99 @@ def test_a_probe_that_finds_the_backend_answering_voids_the_confirmation() -> No
     assert not breaker.ok and not breaker.confirmed
     breaker.trip("connection refused", probed=True)
     assert breaker.confirmed
+
+
+async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """A bounded wait on the event ``condition`` names."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
+
+
+def test_h1_pings_run_while_recovery_work_waits(backend: Backend) -> None:
+    """A replay that waits does not stop the pings: a second cut is known
+    at once (Redis may decide, A6), and so is the database answering again."""
+
+    async def go() -> None:
+        async with started(backend.store(probe_interval=0.05)) as store:
+            with database_cut(backend, store):
+                await store.store_message(rec(1))  # queued: something to replay
+                await until(lambda: store.db_down_confirmed, "a ping confirmed the cut")
+            go_on = replay_waits(store)
+            await until(lambda: not store.db_down_confirmed and store._recovering.locked(), "the replay began")
+            with database_cut(backend, store):
+                await until(lambda: store.db_down_confirmed, "a ping during the replay confirmed the second cut")
+            await until(lambda: not store.db_down_confirmed, "a ping during the replay found the database back")
+            assert not store.db_ok  # its breaker still open for the replay
+            go_on.set()
+            await until(lambda: store.db_ok, "the replay closed the breaker")
+            assert db_history(backend) == ["1001"]
+
+    run(go())
+
+
+def test_h1_a_redis_restart_seen_while_recovery_work_waits_is_not_forgotten(backend: Backend) -> None:
+    """Nothing of a restarted Redis is served until the epoch is bumped,
+    however long the recovery work under way takes (R1)."""
+
+    async def go() -> None:
+        async with started(backend.store(probe_interval=0.05)) as store:
+            assert store.cache is not None
+            ping, server = store.cache.ping, ["server-a"]
+
+            async def answered_by() -> tuple[str, int]:
+                _run_id, depth = await ping()  # (fakeredis has no run id)
+                return server[0], depth
+
+            store.cache.ping = answered_by
+            await until(lambda: store.run_id == "server-a", "a ping saw the server")
+            await store.store_message(rec(1))
+            with database_cut(backend, store):
+                await store.store_message(rec(2))
+                await until(lambda: store.db_down_confirmed, "a ping confirmed the cut")
+            go_on = replay_waits(store)
+            await until(lambda: store._recovering.locked() and not store.db_down_confirmed, "the replay began")
+            epoch = store.cache.epoch
+            server[0] = "server-b"  # restarted
+            await until(lambda: not store.redis_ok, "a ping saw the restart")
+            assert store.cache.epoch == epoch  # not bumped yet: the recovery work waits
+            go_on.set()
+            await until(lambda: store.redis_ok and store.db_ok, "the recovery work closed both breakers")
+            assert store.cache.epoch != epoch
+
+    run(go())
+
+
+def test_h1_a_restart_seen_during_the_bump_for_another_gets_a_bump_of_its_own(backend: Backend) -> None:
+    """Pings go on while the recovery work bumps the epoch: the breaker it
+    closes must not let through a server it did not bump for."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:  # (probes only when asked)
+            assert store.cache is not None
+            ping, bump, server, bumps = store.cache.ping, store.cache.bump_epoch, ["server-a"], []
+
+            async def answered_by() -> tuple[str, int]:
+                _run_id, depth = await ping()  # (fakeredis has no run id)
+                return server[0], depth
+
+            async def restarted_again_meanwhile() -> Any:
+                if server[0] == "server-b":
+                    server[0] = "server-c"
+                    await store.check()  # a ping while the recovery work bumps for server-b
+                bumps.append(server[0])
+                return await bump()
+
+            store.cache.ping, store.cache.bump_epoch = answered_by, restarted_again_meanwhile
+            await store.probe()
+            server[0] = "server-b"
+            await store.probe()  # bumps for b; meanwhile c is seen
+            assert not store.redis_ok  # not closed on b's bump: c's is owed
+            count = len(bumps)
+            await store.probe()
+            assert store.redis_ok and len(bumps) > count
+
+    run(go())
