@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -103,7 +104,9 @@ class MemoryStore:
         self._checking: asyncio.Future[Any] | None = None
         self._recovery: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
-        self._redis_answered = self._db_answered = False
+        self._stopping = False
+        self._redis_answered_at = -math.inf  # when (monotonic) the last ping that Redis answered was asked
+        self._db_answered = False
         self._stream_depth = 0
         self._refills: dict[str, asyncio.Task[None]] = {}
         # Per session id: the row as the database holds it, but for
@@ -191,6 +194,7 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
+        self._stopping = True  # no recovery work starts now (a claim's check may ask)
         await stop_tasks([*self._refills.values(), self._probe_task, self._recovery], timeout=2)
         self._probe_task = self._recovery = None
         try:
@@ -301,7 +305,7 @@ class MemoryStore:
 
     def recover_soon(self) -> None:
         """Start the recovery work in its own task, unless it is under way (H1)."""
-        if self._recovery is None or self._recovery.done():
+        if not self._stopping and (self._recovery is None or self._recovery.done()):
             self._recovery = asyncio.create_task(self._recover_logged(), name=f"memory-recovery-{self.instance_id}")
 
     async def _recover_logged(self) -> None:
@@ -314,7 +318,9 @@ class MemoryStore:
         """The recovery work for what the last pings found answering (H1)."""
         async with self._recovering:
             await self._hand_over_sent()
-            if self.cache is not None and self._redis_answered and not self.redis_breaker.ok:
+            # Only a ping asked after the breaker opened says what Redis is
+            # now: one answered before may predate a restart a call saw.
+            if self.cache is not None and not self.redis_breaker.ok and self._redis_answered_at >= self.redis_breaker.since:
                 await self._redis_recovered()
             if await self._db_back() or (self.db_breaker.ok and (self._stream_depth or self.spool.files())):
                 await self._db_recovered()
@@ -378,13 +384,13 @@ class MemoryStore:
         whether it is another server than before (R1, H1)."""
         if self.cache is None:
             return
+        asked = time.monotonic()
         try:
             run_id, self._stream_depth = await self.cache.ping()
         except BackendDown as exc:
-            self._redis_answered = False
+            self._redis_answered_at = -math.inf
             self.redis_breaker.trip(exc.reason)
             return
-        self._redis_answered = True
         restarted = bool(run_id and self.run_id and run_id != self.run_id)
         self.run_id = run_id or self.run_id
         if restarted:
@@ -393,21 +399,24 @@ class MemoryStore:
             # however long the recovery work under way takes (H1).
             self.cache_dirty = True
             self.redis_breaker.trip("restarted (another run id)")
+            asked = time.monotonic()  # (this answer is what opened it)
         elif self.redis_breaker.ok:
             self.cache.run_id = self.run_id  # else only once recovered
+        self._redis_answered_at = asked
 
     async def _probe_db(self) -> None:
         """Ping the database (H1): an answer voids a confirmation that it is
         down, none confirms it."""
-        self._db_answered = False
         if self.db is None:
             return
         try:
             await self.db.ping(self._patient)
         except BackendDown as exc:
+            self._db_answered = False
             self.db_breaker.trip(exc.reason, probed=True)
             return
         except Exception as exc:  # noqa: BLE001
+            self._db_answered = False
             self.db_breaker.trip(_first_line(exc), probed=True)
             return
         self.db_breaker.answered()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 
 from plugins.memory.breaker import BackendDown, Breaker
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, db_history, ids, rec, replay_waits
+from tests.memory.helpers import SESSION, db_history, ids, rec, replay_waits, warm
 
 
 def test_breaker_opens_on_trip_and_closes_on_reset() -> None:
@@ -211,5 +212,158 @@ def test_h1_a_restart_seen_during_the_bump_for_another_gets_a_bump_of_its_own(ba
             count = len(bumps)
             await store.probe()
             assert store.redis_ok and len(bumps) > count
+
+    run(go())
+
+
+def test_h1_a_restart_a_call_saw_after_the_redis_ping_gets_its_bump(backend: Backend) -> None:
+    """Redis (server-a) answers the tick's ping; while the database's ping of
+    the same round takes its time (up to claim_ttl / 3), Redis restarts
+    (server-b, maybe from an older snapshot) and a message's call notices it
+    (Cache.run: a closed connection, another server) and opens the breaker.
+    The recovery work the tick starts must not close that breaker on
+    server-a's answer without a bump: no ping has seen server-b yet (R1)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:  # (probes only when asked)
+            assert store.cache is not None and store.db is not None
+            ping, bump, server, bumps, pings = store.cache.ping, store.cache.bump_epoch, ["server-a"], [], []
+
+            async def answered_by() -> tuple[str, int]:
+                _run_id, depth = await ping()  # (fakeredis has no run id)
+                pings.append(server[0])
+                return server[0], depth
+
+            async def counted() -> Any:
+                bumps.append(server[0])
+                return await bump()
+
+            store.cache.ping, store.cache.bump_epoch = answered_by, counted
+            await store.probe()
+            assert store.redis_ok and store.run_id == "server-a"
+            bumps.clear()  # (the real matrix's first probe saw the real run id change to server-a)
+
+            db_ping, answering = store.db.ping, asyncio.Event()
+
+            async def slow_db_ping(timeout: float | None = None) -> None:
+                await answering.wait()  # a database slow to answer (CPU, load)
+                await db_ping(timeout)
+
+            store.db.ping = slow_db_ping  # type: ignore[method-assign]
+            tick = asyncio.ensure_future(store.check())  # the loop's tick
+            await until(lambda: len(pings) == 2, "the tick's Redis ping answered")
+            server[0] = "server-b"  # Redis restarted; a message's call sees it:
+            store.redis_failed(BackendDown("redis", "ConnectionError: closed; another server answers"))
+            answering.set()
+            await tick
+            store.recover_soon()  # as the loop does right after
+            assert store._recovery is not None
+            await store._recovery
+            assert not store.redis_ok or bumps, "server-b is served, no ping saw it and no epoch bump was made for it"
+
+    run(go())
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+def test_h1_a_restarted_redis_serves_an_old_snapshot_window(backend: Backend) -> None:
+    """The same race with a real restart from a snapshot: the window it
+    brings back lacks the last message, and is served (D4, R1)."""
+
+    async def go() -> None:
+        assert backend.redis is not None
+        async with started(backend.store()) as store:
+            assert store.db is not None
+            await store.store_message(rec(1))
+            await store.store_message(rec(2))
+            await warm(store)
+            with contextlib.closing(backend.redis.client()) as c:
+                c.save()  # the snapshot a restart loads
+            await store.store_message(rec(3))
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+            await store.probe()
+
+            db_ping, answering = store.db.ping, asyncio.Event()
+
+            async def slow_db_ping(timeout: float | None = None) -> None:
+                await answering.wait()
+                await db_ping(timeout)
+
+            store.db.ping = slow_db_ping  # type: ignore[method-assign]
+            asked = store._redis_answered_at
+            tick = asyncio.ensure_future(store.check())
+            await until(lambda: store._redis_answered_at > asked, "the Redis ping of the round answered")
+            backend.redis_down()
+            backend.redis_up()  # restarted from the snapshot: another run id
+            got = await store.load_messages(SESSION, 10)  # a message's read notices
+            assert not store.redis_ok and ids(got) == ["1001", "1002", "1003"]
+            answering.set()
+            await tick
+            store.recover_soon()
+            assert store._recovery is not None
+            await store._recovery
+            try:
+                assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002", "1003"]
+            finally:
+                (backend.redis.directory / "dump.rdb").unlink(missing_ok=True)
+
+    run(go())
+
+
+def test_h1_a_ping_under_way_does_not_hide_the_answer_of_the_last_one(backend: Backend) -> None:
+    """Both backends come back after a double outage (A7). The recovery work
+    started after the round that found both answering first recovers Redis;
+    meanwhile the next round begins (an arbiter's claim, or the next tick)
+    and its database ping is slow. The recovery work must still do the
+    database's part on the last answer (else its breaker stays open, writes
+    queued, for one more probe_interval)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.cache is not None and store.db is not None
+            backend.redis_unreachable()
+            try:
+                with database_cut(backend, store):
+                    await store.store_message(rec(1))  # queued: something to replay
+                    await store.check()
+                    assert store.db_down_confirmed and not store.redis_ok
+            finally:
+                backend.redis_reachable()
+            await store.check()  # both answer
+            assert not store.db_down_confirmed and not store.db_ok and not store.redis_ok
+
+            refresh, refreshing = store.cache.refresh_epoch, asyncio.Event()
+            keep, keeping = store._keep_recent, asyncio.Event()
+            db_ping, answering = store.db.ping, asyncio.Event()
+
+            async def slow_refresh() -> str:
+                await refreshing.wait()  # Redis's recovery: some round trips
+                return await refresh()
+
+            async def slow_keep() -> None:
+                waiting.append("keep")
+                await keeping.wait()  # the recent windows' rebuild
+                await keep()
+
+            async def slow_db_ping(timeout: float | None = None) -> None:
+                waiting.append("ping")
+                await answering.wait()
+                await db_ping(timeout)
+
+            waiting: list[str] = []
+            store.cache.refresh_epoch, store._keep_recent = slow_refresh, slow_keep  # type: ignore[method-assign]
+            store.recover_soon()
+            await until(lambda: store._recovering.locked(), "the recovery work began")
+            store.db.ping = slow_db_ping  # type: ignore[method-assign]
+            next_round = asyncio.ensure_future(store.check())
+            await until(lambda: "ping" in waiting, "the next round's database ping began")
+            refreshing.set()
+            await until(lambda: "keep" in waiting, "the recovery work is past the database's part")
+            answering.set()
+            await next_round  # the database answered again
+            store.recover_soon()  # as the caller of check() does
+            keeping.set()
+            assert store._recovery is not None
+            await store._recovery
+            assert store.db_ok or not store._recovery.done(), "two rounds found the database answering; its breaker is open, no recovery pending"
 
     run(go())
