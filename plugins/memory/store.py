@@ -106,7 +106,7 @@ class MemoryStore:
         self._recovering = asyncio.Lock()
         self._stopping = False
         self._redis_answered_at = -math.inf  # when (monotonic) the last ping that Redis answered was asked
-        self._db_answered = False
+        self._db_answered_at = -math.inf  # (the same for the database)
         self._stream_depth = 0
         self._refills: dict[str, asyncio.Task[None]] = {}
         # Per session id: the row as the database holds it, but for
@@ -409,23 +409,25 @@ class MemoryStore:
         down, none confirms it."""
         if self.db is None:
             return
+        asked = time.monotonic()
         try:
             await self.db.ping(self._patient)
         except BackendDown as exc:
-            self._db_answered = False
+            self._db_answered_at = -math.inf
             self.db_breaker.trip(exc.reason, probed=True)
             return
         except Exception as exc:  # noqa: BLE001
-            self._db_answered = False
+            self._db_answered_at = -math.inf
             self.db_breaker.trip(_first_line(exc), probed=True)
             return
         self.db_breaker.answered()
-        self._db_answered = True
+        self._db_answered_at = asked
 
     async def _db_back(self) -> bool:
         """Whether the last ping found the database answering with its
-        breaker open (migrating it if it never was)."""
-        if self.db is None or not self._db_answered or self.db_breaker.ok:
+        breaker open, asked after it opened (as for Redis), migrating it
+        if it never was."""
+        if self.db is None or self.db_breaker.ok or self._db_answered_at < self.db_breaker.since:
             return False
         if not self.migrated:
             try:
@@ -501,6 +503,8 @@ class MemoryStore:
             # is already down at the probe). Keeping the database marked down
             # instead left instances with "both down" long after the fault.
             self.redis_failed(exc)
+        if self.db_breaker.confirmed:
+            return  # a ping during this work found it down again: the pings decide (H1)
         self.db_breaker.reset()
         # Writes queued while the last batch replayed.
         with contextlib.suppress(BackendDown):

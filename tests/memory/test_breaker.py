@@ -367,3 +367,83 @@ def test_h1_a_ping_under_way_does_not_hide_the_answer_of_the_last_one(backend: B
             assert store.db_ok or not store._recovery.done(), "two rounds found the database answering; its breaker is open, no recovery pending"
 
     run(go())
+
+
+def replay_began(store: Any) -> asyncio.Event:
+    """Set when ``store``'s next outbox replay is called."""
+    replay, began = store._replay_outbox, asyncio.Event()
+
+    async def signalled() -> int:
+        began.set()
+        return int(await replay())
+
+    store._replay_outbox = signalled
+    return began
+
+
+def test_h1_recovery_work_does_not_close_the_database_breaker_a_later_ping_found_down(backend: Backend) -> None:
+    """The database answers a ping after an outage; the recovery work's
+    replay waits (another instance's locks). Meanwhile the database goes
+    again and a ping confirms it: claims go to Redis (A6). Then Redis fails
+    under the replay (or, on SQLite, there is simply nothing to replay):
+    the replay asks the database nothing, and the breaker must stay open
+    and the outage confirmed, the pings alone decide that (H1)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:  # (probes only when asked)
+            with database_cut(backend, store):
+                await store.check()
+                assert store.db_down_confirmed
+            await store.check()  # it answers: not known down; the breaker waits for the recovery work
+            assert not store.db_ok and not store.db_down_confirmed
+            go_on = replay_waits(store)
+            began = replay_began(store)
+            store.recover_soon()
+            await asyncio.wait_for(began.wait(), 10)
+            with database_cut(backend, store):
+                await store.check()
+                assert store.db_down_confirmed  # known down again: Redis decides claims
+                backend.redis_unreachable()
+                try:
+                    go_on.set()
+                    assert store._recovery is not None
+                    await asyncio.wait_for(store._recovery, 20)
+                finally:
+                    backend.redis_reachable()
+                assert store.db_down_confirmed, f"breaker closed (db_ok={store.db_ok}) though the last ping found the database down"
+
+    run(go())
+
+
+def test_h1_the_database_breaker_is_not_closed_on_a_ping_asked_before_a_call_found_it_down(backend: Backend) -> None:
+    """As for Redis: the tick's database ping is answered,
+    its answer arrives late (a starved thread, a slow round trip); meanwhile
+    the database goes and a claim's statement finds it down, opening the
+    breaker. The recovery work the tick starts must not close the breaker on
+    that older answer (nothing asked after the failure said it answers)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:  # (probes only when asked)
+            assert store.db is not None
+            db_ping, delivered, pinged = store.db.ping, asyncio.Event(), asyncio.Event()
+
+            async def answer_arrives_late(timeout: float | None = None) -> None:
+                await db_ping(timeout)  # the database answered this ping...
+                pinged.set()
+                await delivered.wait()  # ...the answer is read later
+
+            store.db.ping = answer_arrives_late  # type: ignore[method-assign]
+            tick = asyncio.ensure_future(store.check())
+            await asyncio.wait_for(pinged.wait(), 10)
+            with database_cut(backend, store):
+                claim = asyncio.ensure_future(store.arbiter.claim("1001", backend.clock.now()))
+                await until(lambda: not store.db_ok, "the claim's statement found the database down")
+                delivered.set()
+                await tick
+                store.recover_soon()  # as the loop does after the tick
+                assert store._recovery is not None
+                await asyncio.wait_for(store._recovery, 20)
+                claim.cancel()  # (this store pings only when asked; its outcome is not the point)
+                assert not store.db_ok, "the breaker closed on an answer asked before the call found the database down"
+
+    run(go())
