@@ -593,13 +593,10 @@ class Arbiter:
         news after a pause) and without waiting for a probe: the database
         writes the claim back, else Redis mirrors it. ``False`` when
         neither answers (A7)."""
-        db, table, mid = self.b.db, self._table, held.message_id
-        if db is not None and table is not None:
-            with contextlib.suppress(BackendDown):
-                lost = await db.run(table.renew, self.owner, [mid], [mid], self.ttl)
-                held.in_db = held.arbitrated = True
-                held.lost = held.lost or mid in lost
-                return True
+        mid = held.message_id
+        if await self._renew_in_db([held], direct=True):
+            held.arbitrated = True
+            return True
         if self.b.cache is not None:
             with contextlib.suppress(BackendDown):
                 (kept,) = await self.b.cache.run(self._mirror_command(mid, "claimed", False))
@@ -727,13 +724,17 @@ class Arbiter:
                     held.lost = True
         await self._prune()
 
-    async def _renew_in_db(self, held_now: list[Held]) -> bool:
-        if not held_now or self._table is None or not self.b.db_ok:
+    async def _renew_in_db(self, held_now: list[Held], direct: bool = False) -> bool:
+        """Renew ``held_now`` in the database, writing back those it lacks;
+        ``direct``: asked whatever the breaker says, and a failure trips
+        nothing (A7's question before an unarbitrated reply is sent)."""
+        table, db = self._table, self.b.db
+        if not held_now or table is None or db is None or not (direct or self.b.db_ok):
             return False
         ids = [h.message_id for h in held_now]
         write_back = [h.message_id for h in held_now if not h.in_db]
         try:
-            lost = set(await self._db(self._table.renew, self.owner, ids, write_back, self.ttl))
+            lost = set(await (db.run if direct else self._db)(table.renew, self.owner, ids, write_back, self.ttl))
         except BackendDown:
             return False
         for held in held_now:

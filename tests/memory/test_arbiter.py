@@ -497,6 +497,32 @@ def test_a7_a_failed_read_of_an_announcement_is_made_again(backend: Backend) -> 
     run(go())
 
 
+def test_a7_an_unarbitrated_reply_asks_the_database_whatever_its_breaker_says(backend: Backend) -> None:
+    """A answered a message unarbitrated during a double outage; B claimed
+    it in the database since. A's breaker still says the database is down
+    (no probe yet) and Redis does not answer: before sending, A asks the
+    database itself, finds the claim taken, and does not send."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
+            await roster_of_both(a, b)
+            mid = first_of(a)
+            backend.redis_down()
+            try:
+                with database_cut_for_all(backend, a, b):
+                    assert await a.arbiter.claim(mid, backend.clock.now())  # unarbitrated (A2: held while this task runs)
+                    assert a.arbiter.held[mid].arbitrated is False
+                assert not a.db_ok
+                assert b.db is not None and b.arbiter._table is not None
+                verdict, _holder, _dirty = await b.db.run(b.arbiter._table.claim, mid, b.arbiter.owner, b.arbiter.ttl)
+                assert verdict == "mine"
+                assert await a.arbiter.confirm(mid) is False
+                assert not a.db_ok  # asked directly: the breaker was not needed
+            finally:
+                backend.redis_up()
+
+    run(go())
+
 def test_a7_an_instance_announces_itself_only_once_its_unarbitrated_claims_are_written_back(backend: Backend) -> None:
     """A answered a message unarbitrated; B, which received it too, holds
     back after the outage. An announcement of A's before its renewal wrote
