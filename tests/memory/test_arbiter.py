@@ -401,6 +401,24 @@ async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def past_the_last_read(reader: Any, member: str, writer: Any) -> None:
+    """The database's clock has moved past ``reader``'s last read of
+    ``member``'s announcement (its hold's mark, A7, or a later read): an
+    announcement ``writer`` makes in the same tick (SQLite's clock counts
+    milliseconds) is not after the mark, and the hold would last its whole
+    claim period."""
+
+    def read_ok() -> bool:
+        read = reader.arbiter._reads.get(member)
+        return read is not None and read[1].done() and not read[1].cancelled() and read[1].exception() is None
+
+    await until(read_ok, f"a read of {member}'s announcement")
+    _expiry, seen = reader.arbiter._reads[member][1].result()
+    async with asyncio.timeout(5):
+        while await writer.db.run(writer.arbiter._table._clock) <= seen:
+            await asyncio.sleep(0.005)
+
+
 def first_of(store: Any, n: int = 3000) -> str:
     """A message id ``store`` comes first for (A7)."""
     return next(str(i) for i in range(n, n + 100) if store.arbiter.ranked_first(str(i)))
@@ -456,6 +474,7 @@ def test_a7_a_standby_holds_back_until_the_first_instance_announces_again(backen
             await until(lambda: "A" in b.arbiter._reads and b.arbiter._reads["A"][1].done(), "B read A's announcement")
             assert not waiting.done()  # held back
             await until(lambda: a.db_ok, "A's probe closed its database breaker")
+            await past_the_last_read(b, "A", a)
             await a.arbiter.announce()
             assert await asyncio.wait_for(waiting, 3) is True
 
@@ -491,6 +510,7 @@ def test_a7_a_failed_read_of_an_announcement_is_made_again(backend: Backend) -> 
             await until(read_again, "B read A's announcement again")
             assert not waiting.done()  # held back
             await until(lambda: a.db_ok, "A's probe closed its database breaker")
+            await past_the_last_read(b, "A", a)
             await a.arbiter.announce()
             assert await asyncio.wait_for(waiting, 3) is True
 
@@ -602,6 +622,7 @@ def test_a7_the_hold_follows_the_roster_the_message_arrived_with(backend: Backen
             assert not waiting.done()  # held back for A
             await a.probe()
             await a.arbiter.renew()  # A writes its claim back...
+            await past_the_last_read(b, "A", a)
             await a.arbiter.announce()  # ...and says so
             await asyncio.sleep(0.5)
             assert not waiting.done()  # A's claim is live
