@@ -276,16 +276,18 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
     return Settled(before, blind["id"], int(moved or 0), mark=mark)
 
 
-def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, str, str, Any]]]:
+def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, list[str], str, Any]]]:
     """Move messages written under a joined session since its join to the
     session it joined (following chains of joins); drop old join records.
     Returns ``(joined id, session id, scope, messages moved)`` for each
-    move, and ``(joined id, session id, scope, mark)`` for each join whose
-    windows may not be dropped yet (run on a database thread)."""
+    move, and ``(joined id, sessions, scope, mark)`` for each join whose
+    windows may not be dropped yet, ``sessions`` being its whole chain of
+    joins: rows it moved went to the chain's end, which a mover that died
+    before its drop leaves stale (run on a database thread)."""
     records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
     if not records:
         return [], []
-    stale = [(old, str(r["into"]), _scope(r), r[STALE]) for old, r in records.items() if r.get(STALE)]
+    stale = [(old, _chain(records, old), _scope(r), r[STALE]) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
     ids = list(records)
     late: list[str] = []
@@ -295,7 +297,7 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     moved = []
     for old in late:
         target = _final(records, old)
-        _mark_stale(store, old, records[old], target, stale)  # before the move: an instance dying after it leaves the mark
+        _mark_stale(store, old, records, stale)  # before the move: an instance dying after it leaves the mark
         count = M.update(session_id=target).where(M.session_id == old).execute()
         if count:
             moved.append((old, target, _scope(records[old]), int(count)))
@@ -306,7 +308,7 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
         back = [row[0] for row in S.select(S.session_id).where(S.session_id.in_(ids[start : start + CHUNK])).tuples()]
         for old in back:
             target = _final(records, old)
-            _mark_stale(store, old, records[old], target, stale)
+            _mark_stale(store, old, records, stale)
             S.delete().where(S.session_id == old).execute()
             moved.append((old, target, _scope(records[old]), 0))
     now = time.time()
@@ -316,13 +318,15 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
     return moved, stale
 
 
-def _mark_stale(store: DurableStore, old: str, record: dict[str, Any], target: str, stale: list[tuple[str, str, str, Any]]) -> None:
-    """Rows of ``old`` are about to move to ``target``: their windows are
-    stale until dropped. A new mark, so that a clear for an older one
-    (another instance's drop, made before these rows moved) leaves it."""
+def _mark_stale(store: DurableStore, old: str, records: dict[str, Any], stale: list[tuple[str, list[str], str, Any]]) -> None:
+    """Rows of ``old`` are about to move to the end of its chain of joins:
+    their windows are stale until dropped. A new mark, so that a clear for
+    an older one (another instance's drop, made before these rows moved)
+    leaves it."""
+    record = records[old]
     record[STALE] = secrets.token_hex(4)
     store.set_state(JOINED_PREFIX + old, record)
-    stale.append((old, target, _scope(record), record[STALE]))
+    stale.append((old, _chain(records, old), _scope(record), record[STALE]))
 
 
 def _scope(record: dict[str, Any]) -> str:
@@ -344,12 +348,16 @@ def windows_dropped(store: DurableStore, marks: list[tuple[str, Any]]) -> None:
 
 def _final(records: dict[str, Any], session_id: str) -> str:
     """Where ``session_id``'s messages belong: the end of its chain of joins."""
-    seen = {session_id}
-    target = records[session_id]["into"]
-    while target in records and target not in seen:
-        seen.add(target)
-        target = records[target]["into"]
-    return str(target)
+    return _chain(records, session_id)[-1]
+
+
+def _chain(records: dict[str, Any], session_id: str) -> list[str]:
+    """The sessions ``session_id`` was joined to, one after another, to
+    the end of its chain of joins (the last one)."""
+    chain = [str(records[session_id]["into"])]
+    while chain[-1] in records and chain[-1] not in chain[:-1] and chain[-1] != session_id:
+        chain.append(str(records[chain[-1]]["into"]))
+    return chain
 
 
 def _newest_write(store: DurableStore, session_id: str) -> float | None:

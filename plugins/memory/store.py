@@ -801,7 +801,7 @@ class MemoryStore:
             log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)
         if stale:  # the joins above among them
-            await self._invalidate({sid for old, new, _, _ in stale for sid in (old, new)}, {scope for _, _, scope, _ in stale if scope})
+            await self._invalidate({sid for old, chain, _, _ in stale for sid in (old, *chain)}, {scope for _, _, scope, _ in stale if scope})
             await self._windows_dropped([(old, mark) for old, _, _, mark in stale])
 
     async def _windows_dropped(self, marks: list[tuple[str, Any]]) -> None:

@@ -224,6 +224,39 @@ def test_a_late_write_moved_by_an_instance_that_died_before_dropping_the_window_
     run(go())
 
 
+def test_a_late_write_moved_down_a_chain_of_joins_reaches_the_last_sessions_window_when_its_mover_died(backend: Backend) -> None:
+    """D3 along a chain: s-blind was joined to s-mid, s-mid to S. A late
+    write under s-blind is moved to S, the end of the chain; the probe that
+    moved it died (or its call timed out) before dropping S's window. The
+    next probe drops S's window, not only the first hop's (the chaos soak
+    met it: a mover's call that timed out committed later)."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        try:
+            await a.save_session(S)
+            for n in (1, 2):
+                await a.store_message(rec(n, session=S))
+            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
+            assert a.db is not None
+            at = time.time()
+            await a.db.run(a.db.set_state, JOINED_PREFIX + "s-mid", {"into": S.id, "scope": SCOPE, "at": at})
+            await a.db.run(a.db.set_state, JOINED_PREFIX + "s-blind", {"into": "s-mid", "scope": SCOPE, "at": at})
+            await a.db.run(a.db.insert_messages, [to_row(rec(3, session=_p(1010.0)), 1003.0)])  # late, under s-blind
+            dies_dropping(a, S.id)
+            with pytest.raises(Killed):
+                await a._follow_joins()
+            assert session_ids(backend) == ["s-old"]
+        finally:
+            abandon(a)
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
 def test_a_join_mark_is_not_cleared_by_a_probe_that_dropped_the_windows_before_rows_moved_again(backend: Backend) -> None:
     """D3: Q's probe finds a join marked stale and drops the windows; a late
     write lands under the joined id; P's probe moves it and dies before its
