@@ -118,8 +118,11 @@ class Backends(Protocol):
         """Another instance wrote to the database while it could not reach
         Redis: make the cache safe to read (rule D4)."""
 
-    async def probe(self) -> None:
-        """Check both backends now (closing the breakers of those that answer)."""
+    async def check(self) -> None:
+        """Ping both backends now: what answers is not known down (rule H1)."""
+
+    def recover_soon(self) -> None:
+        """Start the recovery work that closes the breakers, unless under way."""
 
     async def answers(self) -> bool:
         """Whether either backend answers a ping now (no recovery work)."""
@@ -195,7 +198,6 @@ class Arbiter:
         self._looks: Batcher | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._pruned = 0.0
-        self._probing: asyncio.Future[None] | None = None
         # Per instance: the last read of its announcement (A7), shared by
         # the watches that ask at the same moment.
         self._reads: dict[str, tuple[float, asyncio.Future[tuple[float | None, float]]]] = {}
@@ -413,7 +415,7 @@ class Arbiter:
         process was paused is not seen yet). Those wait for the database."""
         if not self.b.db_down_confirmed and self.b.db is not None:
             await self._probe_once()
-            if self.b.db_ok:
+            if self._db_usable:
                 return "live"  # the database answers again: the next look asks it
         if not self._redis_knows(watch):
             return "live" if self.b.redis_ok else "unknown"
@@ -499,11 +501,12 @@ class Arbiter:
         return "done" if verdict == "done" else "live"
 
     async def _probe_once(self) -> None:
-        """One probe, shared by every claim that needs it now."""
-        if self._probing is None or self._probing.done():
-            self._probing = asyncio.ensure_future(self.b.probe())
+        """Both backends pinged (one round shared by every claim that needs
+        it now), and the recovery work started: not awaited, a replay may
+        wait long on another instance's locks (rule H1)."""
         with contextlib.suppress(Exception):
-            await asyncio.shield(self._probing)
+            await self.b.check()
+        self.b.recover_soon()
 
     def first_for(self, message_id: str, roster: list[str] | None = None) -> str:
         """The instance that comes first for ``message_id`` among those

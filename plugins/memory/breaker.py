@@ -1,9 +1,10 @@
 """A circuit breaker per backend, closed again only by a health probe.
 
 While a backend is down every call fails at once (no connect timeout per
-message); a background task probes it every ``probe_interval`` and, once it
-answers, runs the recovery work (cache invalidation, outbox replay) before
-letting traffic through again.
+message); a background task pings it every ``probe_interval`` and, once it
+answers, runs the recovery work (cache invalidation, outbox replay) in a
+task of its own before letting traffic through again; the pings go on
+meanwhile (rule H1 of docs/MEMORY.md).
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ window, or this instance's copy with the outbox entries of that session.
 Sessions under faults (the copy, provisional sessions and their join, the
 background rebuild after a flush): docs/MEMORY_SESSIONS.md.
 
-A background probe checks both backends every ``probe_interval``; it alone
-closes a tripped breaker, after the recovery work (epoch bump for Redis,
-outbox replay for the database).
+A background probe pings both backends every ``probe_interval``, whatever
+recovery work is under way (rule H1); the recovery work (epoch bump for
+Redis, outbox replay for the database) runs in a task of its own and alone
+closes a tripped breaker.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -98,7 +100,14 @@ class MemoryStore:
         self._db_errors_seen = 0
         self.run_id: str | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        # Health pings run apart from the recovery work (rule H1).
+        self._checking: asyncio.Future[Any] | None = None
+        self._recovery: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
+        self._stopping = False
+        self._redis_answered_at = -math.inf  # when (monotonic) the last ping that Redis answered was asked
+        self._db_answered_at = -math.inf  # (the same for the database)
+        self._stream_depth = 0
         self._refills: dict[str, asyncio.Task[None]] = {}
         # Per session id: the row as the database holds it, but for
         # last_active_at, and since when (bot clock) it is known to.
@@ -185,8 +194,9 @@ class MemoryStore:
         breaker.trip(text)
 
     async def stop(self) -> None:
-        await stop_tasks([*self._refills.values(), self._probe_task], timeout=2)
-        self._probe_task = None
+        self._stopping = True  # no recovery work starts now (a claim's check may ask)
+        await stop_tasks([*self._refills.values(), self._probe_task, self._recovery], timeout=2)
+        self._probe_task = self._recovery = None
         try:
             async with asyncio.timeout(STOP_BUDGET):
                 await self._hand_over()
@@ -247,10 +257,21 @@ class MemoryStore:
         flags = await self.db.run(self.db.dirty_flags)
         if not flags and not self.cache_dirty:
             return
-        await self.cache.bump_epoch()
-        self.cache_dirty = False
+        await self._bump()
         for key, value in flags:
             await self.db.run(self.db.delete_state_if, key, value)
+
+    async def _bump(self) -> None:
+        """Bump the epoch. The dirty mark is cleared before, not after: a
+        write the cache misses meanwhile (or a restart a ping sees, H1)
+        marks it again for the next bump."""
+        assert self.cache is not None
+        self.cache_dirty = False
+        try:
+            await self.cache.bump_epoch()
+        except BackendDown:
+            self.cache_dirty = True
+            raise
 
     # --- probe --------------------------------------------------------------------
 
@@ -258,7 +279,8 @@ class MemoryStore:
         while True:
             await asyncio.sleep(self.settings.probe_interval)
             try:
-                await self.probe()
+                await self.check()
+                self.recover_soon()
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
@@ -268,14 +290,39 @@ class MemoryStore:
                 log.exception("memory: health probe failed")
 
     async def probe(self) -> None:
-        """Check both backends once; run recovery work for any that came back."""
-        await self._hand_over_sent()
+        """Ping both backends once, then run the recovery work for any that
+        came back, after the recovery work already under way (rule H1)."""
+        await self.check()
+        await self._recover()
+
+    async def check(self) -> None:
+        """Ping both backends at once, whatever recovery work is under way
+        (H1): what they answer decides what is known down (A6, A7). Callers
+        asking at the same time share one round of pings."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(asyncio.gather(self._probe_redis(), self._probe_db()))
+        await asyncio.shield(self._checking)
+
+    def recover_soon(self) -> None:
+        """Start the recovery work in its own task, unless it is under way (H1)."""
+        if not self._stopping and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.create_task(self._recover_logged(), name=f"memory-recovery-{self.instance_id}")
+
+    async def _recover_logged(self) -> None:
+        try:
+            await self._recover()
+        except Exception:  # noqa: BLE001 - the next ping starts it again
+            log.exception("memory: recovery work failed")
+
+    async def _recover(self) -> None:
+        """The recovery work for what the last pings found answering (H1)."""
         async with self._recovering:
-            redis_back, stream_depth = await self._probe_redis()
-            db_back = await self._probe_db()
-            if redis_back:
+            await self._hand_over_sent()
+            # Only a ping asked after the breaker opened says what Redis is
+            # now: one answered before may predate a restart a call saw.
+            if self.cache is not None and not self.redis_breaker.ok and self._redis_answered_at >= self.redis_breaker.since:
                 await self._redis_recovered()
-            if db_back or (self.db_breaker.ok and (stream_depth or self.spool.files())):
+            if await self._db_back() or (self.db_breaker.ok and (self._stream_depth or self.spool.files())):
                 await self._db_recovered()
             elif self.db_ok and self.redis_ok:
                 with contextlib.suppress(BackendDown):
@@ -332,40 +379,64 @@ class MemoryStore:
             asked.append(pinged(functools.partial(self.db.ping, self._patient)))
         return any(await asyncio.gather(*asked))
 
-    async def _probe_redis(self) -> tuple[bool, int]:
-        """``(Redis came back or restarted, outbox stream depth)``."""
+    async def _probe_redis(self) -> None:
+        """Ping Redis: whether it answers, its outbox stream's depth, and
+        whether it is another server than before (R1, H1)."""
         if self.cache is None:
-            return False, 0
+            return
+        asked = time.monotonic()
         try:
-            run_id, stream_depth = await self.cache.ping()
+            run_id, self._stream_depth = await self.cache.ping()
         except BackendDown as exc:
+            self._redis_answered_at = -math.inf
             self.redis_breaker.trip(exc.reason)
-            return False, 0
+            return
         restarted = bool(run_id and self.run_id and run_id != self.run_id)
         self.run_id = run_id or self.run_id
-        if not restarted:
-            self.cache.run_id = self.run_id  # else only once recovered
         if restarted:
-            # A restarted Redis may hold an old snapshot that lacks later appends.
+            # A restarted Redis may hold an old snapshot that lacks later
+            # appends: nothing of it is served until the epoch is bumped,
+            # however long the recovery work under way takes (H1).
             self.cache_dirty = True
-        return (not self.redis_breaker.ok or restarted), stream_depth
+            self.redis_breaker.trip("restarted (another run id)")
+            asked = time.monotonic()  # (this answer is what opened it)
+        elif self.redis_breaker.ok:
+            self.cache.run_id = self.run_id  # else only once recovered
+        self._redis_answered_at = asked
 
-    async def _probe_db(self) -> bool:
-        """Whether the database came back (migrating it if it never was)."""
+    async def _probe_db(self) -> None:
+        """Ping the database (H1): an answer voids a confirmation that it is
+        down, none confirms it."""
         if self.db is None:
-            return False
+            return
+        asked = time.monotonic()
         try:
             await self.db.ping(self._patient)
-            self.db_breaker.answered()
-            if not self.migrated:
-                await self.db.migrate()
-                self.migrated = True
-            return not self.db_breaker.ok
         except BackendDown as exc:
+            self._db_answered_at = -math.inf
             self.db_breaker.trip(exc.reason, probed=True)
+            return
         except Exception as exc:  # noqa: BLE001
+            self._db_answered_at = -math.inf
             self.db_breaker.trip(_first_line(exc), probed=True)
-        return False
+            return
+        self.db_breaker.answered()
+        self._db_answered_at = asked
+
+    async def _db_back(self) -> bool:
+        """Whether the last ping found the database answering with its
+        breaker open, asked after it opened (as for Redis), migrating it
+        if it never was."""
+        if self.db is None or self.db_breaker.ok or self._db_answered_at < self.db_breaker.since:
+            return False
+        if not self.migrated:
+            try:
+                await self.db.migrate()
+            except Exception as exc:  # noqa: BLE001 - e.g. a cut in the middle: the next ping tries again
+                self.db_breaker.trip(_first_line(exc))
+                return False
+            self.migrated = True
+        return True
 
     async def _keep_epoch_key(self) -> None:
         """Keep the epoch key in Redis (a fresh Redis has none): a flush or
@@ -385,18 +456,21 @@ class MemoryStore:
 
     async def _redis_recovered(self) -> None:
         assert self.cache is not None
+        # Pings go on meanwhile (H1): a restart one sees during this work
+        # (another run id again) is left open for a bump of its own.
+        seen = self.run_id
         try:
             await self.cache.refresh_epoch()
-            if self.cache_dirty:
-                await self.cache.bump_epoch()
-                self.cache_dirty = False
+            if self.cache_dirty or seen != self.cache.run_id:
+                await self._bump()
             if self.db_ok:
                 await self._check_dirty_flags()
         except BackendDown as exc:
             self.redis_breaker.trip(exc.reason)
             return
-        self.cache.run_id = self.run_id
-        self.redis_breaker.reset()
+        self.cache.run_id = seen
+        if self.run_id == seen:
+            self.redis_breaker.reset()
 
     async def _db_server_moved(self) -> bool:
         """Whether another database server answers than the last time asked
@@ -429,6 +503,8 @@ class MemoryStore:
             # is already down at the probe). Keeping the database marked down
             # instead left instances with "both down" long after the fault.
             self.redis_failed(exc)
+        if self.db_breaker.confirmed:
+            return  # a ping during this work found it down again: the pings decide (H1)
         self.db_breaker.reset()
         # Writes queued while the last batch replayed.
         with contextlib.suppress(BackendDown):
@@ -793,7 +869,10 @@ class MemoryStore:
         instance died before it dropped them are dropped here (D3)."""
         assert self.db is not None
         try:
-            moved, stale = await self.db.run(follow_joins, self.db)
+            # Bulk work (every join record of the last day), timed like a
+            # replay: cut short at the message path's timeout, the move
+            # still committed while the breaker said the database was down.
+            moved, stale = await self.db.run(follow_joins, self.db, slow=True)
         except BackendDown as exc:
             self.db_failed(exc)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from core.models import Attachment, MessageRecord, Role, Session
@@ -70,3 +71,16 @@ def abandon(store: Any) -> None:
     for task in (store._probe_task, store.arbiter._renewer):
         if task is not None:
             task.cancel()
+
+
+def replay_waits(store: Any) -> asyncio.Event:
+    """``store``'s next outbox replay waits until the event is set, as one
+    waiting on the row locks of an instance paused in its own replay."""
+    replay, go_on = store._replay_outbox, asyncio.Event()
+
+    async def waiting() -> int:
+        await go_on.wait()
+        return int(await replay())
+
+    store._replay_outbox = waiting
+    return go_on

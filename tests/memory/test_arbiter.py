@@ -12,7 +12,7 @@ from core.models import Role, Session
 from plugins.memory.breaker import BackendDown
 from plugins.memory.leases import current_fence
 from tests.memory.conftest import Backend, database_cut, run, started
-from tests.memory.helpers import SESSION, abandon, rec
+from tests.memory.helpers import SESSION, abandon, rec, replay_waits
 
 QUICK = {"claim_ttl": 0.5}
 
@@ -202,6 +202,33 @@ def test_a6_with_the_database_down_redis_decides_and_the_claim_is_written_back(b
 
     run(go())
 
+
+def test_a6_a_claim_is_not_held_behind_recovery_work_that_waits(backend: Backend) -> None:
+    """The database is cut while A's outbox replay waits (on a paused
+    instance's locks): a claim whose statement fails learns from one ping
+    that the database is down and Redis decides (H1), instead of waiting
+    for the replay to end."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            with database_cut(backend, a):
+                await a.store_message(rec(1))  # queued: something to replay
+                await a.probe()
+            go_on = replay_waits(a)
+            await a.check()
+            a.recover_soon()
+            await until(lambda: a._recovering.locked() and not a.db_down_confirmed, "the replay began")
+            with database_cut(backend, a):
+                async with asyncio.timeout(5):  # (the claim is held while this task runs, A2)
+                    assert await a.arbiter.claim("1002", backend.clock.now()) is True
+                assert a.db_down_confirmed
+            go_on.set()
+            await a.probe()
+            assert a.db_ok
+            await a.arbiter.renew()  # written back
+            assert backend.sql("SELECT state FROM claims WHERE message_id = '1002'") == [("claimed",)]
+
+    run(go())
 
 def test_a6_redis_does_not_decide_an_old_message(backend: Backend) -> None:
     """A flush or a restart while this process was paused may have taken
