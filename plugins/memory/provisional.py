@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,17 @@ def late_writes(entries: list[dict[str, Any]]) -> dict[str, float]:
 # joined session come from writes in flight and from spools replayed by an
 # instance's next life.
 JOIN_KEEP = 24 * 3600.0
+# Looking for late writes under every join of the last day costs an index
+# probe per join (tens of milliseconds for a few thousand joins, on every
+# probe of every instance). Writes in flight when a join ran (a pipeline's
+# model call included) reach the database within JOIN_FRESH wall-clock
+# seconds, so every probe looks under the joins that young; an outbox
+# replay names the sessions it wrote under (a spool replayed late, whatever
+# the join's age); and every JOIN_SCAN_EVERY seconds a probe looks under
+# all of them, for what nothing named (a replayer that died before it
+# looked).
+JOIN_FRESH = 300.0
+JOIN_SCAN_EVERY = 60.0
 CHUNK = 500
 
 
@@ -276,9 +288,13 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
     return Settled(before, blind["id"], int(moved or 0), mark=mark)
 
 
-def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, list[str], str, Any]]]:
+def follow_joins(
+    store: DurableStore, look_at: Collection[str] | None = None
+) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, list[str], str, Any]]]:
     """Move messages written under a joined session since its join to the
     session it joined (following chains of joins); drop old join records.
+    Looks under the joined ids in ``look_at`` and the joins younger than
+    ``JOIN_FRESH``, or under every join when ``look_at`` is ``None``.
     Returns ``(joined id, session id, scope, messages moved)`` for each
     move, and ``(joined id, sessions, scope, mark)`` for each join whose
     windows may not be dropped yet, ``sessions`` being its whole chain of
@@ -289,7 +305,8 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
         return [], []
     stale = [(old, _chain(records, old), _scope(r), r[STALE]) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
-    ids = list(records)
+    now = time.time()
+    ids = [old for old, r in records.items() if look_at is None or old in look_at or now - float(r.get("at") or now) <= JOIN_FRESH]
     late: list[str] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
@@ -311,7 +328,6 @@ def follow_joins(store: DurableStore) -> tuple[list[tuple[str, str, str, int]], 
             _mark_stale(store, old, records, stale)
             S.delete().where(S.session_id == old).execute()
             moved.append((old, target, _scope(records[old]), 0))
-    now = time.time()
     for old, record in records.items():
         if now - float(record.get("at") or now) > JOIN_KEEP:
             store.delete_state(JOINED_PREFIX + old)

@@ -46,7 +46,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
+from plugins.memory.provisional import JOIN_SCAN_EVERY, LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
 from plugins.memory.recent import RecentConversations, is_fresh, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -125,6 +125,10 @@ class MemoryStore:
         # time it covers (fresh sessions opened before it cannot be concerned),
         # and the marks in the database to clear once they were looked at.
         self._late_scopes: dict[str, float] = {}
+        # Sessions an outbox replay wrote under (maybe joined since), and
+        # when (monotonic) the probe last looked under every join (S10).
+        self._written_late: set[str] = set()
+        self._joins_looked_at = -math.inf
         self._late_marks: dict[str, str] = {}
         self._scanned = False
         self._replayed_once = False
@@ -562,8 +566,21 @@ class MemoryStore:
         for entry in entries:
             if entry.get("k") == "session":
                 self._note_unsettled(entry["d"]["s"])
+        self._note_written_late(entries)
         for scope, mark in marks.items():
             self._note_late(scope, float(mark["since"]), orjson.dumps(mark).decode())
+
+    def _note_written_late(self, entries: list[dict[str, Any]]) -> None:
+        """The next probe looks for late writes under the ids these replayed
+        entries wrote under: they may have been joined meanwhile (S10)."""
+        for entry in entries:
+            if entry.get("k") == "msg":
+                self._written_late.add(str(entry["d"][1]))
+            elif entry.get("k") == "session":
+                self._written_late.add(str(entry["d"]["s"]["id"]))
+        if len(self._written_late) > 10_000:
+            self._written_late.clear()
+            self._joins_looked_at = -math.inf  # the next probe looks under every join
 
     async def _invalidate(self, sessions: set[str], scopes: set[str]) -> None:
         if self.cache is None or not (sessions or scopes):
@@ -868,14 +885,20 @@ class MemoryStore:
         went (docs/MEMORY_SESSIONS.md, S10); the windows of a join whose
         instance died before it dropped them are dropped here (D3)."""
         assert self.db is not None
+        started = time.monotonic()
+        every = started - self._joins_looked_at >= JOIN_SCAN_EVERY
+        look_at = set(self._written_late)
         try:
-            # Bulk work (every join record of the last day), timed like a
-            # replay: cut short at the message path's timeout, the move
-            # still committed while the breaker said the database was down.
-            moved, stale = await self.db.run(follow_joins, self.db, slow=True)
+            # Bulk work, timed like a replay: cut short at the message
+            # path's timeout, the move still committed while the breaker
+            # said the database was down.
+            moved, stale = await self.db.run(follow_joins, self.db, None if every else look_at, slow=True)
         except BackendDown as exc:
             self.db_failed(exc)
             return
+        self._written_late -= look_at
+        if every:
+            self._joins_looked_at = started
         for old, new, _scope, count in moved:
             log.warning("memory: %d message(s) (or its row) written to session %s after it was joined to %s moved there", count, old, new)
             self._session_rows.pop(old, None)

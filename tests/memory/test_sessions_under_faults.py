@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.models import Session
-from plugins.memory.provisional import JOINED_PREFIX, follow_joins, windows_dropped
+from plugins.memory.provisional import JOIN_FRESH, JOIN_SCAN_EVERY, JOINED_PREFIX, follow_joins, windows_dropped
 from plugins.memory.recent import RecentConversations
 from plugins.memory.records import to_row
 from plugins.memory.store import SessionStateUnreachable
@@ -253,6 +253,35 @@ def test_a_late_write_moved_down_a_chain_of_joins_reaches_the_last_sessions_wind
         async with started(backend.store("B")) as b:
             await b.probe()
             assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_a_late_write_under_an_old_join_follows_it_when_a_replay_wrote_it_or_at_the_next_look_under_all(backend: Backend) -> None:
+    """S10 without a scan of every join on every probe: a join older than
+    JOIN_FRESH is looked under when an outbox replay wrote under its id (a
+    spool replayed late), and otherwise at the next look under every join
+    (every JOIN_SCAN_EVERY seconds, and a life's first probe)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            await store.store_message(rec(1, session=S))
+            assert store.db is not None
+            old = time.time() - JOIN_FRESH - 60
+            await store.db.run(store.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": old})
+            await store.probe()  # the life's first look, under every join: nothing there yet
+            await store._apply([store.outbox.entry("msg", list(to_row(rec(2, session=_p(1010.0)), 1002.0)))])  # a spool, late
+            await store.probe()
+            assert session_ids(backend) == ["s-old"]
+            assert ids(await store.load_messages(S, 10)) == ["1001", "1002"]
+            await store.db.run(store.db.insert_messages, [to_row(rec(3, session=_p(1010.0)), 1003.0)])  # named by nothing
+            await store.probe()
+            assert session_ids(backend) == ["s-blind", "s-old"]  # not looked under: the join is old
+            store._joins_looked_at -= JOIN_SCAN_EVERY
+            await store.probe()
+            assert session_ids(backend) == ["s-old"]
+            assert ids(await store.load_messages(S, 10)) == ["1001", "1002", "1003"]
 
     run(go())
 
