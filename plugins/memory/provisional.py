@@ -303,6 +303,8 @@ def follow_joins(
     records = {key[len(JOINED_PREFIX) :]: value for key, value in store.states_with_prefix(JOINED_PREFIX).items()}
     if not records:
         return [], []
+    for obsolete in _cycles_broken(records):
+        store.delete_state(JOINED_PREFIX + obsolete)
     stale = [(old, _chain(records, old), _scope(r), r[STALE]) for old, r in records.items() if r.get(STALE)]
     M = store.m.Message
     now = time.time()
@@ -328,10 +330,33 @@ def follow_joins(
             _mark_stale(store, old, records, stale)
             S.delete().where(S.session_id == old).execute()
             moved.append((old, target, _scope(records[old]), 0))
+    # Only a look under every join forgets old ones (a look under a few
+    # would drop records it did not look under), and never one still
+    # marked: its windows are to be dropped first (D3).
     for old, record in records.items():
-        if now - float(record.get("at") or now) > JOIN_KEEP:
+        if look_at is None and not record.get(STALE) and now - float(record.get("at") or now) > JOIN_KEEP:
             store.delete_state(JOINED_PREFIX + old)
     return moved, stale
+
+
+def _cycles_broken(records: dict[str, Any]) -> list[str]:
+    """Remove from ``records`` the oldest record of each cycle of joins and
+    return their ids. A cycle means a joined session's row came back (a
+    save in flight) and the session was then made the target of a later
+    join: the later join says where the conversation goes on."""
+    broken = []
+    for start in list(records):
+        path: list[str] = []
+        node = start
+        while node in records and node not in path:
+            path.append(node)
+            node = str(records[node]["into"])
+        if node in path:
+            cycle = path[path.index(node) :]
+            oldest = min(cycle, key=lambda sid: float(records[sid].get("at") or 0))
+            del records[oldest]
+            broken.append(oldest)
+    return broken
 
 
 def _mark_stale(store: DurableStore, old: str, records: dict[str, Any], stale: list[tuple[str, list[str], str, Any]]) -> None:

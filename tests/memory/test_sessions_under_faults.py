@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.models import Session
-from plugins.memory.provisional import JOIN_FRESH, JOIN_SCAN_EVERY, JOINED_PREFIX, follow_joins, windows_dropped
+from plugins.memory.provisional import JOIN_FRESH, JOIN_KEEP, JOIN_SCAN_EVERY, JOINED_PREFIX, follow_joins, windows_dropped
 from plugins.memory.recent import RecentConversations
 from plugins.memory.records import to_row
 from plugins.memory.store import SessionStateUnreachable
@@ -25,6 +25,10 @@ BLIND = {"provisional": {"idle_timeout": 1800.0, "max_age": None}}
 
 def _p(at: float, **state: object) -> Session:
     return Session(id="s-blind", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(state or BLIND))
+
+
+async def _until(at: float) -> None:
+    await asyncio.sleep(max(0.0, at - time.time()) + 0.2)
 
 
 def session_ids(backend: Backend) -> list[str]:
@@ -282,6 +286,93 @@ def test_a_late_write_under_an_old_join_follows_it_when_a_replay_wrote_it_or_at_
             await store.probe()
             assert session_ids(backend) == ["s-old"]
             assert ids(await store.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_a_write_landing_in_a_joins_last_minute_is_moved_before_its_record_goes(backend: Backend) -> None:
+    """S10: a write lands under a joined id while the join's record is still
+    kept (named by nothing: a write in flight, a stop's hand-over replay, a
+    failover's write-back). The record's day ends before the next look under
+    every join; a probe that did not look under it must not delete it."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.save_session(S)
+            await store.store_message(rec(1, session=S))
+            assert ids(await store.load_messages(S, 10)) == ["1001"]
+            assert store.db is not None
+            at = time.time() - JOIN_KEEP + 3.0  # a day old in 3 s
+            await store.db.run(store.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": at})
+            await store.probe()  # the life's first look under every join: nothing there
+            await store.db.run(store.db.insert_messages, [to_row(rec(2, session=_p(1010.0)), 1002.0)])  # late, the record still kept
+            assert time.time() < at + JOIN_KEEP
+            await _until(at + JOIN_KEEP)  # the record's day is over; the next look under all is ~a minute away
+            await store.probe()  # an ordinary probe
+            store._joins_looked_at -= JOIN_SCAN_EVERY
+            await store.probe()  # the look under every join
+            assert session_ids(backend) == ["s-old"]
+            assert ids(await store.load_messages(S, 10)) == ["1001", "1002"]
+
+    run(go())
+
+
+def test_a_late_write_moved_as_its_join_record_expires_reaches_the_window_when_its_mover_died(backend: Backend) -> None:
+    """D3: the look that moves a late write marks the record stale first, so
+    that a mover killed before its drop leaves the mark for the next probe.
+    When the same call deletes the record (older than JOIN_KEEP), the mark
+    goes with it and S's window lacks the moved message for good."""
+
+    async def go() -> None:
+        a = backend.store("A")
+        await a.start()
+        try:
+            await a.save_session(S)
+            for n in (1, 2):
+                await a.store_message(rec(n, session=S))
+            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
+            assert a.db is not None
+            at = time.time() - JOIN_KEEP + 3.0
+            await a.db.run(a.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": at})
+            await a.db.run(a.db.insert_messages, [to_row(rec(3, session=_p(1010.0)), 1003.0)])  # late, the record still kept
+            assert time.time() < at + JOIN_KEEP
+            await _until(at + JOIN_KEEP)
+            dies_dropping(a, S.id)
+            with pytest.raises(Killed):
+                await a._follow_joins()  # the life's first look under every join: moves it into S, dies
+            assert session_ids(backend) == ["s-old"]
+        finally:
+            abandon(a)
+        async with started(backend.store("B")) as b:
+            await b.probe()
+            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+
+    run(go())
+
+
+def test_a_join_into_a_session_whose_own_row_came_back_is_not_undone(backend: Backend) -> None:
+    """S10 on a cycle of joins: s-blind was joined into s-old (its record
+    stays a day), its row came back (a save in flight), and s-old (fresh,
+    judged again by rule 11, or provisional with s-blind as its `after`)
+    was then joined into s-blind: all messages are under s-blind, the live
+    row. followed as a chain, s-blind's end was s-blind
+    itself: the look deleted the live row and 'moves' its messages onto themselves
+    (a new stale mark and a drop on every look). The later join wins."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            blind = _p(1010.0, fresh=BLIND["provisional"])
+            await store.save_session(blind)
+            for n in (1, 2):
+                await store.store_message(rec(n, session=blind))
+            assert store.db is not None
+            now = time.time()
+            await store.db.run(store.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": now - 120})
+            await store.db.run(store.db.set_state, JOINED_PREFIX + S.id, {"into": "s-blind", "scope": SCOPE, "at": now - 60})
+            await store.probe()
+            assert rows(backend) == ["s-blind"]  # the conversation's row, where every message is
+            found = await store.load_session(SCOPE)
+            assert found is not None and found.id == "s-blind"
 
     run(go())
 
