@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -37,6 +39,36 @@ def session_ids(backend: Backend) -> list[str]:
 
 def rows(backend: Backend) -> list[str]:
     return sorted(r[0] for r in backend.sql("SELECT session_id FROM sessions WHERE scope_key = ?", (SCOPE,)))
+
+
+async def _a_serving_s(backend: Backend) -> Any:
+    """Instance A, started, with messages 1 and 2 in S and S's window built."""
+    a = backend.store("A")
+    await a.start()
+    try:
+        await a.save_session(S)
+        for n in (1, 2):
+            await a.store_message(rec(n, session=S))
+        assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
+    except BaseException:
+        abandon(a)
+        raise
+    return a
+
+
+async def _next_probe_after_a_died_dropping(backend: Backend, a: Any, step: Callable[[], Awaitable[object]], expected: list[str]) -> None:
+    """D3: A runs ``step`` and dies the moment it would drop S's window; the
+    next probe of another instance serves S with ``expected``."""
+    try:
+        dies_dropping(a, S.id)
+        with pytest.raises(Killed):
+            await step()
+        assert session_ids(backend) == ["s-old"]
+    finally:
+        abandon(a)
+    async with started(backend.store("B")) as b:
+        await b.probe()
+        assert ids(await b.load_messages(S, 10)) == expected
 
 
 # --- the copy ------------------------------------------------------------------------
@@ -142,26 +174,17 @@ def test_a_join_whose_instance_died_before_dropping_the_window_is_dropped_by_the
     probe finds the join not yet published and drops it."""
 
     async def go() -> None:
-        a = backend.store("A")
-        await a.start()
+        a = await _a_serving_s(backend)
         try:
-            await a.save_session(S)
-            for n in (1, 2):
-                await a.store_message(rec(n, session=S))
-            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
             blind = _p(1010.0)
             with database_cut(backend, a):
                 await a.save_session(blind)
                 assert await a.store_message(rec(3, session=blind)) is False
-            dies_dropping(a, S.id)
-            with pytest.raises(Killed):
-                await a.probe()  # replays, joins s-blind into S, dies
-            assert session_ids(backend) == ["s-old"]
-        finally:
+        except BaseException:
             abandon(a)
-        async with started(backend.store("B")) as b:
-            await b.probe()
-            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+            raise
+        # Replays, joins s-blind into S, dies.
+        await _next_probe_after_a_died_dropping(backend, a, a.probe, ["1001", "1002", "1003"])
 
     run(go())
 
@@ -215,15 +238,10 @@ def test_a_late_write_moved_by_an_instance_that_died_before_dropping_the_window_
             assert ids(await a.load_messages(S, 10)) == ["1001", "1002", "1003"]  # S's window
             assert a.db is not None
             await a.db.run(a.db.insert_messages, [to_row(rec(4, session=_p(1010.0)), 1004.0)])  # late, under s-blind
-            dies_dropping(a, S.id)
-            with pytest.raises(Killed):
-                await a.probe()
-            assert session_ids(backend) == ["s-old"]
-        finally:
+        except BaseException:
             abandon(a)
-        async with started(backend.store("B")) as b:
-            await b.probe()
-            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003", "1004"]
+            raise
+        await _next_probe_after_a_died_dropping(backend, a, a.probe, ["1001", "1002", "1003", "1004"])
 
     run(go())
 
@@ -236,27 +254,17 @@ def test_a_late_write_moved_down_a_chain_of_joins_reaches_the_last_sessions_wind
     met it: a mover's call that timed out committed later)."""
 
     async def go() -> None:
-        a = backend.store("A")
-        await a.start()
+        a = await _a_serving_s(backend)
         try:
-            await a.save_session(S)
-            for n in (1, 2):
-                await a.store_message(rec(n, session=S))
-            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
             assert a.db is not None
             at = time.time()
             await a.db.run(a.db.set_state, JOINED_PREFIX + "s-mid", {"into": S.id, "scope": SCOPE, "at": at})
             await a.db.run(a.db.set_state, JOINED_PREFIX + "s-blind", {"into": "s-mid", "scope": SCOPE, "at": at})
             await a.db.run(a.db.insert_messages, [to_row(rec(3, session=_p(1010.0)), 1003.0)])  # late, under s-blind
-            dies_dropping(a, S.id)
-            with pytest.raises(Killed):
-                await a._follow_joins()
-            assert session_ids(backend) == ["s-old"]
-        finally:
+        except BaseException:
             abandon(a)
-        async with started(backend.store("B")) as b:
-            await b.probe()
-            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+            raise
+        await _next_probe_after_a_died_dropping(backend, a, a._follow_joins, ["1001", "1002", "1003"])
 
     run(go())
 
@@ -324,28 +332,19 @@ def test_a_late_write_moved_as_its_join_record_expires_reaches_the_window_when_i
     goes with it and S's window lacks the moved message for good."""
 
     async def go() -> None:
-        a = backend.store("A")
-        await a.start()
+        a = await _a_serving_s(backend)
         try:
-            await a.save_session(S)
-            for n in (1, 2):
-                await a.store_message(rec(n, session=S))
-            assert ids(await a.load_messages(S, 10)) == ["1001", "1002"]  # S's window
             assert a.db is not None
             at = time.time() - JOIN_KEEP + 3.0
             await a.db.run(a.db.set_state, JOINED_PREFIX + "s-blind", {"into": S.id, "scope": SCOPE, "at": at})
             await a.db.run(a.db.insert_messages, [to_row(rec(3, session=_p(1010.0)), 1003.0)])  # late, the record still kept
             assert time.time() < at + JOIN_KEEP
             await _until(at + JOIN_KEEP)
-            dies_dropping(a, S.id)
-            with pytest.raises(Killed):
-                await a._follow_joins()  # the life's first look under every join: moves it into S, dies
-            assert session_ids(backend) == ["s-old"]
-        finally:
+        except BaseException:
             abandon(a)
-        async with started(backend.store("B")) as b:
-            await b.probe()
-            assert ids(await b.load_messages(S, 10)) == ["1001", "1002", "1003"]
+            raise
+        # The life's first look under every join: moves it into S, dies.
+        await _next_probe_after_a_died_dropping(backend, a, a._follow_joins, ["1001", "1002", "1003"])
 
     run(go())
 
