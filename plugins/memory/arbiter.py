@@ -386,8 +386,6 @@ class Arbiter:
                 said = await mirror
                 if verdict == "mine":
                     return await self._won(message_id, said, dirty)
-                if holder == self.owner:
-                    return await self._ours(message_id, said)
                 if verdict == "expired":
                     return await self._take_over(message_id, holder)
                 return str(verdict)
@@ -406,14 +404,6 @@ class Arbiter:
         if dirty:
             await self.b.dirty_seen()
         return "mine"
-
-    async def _ours(self, message_id: str, said: str | None) -> str:
-        """The database's claim names this very life, which does not hold
-        it: an insert of ours whose answer was lost (its call timed out and
-        the database went on to commit it). Ours now, not once it expired
-        (A1): no other task of this process asks for a message it watches."""
-        log.info("memory: message %s: the database holds a claim of ours whose answer was lost; taking it", message_id)
-        return await self._won(message_id, said, False)
 
     async def _ask_redis(self, watch: Watch) -> str:
         """The database is down: Redis decides (A6), but only once a probe
@@ -452,13 +442,10 @@ class Arbiter:
             except BackendDown as exc:
                 self.b.db_failed(exc)
             else:
-                ours = holder == self.owner
-                if state == "done" or (state == "live" and not ours):
+                if state in ("done", "live"):
                     return str(state)
                 if not watch.may_claim and not await self._first_wrote_back(watch):
                     return "live"
-                if ours:
-                    return await self._ours(watch.message_id, await self._mirror_says(watch.message_id))
                 if state == "expired":
                     return await self._take_over(watch.message_id, holder)
                 return await self._claim_absent(watch.message_id)

@@ -81,47 +81,6 @@ def test_a3_a_standby_takes_over_a_holder_that_stopped_renewing(backend: Backend
     run(go())
 
 
-def test_a1_a_claim_of_ours_whose_answer_was_lost_is_ours_at_once(backend: Backend) -> None:
-    """A1: the claim's insert timed out here while the database went on to
-    commit it (the chaos soak saw instances wait out their own claim's
-    expiry, then take it over from themselves). The row names this life:
-    it is ours at once, not after claim_ttl."""
-
-    async def go() -> None:
-        async with started(backend.store("A")) as a, started(backend.store("B")) as b:
-            assert a.db is not None
-            assert (await a.db.run(a.arbiter._table.claim, "1001", a.arbiter.owner, 6.0))[0] == "mine"  # committed, unheard
-            assert await asyncio.wait_for(a.arbiter.claim("1001", None), 3) is True
-            await answer(a, 1)
-            assert await asyncio.wait_for(b.arbiter.claim("1001", None), 5) is False  # one answer
-
-    run(go())
-
-
-def test_a1_a_claim_of_ours_committed_after_its_call_timed_out_is_ours_at_the_next_look(backend: Backend) -> None:
-    """A1 again, as the soak met it: the claim's call timed out (the breaker
-    opened) and its insert committed anyway; the watch's next look finds
-    the row naming this life and takes it, without waiting out its expiry."""
-
-    async def go() -> None:
-        async with started(backend.store("A")) as a:
-            real = a.arbiter._claims
-            calls: list[Any] = []
-
-            async def answer_lost(item: Any) -> Any:
-                calls.append(item)
-                found = await real(item)
-                if len(calls) == 1:
-                    raise BackendDown("database", "no answer within 0.5s")
-                return found
-
-            a.arbiter._claims = answer_lost
-            assert await asyncio.wait_for(a.arbiter.claim("1001", None), 3) is True
-            assert len(calls) == 1  # not asked again: the look found the row ours
-
-    run(go())
-
-
 def test_a8_an_instance_started_again_ends_the_claims_and_leases_its_killed_life_held(backend: Backend) -> None:
     """A holds message 1001 and its session's lease and is killed (nothing
     renews or releases them); B received the message too and keeps watch.
