@@ -315,8 +315,7 @@ def follow_joins(
         late += [row[0] for row in M.select(M.session_id).where(M.session_id.in_(chunk)).distinct().tuples()]
     moved = []
     for old in late:
-        target = _final(records, old)
-        _mark_stale(store, old, records, stale)  # before the move: an instance dying after it leaves the mark
+        target = _mark_stale(store, old, records, stale)  # before the move: an instance dying after it leaves the mark
         count = M.update(session_id=target).where(M.session_id == old).execute()
         if count:
             moved.append((old, target, _scope(records[old]), int(count)))
@@ -326,8 +325,7 @@ def follow_joins(
     for start in range(0, len(ids), CHUNK):
         back = [row[0] for row in S.select(S.session_id).where(S.session_id.in_(ids[start : start + CHUNK])).tuples()]
         for old in back:
-            target = _final(records, old)
-            _mark_stale(store, old, records, stale)
+            target = _mark_stale(store, old, records, stale)
             S.delete().where(S.session_id == old).execute()
             moved.append((old, target, _scope(records[old]), 0))
     # Only a look under every join forgets old ones (a look under a few
@@ -359,15 +357,17 @@ def _cycles_broken(records: dict[str, Any]) -> list[str]:
     return broken
 
 
-def _mark_stale(store: DurableStore, old: str, records: dict[str, Any], stale: list[tuple[str, list[str], str, Any]]) -> None:
-    """Rows of ``old`` are about to move to the end of its chain of joins:
-    their windows are stale until dropped. A new mark, so that a clear for
-    an older one (another instance's drop, made before these rows moved)
-    leaves it."""
+def _mark_stale(store: DurableStore, old: str, records: dict[str, Any], stale: list[tuple[str, list[str], str, Any]]) -> str:
+    """Rows of ``old`` are about to move to the end of its chain of joins
+    (returned): their windows are stale until dropped. A new mark, so that
+    a clear for an older one (another instance's drop, made before these
+    rows moved) leaves it."""
     record = records[old]
     record[STALE] = secrets.token_hex(4)
     store.set_state(JOINED_PREFIX + old, record)
-    stale.append((old, _chain(records, old), _scope(record), record[STALE]))
+    chain = _chain(records, old)
+    stale.append((old, chain, _scope(record), record[STALE]))
+    return chain[-1]
 
 
 def _scope(record: dict[str, Any]) -> str:
@@ -387,16 +387,12 @@ def windows_dropped(store: DurableStore, marks: list[tuple[str, Any]]) -> None:
             store.replace_state_if(key, raw, record)
 
 
-def _final(records: dict[str, Any], session_id: str) -> str:
-    """Where ``session_id``'s messages belong: the end of its chain of joins."""
-    return _chain(records, session_id)[-1]
-
-
 def _chain(records: dict[str, Any], session_id: str) -> list[str]:
-    """The sessions ``session_id`` was joined to, one after another, to
-    the end of its chain of joins (the last one)."""
+    """The sessions ``session_id`` was joined to, one after another; the
+    last is where its messages belong. ``records`` has no cycles
+    (:func:`_cycles_broken` ran on them)."""
     chain = [str(records[session_id]["into"])]
-    while chain[-1] in records and chain[-1] not in chain[:-1] and chain[-1] != session_id:
+    while chain[-1] in records:
         chain.append(str(records[chain[-1]]["into"]))
     return chain
 
