@@ -28,7 +28,9 @@ own command in the same round trip (a Cluster keeps it in another slot).
 The hot-path operations (append, window read, session get/put, claims,
 leases) go through :class:`AutoPipeline`: the commands of every operation
 issued while a round trip is in flight are sent together in the next one, so
-under load 64 sessions cost one round trip, not 64. Each operation's
+under load 64 sessions cost one round trip, not 64; and the first of them
+waits one turn of the event loop, so operations other tasks issue in the same
+turn (a claim's mirror beside the lease that follows it) share its round trip. Each operation's
 commands stay together in order, and none of them needs ``MULTI``: what must
 be atomic is a Lua script.
 
@@ -42,6 +44,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -65,6 +68,10 @@ Command = tuple[Any, ...]
 # RedisClusterException (not a RedisError) when no node of it answers.
 FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
+# Windows kept for their turn's own read (D8): a turn that never reads
+# leaves one behind until another write of its session or this bound.
+MAX_SEEN = 1024
+
 # An append is one Lua script instead of three or four commands and, now
 # and then, a second round trip to trim (measured: a little cheaper even
 # alone). Reads stay plain pipelined commands: running a script costs Redis
@@ -87,7 +94,8 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 # KEYS: window, write counter. ARGV: entry, window size, length that
-# triggers a trim, ttl. -> {length (0: no window), the entry before the new one}
+# triggers a trim, ttl, how many of the window's last entries to return (0:
+# none). -> {length (0: no window), the entry before the new one, entries}
 APPEND = """
 local n = redis.call('RPUSHX', KEYS[1], ARGV[1])
 local previous = redis.call('LINDEX', KEYS[1], -2)
@@ -98,6 +106,9 @@ if count == 1 or n > tonumber(ARGV[3]) then
         redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
         redis.call('EXPIRE', KEYS[1], ARGV[4])
     end
+end
+if n > 0 and tonumber(ARGV[5]) > 0 then
+    return {n, previous, redis.call('LRANGE', KEYS[1], -tonumber(ARGV[5]), -1)}
 end
 return {n, previous}
 """
@@ -134,6 +145,7 @@ class AutoPipeline(Grouped):
     """
 
     task_name = "memory-redis-batch"
+    gather = True
 
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__()
@@ -168,6 +180,16 @@ def _copy(exc: BaseException) -> BaseException:
         except Exception:  # noqa: BLE001 - an exception type with other arguments
             pass
     return RedisError(f"{type(exc).__name__}: {exc}")
+
+
+class _Seen:
+    """A window as an append returned it, for its turn's own read (D8)."""
+
+    __slots__ = ("reader", "epoch", "entries")
+
+    def __init__(self, reader: asyncio.Task[Any], epoch: str) -> None:
+        self.reader, self.epoch = reader, epoch
+        self.entries: list[bytes] | None = None
 
 
 def _decode(value: Any) -> str | None:
@@ -205,6 +227,8 @@ class Cache:
         self.now: Callable[[], float] | None = None
         self.epoch_key = self.keys.epoch
         self.trim_slack = max(8, window_size // 4)
+        # Per session, the window a turn's own append returned (D8).
+        self.seen: OrderedDict[str, _Seen] = OrderedDict()
         # fakeredis has no INFO; a real server's run id tells a restart apart.
         self.has_info = not type(client).__module__.startswith("fakeredis")
 
@@ -360,7 +384,7 @@ class Cache:
 
     # --- windows --------------------------------------------------------------------
 
-    async def append(self, record: MessageRecord, done_claim: str | None = None) -> bool:
+    async def append(self, record: MessageRecord, done_claim: str | None = None, reader: asyncio.Task[Any] | None = None) -> bool:
         """Append to a session's window only if the window exists; ``True``
         when it did, in the current epoch.
 
@@ -379,17 +403,29 @@ class Cache:
         window be re-sorted. Trimming is lazy (the window may hold up to
         ``window_size + trim_slack`` entries); every trim also refreshes the
         window's TTL, and ``fill`` sets it when the window is created.
+
+        With ``reader`` (the task handling the turn), the script also
+        returns the window as it stands after the append, and that task's
+        next :meth:`window` of the session is served from it, without a
+        round trip of its own (docs/MEMORY.md, D8).
         """
         entry = records.encode_entry(record)
         used = self.epoch
-        key = self.window_key(record.session_id, used)
+        sid = record.session_id
+        key = self.window_key(sid, used)
+        ticket = _Seen(reader, used) if reader is not None else None
+        self._forget_seen(sid)
+        if ticket is not None:
+            self._note_seen(sid, ticket)
         # The claim is another slot's key: its own command, in the same round trip.
         done = (("SET", done_claim, "done", "EX", 86400),) if done_claim is not None else ()
-        ((length, previous), *_, epoch) = await self.run(
-            ("EVAL", APPEND, 2, key, self.counter_key(record.session_id), entry, self.window_size, self.window_size + self.trim_slack, self.ttl),
+        (result, *_, epoch) = await self.run(
+            ("EVAL", APPEND, 2, key, self.counter_key(sid), entry, self.window_size, self.window_size + self.trim_slack, self.ttl,
+             self.window_size if ticket is not None else 0),
             *done,
             ("GET", self.epoch_key),
         )
+        length, previous = result[0], result[1]
         if self._adopt(epoch) != used:
             return False
         if length and previous is not None:
@@ -397,8 +433,33 @@ class Cache:
             if records.entry_sort_key(previous) >= key_new:
                 # Out of order or a duplicate (rare): put the window back in
                 # order, or drop it so the next read rebuilds it.
+                self._forget_seen(sid)
                 await self.call(self._reorder(key))
+                return bool(length)
+        if ticket is not None and len(result) > 2 and self.seen.get(sid) is ticket:
+            # Nothing else touched the window here since the append was sent.
+            ticket.entries = result[2]
         return bool(length)
+
+    def _note_seen(self, session_id: str, seen: _Seen) -> None:
+        self.seen[session_id] = seen
+        while len(self.seen) > MAX_SEEN:
+            self.seen.popitem(last=False)
+
+    def _forget_seen(self, session_id: str) -> None:
+        self.seen.pop(session_id, None)
+
+    def _take_seen(self, session: Session, limit: int) -> list[MessageRecord] | None:
+        """The window the current task's own append returned (D8), if
+        nothing touched it here since and the epoch is still the one the
+        append read beside it; used once."""
+        seen = self.seen.pop(session.id, None)
+        if seen is None or seen.entries is None or seen.epoch != self.epoch:
+            return None
+        if seen.reader is not asyncio.current_task():
+            return None
+        out = records.decode_entries(seen.entries[-limit:], session) if limit > 0 else []
+        return out if out and records.is_ordered(out) else None
 
     async def _reorder(self, key: str) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
@@ -435,6 +496,9 @@ class Cache:
         of a generation another instance invalidated (it wrote to the
         database while Redis was unreachable) is never served, even by an
         instance that did not see the outage and whose probe has not run."""
+        served = self._take_seen(session, limit)
+        if served is not None:
+            return served, None
         keys = (self.window_key(session.id), self.counter_key(session.id))
         # The window before the epoch: an epoch still the known one after the
         # window was read means the window was read before any bump.
@@ -463,6 +527,7 @@ class Cache:
         append happened since ``counter_before`` was read, or the epoch moved."""
         if not entries:
             return False
+        self._forget_seen(session_id)
         key = self.window_key(session_id, epoch)
         ckey = self.counter_key(session_id)
         before = b"" if counter_before is None else counter_before
@@ -487,6 +552,7 @@ class Cache:
         known = self.epoch
         pipe = self.r.pipeline(transaction=False)
         for sid in sessions:
+            self._forget_seen(sid)
             pipe.incr(self.counter_key(sid))
             pipe.expire(self.counter_key(sid), self.ttl)
             pipe.delete(self.window_key(sid, known))
@@ -522,6 +588,8 @@ class Cache:
         counters. Claims on the messages are kept only as ``done`` markers
         (they hold no content and stop a redelivery from storing them again).
         Returns how many keys were deleted."""
+        for sid in sessions:
+            self._forget_seen(sid)
         patterns = [self.keys.windows_of(sid) for sid in sessions]
         patterns += [self.keys.sessions_of(scope) for scope in scopes]
         exact = [self.counter_key(sid) for sid in sessions]

@@ -2,8 +2,10 @@
 
 The mechanism behind the database's group commit (:class:`~plugins.memory.
 durable.Batcher`) and Redis auto-pipelining (:class:`~plugins.memory.cache.
-AutoPipeline`). No timer: the first call goes at once from its caller's own
-task, so grouping adds no latency, only sharing.
+AutoPipeline`). No timer: the first call goes from its caller's own task,
+at once or, where ``gather`` is set (Redis), after one yield to the event
+loop, so that calls other tasks make in the same turn go with it; grouping
+adds no wait beyond that turn, only sharing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class Grouped:
 
     limit: int | None = None
     task_name = "memory-batch"
+    # Whether the first call of an idle batcher lets the calls made in the
+    # same turn of the event loop join it (one yield to the loop, no timer).
+    gather = False
 
     def __init__(self) -> None:
         self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
@@ -45,12 +50,37 @@ class Grouped:
             return await future
         self.busy = True
         try:
-            (outcome,) = await self.send([item])
+            if self.gather:
+                await asyncio.sleep(0)
+            joined, self.waiting = self._cut()
+            outcome = await self._send_with(item, joined)
         finally:
             self._next()
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome
+
+    def _cut(self) -> tuple[list[tuple[Any, asyncio.Future[Any]]], list[tuple[Any, asyncio.Future[Any]]]]:
+        cut = self.limit or len(self.waiting)
+        return self.waiting[:cut], self.waiting[cut:]
+
+    async def _send_with(self, item: Any, joined: list[tuple[Any, asyncio.Future[Any]]]) -> Any:
+        """Send ``item`` with the calls that joined it; ``item``'s outcome."""
+        joined = [(i, f) for i, f in joined if not f.done()]
+        try:
+            outcomes = await self.send([item] + [i for i, _f in joined])
+        except BaseException as exc:
+            for _item, future in joined:
+                if not future.done():
+                    future.set_exception(self.copy_error(exc))
+            raise
+        for (_item, future), outcome in zip(joined, outcomes[1:]):
+            if not future.done():
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        return outcomes[0]
 
     def _next(self) -> None:
         if self.waiting:
@@ -59,8 +89,7 @@ class Grouped:
             self.busy = False
 
     async def _drain(self) -> None:
-        cut = self.limit or len(self.waiting)
-        batch, self.waiting = self.waiting[:cut], self.waiting[cut:]
+        batch, self.waiting = self._cut()
         try:
             batch = [(item, future) for item, future in batch if not future.done()]
             if not batch:

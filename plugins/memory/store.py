@@ -608,7 +608,8 @@ class MemoryStore:
         early: asyncio.Future[bool] | None = None
         if record.role is not Role.BOT and self.redis_ok and self.db_ok:
             assert self.cache is not None
-            early = asyncio.ensure_future(self.cache.append(record))
+            # The turn's own read of the window comes from this append (D8).
+            early = asyncio.ensure_future(self.cache.append(record, reader=asyncio.current_task()))
         reply = record.role is Role.BOT and record.id.startswith("reply:")
         if not reply:
             return await self._store_row(record, row, early)

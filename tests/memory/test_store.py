@@ -279,6 +279,73 @@ def test_d7_an_invalidation_drops_under_the_epoch_redis_reported_whoever_adopted
     run(go())
 
 
+def _counting_round_trips(store: Any) -> list[int]:
+    """Each Redis round trip the store's auto-pipeline sends, as its number of operations."""
+    sent: list[int] = []
+    send = store.cache.pipeline.send
+
+    async def counting(groups: list[Any]) -> Any:
+        sent.append(len(groups))
+        return await send(groups)
+
+    store.cache.pipeline.send = counting
+    return sent
+
+
+def test_d8_a_turn_reads_the_window_its_own_append_returned(backend: Backend) -> None:
+    """The task that stored a user's message reads the session's window
+    from what its append returned: no round trip of its own (rule D8)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await warm(store)
+            await store.store_message(rec(2))
+            sent = _counting_round_trips(store)
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert sent == []
+            # Used once: the next read asks Redis.
+            assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
+            assert sent == [1]
+
+    run(go())
+
+
+@pytest.mark.parametrize("touch", ["a reply stored", "an invalidation", "another task's read", "an epoch bump"])
+def test_d8_a_window_touched_since_the_append_is_read_from_redis(backend: Backend, touch: str) -> None:
+    """What the append returned is not served once anything else touched
+    the window here, to another task, or under a moved epoch (rule D8)."""
+
+    async def go() -> None:
+        async with started(backend.store("A")) as store, started(backend.store("B")) as other:
+            await store.store_message(rec(1))
+            await warm(store)
+            await store.store_message(rec(2))
+            expected = ["1001", "1002"]
+            if touch == "a reply stored":
+                await store.store_message(rec(3, role=Role.BOT, author="bot", id="reply:1002"))
+                expected.append("reply:1002")
+            elif touch == "an invalidation":
+                await other.store_message(rec(3))  # only B's window is told, A's copy is not
+                await store.cache.invalidate({SESSION.id}, set())
+                expected.append("1003")
+            elif touch == "an epoch bump":
+                await other.store_message(rec(3))
+                await other.cache.bump_epoch()
+                await store.cache.refresh_epoch()
+                expected.append("1003")
+            else:
+                await other.store_message(rec(3))
+                loaded = await asyncio.ensure_future(store.load_messages(SESSION, 10))
+                assert ids(loaded) == ["1001", "1002", "1003"]
+                expected.append("1003")
+            sent = _counting_round_trips(store)
+            assert ids(await store.load_messages(SESSION, 10)) == expected
+            assert sent
+
+    run(go())
+
+
 def test_window_is_bounded_and_longer_reads_go_to_the_database(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store(window_size=5)) as store:
