@@ -574,6 +574,13 @@ class Cache:
         key = self.session_key(data["scope_key"], epoch)
         await self.run(("SET", key, orjson.dumps(data), "EX", self.ttl, *(("NX",) if only_if_missing else ())))
 
+    def post_session(self, data: dict[str, Any]) -> asyncio.Future[Any]:
+        """As :meth:`put_session`, not awaited: it goes in the next round
+        trip (with the operations issued in the same turn of the event
+        loop), ordered among this process's operations as issued. The
+        future fails as the round trip did."""
+        return self.pipeline.post((("SET", self.session_key(data["scope_key"]), orjson.dumps(data), "EX", self.ttl),))
+
     async def get_session(self, scope_key: str) -> dict[str, Any] | None:
         epoch, raw = await self.run(("GET", self.epoch_key), ("GET", self.session_key(scope_key)))
         if self._seen_epoch(epoch):

@@ -60,6 +60,17 @@ class Grouped:
             raise outcome
         return outcome
 
+    def post(self, item: Any) -> asyncio.Future[Any]:
+        """Queue ``item`` without waiting: it goes in the next batch, after
+        every call made before and before every call made after; the
+        future holds its outcome."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if not self.busy:
+            self.busy = True
+            self.task = asyncio.create_task(self._drain(), name=self.task_name)
+        return future
+
     def _cut(self) -> tuple[list[tuple[Any, asyncio.Future[Any]]], list[tuple[Any, asyncio.Future[Any]]]]:
         cut = self.limit or len(self.waiting)
         return self.waiting[:cut], self.waiting[cut:]
@@ -89,6 +100,8 @@ class Grouped:
             self.busy = False
 
     async def _drain(self) -> None:
+        if self.gather:
+            await asyncio.sleep(0)
         batch, self.waiting = self._cut()
         try:
             batch = [(item, future) for item, future in batch if not future.done()]

@@ -608,6 +608,44 @@ def test_sessions_round_trip_and_survive_a_flush(backend: Backend) -> None:
     run(go())
 
 
+def test_a_session_put_goes_with_the_append_that_follows_it(backend: Backend) -> None:
+    """A saved session reaches Redis in the round trip of the turn's next
+    write (not awaited by the save), and before anything sent later."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await warm(store)
+            sent = _counting_round_trips(store)
+            await store.save_session(SESSION)
+            await store.store_message(rec(2))
+            assert sent[0] == 2  # the session's SET and the message's append
+            assert (await store.cache.get_session(SESSION.scope_key) or {}).get("id") == SESSION.id
+
+    run(go())
+
+
+def test_a_session_put_that_fails_after_its_save_returned_marks_the_cache_dirty(backend: Backend) -> None:
+    """The save returned before Redis took the session; Redis failed it:
+    as for an awaited put, the breaker opens and the cache is dirty (the
+    database has a row Redis may lack: an epoch bump before Redis is
+    trusted again, D4)."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            assert store.redis_ok and not store.cache_dirty
+            await store.save_session(SESSION)
+            backend.redis_down()  # before the put was sent: the save did not wait for it
+            for _ in range(100):
+                if store.cache_dirty:
+                    break
+                await asyncio.sleep(0.01)
+            assert store.cache_dirty and not store.redis_ok
+            backend.redis_up()
+
+    run(go())
+
+
 def test_bot_state_is_shared_and_durable(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
