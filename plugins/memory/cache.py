@@ -272,6 +272,20 @@ class Cache:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(self.pipeline.run(*commands))
 
+    def post(self, *commands: Command, failed: Callable[[BackendDown], None]) -> None:
+        """Send ``commands`` without waiting for them: in the next round
+        trip (with the operations issued in the same turn of the event
+        loop), ordered among this process's operations as issued.
+        ``failed`` is called if Redis fails them."""
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled() or future.exception() is None:
+                return
+            exc = future.exception()
+            failed(exc if isinstance(exc, BackendDown) else BackendDown("redis", f"{type(exc).__name__}: {exc}"))
+
+        self.pipeline.post(commands).add_done_callback(done)
+
     async def _same_server(self) -> bool:
         if not self.has_info or self.run_id is None:
             return False
@@ -574,12 +588,9 @@ class Cache:
         key = self.session_key(data["scope_key"], epoch)
         await self.run(("SET", key, orjson.dumps(data), "EX", self.ttl, *(("NX",) if only_if_missing else ())))
 
-    def post_session(self, data: dict[str, Any]) -> asyncio.Future[Any]:
-        """As :meth:`put_session`, not awaited: it goes in the next round
-        trip (with the operations issued in the same turn of the event
-        loop), ordered among this process's operations as issued. The
-        future fails as the round trip did."""
-        return self.pipeline.post((("SET", self.session_key(data["scope_key"]), orjson.dumps(data), "EX", self.ttl),))
+    def post_session(self, data: dict[str, Any], failed: Callable[[BackendDown], None]) -> None:
+        """As :meth:`put_session`, not awaited (see :meth:`post`)."""
+        self.post(("SET", self.session_key(data["scope_key"]), orjson.dumps(data), "EX", self.ttl), failed=failed)
 
     async def get_session(self, scope_key: str) -> dict[str, Any] | None:
         epoch, raw = await self.run(("GET", self.epoch_key), ("GET", self.session_key(scope_key)))

@@ -602,24 +602,15 @@ class MemoryStore:
         shared outbox), ``False`` when only the local spool took it."""
         records.check_record(record, self.settings.max_content_bytes)
         row = records.to_row(record, self.clock.now())
-        # A user's message goes to the window while the database commits it
-        # (one round trip hidden behind the other); if the database says it
-        # was stored before, the window is dropped and rebuilt. A bot
-        # reply waits for the database: two instances' replies to one
-        # message differ, and the window must keep the one the database kept.
-        early: asyncio.Future[bool] | None = None
-        if record.role is not Role.BOT and self.redis_ok and self.db_ok:
-            assert self.cache is not None
-            # The turn's own read of the window comes from this append (D8).
-            early = asyncio.ensure_future(self.cache.append(record, reader=asyncio.current_task()))
         reply = record.role is Role.BOT and record.id.startswith("reply:")
         if not reply:
-            return await self._store_row(record, row, early)
+            # The turn's own read of the window comes from this write's append (D8).
+            return await self._store_row(record, row, asyncio.current_task())
         # Sent already: in the journal before anything awaits (rule D5).
         self.sent.note(list(row))
         finished = False
         try:
-            stored = await self._store_row(record, row, early)
+            stored = await self._store_row(record, row, None)
             finished = True  # in the database or the outbox, degraded or not
             return stored
         finally:
@@ -650,20 +641,20 @@ class MemoryStore:
         if handed:
             log.warning("memory: %d sent replies whose store did not finish (a killed process, a failed write) went to the outbox", handed)
 
-    async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], early: asyncio.Future[bool] | None) -> bool:
-        in_db, duplicate = await self._insert(row, early, record.session_id)
+    async def _store_row(self, record: MessageRecord, row: tuple[Any, ...], reader: asyncio.Task[Any] | None) -> bool:
+        in_db, duplicate = await self._insert(row)
         accepted, degraded = in_db, False
         if not in_db:
             accepted, degraded = True, not await self._queue(self.outbox.entry("msg", list(row)))
-        await self._to_window(record, early, in_db, duplicate)
+        await self._to_window(record, in_db, duplicate, reader)
         if record.role is Role.BOT and record.id.startswith("reply:"):
             # A claim is held until its reply is in the database (rule A4):
             # a reply waiting in the outbox keeps its claim renewed.
             (self.arbiter.answered_here if in_db else self.arbiter.spooled)(record.id[len("reply:") :])
         return await self._written(record, accepted and not degraded)
 
-    async def _insert(self, row: tuple[Any, ...], early: asyncio.Future[bool] | None, session_id: str) -> tuple[bool, bool]:
-        """``(in the database, was there before)``; a refused row undoes the early append."""
+    async def _insert(self, row: tuple[Any, ...]) -> tuple[bool, bool]:
+        """``(in the database, was there before)``."""
         if not self.db_ok:
             return False, False
         assert self.db is not None
@@ -672,56 +663,32 @@ class MemoryStore:
         except BackendDown as exc:
             self.db_failed(exc)
             return False, False
-        except BaseException:
-            if early is not None:
-                await self._undo_early(early, session_id)
-            raise
 
-    async def _to_window(self, record: MessageRecord, early: asyncio.Future[bool] | None, in_db: bool, duplicate: bool) -> None:
-        """The window's part of a write (rules D4, D7): the early append, or
-        the append after the database answered (a reply marks its claim done
-        in the same script); a write Redis missed marks the cache dirty."""
-        if early is None and not self.redis_ok:
+    async def _to_window(self, record: MessageRecord, in_db: bool, duplicate: bool, reader: asyncio.Task[Any] | None) -> None:
+        """The window's part of a write (rules D4, D7), once the database
+        answered: the append (a reply marks its claim done in the same
+        script; a user's message brings back the window for its turn's
+        read, D8); a write Redis missed marks the cache dirty. A write the
+        database had already is not appended: its first version is the one
+        the window holds (or will be rebuilt with)."""
+        if not self.redis_ok:
             if in_db and self.cache is not None:
                 await self._mark_dirty()
             return
         assert self.cache is not None
         try:
-            if early is not None:
-                landed = await early
-                # Stored before (maybe in another session, one that timed out
-                # between two deliveries: the window may show it where the
-                # database does not), or no window of this epoch took it:
-                # rebuilt from the database (D7).
-                if duplicate or (in_db and not landed):
-                    await self.cache.invalidate({record.session_id}, set())
-                return
             done = None
             if record.role is Role.BOT and record.id.startswith("reply:"):
                 done = self.arbiter.key(record.id[len("reply:") :])
             if not duplicate:
-                if not await self.cache.append(record, done) and in_db:
+                if not await self.cache.append(record, done, reader=reader) and in_db:
                     await self.cache.invalidate({record.session_id}, set())
             elif done is not None:
-                # The database already had this id: its first write is
-                # the one the window holds (or will be rebuilt with).
                 await self.cache.run(("SET", done, DONE, "EX", DONE_TTL))
         except BackendDown as exc:
             self.redis_failed(exc)
             if in_db:
                 await self._mark_dirty()
-
-    async def _undo_early(self, early: asyncio.Future[bool], session_id: str) -> None:
-        """The database refused a row the window may already show: drop the
-        window (the next read rebuilds it from what is really stored)."""
-        assert self.cache is not None
-        await asyncio.wait([early])
-        if not early.cancelled():
-            early.exception()  # retrieved: an append that failed is moot now
-        try:
-            await self.cache.drop_window(session_id)
-        except BackendDown as exc:
-            self.redis_failed(exc)
 
     async def _queue(self, entry: dict[str, Any]) -> bool:
         """Queue a write the database could not take: in the local spool
@@ -1088,18 +1055,13 @@ class MemoryStore:
         that fails is handled as an awaited one would be, a moment later."""
         if self.redis_ok:
             assert self.cache is not None
-            self.cache.post_session(data).add_done_callback(lambda done: self._session_posted(done, in_db))
+            self.cache.post_session(data, failed=lambda exc: self._session_post_failed(exc, in_db))
             return
         if in_db and self.cache is not None:
             await self._mark_dirty()
 
-    def _session_posted(self, done: asyncio.Future[Any], in_db: bool) -> None:
-        if done.cancelled():
-            return
-        exc = done.exception()
-        if exc is None:
-            return
-        self.redis_failed(exc if isinstance(exc, BackendDown) else BackendDown("redis", f"{type(exc).__name__}: {exc}"))
+    def _session_post_failed(self, exc: BackendDown, in_db: bool) -> None:
+        self.redis_failed(exc)
         if in_db and self.cache is not None:
             task = asyncio.ensure_future(self._mark_dirty())
             self._marking.add(task)

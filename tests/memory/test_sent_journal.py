@@ -85,7 +85,7 @@ async def _reply_committed_then_killed(backend: Backend) -> tuple[Any, asyncio.T
     await first.store_message(rec(1))
     assert ids(await first.load_messages(SESSION, 10)) == ["1001"]  # the window exists
 
-    async def committed_then_killed(record: Any, row: Any, _early: Any) -> bool:
+    async def committed_then_killed(record: Any, row: Any, _reader: Any) -> bool:
         await first.db.insert(row)
         await asyncio.Event().wait()
         return True
