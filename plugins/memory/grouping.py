@@ -2,10 +2,11 @@
 
 The mechanism behind the database's group commit (:class:`~plugins.memory.
 durable.Batcher`) and Redis auto-pipelining (:class:`~plugins.memory.cache.
-AutoPipeline`). No timer: the first call goes from its caller's own task,
-at once or, where ``gather`` is set (Redis), after one yield to the event
-loop, so that calls other tasks make in the same turn go with it; grouping
-adds no wait beyond that turn, only sharing.
+AutoPipeline`). No timer: the first call goes at once from its caller's
+own task or, where ``gather`` is set (Redis), from a batch task after one
+yield to the event loop, so that calls other tasks make in the same turn go
+with it; grouping adds no wait beyond that turn, only sharing. A caller
+cancelled while its call is in flight never fails another caller's call.
 """
 
 from __future__ import annotations
@@ -44,16 +45,13 @@ class Grouped:
         return exc
 
     async def __call__(self, item: Any) -> Any:
-        if self.busy:
-            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self.waiting.append((item, future))
-            return await future
+        if self.busy or self.gather:
+            # Sent by the batch's own task: a caller cancelled while it is in
+            # flight cancels only its own wait, never the others' calls.
+            return await self.post(item)
         self.busy = True
         try:
-            if self.gather:
-                await asyncio.sleep(0)
-            joined, self.waiting = self._cut()
-            outcome = await self._send_with(item, joined)
+            (outcome,) = await self.send([item])
         finally:
             self._next()
         if isinstance(outcome, BaseException):
@@ -75,24 +73,6 @@ class Grouped:
         cut = self.limit or len(self.waiting)
         return self.waiting[:cut], self.waiting[cut:]
 
-    async def _send_with(self, item: Any, joined: list[tuple[Any, asyncio.Future[Any]]]) -> Any:
-        """Send ``item`` with the calls that joined it; ``item``'s outcome."""
-        joined = [(i, f) for i, f in joined if not f.done()]
-        try:
-            outcomes = await self.send([item] + [i for i, _f in joined])
-        except BaseException as exc:
-            for _item, future in joined:
-                if not future.done():
-                    future.set_exception(self.copy_error(exc))
-            raise
-        for (_item, future), outcome in zip(joined, outcomes[1:]):
-            if not future.done():
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-        return outcomes[0]
-
     def _next(self) -> None:
         if self.waiting:
             self.task = asyncio.create_task(self._drain(), name=self.task_name)
@@ -100,33 +80,36 @@ class Grouped:
             self.busy = False
 
     async def _drain(self) -> None:
-        if self.gather:
-            await asyncio.sleep(0)
-        batch, self.waiting = self._cut()
+        batch: list[tuple[Any, asyncio.Future[Any]]] = []
         try:
+            if self.gather:
+                await asyncio.sleep(0)
+            batch, self.waiting = self._cut()
             batch = [(item, future) for item, future in batch if not future.done()]
-            if not batch:
-                return
-            try:
-                outcomes = await self.send([item for item, _f in batch])
-            except BaseException as exc:
-                for _item, future in batch:
-                    if not future.done():
-                        future.set_exception(self.copy_error(exc))
-                if not isinstance(exc, Exception):
-                    # Cancelled with the loop or the store: nobody may wait forever.
-                    for _item, future in self.waiting:
-                        if not future.done():
-                            future.set_exception(self.copy_error(exc))
-                    self.waiting = []
-                    raise
-                return
-            for (_item, future), outcome in zip(batch, outcomes):
+            if batch:
+                await self._send_batch(batch)
+        except BaseException as exc:
+            # Cancelled with the loop or the store: nobody may wait forever.
+            for _item, future in batch + self.waiting:
                 if not future.done():
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                    future.set_exception(self.copy_error(exc))
+            self.waiting = []
+            raise
         finally:
             self.task = None
             self._next()
+
+    async def _send_batch(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            outcomes = await self.send([item for item, _f in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            for _item, future in batch:
+                if not future.done():
+                    future.set_exception(self.copy_error(exc))
+            return
+        for (_item, future), outcome in zip(batch, outcomes):
+            if not future.done():
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)

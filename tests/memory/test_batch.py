@@ -134,6 +134,36 @@ def test_redis_operations_issued_together_share_round_trips(backend: Backend) ->
     run(go())
 
 
+def test_a_redis_caller_cancelled_in_flight_fails_no_other_call(backend: Backend) -> None:
+    """Two operations share a round trip; the task of the first is
+    cancelled (a hook's timeout, a watch cut short) while it is in flight:
+    the second still gets its reply, not a failure that would open the
+    breaker of a healthy Redis."""
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            cache = store.cache
+            assert cache is not None
+            entered, gate = asyncio.Event(), asyncio.Event()
+            send = cache.pipeline.send
+
+            async def held(groups: list[Any]) -> Any:
+                entered.set()
+                await gate.wait()
+                return await send(groups)
+
+            cache.pipeline.send = held  # type: ignore[method-assign]
+            first = asyncio.ensure_future(cache.run(("SET", f"{cache.prefix}test:a", "1")))
+            second = asyncio.ensure_future(cache.run(("SET", f"{cache.prefix}test:b", "2")))
+            await asyncio.wait_for(entered.wait(), 5)
+            first.cancel()
+            gate.set()
+            assert await second == [True]
+            assert first.cancelled() and store.redis_ok
+
+    run(go())
+
+
 def test_a_window_larger_than_one_lua_call_can_take_fills_whole(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store(window_size=3000)) as store:
