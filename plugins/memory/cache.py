@@ -74,8 +74,8 @@ MAX_SEEN = 1024
 
 # An append is one Lua script instead of three or four commands and, now
 # and then, a second round trip to trim (measured: a little cheaper even
-# alone). Reads stay plain pipelined commands: running a script costs Redis
-# more than the client saves on a 50-entry LRANGE.
+# alone). A user's message's append also returns the window, which the turn
+# reads instead of a round trip of its own (D8).
 
 # KEYS: window, write counter. ARGV: the counter read before the database
 # query ('' if there was none), ttl, entries. -> 1 if the window was
@@ -271,20 +271,6 @@ class Cache:
         except FAILURES as exc:
             raise BackendDown("redis", type(exc).__name__ + (f": {exc}" if str(exc) else "")) from None
         return await self.call(self.pipeline.run(*commands))
-
-    def post(self, *commands: Command, failed: Callable[[BackendDown], None]) -> None:
-        """Send ``commands`` without waiting for them: in the next round
-        trip (with the operations issued in the same turn of the event
-        loop), ordered among this process's operations as issued.
-        ``failed`` is called if Redis fails them."""
-
-        def done(future: asyncio.Future[Any]) -> None:
-            if future.cancelled() or future.exception() is None:
-                return
-            exc = future.exception()
-            failed(exc if isinstance(exc, BackendDown) else BackendDown("redis", f"{type(exc).__name__}: {exc}"))
-
-        self.pipeline.post(commands).add_done_callback(done)
 
     async def _same_server(self) -> bool:
         if not self.has_info or self.run_id is None:
@@ -587,10 +573,6 @@ class Cache:
     async def put_session(self, data: dict[str, Any], only_if_missing: bool = False, epoch: str | None = None) -> None:
         key = self.session_key(data["scope_key"], epoch)
         await self.run(("SET", key, orjson.dumps(data), "EX", self.ttl, *(("NX",) if only_if_missing else ())))
-
-    def post_session(self, data: dict[str, Any], failed: Callable[[BackendDown], None]) -> None:
-        """As :meth:`put_session`, not awaited (see :meth:`post`)."""
-        self.post(("SET", self.session_key(data["scope_key"]), orjson.dumps(data), "EX", self.ttl), failed=failed)
 
     async def get_session(self, scope_key: str) -> dict[str, Any] | None:
         epoch, raw = await self.run(("GET", self.epoch_key), ("GET", self.session_key(scope_key)))

@@ -171,11 +171,11 @@ class Lease:
                 prefetched_session.reset(self._reset_session)
             self.session.clear()
             if self.c.held.pop(self.key, None) is not None:
-                # Only our own lease: one that expired and was taken is not
-                # ours to drop. Not awaited: it goes in the next round trip,
-                # before this process's next acquisition of the scope; if it
-                # fails, the lease expires (claim_ttl).
-                self.c.store.cache.post(("EVAL", RELEASE, 1, self.key, self.value), failed=self.c.store.redis_failed)
+                try:
+                    # Only our own lease: one that expired and was taken is not ours to drop.
+                    await self.c.store.cache.run(("EVAL", RELEASE, 1, self.key, self.value))
+                except BackendDown as err:
+                    self.c.store.redis_failed(err)
         finally:
             if self._local is not None:
                 self._local.release()

@@ -109,8 +109,6 @@ class MemoryStore:
         self._db_answered_at = -math.inf  # (the same for the database)
         self._stream_depth = 0
         self._refills: dict[str, asyncio.Task[None]] = {}
-        # Dirty marks of session puts that failed after their save returned.
-        self._marking: set[asyncio.Task[None]] = set()
         # Per session id: the row as the database holds it, but for
         # last_active_at, and since when (bot clock) it is known to.
         self._session_rows: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
@@ -201,7 +199,7 @@ class MemoryStore:
 
     async def stop(self) -> None:
         self._stopping = True  # no recovery work starts now (a claim's check may ask)
-        await stop_tasks([*self._refills.values(), *self._marking, self._probe_task, self._recovery], timeout=2)
+        await stop_tasks([*self._refills.values(), self._probe_task, self._recovery], timeout=2)
         self._probe_task = self._recovery = None
         try:
             async with asyncio.timeout(STOP_BUDGET):
@@ -1047,25 +1045,16 @@ class MemoryStore:
 
     async def _cache_session(self, data: dict[str, Any], in_db: bool) -> None:
         """Put a saved session in Redis; if Redis missed a row the database
-        took, the cache is dirty.
-
-        The put is not awaited: it goes in the next round trip, with the
-        append of the message the turn stores next, and before anything
-        this instance sends later (the lease's release among them). A put
-        that fails is handled as an awaited one would be, a moment later."""
+        took, the cache is dirty."""
         if self.redis_ok:
             assert self.cache is not None
-            self.cache.post_session(data, failed=lambda exc: self._session_post_failed(exc, in_db))
-            return
+            try:
+                await self.cache.put_session(data)
+                return
+            except BackendDown as exc:
+                self.redis_failed(exc)
         if in_db and self.cache is not None:
             await self._mark_dirty()
-
-    def _session_post_failed(self, exc: BackendDown, in_db: bool) -> None:
-        self.redis_failed(exc)
-        if in_db and self.cache is not None:
-            task = asyncio.ensure_future(self._mark_dirty())
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
 
     def _only_touched(self, data: dict[str, Any]) -> bool:
         """Whether saving ``data`` would only move the database row's

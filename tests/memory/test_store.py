@@ -599,45 +599,6 @@ def test_sessions_round_trip_and_survive_a_flush(backend: Backend) -> None:
     run(go())
 
 
-def test_a_session_put_is_not_awaited_and_goes_before_what_follows(backend: Backend) -> None:
-    """A save does not wait for Redis (the put is in flight while the turn
-    stores its message), and the put reaches Redis before anything this
-    process sends later."""
-
-    async def go() -> None:
-        async with started(backend.store()) as store:
-            await store.store_message(rec(1))
-            await warm(store)
-            sent = _counting_round_trips(store)
-            await store.save_session(SESSION)
-            assert sent == []  # returned before the put was sent
-            assert (await store.cache.get_session(SESSION.scope_key) or {}).get("id") == SESSION.id
-            assert sent == [2]  # the put, and the read issued after it, in one round trip
-
-    run(go())
-
-
-def test_a_session_put_that_fails_after_its_save_returned_marks_the_cache_dirty(backend: Backend) -> None:
-    """The save returned before Redis took the session; Redis failed it:
-    as for an awaited put, the breaker opens and the cache is dirty (the
-    database has a row Redis may lack: an epoch bump before Redis is
-    trusted again, D4)."""
-
-    async def go() -> None:
-        async with started(backend.store()) as store:
-            assert store.redis_ok and not store.cache_dirty
-            await store.save_session(SESSION)
-            backend.redis_down()  # before the put was sent: the save did not wait for it
-            for _ in range(100):
-                if store.cache_dirty:
-                    break
-                await asyncio.sleep(0.01)
-            assert store.cache_dirty and not store.redis_ok
-            backend.redis_up()
-
-    run(go())
-
-
 def test_bot_state_is_shared_and_durable(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store("A")) as a, started(backend.store("B")) as b:
