@@ -604,6 +604,17 @@ class Cache:
         results = await self.call(pipe.execute())
         return deleted + sum(r for r in results[: len(exact)] if isinstance(r, int))
 
+    async def drop_windows(self, sessions: list[str]) -> int:
+        """Delete the windows of ``sessions`` in every epoch, and their write
+        counters; the number of keys deleted. A window an append brought
+        back for its turn is forgotten too (D8)."""
+        for sid in sessions:
+            self._forget_seen(sid)
+        deleted = await self.delete_matching([self.keys.windows_of(sid) for sid in sessions])
+        for sid in sessions:  # one key a command: each in its own slot on a Cluster
+            deleted += int(await self.call(self.r.delete(self.counter_key(sid))))
+        return deleted
+
     async def delete_matching(self, patterns: list[str]) -> int:
         """Delete every key matching the glob ``patterns`` (all epochs)."""
 

@@ -189,12 +189,8 @@ async def _drop_cached(store: Any, sessions: list[str]) -> int:
         if store.cache is not None:
             await store._mark_dirty()
         return 0
-    cache = store.cache
     try:
-        deleted: int = await cache.delete_matching([cache.keys.windows_of(sid) for sid in sessions])
-        for sid in sessions:  # one key a command: each in its own slot on a Cluster
-            deleted += int(await cache.call(cache.r.delete(cache.counter_key(sid))))
-        return deleted
+        return await store.cache.drop_windows(sessions)
     except BackendDown as exc:
         store.redis_failed(exc)
         await store._mark_dirty()

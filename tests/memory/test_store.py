@@ -337,6 +337,25 @@ def test_d8_a_window_touched_since_the_append_is_read_from_redis(backend: Backen
     run(go())
 
 
+def test_d8_a_retention_purge_after_the_append_is_not_served_from_the_appends_copy(backend: Backend) -> None:
+    """Retention deletes message 1 and drops the session's window in this
+    process after the turn's append returned: the turn's read is not
+    served the append's copy that still shows the deleted message (D8: a
+    drop since the append sends the read to Redis). Found by review."""
+    from plugins.memory import retention
+
+    async def go() -> None:
+        async with started(backend.store()) as store:
+            await store.store_message(rec(1))
+            await warm(store)
+            await store.store_message(rec(2))  # the turn's append (D8 copy kept)
+            outcome = await retention.run(store, {"guild:1": 1.0}, now=1001.5 + retention.DAY)
+            assert outcome.messages == 1
+            assert ids(await store.load_messages(SESSION, 10)) == ["1002"]
+
+    run(go())
+
+
 def test_window_is_bounded_and_longer_reads_go_to_the_database(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store(window_size=5)) as store:
