@@ -28,11 +28,11 @@ own command in the same round trip (a Cluster keeps it in another slot).
 The hot-path operations (append, window read, session get/put, claims,
 leases) go through :class:`AutoPipeline`: the commands of every operation
 issued while a round trip is in flight are sent together in the next one, so
-under load 64 sessions cost one round trip, not 64; and the first of them
-waits one turn of the event loop, so operations other tasks issue in the same
-turn (a claim's mirror beside the lease that follows it) share its round trip. Each operation's
-commands stay together in order, and none of them needs ``MULTI``: what must
-be atomic is a Lua script.
+under load 64 sessions cost one round trip, not 64; and each round trip
+waits one turn of the event loop, so operations other tasks issue in the
+same turn (a claim's mirror beside the lease that follows it) share it.
+Each operation's commands stay together in order, and none of them needs
+``MULTI``: what must be atomic is a Lua script.
 
 ``fakeredis://NAME`` URLs give an in-process server shared by every client in
 this process that names the same NAME (tests, the terminal chat).

@@ -69,10 +69,6 @@ class Grouped:
             self.task = asyncio.create_task(self._drain(), name=self.task_name)
         return future
 
-    def _cut(self) -> tuple[list[tuple[Any, asyncio.Future[Any]]], list[tuple[Any, asyncio.Future[Any]]]]:
-        cut = self.limit or len(self.waiting)
-        return self.waiting[:cut], self.waiting[cut:]
-
     def _next(self) -> None:
         if self.waiting:
             self.task = asyncio.create_task(self._drain(), name=self.task_name)
@@ -84,7 +80,8 @@ class Grouped:
         try:
             if self.gather:
                 await asyncio.sleep(0)
-            batch, self.waiting = self._cut()
+            cut = self.limit or len(self.waiting)
+            batch, self.waiting = self.waiting[:cut], self.waiting[cut:]
             batch = [(item, future) for item, future in batch if not future.done()]
             if batch:
                 await self._send_batch(batch)
