@@ -183,6 +183,30 @@ Feature: Several bot instances on the same backends
     And every message is stored exactly once
 
   @multiprocess
+  Scenario: A message taken over after the idle timeout passed continues the session it was sent in
+    # Rule 12 of docs/MEMORY_SESSIONS.md: "are you there?" is sent 29
+    # minutes after "hello", within the 30 minutes' idle timeout; its holder
+    # dies and the standby gets to it 31 minutes after "hello". The session
+    # is judged at the time the message was sent, as its holder judged it:
+    # the conversation goes on, it does not restart for the reply.
+    Given the memory setting "claim_ttl" is 2
+    And two bot instances "A" and "B" are running on the same backends, "B" in a separate process
+    And alice says "hello" in #general
+    And the clock advances by 29 minutes
+    When instance "A" is busy with alice's conversation in #general
+    And alice says "are you there?" in #general, and instance "B" is killed while it holds the claim
+    And the clock advances by 2 minutes
+    And instance "A" is no longer busy
+    Then instance "A" answers "are you there?"
+    And the reply to "are you there?" was generated from these messages in this order:
+      | author | content        |
+      | alice  | hello          |
+      | bot    | ok hello       |
+      | alice  | are you there? |
+    And the conversation of alice in #general is stored in one session
+    And every message is stored exactly once
+
+  @multiprocess
   Scenario: An instance killed while holding a claim and started again: the standby does not wait out the claim
     # Rule A8: the killed instance's next life (the same instance id) ends
     # the claims and session leases its earlier life held as it starts, so

@@ -1,8 +1,12 @@
 """Opening, expiring, touching and closing sessions.
 
 All decisions read times stored in the session (``opened_at``,
-``last_active_at``, ``closed_at``) against the bot's clock, never in-process
-timers: a timeout therefore holds across restarts and across instances.
+``last_active_at``, ``closed_at``) against the time the caller passes, never
+in-process timers: a timeout therefore holds across restarts and across
+instances. For a message that time is when it was sent (the platform's
+time, ``service.sent_at``), so every instance that handles it, at whatever
+moment, makes the same choice on the same stored state
+(docs/MEMORY_SESSIONS.md, rule 12).
 
 A stored session is no longer used, and the next message opens a new one,
 when it is

@@ -131,7 +131,12 @@ async def save_session(bot: Any, session: Session) -> None:
 
 async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
     """The session of ``message`` (see :mod:`.lifecycle`); ``None`` when no
-    plugin stores sessions, so the core's default applies."""
+    plugin stores sessions, so the core's default applies.
+
+    Judged at the message's own time, not at the moment an instance got to
+    it (docs/MEMORY_SESSIONS.md, rule 12): a standby that takes a message
+    over after its holder froze, or a message that waited out an outage,
+    continues the session it was sent in, as its first holder decided."""
     if not has_storage(bot):
         return None
     cfg = settings_for(bot, message)
@@ -139,7 +144,7 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
     session = await lifecycle.resolve(
         message,
         key,
-        bot.clock.now(),
+        sent_at(bot, message),
         cfg.idle_timeout,
         cfg.max_age,
         lambda k: load_for_message(bot, k),
@@ -147,6 +152,13 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
     )
     remember(bot, session)
     return session
+
+
+def sent_at(bot: Any, message: IncomingMessage) -> float:
+    """When ``message`` was sent, by the platform's clock; never later than
+    this instance's clock (a platform clock ahead of ours must not make a
+    session look active in our future)."""
+    return min(bot.clock.now(), message.timestamp)
 
 
 def current_record(message: IncomingMessage, session: Session) -> MessageRecord:

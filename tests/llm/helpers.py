@@ -110,7 +110,10 @@ class Chat:
             channel_id=self.channel,
             guild_id=self.guild,
             content=text,
-            timestamp=1_700_000_000.0 + n,
+            # The platform's time follows the bot's clock (sessions are judged
+            # at it); the counter keeps each message after the reply before it
+            # (stamped 1 ms after its message when the clock stands still).
+            timestamp=self.bot.clock.now() + n * 0.01,
             **extra,
         )
 

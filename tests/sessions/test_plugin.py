@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.clock import ManualClock
-from core.models import MessageRecord, Session
+from core.models import MessageRecord, Sent, Session
 
 from tests.sessions.standin import Harness, Store
 
@@ -57,6 +57,32 @@ def test_two_instances_share_timeouts(make_harness: Make, clock: ManualClock) ->
     clock.advance(500)
     a.say("three")  # 1000 s after "one" but only 500 after "two"
     assert a.recorder.texts() == ["one", "ok 1", "two", "ok 3", "three"]
+
+
+def test_a_message_is_judged_at_the_time_it_was_sent(make_harness: Make, clock: ManualClock) -> None:
+    """Rule 12 (docs/MEMORY_SESSIONS.md): a message sent before the idle
+    timeout passed continues the session, however late it is handled (a
+    standby taking it over, a wait for a lease); a platform clock ahead of
+    ours does not count."""
+    h = make_harness({"idle_timeout": 600})
+    h.say("one")
+    first = h.recorder.last.session.id
+    clock.advance(598)  # "one" was sent at 0 s; the clock ticked 1 s since
+    late = h.message("sent at 599 s")
+    clock.advance(120)  # handled at 719 s: idle by our clock, not when sent
+    replies: list[Any] = []
+
+    async def send(reply: Any) -> Sent:
+        replies.append(reply)
+        return Sent(timestamp=clock.now())
+
+    h.run(h.bot.handle(late, send))
+    assert h.recorder.last.session.id == first
+    assert h.recorder.texts() == ["one", "ok 1", "sent at 599 s"]
+    ahead = h.message("stamped in our future")
+    ahead.timestamp = clock.now() + 10_000  # judged now: 120 s after the last
+    h.run(h.bot.handle(ahead, send))
+    assert h.recorder.last.session.id == first
 
 
 def test_window_keeps_the_last_n(make_harness: Make) -> None:
