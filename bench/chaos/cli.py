@@ -89,6 +89,9 @@ def _counts(result: SoakResult) -> list[str]:
     latency = result.stats.get("first_reply_s") or {}
     if latency:
         lines.append("first reply after sending (s): " + ", ".join(f"{k} {v}" for k, v in latency.items()))
+    resumed = result.stats.get("first_reply_after_resume_s") or {}
+    if resumed:
+        lines.append("  from the answerer's last resume (s): " + ", ".join(f"{k} {v}" for k, v in resumed.items()))
     return lines
 
 

@@ -3,9 +3,11 @@ id (DESIGN.md, G9): whatever session ids the bot used, a conversation's
 messages must come back as one conversation.
 
 A conversation may rightly continue in a new session only across an idle
-timeout (the soak sends no resets). The bot decides that against the
-moment it *handles* a message, which can be later than the message's
-timestamp (a paused process, a standby keeping watch), so the checker
+timeout (the soak sends no resets). The bot decides that at the message's
+own time (rule 12 of docs/MEMORY_SESSIONS.md), but against the session as
+stored when it *handles* the message, which can be later than the
+message's timestamp (a paused process, a standby keeping watch): the
+message before it may not be handled yet. So the checker
 brackets it with what the ledger knows: between two consecutive stored user
 messages of a conversation, with ``gap`` their timestamps' distance and
 ``delay`` how long (bot clock) either of them may have waited before an

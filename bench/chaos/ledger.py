@@ -277,11 +277,25 @@ def _doubled(found: Findings, entry: Entry, faults: list[Fault], by_overlap: Cou
         "replies": [(r.instance, r.at, r.degraded) for r in entry.replies], "deliveries": _deliveries(entry)})
 
 
-def _latency(entries: list[Entry]) -> dict[str, float]:
-    waits = sorted(at - e.sent for e in entries if (at := e.first_reply_at()) is not None)
+def _latency(entries: list[Entry], faults: list[Fault] | None = None) -> dict[str, float]:
+    """First-reply percentiles, measured from sending; with ``faults``, from
+    the later of sending and the last time the instance that answered first
+    resumed from a pause before answering: the part of the wait the bot is
+    answerable for when that paused instance was the only one left holding
+    the message (the others killed with it in hand)."""
+    waits = sorted(at - _since(e, at, faults) for e in entries if (at := e.first_reply_at()) is not None)
     if not waits:
         return {}
     return {f"p{q}": round(percentile(waits, q), 2) for q in (50, 90, 99)} | {"max": round(waits[-1], 2)}
+
+
+def _since(entry: Entry, answered: float, faults: list[Fault] | None) -> float:
+    if not faults or not entry.replies:
+        return entry.sent
+    first = min(entry.replies, key=lambda r: r.at if r.at is not None else float("inf"))
+    resumed = [f.end for f in faults if f.kind == "bot_pause" and f.instance == first.instance
+               and entry.sent <= f.end <= answered]
+    return max([entry.sent, *resumed])
 
 
 def _replies(found: Findings, ledger: Ledger, by_id: dict[str, Row], faults: list[Fault]) -> None:
@@ -301,6 +315,7 @@ def _replies(found: Findings, ledger: Ledger, by_id: dict[str, Row], faults: lis
         _stored(found, entry, by_id)
     found.stats["doubled_by_faults"] = dict(by_overlap.most_common())
     found.stats["first_reply_s"] = _latency(list(ledger.entries.values()))
+    found.stats["first_reply_after_resume_s"] = _latency(list(ledger.entries.values()), faults)
 
 
 def _conversations(found: Findings, ledger: Ledger, rows: list[Row], views: list[View], rules: Rules) -> None:

@@ -334,6 +334,24 @@ def test_first_reply_latency_percentiles() -> None:
     assert stats["first_reply_s"]["max"] == 30.0
 
 
+def test_first_reply_latency_from_the_answerers_last_resume() -> None:
+    """The second figure counts the wait from the end of the answerer's
+    last pause within it; another instance's pause, or one of the answerer
+    before the message was sent, changes nothing."""
+    ledger, rows, views = clean_world()
+    late = ledger.entries["1002"]  # sent at 2 s, answered by A 30 s later
+    late.replies[0].at = 2.0 + 30.0
+    late.deliveries[0].end = 2.0 + 30.1
+    events = [{"kind": "bot_pause", "at": 1.0, "end": 12.0, "instance": "A"},
+              {"kind": "bot_pause", "at": 12.5, "end": 27.0, "instance": "A"},
+              {"kind": "bot_pause", "at": 3.0, "end": 31.0, "instance": "B"},
+              {"kind": "bot_pause", "at": 0.0, "end": 1.5, "instance": "A"}]
+    stats = check(ledger, rows, views, RULES, events)["stats"]
+    assert stats["first_reply_s"]["max"] == 30.0
+    assert stats["first_reply_after_resume_s"]["max"] == 5.0
+    assert stats["first_reply_after_resume_s"]["p50"] == 0.1
+
+
 # --- the gateway delivery model -----------------------------------------------------------
 
 
