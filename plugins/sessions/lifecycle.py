@@ -6,7 +6,8 @@ in-process timers: a timeout therefore holds across restarts and across
 instances. For a message that time is when it was sent (the platform's
 time, ``service.sent_at``), so every instance that handles it, at whatever
 moment, makes the same choice on the same stored state
-(docs/MEMORY_SESSIONS.md, rule 12).
+(docs/MEMORY_SESSIONS.md, rule 12); the activity it records is when it was
+handled (its reply follows then).
 
 A stored session is no longer used, and the next message opens a new one,
 when it is
@@ -158,20 +159,26 @@ async def resolve(
     max_age: float | None,
     load: LoadSession,
     save: SaveSession,
+    handled_at: float | None = None,
 ) -> Session:
     """The session ``message`` belongs to: the stored one if still usable
     (touched), else a new one (the stored one closed if it was open), or a
-    provisional one when the stored state is unreachable."""
+    provisional one when the stored state is unreachable.
+
+    ``now`` is when the message was sent: what the timeouts are judged at.
+    ``handled_at`` (default ``now``) is when this instance handles it: the
+    session's activity, as the reply that follows makes it (a message
+    answered late keeps the conversation open for a full ``idle_timeout``
+    after the answer, as the database's newest write says too)."""
+    active = now if handled_at is None else max(now, handled_at)
     try:
         current = await load(scope_key)
     except StateUnreachable:
-        blind = provisional(open_session(message, scope_key, now), idle_timeout, max_age)
+        blind = provisional(_touched(open_session(message, scope_key, now), active), idle_timeout, max_age)
         await save(blind)
         return blind
     if current is not None and usable(current, now, idle_timeout, max_age):
-        # Another instance's clock may run a little ahead; never move back.
-        current.last_active_at = max(current.last_active_at, now)
-        await save(current)
+        await save(_touched(current, active))
         return current
     if current is not None and current.closed_at is None:
         ends = expiry(current, idle_timeout, max_age)
@@ -180,8 +187,14 @@ async def resolve(
     fresh = open_session(message, scope_key, now)
     _after(fresh, current)
     fresh.state = {**fresh.state, FRESH: {"idle_timeout": idle_timeout, "max_age": max_age}}
-    await save(fresh)
+    await save(_touched(fresh, active))
     return fresh
+
+
+def _touched(session: Session, at: float) -> Session:
+    # Another instance's clock may run a little ahead; never move back.
+    session.last_active_at = max(session.last_active_at, at)
+    return session
 
 
 async def reset(

@@ -136,7 +136,9 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
     Judged at the message's own time, not at the moment an instance got to
     it (docs/MEMORY_SESSIONS.md, rule 12): a standby that takes a message
     over after its holder froze, or a message that waited out an outage,
-    continues the session it was sent in, as its first holder decided."""
+    continues the session it was sent in, as its first holder decided. The
+    activity recorded is the moment it is handled: the reply goes out
+    then."""
     if not has_storage(bot):
         return None
     cfg = settings_for(bot, message)
@@ -149,6 +151,7 @@ async def resolve(bot: Any, message: IncomingMessage) -> Session | None:
         cfg.max_age,
         lambda k: load_for_message(bot, k),
         lambda s: save_session(bot, s),
+        handled_at=bot.clock.now(),
     )
     remember(bot, session)
     return session

@@ -85,6 +85,32 @@ def test_a_message_is_judged_at_the_time_it_was_sent(make_harness: Make, clock: 
     assert h.recorder.last.session.id == first
 
 
+def test_a_message_answered_late_keeps_the_conversation_open_from_its_answer(
+    make_harness: Make, store: Store, clock: ManualClock
+) -> None:
+    """Rule 12's other half: the session's activity is when the message was
+    handled (the reply goes out then), not when it was sent. A user who
+    answers a late reply within the idle timeout goes on in the same
+    conversation; and the stored activity is the bot's clock at handling,
+    as the database's newest write says (an instance reading the session
+    from there judges the same)."""
+    h = make_harness({"idle_timeout": 600})
+    h.say("my name is Alice")
+    first = h.recorder.last.session.id
+    late = h.message("what is my name?")
+    clock.advance(300)  # handled 300 s after it was sent
+    handled = clock.now()
+
+    async def send(reply: Any) -> Sent:
+        return Sent(timestamp=clock.now())
+
+    h.run(h.bot.handle(late, send))
+    assert store.sessions[first].last_active_at == handled
+    clock.advance(400)  # 700 s after it was sent, 400 s after the answer
+    h.say("and what did I just ask?")
+    assert h.recorder.last.session.id == first
+
+
 def test_window_keeps_the_last_n(make_harness: Make) -> None:
     h = make_harness({"window_messages": 5})
     for n in range(6):
