@@ -188,7 +188,9 @@ Feature: Several bot instances on the same backends
     # minutes after "hello", within the 30 minutes' idle timeout; its holder
     # dies and the standby gets to it 31 minutes after "hello". The session
     # is judged at the time the message was sent, as its holder judged it:
-    # the conversation goes on, it does not restart for the reply.
+    # the conversation goes on, it does not restart for the reply. Its
+    # activity is when it was answered: alice's next message, 29 minutes
+    # after that answer (31 after she sent "are you there?"), goes on too.
     Given the memory setting "claim_ttl" is 2
     And two bot instances "A" and "B" are running on the same backends, "B" in a separate process
     And alice says "hello" in #general
@@ -203,6 +205,15 @@ Feature: Several bot instances on the same backends
       | alice  | hello          |
       | bot    | ok hello       |
       | alice  | are you there? |
+    When the clock advances by 29 minutes
+    And alice says "still here" in #general
+    Then the reply to "still here" was generated from these messages in this order:
+      | author | content           |
+      | alice  | hello             |
+      | bot    | ok hello          |
+      | alice  | are you there?    |
+      | bot    | ok are you there? |
+      | alice  | still here        |
     And the conversation of alice in #general is stored in one session
     And every message is stored exactly once
 
