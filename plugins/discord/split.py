@@ -55,9 +55,11 @@ def split_message(text: str, limit: int = DISCORD_LIMIT) -> list[str]:
         part, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n")
         open_fence = part.count(FENCE) % 2 == 1
         if open_fence:
-            # Keep the language tag (```py) when reopening.
+            # Keep the language tag (```py) when reopening; a cut on the
+            # fence's own line has not seen the whole tag: none is guessed.
             last = part.rfind(FENCE)
-            tag = part[last + len(FENCE):].split("\n", 1)[0].strip()
+            line, newline, _ = part[last + len(FENCE):].partition("\n")
+            tag = line.strip() if newline else ""
             part += "\n" + FENCE
             reopen = FENCE + (tag if re.fullmatch(r"[\w+-]*", tag) else "") + "\n"
         else:
