@@ -30,34 +30,33 @@ class TimedLease:
 
 class Trips:
     """Round trips and commands this process sends, counted at the client
-    (an ``EVAL`` is one command, a pipeline one round trip): Redis through
-    redis-py's ``execute_command`` and pipeline ``execute``, the database as
+    (an ``EVAL`` is one command, a write of packed commands one round trip):
+    Redis on redis-py's connections (whatever path sent them: a pipeline, a
+    single command, the memory's own connection), the database as
     statements on a cursor (``BEGIN``/``COMMIT`` included: each is a round
     trip to a server). ``mark()`` snapshots them (e.g. when the reply is sent)."""
 
     def __init__(self, bot: Any) -> None:
-        from redis.asyncio.client import Pipeline, Redis
+        from redis.asyncio.connection import AbstractConnection
 
         self.redis_trips = self.redis_commands = self.db_trips = 0
         self.marks: list[tuple[int, int, int]] = []
         self._undo: list[Any] = []
         counter = self
-        plain, piped = Redis.execute_command, Pipeline.execute
+        pack, send = AbstractConnection.pack_command, AbstractConnection.send_packed_command
 
-        async def execute_command(client: Any, *args: Any, **options: Any) -> Any:
-            counter.redis_trips += 1
+        def pack_command(conn: Any, *args: Any) -> Any:
             counter.redis_commands += 1
-            return await plain(client, *args, **options)
+            return pack(conn, *args)
 
-        async def execute(pipe: Any, *args: Any, **kwargs: Any) -> Any:
-            if pipe.command_stack:
-                counter.redis_trips += 1
-                counter.redis_commands += len(pipe.command_stack)
-            return await piped(pipe, *args, **kwargs)
+        async def send_packed_command(conn: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.redis_trips += 1
+            return await send(conn, *args, **kwargs)
 
-        Redis.execute_command = execute_command  # type: ignore[method-assign]
-        Pipeline.execute = execute  # type: ignore[method-assign]
-        self._undo.append(lambda: (setattr(Redis, "execute_command", plain), setattr(Pipeline, "execute", piped)))
+        AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = send_packed_command  # type: ignore[method-assign]
+        self._undo.append(lambda: (setattr(AbstractConnection, "pack_command", pack),
+                                   setattr(AbstractConnection, "send_packed_command", send)))
         db = getattr(getattr(getattr(bot, "plugin_state", {}).get("memory"), "db", None), "db", None)
         if db is not None:
             cursor = db.cursor

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -51,7 +52,8 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, WatchError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.models import MessageRecord, Session
 from plugins.memory import records
@@ -150,26 +152,87 @@ class AutoPipeline(Grouped):
     def __init__(self, client: aioredis.Redis) -> None:
         super().__init__()
         self.r = client
+        # One server or a Sentinel's master: the round trips go on one
+        # connection kept here (one is in flight at a time), read under one
+        # timeout. redis-py's pipeline took 2-3x the CPU per round trip for
+        # the same bytes (docs/PERFORMANCE.md). A Cluster routes by slot,
+        # and fakeredis has no socket: both keep the pipeline.
+        self.own = type(client) is aioredis.Redis and isinstance(client.connection_pool, aioredis.ConnectionPool)
+        self.conn: Any = None
+        self.flying: Any = None
 
     async def run(self, *commands: Command) -> list[Any]:
         return await self(commands)
 
     async def send(self, groups: list[tuple[Command, ...]]) -> list[Any]:
-        pipe = self.r.pipeline(transaction=False)
-        for commands in groups:
-            for command in commands:
-                pipe.execute_command(*command)
-        flat = await pipe.execute(raise_on_error=False)
+        commands = [command for group in groups for command in group]
+        flat = await (self._on_own_connection(commands) if self.own else self._piped(commands))
         out: list[Any] = []
         at = 0
-        for commands in groups:
-            replies = flat[at : at + len(commands)]
-            at += len(commands)
+        for group in groups:
+            replies = flat[at : at + len(group)]
+            at += len(group)
             out.append(next((r for r in replies if isinstance(r, Exception)), replies))
         return out
 
+    async def _piped(self, commands: list[Command]) -> list[Any]:
+        pipe = self.r.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return cast(list[Any], await pipe.execute(raise_on_error=False))
+
+    async def _on_own_connection(self, commands: list[Command]) -> list[Any]:
+        """Send ``commands`` and read their replies on the kept connection;
+        an error reply is its command's result, as in a pipeline. Any other
+        failure (the socket, the timeout, a cancellation) closes the
+        connection: its replies may be half read. The next round trip takes
+        a fresh one from the pool."""
+        pool = self.r.connection_pool
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = await pool.get_connection()
+        self.flying = conn
+        try:
+            async with asyncio.timeout(conn.socket_timeout):
+                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                replies = [await _reply(conn) for _ in commands]
+        except BaseException as exc:
+            self.conn = None
+            with contextlib.suppress(Exception):
+                await conn.disconnect(nowait=True)
+            await pool.release(conn)
+            if type(exc) is TimeoutError:
+                raise RedisTimeoutError(f"no answer within {conn.socket_timeout:g} s") from None
+            raise
+        finally:
+            self.flying = None
+        if self.conn is not conn:
+            await pool.release(conn)  # let go of while in flight
+        callbacks = self.r.response_callbacks
+        for i, (command, reply) in enumerate(zip(commands, replies)):
+            callback = callbacks.get(command[0])
+            if callback is not None and not isinstance(reply, ResponseError):
+                replies[i] = callback(reply)
+        return replies
+
+    async def let_go(self) -> None:
+        """Give the kept connection back to the pool, to be dropped with its
+        idle ones (the server may be another now: a failover, a restart);
+        one in flight goes back when its round trip ends."""
+        conn, self.conn = self.conn, None
+        if conn is not None and conn is not self.flying:
+            await self.r.connection_pool.release(conn)
+
     def copy_error(self, exc: BaseException) -> BaseException:
         return _copy(exc)
+
+
+async def _reply(conn: Any) -> Any:
+    try:
+        # The round trip's own timeout bounds the read (math.inf: none per reply).
+        return await conn.read_response(timeout=math.inf)
+    except ResponseError as exc:
+        return exc
 
 
 def _copy(exc: BaseException) -> BaseException:
@@ -356,6 +419,7 @@ class Cache:
             # failover, that is how the promoted replica is found.
             await self.r.aclose()
         else:
+            await self.pipeline.let_go()
             await self.r.connection_pool.disconnect(inuse_connections=False)
 
     async def _cluster_identity(self) -> dict[str, Any]:
