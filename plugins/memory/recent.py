@@ -158,6 +158,10 @@ class RecentConversations:
 def _merge(old: list[MessageRecord], new: list[MessageRecord], size: int) -> list[MessageRecord]:
     """One entry per message id (a read's copy wins), in message order, the
     last ``size``."""
+    if len(new) == 1 and old and _sort_key(new[0]) > _sort_key(old[-1]) and all(r.id != new[0].id for r in old):
+        # A message written after the last one known: the common case of
+        # every turn, kept off the sort.
+        return (old + new)[-size:]
     by_id = {r.id: r for r in old}
     by_id.update((r.id, r) for r in new)
     return sorted(by_id.values(), key=_sort_key)[-size:]

@@ -93,6 +93,17 @@ def test_the_copy_is_bounded_and_merges_reads_with_writes() -> None:
     assert copies.window("new") == []  # opened here: known empty
 
 
+def test_a_write_goes_into_the_copy_in_message_order_once() -> None:
+    copies = RecentConversations(window_size=5)
+    copies.note_session(dataclasses.asdict(S))
+    copies.note_window(S.id, [rec(1, session=S), rec(3, session=S)])
+    copies.add(rec(2, session=S))  # older than the last known: sorted in
+    copies.add(rec(3, session=S))  # known already: not twice
+    copies.add(rec(4, session=S))
+    copies.add(rec(4, session=S))
+    assert ids(copies.window(S.id) or []) == ["1001", "1002", "1003", "1004"]
+
+
 def test_the_copy_answers_only_when_redis_and_the_database_both_fail(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store()) as store:
