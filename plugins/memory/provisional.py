@@ -153,11 +153,23 @@ def settle(store: DurableStore, session_id: str) -> Settled | None:
     ``None`` when it is gone (settled meanwhile by another instance).
     Raises :class:`SettleLater` when a row it needs is locked."""
     try:
-        return _settle(store, session_id)
+        settled = _settle(store, session_id)
     except Exception as exc:
         if _lock_refused(exc):
             raise SettleLater(session_id) from None
         raise
+    if settled is not None:
+        _active_as_written(store, settled.session)
+    return settled
+
+
+def _active_as_written(store: DurableStore, data: dict[str, Any]) -> None:
+    """An open session's activity as the database holds it (rule 5): its
+    row's ``last_active_at`` lags (``session_touch_interval``, or a touch a
+    fault took), its newest message does not. The session a settle hands
+    back is what the message being handled is judged by."""
+    if data["closed_at"] is None:
+        data["last_active_at"] = max(data["last_active_at"], _newest_write(store, data["id"]) or 0.0)
 
 
 def _lock_refused(exc: BaseException) -> bool:
@@ -268,7 +280,8 @@ def _after(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:
 def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) -> Settled:
     S, M = store.m.SessionRow, store.m.Message
     moved = M.update(session_id=before["id"]).where(M.session_id == blind["id"]).execute()
-    before["last_active_at"] = max(before["last_active_at"], blind["last_active_at"])
+    # Both rows may lag: the newest message the session now holds says when it was active.
+    before["last_active_at"] = max(before["last_active_at"], blind["last_active_at"], _newest_write(store, before["id"]) or 0.0)
     if blind["closed_at"] is not None:
         # Reset (or timed out) while provisional: the conversation ended then.
         before["closed_at"] = blind["closed_at"]

@@ -562,6 +562,7 @@ def test_a_provisional_session_left_in_the_database_is_settled_by_the_next_insta
 # --- rule 11: a conversation whose past reaches the database late -----------------------
 
 FRESH = {"fresh": {"idle_timeout": 1800.0, "max_age": None}}
+PROVISIONAL = {"provisional": {"idle_timeout": 1800.0, "max_age": None}}
 
 
 async def _first_beside_a_late_session(backend: Backend, a: object, b: object, later: float) -> None:
@@ -632,6 +633,59 @@ def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_st
             assert found is not None and ids(await c.load_messages(found, 10)) == ["1001", "1002"]
             await c.probe()  # the join grew s-early: its scope is looked at once more, then the mark goes
             assert not backend.sql("SELECT key FROM bot_state WHERE key LIKE ?", ("memory.late.%",))
+
+    run(go())
+
+
+def test_a_joined_session_is_as_active_as_its_newest_message(backend: Backend) -> None:
+    """Rule 5's join, both rows lagging (a row's ``last_active_at`` reaches
+    the database every ``session_touch_interval``, or never when a fault
+    took the touch): the session a join hands to the read that made it, and
+    writes, takes its activity from the newest message it now holds. Handed
+    back with the rows' time, the message being handled found the
+    conversation idle past the timeout and started it again (the chaos
+    soak's split, seed 7: a provisional session opened early in an outage,
+    read back late)."""
+
+    async def go() -> None:
+        at = backend.clock.now()
+        async with started(backend.store("A")) as a:
+            await a.probe()
+            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3")
+            await a.save_session(early)
+            backend.clock.advance(1500.0)
+            await a.store_message(rec(1, ts=at + 1500.0, session=early))
+            blind = dataclasses.asdict(Session(id="s-blind", scope_key=SCOPE, opened_at=at + 100.0, last_active_at=at + 100.0, user_id="u3", state=dict(PROVISIONAL)))
+            await a._apply([a.outbox.entry("session", {"s": blind, "f": None})])
+            backend.flush()
+            # The read finds s-blind, provisional, and settles it: joined to s-early.
+            found = await a.load_session(SCOPE)
+            assert rows(backend) == ["s-early"]
+            assert found is not None and found.id == "s-early"
+            assert found.last_active_at >= at + 1500.0
+            (row,) = backend.sql("SELECT last_active_at FROM sessions WHERE session_id = ?", ("s-early",))
+            assert row[0] >= at + 1500.0
+
+    run(go())
+
+
+def test_a_provisional_session_settled_alone_is_as_active_as_its_newest_message(backend: Backend) -> None:
+    """Rule 5, nothing to join: the provisional session becomes a
+    conversation of its own, handed back with its newest message's time,
+    not its lagging row's."""
+
+    async def go() -> None:
+        at = backend.clock.now()
+        async with started(backend.store("A")) as a:
+            await a.probe()
+            blind = Session(id="s-blind", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3", state=dict(PROVISIONAL))
+            await a._apply([a.outbox.entry("session", {"s": dataclasses.asdict(blind), "f": None})])
+            backend.clock.advance(1500.0)
+            await a._apply([a.outbox.entry("msg", list(to_row(rec(1, ts=at + 1500.0, session=blind), at + 1500.0)))])
+            backend.flush()
+            found = await a.load_session(SCOPE)
+            assert found is not None and found.id == "s-blind" and "provisional" not in found.state
+            assert found.last_active_at >= at + 1500.0
 
     run(go())
 
