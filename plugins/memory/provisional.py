@@ -181,6 +181,29 @@ def _lock_refused(exc: BaseException) -> bool:
     return False
 
 
+def conversation_activity(store: DurableStore, blind: dict[str, Any]) -> float:
+    """When the conversation provisional session ``blind`` belongs to was
+    last active, as the database holds it now (rule 5): its own newest
+    write, or that of the session before it when ``blind`` continues that
+    one (the judgment a settle would make). Read only: for a provisional
+    session that cannot be settled yet and is used as it is meanwhile."""
+    S = store.m.SessionRow
+    active = max(blind["last_active_at"], _newest_write(store, blind["id"]) or 0.0)
+    row = (
+        S.select()
+        .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at <= blind["opened_at"]))
+        .order_by(S.opened_at.desc(), S.last_active_at.desc())
+        .first()
+    )
+    if row is None:
+        return active
+    before = store._session_dict(row)
+    newest = _newest_write(store, before["id"])
+    if continues(before, blind, newest):
+        active = max(active, before["last_active_at"], newest or 0.0)
+    return active
+
+
 def _settle(store: DurableStore, session_id: str) -> Settled | None:
     S = store.m.SessionRow
     with _transaction(store):

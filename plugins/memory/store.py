@@ -46,7 +46,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import JOIN_SCAN_EVERY, LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
+from plugins.memory.provisional import conversation_activity, JOIN_SCAN_EVERY, LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
 from plugins.memory.recent import RecentConversations, is_fresh, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
@@ -1162,8 +1162,10 @@ class MemoryStore:
         opened blind twice in a row settles step by step, hence the loop."""
         for _ in range(3):
             unsettled = is_provisional(data) or is_fresh(data)
-            if not unsettled or not self.db_ok or await self._outbox_may_hold_entries():
+            if not unsettled or not self.db_ok:
                 return data
+            if await self._outbox_may_hold_entries():
+                return await self._as_its_conversation(data)
             assert self.db is not None
             try:
                 settled = await self.db.run(settle, self.db, data["id"])
@@ -1176,12 +1178,27 @@ class MemoryStore:
                 self.db_failed(exc)
                 return data
             except SettleLater:
-                return data
+                return await self._as_its_conversation(data)
             await self._after_settle(settled)
             if not settled.changed:
                 return settled.session  # fresh, judged again: nothing to join yet
             data = settled.session
         return data
+
+    async def _as_its_conversation(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A provisional session used as it is until it can be settled: as
+        active as the conversation it continues (rule 5). Judged by its own
+        activity, it may look idle while the conversation went on in the
+        session before it, and the message being handled would end it."""
+        if not is_provisional(data) or not self.db_ok:
+            return data
+        assert self.db is not None
+        try:
+            active = await self.db.run(conversation_activity, self.db, data)
+        except BackendDown as exc:
+            self.db_failed(exc)
+            return data
+        return {**data, "last_active_at": max(data["last_active_at"], active)}
 
     async def _after_settle(self, settled: Settled) -> None:
         data = settled.session

@@ -690,6 +690,39 @@ def test_a_provisional_session_settled_alone_is_as_active_as_its_newest_message(
     run(go())
 
 
+def test_a_provisional_session_not_settled_yet_is_as_active_as_the_conversation_it_continues(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 5: until it can be settled (here the outbox may still hold
+    writes), a provisional session is used as it is, and judged with the
+    activity of the conversation it continues. Judged by its own, it looked
+    idle while the conversation went on in the session before it: the
+    message being handled closed it by timeout and opened a new session,
+    and the join carried that close to the conversation (the chaos soak's
+    split, seed 7)."""
+
+    async def go() -> None:
+        at = backend.clock.now()
+        async with started(backend.store("A")) as a:
+            await a.probe()
+            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3")
+            await a.save_session(early)
+            blind = dataclasses.asdict(Session(id="s-blind", scope_key=SCOPE, opened_at=at + 100.0, last_active_at=at + 100.0, user_id="u3", state=dict(PROVISIONAL)))
+            await a._apply([a.outbox.entry("session", {"s": blind, "f": None})])
+            backend.clock.advance(1500.0)
+            await a.store_message(rec(1, ts=at + 1500.0, session=early))  # the conversation goes on in s-early
+            backend.flush()
+
+            async def outbox_not_drained() -> bool:
+                return True
+
+            monkeypatch.setattr(a, "_outbox_may_hold_entries", outbox_not_drained)
+            found = await a.load_session(SCOPE)
+            assert found is not None and found.id == "s-blind" and "provisional" in found.state  # not settled yet
+            assert found.last_active_at >= at + 1500.0
+            assert rows(backend) == ["s-blind", "s-early"]
+
+    run(go())
+
+
 def _session(data: dict[str, object]) -> Session:
     return Session(**data)  # type: ignore[arg-type]
 
