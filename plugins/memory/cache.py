@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -53,7 +52,6 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.models import MessageRecord, Session
 from plugins.memory import records
@@ -153,10 +151,11 @@ class AutoPipeline(Grouped):
         super().__init__()
         self.r = client
         # One server or a Sentinel's master: the round trips go on one
-        # connection kept here (one is in flight at a time), read under one
-        # timeout. redis-py's pipeline took 2-3x the CPU per round trip for
-        # the same bytes (docs/PERFORMANCE.md). A Cluster routes by slot,
-        # and fakeredis has no socket: both keep the pipeline.
+        # connection kept here (one is in flight at a time), with the
+        # pipeline's timeouts (the write, then each reply). redis-py's
+        # pipeline took about 2x the CPU per round trip for the same bytes
+        # (docs/PERFORMANCE.md). A Cluster routes by slot, and fakeredis has
+        # no socket: both keep the pipeline.
         self.own = type(client) is aioredis.Redis and isinstance(client.connection_pool, aioredis.ConnectionPool)
         self.conn: Any = None
         self.flying: Any = None
@@ -184,7 +183,7 @@ class AutoPipeline(Grouped):
     async def _on_own_connection(self, commands: list[Command]) -> list[Any]:
         """Send ``commands`` and read their replies on the kept connection;
         an error reply is its command's result, as in a pipeline. Any other
-        failure (the socket, the timeout, a cancellation) closes the
+        failure (the socket, a timeout, a cancellation) closes the
         connection: its replies may be half read. The next round trip takes
         a fresh one from the pool."""
         pool = self.r.connection_pool
@@ -193,16 +192,13 @@ class AutoPipeline(Grouped):
             conn = self.conn = await pool.get_connection()
         self.flying = conn
         try:
-            async with asyncio.timeout(conn.socket_timeout):
-                await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                replies = [await _reply(conn) for _ in commands]
-        except BaseException as exc:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            replies = [await _reply(conn) for _ in commands]
+        except BaseException:
             self.conn = None
             with contextlib.suppress(Exception):
                 await conn.disconnect(nowait=True)
             await pool.release(conn)
-            if type(exc) is TimeoutError:
-                raise RedisTimeoutError(f"no answer within {conn.socket_timeout:g} s") from None
             raise
         finally:
             self.flying = None
@@ -229,8 +225,9 @@ class AutoPipeline(Grouped):
 
 async def _reply(conn: Any) -> Any:
     try:
-        # The round trip's own timeout bounds the read (math.inf: none per reply).
-        return await conn.read_response(timeout=math.inf)
+        # Each reply within the client's socket timeout, as in a pipeline: a
+        # large round trip that keeps answering is not cut short.
+        return await conn.read_response()
     except ResponseError as exc:
         return exc
 
