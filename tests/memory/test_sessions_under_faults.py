@@ -637,6 +637,22 @@ def test_a_first_session_beside_a_late_one_is_settled_by_the_next_instance_to_st
     run(go())
 
 
+async def _early_and_a_blind_session_replayed(backend: Backend, a: Any) -> float:
+    """``s-early`` opened at ``at`` (returned), its row never touched again
+    while the conversation goes on in it (message 1 at ``at + 1500``); and
+    ``s-blind``, provisional, opened at ``at + 100`` early in an outage and
+    replayed into the database late, its row as old."""
+    at = backend.clock.now()
+    await a.probe()
+    early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3")
+    await a.save_session(early)
+    blind = dataclasses.asdict(Session(id="s-blind", scope_key=SCOPE, opened_at=at + 100.0, last_active_at=at + 100.0, user_id="u3", state=dict(PROVISIONAL)))
+    await a._apply([a.outbox.entry("session", {"s": blind, "f": None})])
+    backend.clock.advance(1500.0)
+    await a.store_message(rec(1, ts=at + 1500.0, session=early))
+    return at
+
+
 def test_a_joined_session_is_as_active_as_its_newest_message(backend: Backend) -> None:
     """Rule 5's join, both rows lagging (a row's ``last_active_at`` reaches
     the database every ``session_touch_interval``, or never when a fault
@@ -648,15 +664,8 @@ def test_a_joined_session_is_as_active_as_its_newest_message(backend: Backend) -
     read back late)."""
 
     async def go() -> None:
-        at = backend.clock.now()
         async with started(backend.store("A")) as a:
-            await a.probe()
-            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3")
-            await a.save_session(early)
-            backend.clock.advance(1500.0)
-            await a.store_message(rec(1, ts=at + 1500.0, session=early))
-            blind = dataclasses.asdict(Session(id="s-blind", scope_key=SCOPE, opened_at=at + 100.0, last_active_at=at + 100.0, user_id="u3", state=dict(PROVISIONAL)))
-            await a._apply([a.outbox.entry("session", {"s": blind, "f": None})])
+            at = await _early_and_a_blind_session_replayed(backend, a)
             backend.flush()
             # The read finds s-blind, provisional, and settles it: joined to s-early.
             found = await a.load_session(SCOPE)
@@ -700,15 +709,8 @@ def test_a_provisional_session_not_settled_yet_is_as_active_as_the_conversation_
     split, seed 7)."""
 
     async def go() -> None:
-        at = backend.clock.now()
         async with started(backend.store("A")) as a:
-            await a.probe()
-            early = Session(id="s-early", scope_key=SCOPE, opened_at=at, last_active_at=at, user_id="u3")
-            await a.save_session(early)
-            blind = dataclasses.asdict(Session(id="s-blind", scope_key=SCOPE, opened_at=at + 100.0, last_active_at=at + 100.0, user_id="u3", state=dict(PROVISIONAL)))
-            await a._apply([a.outbox.entry("session", {"s": blind, "f": None})])
-            backend.clock.advance(1500.0)
-            await a.store_message(rec(1, ts=at + 1500.0, session=early))  # the conversation goes on in s-early
+            at = await _early_and_a_blind_session_replayed(backend, a)
             backend.flush()
 
             async def outbox_not_drained() -> bool:
