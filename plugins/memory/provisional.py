@@ -158,18 +158,17 @@ def settle(store: DurableStore, session_id: str) -> Settled | None:
         if _lock_refused(exc):
             raise SettleLater(session_id) from None
         raise
-    if settled is not None:
-        _active_as_written(store, settled.session)
+    if settled is not None and settled.joined_from is None and settled.session["closed_at"] is None:
+        # What the message being handled is judged by (a join's is so already).
+        settled.session["last_active_at"] = _activity(store, settled.session)
     return settled
 
 
-def _active_as_written(store: DurableStore, data: dict[str, Any]) -> None:
-    """An open session's activity as the database holds it (rule 5): its
-    row's ``last_active_at`` lags (``session_touch_interval``, or a touch a
-    fault took), its newest message does not. The session a settle hands
-    back is what the message being handled is judged by."""
-    if data["closed_at"] is None:
-        data["last_active_at"] = max(data["last_active_at"], _newest_write(store, data["id"]) or 0.0)
+def _activity(store: DurableStore, data: dict[str, Any]) -> float:
+    """A session's activity as the database holds it (rule 5): its row's
+    ``last_active_at`` lags (``session_touch_interval``, or a touch a fault
+    took), its newest message does not."""
+    return max(data["last_active_at"], _newest_write(store, data["id"]) or 0.0)
 
 
 def _lock_refused(exc: BaseException) -> bool:
@@ -187,14 +186,8 @@ def conversation_activity(store: DurableStore, blind: dict[str, Any]) -> float:
     write, or that of the session before it when ``blind`` continues that
     one (the judgment a settle would make). Read only: for a provisional
     session that cannot be settled yet and is used as it is meanwhile."""
-    S = store.m.SessionRow
-    active = max(blind["last_active_at"], _newest_write(store, blind["id"]) or 0.0)
-    row = (
-        S.select()
-        .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at <= blind["opened_at"]))
-        .order_by(S.opened_at.desc(), S.last_active_at.desc())
-        .first()
-    )
+    active = _activity(store, blind)
+    row = _session_before(store, blind).first()
     if row is None:
         return active
     before = store._session_dict(row)
@@ -261,17 +254,22 @@ def _before(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None
     When the one found was deleted by such a join meanwhile, look again."""
     S = store.m.SessionRow
     while True:
-        found = (
-            S.select(S.session_id)
-            .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at <= blind["opened_at"]))
-            .order_by(S.opened_at.desc(), S.last_active_at.desc())
-            .first()
-        )
+        found = _session_before(store, blind, S.session_id).first()
         if found is None:
             return None
         row = _locked(store, S.select().where(S.session_id == found.session_id)).first()
         if row is not None:
             return store._session_dict(row)
+
+
+def _session_before(store: DurableStore, blind: dict[str, Any], *fields: Any) -> Any:
+    """The query of the scope's latest session opened before ``blind``."""
+    S = store.m.SessionRow
+    return (
+        S.select(*fields)
+        .where((S.scope_key == blind["scope_key"]) & (S.session_id != blind["id"]) & (S.opened_at <= blind["opened_at"]))
+        .order_by(S.opened_at.desc(), S.last_active_at.desc())
+    )
 
 
 def _after(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:
@@ -294,7 +292,7 @@ def _after(store: DurableStore, blind: dict[str, Any]) -> dict[str, Any] | None:
         return None
     after = store._session_dict(row)
     idle = float((blind["state"].get(PROVISIONAL) or {}).get("idle_timeout") or 0)
-    active = max(blind["last_active_at"], _newest_write(store, blind["id"]) or 0.0)
+    active = _activity(store, blind)
     if after["state"].get(PROVISIONAL) or (idle > 0 and after["opened_at"] >= active + idle):
         return None
     return after
@@ -304,7 +302,7 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
     S, M = store.m.SessionRow, store.m.Message
     moved = M.update(session_id=before["id"]).where(M.session_id == blind["id"]).execute()
     # Both rows may lag: the newest message the session now holds says when it was active.
-    before["last_active_at"] = max(before["last_active_at"], blind["last_active_at"], _newest_write(store, before["id"]) or 0.0)
+    before["last_active_at"] = max(_activity(store, before), blind["last_active_at"])
     if blind["closed_at"] is not None:
         # Reset (or timed out) while provisional: the conversation ended then.
         before["closed_at"] = blind["closed_at"]

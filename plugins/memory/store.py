@@ -46,7 +46,7 @@ from plugins.memory.edits import apply_correction
 from plugins.memory.failover import write_back
 from plugins.memory.leases import Leases, current_fence, prefetched_session
 from plugins.memory.outbox import Outbox, SentJournal, Spool
-from plugins.memory.provisional import conversation_activity, JOIN_SCAN_EVERY, LATE_PREFIX, Settled, SettleLater, follow_joins, late_key, late_writes, settle, windows_dropped
+from plugins.memory.provisional import JOIN_SCAN_EVERY, LATE_PREFIX, Settled, SettleLater, conversation_activity, follow_joins, late_key, late_writes, settle, windows_dropped
 from plugins.memory.recent import RecentConversations, is_fresh, is_provisional, newest
 from plugins.memory.settings import DEFAULT_REDIS_URL, MemorySettings
 
