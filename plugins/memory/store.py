@@ -158,10 +158,14 @@ class MemoryStore:
         await self._hand_over_sent()
         settled = False
         if self.db_ok and self.redis_ok:
-            await self._check_dirty_flags()
-            with contextlib.suppress(BackendDown):
+            try:
+                await self._check_dirty_flags()
                 await self._replay_outbox()
                 settled = True
+            except BackendDown as exc:
+                # Lost after its first ping: start degraded; the recovery
+                # does this work when the backend answers again (H1).
+                (self.db_failed if exc.backend == "database" else self.redis_failed)(exc)
         if self.redis_ok:
             await self._keep_epoch_key()
         self.arbiter.start()

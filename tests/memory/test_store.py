@@ -463,6 +463,45 @@ def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend
     run(go())
 
 
+def test_g5_redis_lost_between_the_first_ping_and_the_dirty_check_starts_degraded(backend: Backend) -> None:
+    """Seen in the soak: Redis closed the connection after a starting
+    instance's first ping, and the start failed. It starts degraded instead,
+    and the bump it owes the dead instance's dirty cache happens on recovery."""
+
+    async def go() -> None:
+        async with started(backend.store("B")) as b:
+            await b.store_message(rec(1))
+            assert ids(await warm(b)) == ["1001"]
+        a = backend.store("A")
+        await a.start()
+        backend.redis_down()
+        await a.store_message(rec(2))  # database only; A "dies" before Redis returns
+        a._probe_task.cancel()  # type: ignore[union-attr]
+        backend.redis_up()
+        c = backend.store("C")
+        check = c._check_dirty_flags
+
+        async def redis_lost_first() -> None:
+            c._check_dirty_flags = check  # type: ignore[method-assign]
+            backend.redis_down()
+            await check()
+
+        c._check_dirty_flags = redis_lost_first  # type: ignore[method-assign]
+        await c.start()
+        try:
+            assert not c.redis_ok
+            assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # from the database
+            backend.redis_up()
+            await c.probe()
+            assert c.redis_ok
+            assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # not the stale window
+        finally:
+            await c.stop()
+            await a.stop()
+
+    run(go())
+
+
 def test_g6_database_down_writes_go_to_the_outbox_and_are_replayed_in_order(backend: Backend) -> None:
     async def go() -> None:
         async with started(backend.store()) as store:
