@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from core.models import MessageRecord, Role, Session
+from plugins.memory.store import MemoryStore
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import SESSION, Killed, abandon, db_history, ids, rec, warm, with_attachment
 
@@ -445,17 +446,24 @@ def test_g5_redis_back_while_the_database_is_down_serves_no_window_that_lacks_a_
     run(go())
 
 
+async def _a_dead_instance_left_the_cache_dirty(backend: Backend) -> MemoryStore:
+    """B cached message 1001's window; A stored 1002 in the database only
+    (Redis down) and "died" before Redis returned: the window is stale."""
+    async with started(backend.store("B")) as b:
+        await b.store_message(rec(1))
+        assert ids(await warm(b)) == ["1001"]
+    a = backend.store("A")
+    await a.start()
+    backend.redis_down()
+    await a.store_message(rec(2))  # database only; A "dies" before Redis returns
+    a._probe_task.cancel()  # type: ignore[union-attr]
+    backend.redis_up()
+    return a
+
+
 def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend: Backend) -> None:
     async def go() -> None:
-        async with started(backend.store("B")) as b:
-            await b.store_message(rec(1))
-            assert ids(await warm(b)) == ["1001"]
-        a = backend.store("A")
-        await a.start()
-        backend.redis_down()
-        await a.store_message(rec(2))  # database only; A "dies" before Redis returns
-        a._probe_task.cancel()  # type: ignore[union-attr]
-        backend.redis_up()
+        a = await _a_dead_instance_left_the_cache_dirty(backend)
         async with started(backend.store("C")) as c:
             assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]
         await a.stop()
@@ -469,15 +477,7 @@ def test_g5_redis_lost_between_the_first_ping_and_the_dirty_check_starts_degrade
     and the bump it owes the dead instance's dirty cache happens on recovery."""
 
     async def go() -> None:
-        async with started(backend.store("B")) as b:
-            await b.store_message(rec(1))
-            assert ids(await warm(b)) == ["1001"]
-        a = backend.store("A")
-        await a.start()
-        backend.redis_down()
-        await a.store_message(rec(2))  # database only; A "dies" before Redis returns
-        a._probe_task.cancel()  # type: ignore[union-attr]
-        backend.redis_up()
+        a = await _a_dead_instance_left_the_cache_dirty(backend)
         c = backend.store("C")
         check = c._check_dirty_flags
 
