@@ -332,7 +332,9 @@ class MemoryStore:
                 await self._redis_recovered()
             if await self._db_back() or (self.db_breaker.ok and (self._stream_depth or self.spool.files())):
                 await self._db_recovered()
-            elif self.db_ok and self.redis_ok:
+            if self.db_ok and self.redis_ok:
+                # Also right after the database returned: a start that lost
+                # it never read a dead instance's dirty flag (H1).
                 with contextlib.suppress(BackendDown):
                     await self._check_dirty_flags()
             if self.db_ok and self.db is not None and self.db.dialect == "postgres" and self.db.connection_errors != self._db_errors_seen:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from core.models import MessageRecord, Role, Session
+from plugins.memory.breaker import BackendDown
 from plugins.memory.store import MemoryStore
 from tests.memory.conftest import Backend, database_cut, run, started
 from tests.memory.helpers import SESSION, Killed, abandon, db_history, ids, rec, warm, with_attachment
@@ -440,6 +441,7 @@ def test_g5_redis_back_while_the_database_is_down_serves_no_window_that_lacks_a_
                     got = ids(await store.load_messages(SESSION, 10))
                     assert "1001" not in got or "1002" in got, f"{store.instance_id} served {got}: message 1002 is in the database"
             await a.probe()
+            await b.probe()  # (A's dirty flag, read now, bumps the epoch again: B rebuilds from the database)
             for store in (a, b):
                 assert ids(await store.load_messages(SESSION, 10)) == ["1001", "1002"]
 
@@ -447,17 +449,18 @@ def test_g5_redis_back_while_the_database_is_down_serves_no_window_that_lacks_a_
 
 
 async def _a_dead_instance_left_the_cache_dirty(backend: Backend) -> MemoryStore:
-    """B cached message 1001's window; A stored 1002 in the database only
-    (Redis down) and "died" before Redis returned: the window is stale."""
+    """B cached message 1001's window; A, routing around Redis after a call
+    failed, stored 1002 in the database only and "died" before Redis was
+    back for it: the window Redis holds is stale. (Not a stopped Redis: a
+    command sent to it before the timeout runs when it resumes.)"""
     async with started(backend.store("B")) as b:
         await b.store_message(rec(1))
         assert ids(await warm(b)) == ["1001"]
     a = backend.store("A")
     await a.start()
-    backend.redis_down()
-    await a.store_message(rec(2))  # database only; A "dies" before Redis returns
     a._probe_task.cancel()  # type: ignore[union-attr]
-    backend.redis_up()
+    a.redis_failed(BackendDown("redis", "a call failed"))
+    await a.store_message(rec(2))  # database only; A "dies" before Redis returns
     return a
 
 
@@ -471,32 +474,68 @@ def test_g5_a_dead_instance_dirty_cache_is_invalidated_by_the_next_start(backend
     run(go())
 
 
+@contextlib.asynccontextmanager
+async def started_losing(backend: Backend, lose: Any) -> Any:
+    """Start instance C, which loses a backend (``lose(C)`` enters the
+    fault) between its first ping and its dirty check; yield C started."""
+    c = backend.store("C")
+    check = c._check_dirty_flags
+
+    async def lost_first() -> None:
+        c._check_dirty_flags = check  # type: ignore[method-assign]
+        lose(c)
+        await check()
+
+    c._check_dirty_flags = lost_first  # type: ignore[method-assign]
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+
+
 def test_g5_redis_lost_between_the_first_ping_and_the_dirty_check_starts_degraded(backend: Backend) -> None:
     """Seen in the soak: Redis closed the connection after a starting
     instance's first ping, and the start failed. It starts degraded instead,
-    and the bump it owes the dead instance's dirty cache happens on recovery."""
+    and the bump it owes the dead instance's dirty cache happens on recovery.
+    (Real: the stopped Redis runs the bump sent before the timeout when it
+    resumes, so only the fast matrix can see a recovery without the bump.)"""
 
     async def go() -> None:
         a = await _a_dead_instance_left_the_cache_dirty(backend)
-        c = backend.store("C")
-        check = c._check_dirty_flags
-
-        async def redis_lost_first() -> None:
-            c._check_dirty_flags = check  # type: ignore[method-assign]
-            backend.redis_down()
-            await check()
-
-        c._check_dirty_flags = redis_lost_first  # type: ignore[method-assign]
-        await c.start()
         try:
-            assert not c.redis_ok
-            assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # from the database
-            backend.redis_up()
-            await c.probe()
-            assert c.redis_ok
-            assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # not the stale window
+            async with started_losing(backend, lambda _c: backend.redis_unreachable()) as c:
+                assert not c.redis_ok
+                assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # from the database
+                backend.redis_reachable()
+                await c.probe()
+                assert c.redis_ok
+                assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # not the stale window
         finally:
-            await c.stop()
+            backend.redis_reachable()
+            await a.stop()
+
+    run(go())
+
+
+def test_g5_the_database_lost_during_the_dirty_check_is_checked_again_when_it_returns(backend: Backend) -> None:
+    """The start lost the database before it read (or cleared) the dead
+    instance's dirty flag: the recovery when the database returns reads it
+    and bumps the epoch, not only a later probe."""
+
+    async def go() -> None:
+        a = await _a_dead_instance_left_the_cache_dirty(backend)
+        cut: list[Any] = []
+        try:
+            async with started_losing(backend, lambda c: cut.append(database_cut(backend, c).__enter__())) as c:
+                assert not c.db_ok
+                cut.pop().__exit__(None, None, None)
+                await c.probe()
+                assert c.db_ok and c.redis_ok
+                assert ids(await c.load_messages(SESSION, 10)) == ["1001", "1002"]  # not the stale window
+        finally:
+            for held in cut:
+                held.__exit__(None, None, None)
             await a.stop()
 
     run(go())
