@@ -14,7 +14,14 @@ messages of a conversation, with ``gap`` their timestamps' distance and
 instance handled it (its deliveries' end, plus a second),
 
 - a new session is **allowed** when ``gap + delay >= idle_timeout``;
-- a new session is **required** when ``gap - delay >= idle_timeout``.
+- a new session is **required** when ``gap - delay >= idle_timeout``, and
+  every message of the conversation sent before the later one that an
+  instance received, stored or not, was at least ``idle_timeout`` before
+  it, counting that message's own delay. A message whose every receiver
+  died before storing it may still have moved the session's activity (its
+  session is resolved, and touched, before the message is stored: rule 12):
+  the user did talk then (seen on seed 7, 8 Dec: four such messages in a
+  45-minute stored gap, and the bot rightly went on in the same session).
 
 A **split** is a new session where none is allowed. A **context** the bot
 serves for a conversation (its last ``window`` messages, user and bot) must
@@ -32,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.chaos.ledger import Entry, Row, View
+
+NOT_DELIVERED = "not delivered"  # a delivery's outcome: its process was already down, it never received the message
 
 # Added to each message's measured wait (real seconds): the driver's and the
 # bot's view of "delivered" differ by a scheduling step or two.
@@ -85,18 +94,40 @@ class Boundary:
     new_session: bool
 
 
-def boundaries(user_rows: list[Row], entries: dict[str, Entry], rules: Rules) -> list[Boundary]:
-    out = []
-    for i in range(1, len(user_rows)):
-        a, b = user_rows[i - 1], user_rows[i]
-        gap = b.ts - a.ts
-        delay = max(handling_delay(entries.get(a.message_id), rules), handling_delay(entries.get(b.message_id), rules))
-        out.append(Boundary(i, gap + delay >= rules.idle_timeout, gap - delay >= rules.idle_timeout,
-                            a.session_id != b.session_id))
+def received(entries: dict[str, Entry]) -> dict[int, list[Entry]]:
+    """Each conversation's messages that some instance received (stored or
+    not), for :func:`boundaries`."""
+    out: dict[int, list[Entry]] = defaultdict(list)
+    for entry in entries.values():
+        if any(d.outcome != NOT_DELIVERED for d in entry.deliveries):
+            out[entry.conversation].append(entry)
     return out
 
 
-def splits(conv_rows: list[Row], entries: dict[str, Entry], rules: Rules) -> list[dict[str, Any]]:
+def boundaries(user_rows: list[Row], entries: dict[str, Entry], rules: Rules,
+               heard: list[Entry] | None = None) -> list[Boundary]:
+    """``heard``: the conversation's received messages (default: read from
+    ``entries``, slow for a whole soak's ledger)."""
+    if heard is None:
+        first = entries.get(user_rows[0].message_id) if user_rows else None
+        heard = received(entries).get(first.conversation, []) if first else []
+    # (order, the latest moment it may have made the session active)
+    marks = sorted((order_key(e.id, e.ts), e.ts + handling_delay(e, rules)) for e in heard)
+    latest, j, out = float("-inf"), 0, []
+    for i in range(1, len(user_rows)):
+        a, b = user_rows[i - 1], user_rows[i]
+        while j < len(marks) and marks[j][0] < order_key(b.message_id, b.ts):
+            latest = max(latest, marks[j][1])
+            j += 1
+        gap = b.ts - a.ts
+        delay = max(handling_delay(entries.get(a.message_id), rules), handling_delay(entries.get(b.message_id), rules))
+        required = gap - delay >= rules.idle_timeout and b.ts - latest >= rules.idle_timeout
+        out.append(Boundary(i, gap + delay >= rules.idle_timeout, required, a.session_id != b.session_id))
+    return out
+
+
+def splits(conv_rows: list[Row], entries: dict[str, Entry], rules: Rules,
+           heard: list[Entry] | None = None) -> list[dict[str, Any]]:
     """The places where the conversation went on in another session though
     no idle timeout allowed it (empty: not split)."""
     users = [r for r in conv_rows if r.role == "user"]
@@ -104,12 +135,13 @@ def splits(conv_rows: list[Row], entries: dict[str, Entry], rules: Rules) -> lis
         {"after": users[b.index - 1].message_id, "before": users[b.index].message_id,
          "gap_s": round(users[b.index].ts - users[b.index - 1].ts, 1),
          "sessions": [users[b.index - 1].session_id, users[b.index].session_id]}
-        for b in boundaries(users, entries, rules)
+        for b in boundaries(users, entries, rules, heard)
         if b.new_session and not b.allowed
     ]
 
 
-def acceptable_windows(conv_rows: list[Row], entries: dict[str, Entry], rules: Rules) -> list[list[str]]:
+def acceptable_windows(conv_rows: list[Row], entries: dict[str, Entry], rules: Rules,
+                       heard: list[Entry] | None = None) -> list[list[str]]:
     """Every context the bot may rightly serve for the conversation now (ids,
     in order): the last ``window`` stored messages since each session start
     the rules allow."""
@@ -117,7 +149,7 @@ def acceptable_windows(conv_rows: list[Row], entries: dict[str, Entry], rules: R
     if not users:
         return [[r.message_id for r in conv_rows[-rules.window:]]] if conv_rows else [[]]
     starts: list[int] = []  # indexes into users, newest first
-    for b in reversed(boundaries(users, entries, rules)):
+    for b in reversed(boundaries(users, entries, rules, heard)):
         if b.allowed:
             starts.append(b.index)
             if b.required:
@@ -132,11 +164,12 @@ def acceptable_windows(conv_rows: list[Row], entries: dict[str, Entry], rules: R
     return out
 
 
-def judge_view(view: View, conv_rows: list[Row], entries: dict[str, Entry], rules: Rules) -> dict[str, Any] | None:
+def judge_view(view: View, conv_rows: list[Row], entries: dict[str, Entry], rules: Rules,
+               heard: list[Entry] | None = None) -> dict[str, Any] | None:
     """``None`` when ``view`` is a context the bot may serve, else what is wrong."""
     if view.ids is None:
         return {"error": view.error}
-    options = acceptable_windows(conv_rows, entries, rules)
+    options = acceptable_windows(conv_rows, entries, rules, heard)
     if view.ids in options:
         return None
     return {"session_id": view.session_id, **difference(view.ids, options[0], {r.message_id for r in conv_rows})}

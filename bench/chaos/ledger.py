@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.chaos import conversations as conv_mod
-from bench.chaos.conversations import Rules, order_key
+from bench.chaos.conversations import NOT_DELIVERED, Rules, order_key
 from bench.chaos.overlaps import Fault, during, faults_from, label, overlapping
 from bench.stats import percentile
 from core.models import ReplyId
 
-__all__ = ["Rules", "order_key"]  # re-exported: the tests and the soak build them from here
+__all__ = ["NOT_DELIVERED", "Rules", "order_key"]  # re-exported: the tests and the soak build them from here
 
 VIOLATIONS = (
     "lost_messages",
@@ -65,7 +65,6 @@ VIOLATIONS = (
 COUNTED = ("unanswerable", "replies_doubled", "replies_doubled_overlapping", "replies_doubled_resent_after_kill")
 
 DIED = "died"  # a delivery's outcome when its process was killed with the message in hand
-NOT_DELIVERED = "not delivered"  # its process was already down: it never received the message
 
 
 @dataclass
@@ -320,8 +319,9 @@ def _replies(found: Findings, ledger: Ledger, by_id: dict[str, Row], faults: lis
 
 def _conversations(found: Findings, ledger: Ledger, rows: list[Row], views: list[View], rules: Rules) -> None:
     per_conv = conv_mod.by_conversation(ledger.entries, rows)
+    heard = conv_mod.received(ledger.entries)
     for conv, conv_rows in sorted(per_conv.items()):
-        where = conv_mod.splits(conv_rows, ledger.entries, rules)
+        where = conv_mod.splits(conv_rows, ledger.entries, rules, heard.get(conv, []))
         if where:
             found.counts["conversation_splits"] += 1
             found.note("conversation_splits", {"conversation": conv, "sessions": len({r.session_id for r in conv_rows}),
@@ -331,7 +331,7 @@ def _conversations(found: Findings, ledger: Ledger, rows: list[Row], views: list
     wrong: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for view in views:
         found.stats[f"views_checked_{view.phase}"] += 1
-        problem = conv_mod.judge_view(view, per_conv.get(view.conversation, []), ledger.entries, rules)
+        problem = conv_mod.judge_view(view, per_conv.get(view.conversation, []), ledger.entries, rules, heard.get(view.conversation, []))
         if problem is not None:
             wrong[view.conversation].append({"instance": view.instance, "phase": view.phase, **problem})
     found.counts["context_mismatch"] = len(wrong)

@@ -295,6 +295,28 @@ def test_near_the_idle_timeout_either_session_is_right() -> None:
         assert (found["conversation_splits"], found["context_mismatch"]) == (0, 0), same_session
 
 
+def test_a_message_received_but_never_stored_may_keep_its_session_open() -> None:
+    """Seed 7, 8 Dec: every receiver of a message died before storing it,
+    but its session had been resolved and touched (rule 12): the user did
+    talk then, and the bot rightly went on in the same session across a
+    stored gap longer than the idle timeout. Either session is right."""
+    for same_session in (True, False):
+        ledger, rows, _ = clean_world()
+        lost = ledger.add(Entry("1003", 0, "chan", "m1003", 102.0 + 1000.0, sent=100.0))
+        lost.deliveries += [Delivery("A", "gateway", DIED, start=100.0, end=101.0), Delivery("B", "gateway", NOT_DELIVERED)]
+        answered(ledger, rows, "1004", 0, 102.0 + 2000.0, "s1" if same_session else "s2", sent=200.0)
+        ids = [r.message_id for r in rows] if same_session else ["1004", "reply:1004"]
+        view = [View(0, "A", "s1" if same_session else "s2", ids, phase="rebuilt")]
+        found = counts(ledger, rows, view)
+        assert (found["conversation_splits"], found["context_mismatch"]) == (0, 0), same_session
+    # Never received (its process was down): it moved nothing, the timeout holds.
+    ledger, rows, _ = clean_world()
+    unheard = ledger.add(Entry("1003", 0, "chan", "m1003", 102.0 + 1000.0, sent=100.0))
+    unheard.deliveries += [Delivery("A", "gateway", NOT_DELIVERED), Delivery("B", "gateway", NOT_DELIVERED)]
+    answered(ledger, rows, "1004", 0, 102.0 + 2000.0, "s1", sent=200.0)
+    assert counts(ledger, rows, [View(0, "A", "s1", [r.message_id for r in rows], phase="rebuilt")])["context_mismatch"] == 1
+
+
 def test_a_context_wrong_only_after_the_flush_is_a_mismatch() -> None:
     ledger, rows, views = clean_world()
     for v in views:
