@@ -307,7 +307,7 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
         # Reset (or timed out) while provisional: the conversation ended then.
         before["closed_at"] = blind["closed_at"]
         before["state"] = {**before["state"], "closed_reason": blind["state"].get("closed_reason", "reset")}
-    elif before["state"].get("closed_reason") in TIMED_OUT and before["closed_at"] <= blind["opened_at"]:
+    elif _end_judged_without(before, blind):
         # Its end by timeout was judged without what arrived late: it goes on.
         before["closed_at"] = None
         before["state"] = {k: v for k, v in before["state"].items() if k != "closed_reason"}
@@ -320,6 +320,22 @@ def _join(store: DurableStore, blind: dict[str, Any], before: dict[str, Any]) ->
     mark = secrets.token_hex(4)
     store.set_state(JOINED_PREFIX + blind["id"], {"into": before["id"], "scope": blind["scope_key"], "at": time.time(), STALE: mark})
     return Settled(before, blind["id"], int(moved or 0), mark=mark)
+
+
+def _end_judged_without(before: dict[str, Any], blind: dict[str, Any]) -> bool:
+    """Whether ``before``'s end by timeout was judged without what the join
+    brings (rule 5): ``blind`` was opened after it, or, for an idle end,
+    ``before`` (its messages and ``blind``'s now) was active later than the
+    activity the end was judged on (``closed_at - idle_timeout``): two
+    sessions opened at once, one ended blind to the other's messages."""
+    reason = before["state"].get("closed_reason")
+    if reason not in TIMED_OUT or before["closed_at"] is None:
+        return False
+    if before["closed_at"] <= blind["opened_at"]:
+        return True
+    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FRESH) or {}
+    idle = float(mark.get("idle_timeout") or 0)
+    return reason == "idle" and idle > 0 and before["last_active_at"] > before["closed_at"] - idle + 0.001
 
 
 def follow_joins(

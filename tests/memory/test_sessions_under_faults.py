@@ -761,6 +761,39 @@ def test_a_session_ended_by_timeout_goes_on_when_its_later_messages_arrive_late(
     run(go())
 
 
+def test_a_join_that_brings_activity_after_a_timeout_was_judged_voids_that_end(backend: Backend) -> None:
+    """Rule 5 (the chaos soak, seed 8, 8 Dec): two instances opened the
+    conversation's session in the same millisecond; one, blind to the
+    other's messages, ended its own by idle timeout, judged on its first
+    message's time. The join brings messages later than that: the end was
+    judged without them and is void, so the next message goes on in the
+    conversation instead of opening a new session."""
+    from plugins.sessions.lifecycle import close
+
+    async def go() -> None:
+        async with started(backend.store("A")) as a:
+            await a.probe()
+            t = backend.clock.now()
+            early = Session(id="s-a", scope_key=SCOPE, opened_at=t, last_active_at=t, user_id="u3", state=dict(FRESH))
+            await a.save_session(early)
+            await a.store_message(rec(1, ts=t, session=early))
+            blind = Session(id="s-b", scope_key=SCOPE, opened_at=t, last_active_at=t + 2200.0, user_id="u3", state=dict(BLIND))
+            entries = [a.outbox.entry("session", {"s": dataclasses.asdict(blind), "f": None})]
+            entries += [a.outbox.entry("msg", list(to_row(rec(n, ts=t + at, session=blind), t + at))) for n, at in ((2, 1000.0), (3, 2200.0))]
+            await a._apply(entries)
+            backend.clock.advance(2300.0)
+            await a.save_session(close(early, t + 2300.0, "idle", at=t + 1800.0))  # judged without s-b's messages
+            backend.flush()
+            found = await a.load_session(SCOPE)  # settles s-b: joined to s-a
+            assert rows(backend) == ["s-a"] and session_ids(backend) == ["s-a"]
+            assert found is not None and found.id == "s-a" and found.closed_at is None
+            assert found.last_active_at >= t + 2200.0
+            (row,) = backend.sql("SELECT closed_at FROM sessions WHERE session_id = ?", ("s-a",))
+            assert row[0] is None
+
+    run(go())
+
+
 def _locks_awaited(backend: Backend) -> int:
     found = backend.sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
