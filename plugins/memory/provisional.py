@@ -124,10 +124,15 @@ class Settled:
 TIMED_OUT = ("idle", "max_age")
 
 
+def _opened_under(blind: dict[str, Any]) -> dict[str, Any]:
+    """The timeouts a provisional or fresh session was opened under."""
+    return blind["state"].get(PROVISIONAL) or blind["state"].get(FRESH) or {}
+
+
 def continues(before: dict[str, Any], blind: dict[str, Any], newest_write: float | None) -> bool:
     """Whether a message arriving when ``blind`` was opened would have
     continued ``before``, under the timeouts ``blind`` was opened with."""
-    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FRESH) or {}
+    mark = _opened_under(blind)
     opened = blind["opened_at"]
     timed_out = before["state"].get("closed_reason") in TIMED_OUT
     if before["closed_at"] is not None and before["closed_at"] <= opened and not timed_out:
@@ -333,8 +338,7 @@ def _end_judged_without(before: dict[str, Any], blind: dict[str, Any]) -> bool:
         return False
     if before["closed_at"] <= blind["opened_at"]:
         return True
-    mark = blind["state"].get(PROVISIONAL) or blind["state"].get(FRESH) or {}
-    idle = float(mark.get("idle_timeout") or 0)
+    idle = float(_opened_under(blind).get("idle_timeout") or 0)
     return reason == "idle" and idle > 0 and before["last_active_at"] > before["closed_at"] - idle + 0.001
 
 

@@ -165,7 +165,7 @@ class MemoryStore:
             except BackendDown as exc:
                 # Lost after its first ping: start degraded; the recovery
                 # does this work when the backend answers again (H1).
-                (self.db_failed if exc.backend == "database" else self.redis_failed)(exc)
+                self.backend_failed(exc)
         if self.redis_ok:
             await self._keep_epoch_key()
         self.arbiter.start()
@@ -241,6 +241,10 @@ class MemoryStore:
 
     def db_failed(self, exc: BackendDown) -> None:
         self.db_breaker.trip(exc.reason)
+
+    def backend_failed(self, exc: BackendDown) -> None:
+        """Trip the breaker of the backend ``exc`` names."""
+        (self.redis_failed if exc.backend == "redis" else self.db_failed)(exc)
 
     async def _mark_dirty(self) -> None:
         """The database got a write the cache did not: the cache must be
@@ -801,7 +805,7 @@ class MemoryStore:
                 found = sorted((records.from_row(r) for r in rows), key=_sort_key)
                 await self.cache.fill(session_id, [records.encode_entry(r) for r in found], counter, epoch)
         except BackendDown as exc:
-            (self.redis_failed if exc.backend == "redis" else self.db_failed)(exc)
+            self.backend_failed(exc)
         except Exception:  # noqa: BLE001 - a background refill must never take anything down
             log.exception("memory: refilling the window of %s failed", session_id)
 
@@ -978,7 +982,7 @@ class MemoryStore:
                 if data is not None:
                     await self.cache.put_session(data, only_if_missing=True, epoch=epoch)
             except BackendDown as exc:
-                (self.redis_failed if exc.backend == "redis" else self.db_failed)(exc)
+                self.backend_failed(exc)
                 self._rebuilt_at = -1
                 return
             if data is not None:
